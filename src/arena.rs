@@ -1,0 +1,1441 @@
+//! [`Arena`]: the public API over the unsafe core.
+//!
+//! The core (`Inner`) works in byte offsets from the arena's base; every pointer comes from
+//! [`Backing`]. The public layer checks every argument and hands out only what the block-state
+//! protocol (see `block`) makes exclusive ([`BlockMut`]) or immutable (`read` pins the block).
+//!
+//! ## Orderings of the block-state protocol
+//!
+//! | op | ordering | pairs with |
+//! | --- | --- | --- |
+//! | alloc: store PENDING header | Relaxed | the handle reaches other threads only through the user's own synchronisation |
+//! | `BlockMut` drop: store PUBLISHED | Release | Acquire CAS in `free` / `read`: the writes made through the `BlockMut` happen before any read or reuse |
+//! | free: CAS to DYING | AcqRel | Release of the publish and of readers leaving; Acquire for the reuse that follows |
+//! | read: pin CAS | Acquire | the publish (see above) |
+//! | read: unpin CAS | Release | the Acquire CAS in `free` (or the last reader's own release): the copy happens before reuse |
+//! | roots | Acquire / Release | user data published through a root |
+
+use crate::backing::{Backing, BackingKind, OpenedFile};
+use crate::block::{self, Handle, LiveState, Word, MAX_BLOCK_LEN};
+use crate::bump::{bump_counter, with_cell, ChunkCell, Registry};
+use crate::error::Error;
+use crate::format::{
+    self, Geometry, RawHeader, DATA_ALIGN, HEADER_SIZE, MAX_CHUNK_SHIFT, MIN_CHUNK_SHIFT, OFF_BUMP,
+    OFF_CAPACITY, OFF_DISCARDED, OFF_HIGH_WATER, OFF_OPEN_COUNT, OFF_ROOTS, OFF_STATE,
+    OFF_STATE_CHECKSUM, ROOT_SLOTS, STATE_CLEAN, STATE_DIRTY,
+};
+use crate::freelist::{FreeLists, Optimistic, Pessimistic};
+use crate::layout::{align_up, block_span, MAX_ALIGN, WORD};
+use crate::options::{Freelist, Options, DEFAULT_CAPACITY};
+use crate::recovery::{self, Report};
+use crate::sync::{Arc, Ordering};
+use std::alloc::Layout;
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+
+/// A persistent, lock-free arena: one region of memory (heap buffer, anonymous map or file map)
+/// that many threads allocate from at once.
+///
+/// Cloning is cheap and shares the arena; the arena closes (final flush, clean mark, unlock) when
+/// the last clone is dropped.
+///
+/// # File maps
+/// A file-backed arena maps the file into memory. Its bytes are the file's bytes: if another
+/// process, or code outside parena, modifies or truncates the file while it is mapped, the arena's
+/// reads may see those changes (or fault), which no type can rule out; that is why
+/// [`Options::map_file`] is `unsafe`. parena's own lock keeps other parena writers out.
+///
+/// ```
+/// use parena::Options;
+/// let arena = Options::new().capacity(1 << 20).heap()?;
+/// let mut block = arena.alloc(5)?;
+/// block.copy_from_slice(b"hello");
+/// let h = block.handle();
+/// drop(block);
+/// let mut buf = [0u8; 5];
+/// arena.read(h, 0, &mut buf)?;
+/// assert_eq!(&buf, b"hello");
+/// arena.free(h)?;
+/// assert!(arena.read(h, 0, &mut buf).is_err());
+/// # Ok::<(), parena::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Arena {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) b: Backing,
+    pub(crate) g: Geometry,
+    /// Total bytes; fixed while open. Always `> data_start`, a multiple of 4096.
+    pub(crate) capacity: u64,
+    /// Process-unique id of this open arena (never reused), keys the per-thread cells.
+    pub(crate) uid: u64,
+    pub(crate) read_only: bool,
+    zero_on_free: bool,
+    pub(crate) lists: FreeLists,
+    pub(crate) cells: Registry,
+    was_clean: bool,
+    recovery_pending: bool,
+    recovery: Option<Report>,
+}
+
+/// Counters and sizes of an arena at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Total bytes, header included.
+    pub capacity: u64,
+    /// First heap byte.
+    pub data_start: u64,
+    /// Heap bytes reserved so far (`bump - data_start`).
+    pub allocated: u64,
+    /// Heap bytes never reserved (`capacity - bump`).
+    pub remaining: u64,
+    /// Blocks allocated and not freed, by this process since open.
+    pub live_blocks: u64,
+    /// Bytes in those blocks (as requested).
+    pub live_bytes: u64,
+    /// Bytes in fillers and remainders too small to list, and chunk tails given up.
+    pub discarded: u64,
+    /// Successful allocations since open.
+    pub allocations: u64,
+    /// Of which served by bumping.
+    pub from_bump: u64,
+    /// Of which served from the free lists.
+    pub from_freelist: u64,
+    /// Frees since open.
+    pub frees: u64,
+    /// Frees that moved a bump offset back.
+    pub rewinds: u64,
+    /// Allocations refused with `Full`.
+    pub failures: u64,
+}
+
+static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn new_uid() -> u64 {
+    NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A random arena id (not cryptographic): hashed time, process id, address and a counter.
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(new_uid());
+    h.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.finish() | 1
+}
+
+impl Geometry {
+    fn from_options(o: &Options, capacity: u64) -> Result<Geometry, Error> {
+        let reserved = o.reserved.unwrap_or(0);
+        let data_start = Geometry::data_start_for(reserved);
+        if capacity < data_start + (1 << MIN_CHUNK_SHIFT) || capacity > block::MAX_CAPACITY {
+            return Err(Error::Size {
+                field: "capacity",
+                value: capacity,
+            });
+        }
+        let heap = capacity - data_start;
+        let chunk_shift = match o.chunk_size {
+            Some(c) => {
+                let c = u64::from(c);
+                if !c.is_power_of_two()
+                    || !(1 << MIN_CHUNK_SHIFT..=1 << MAX_CHUNK_SHIFT).contains(&c)
+                {
+                    return Err(Error::Size {
+                        field: "chunk_size",
+                        value: c,
+                    });
+                }
+                c.trailing_zeros() as u8
+            }
+            None => {
+                let per_thread = (heap / 64).max(1);
+                (63 - per_thread.leading_zeros() as u8).clamp(MIN_CHUNK_SHIFT, 16)
+            }
+        };
+        let min_segment = o.min_segment_size.clamp(16, 1 << 20).div_ceil(8) * 8;
+        Ok(Geometry {
+            magic_version: o.magic_version,
+            freelist: o.freelist.unwrap_or_default(),
+            chunk_shift,
+            reserved_len: reserved,
+            min_segment,
+            data_start,
+            arena_id: random_id(),
+        })
+    }
+}
+
+fn requested_capacity(o: &Options) -> Result<u64, Error> {
+    let c = o.capacity.unwrap_or(DEFAULT_CAPACITY);
+    align_up(c, DATA_ALIGN).ok_or(Error::Size {
+        field: "capacity",
+        value: c,
+    })
+}
+
+impl Arena {
+    pub(crate) fn create_in_memory(o: &Options, anon: bool) -> Result<Arena, Error> {
+        if o.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let capacity = requested_capacity(o)?;
+        let g = Geometry::from_options(o, capacity)?;
+        let b = if anon {
+            Backing::anon(capacity)?
+        } else {
+            Backing::heap(capacity)?
+        };
+        let mut raw = RawHeader::new(&g, capacity);
+        raw.state = STATE_DIRTY;
+        raw.open_count = 1;
+        // SAFETY: the backing was just created; nothing else can see it.
+        unsafe { b.write(0, bytemuck::bytes_of(&raw)) };
+        Ok(Arena::from_parts(b, g, capacity, o, true, false, None))
+    }
+
+    fn from_parts(
+        b: Backing,
+        g: Geometry,
+        capacity: u64,
+        o: &Options,
+        was_clean: bool,
+        recovery_pending: bool,
+        recovery: Option<Report>,
+    ) -> Arena {
+        let lists = FreeLists::load(&b, g.data_start);
+        Arena {
+            inner: Arc::new(Inner {
+                read_only: b.read_only(),
+                b,
+                g,
+                capacity,
+                uid: new_uid(),
+                zero_on_free: o.zero_on_free,
+                lists,
+                cells: Registry::default(),
+                was_clean,
+                recovery_pending,
+                recovery,
+            }),
+        }
+    }
+
+    pub(crate) fn open_file(o: &Options, path: &Path) -> Result<Arena, Error> {
+        let f = OpenedFile::open(path, o.read_only, o.create, o.create_new)?;
+        if f.fresh {
+            return Arena::create_file(o, f);
+        }
+        let file_len = f.len()?;
+        let mut buf = vec![0u8; HEADER_SIZE as usize];
+        let n = f.read_prefix(&mut buf)?;
+        if n < 8 || buf[..8] != format::MAGIC {
+            let mut found = [0u8; 8];
+            found[..n.min(8)].copy_from_slice(&buf[..n.min(8)]);
+            return Err(Error::Magic { found });
+        }
+        if (n as u64) < HEADER_SIZE {
+            return Err(Error::Truncated {
+                expected: HEADER_SIZE,
+                found: file_len,
+            });
+        }
+        let raw = RawHeader::parse(&buf);
+        let v = raw.validate(file_len)?;
+        let g = v.geometry;
+        if g.magic_version != o.magic_version {
+            return Err(Error::MagicVersion {
+                expected: o.magic_version,
+                found: g.magic_version,
+            });
+        }
+        if let Some(k) = o.freelist {
+            if k != g.freelist {
+                return Err(Error::FreelistKind {
+                    expected: k as u8,
+                    found: g.freelist as u8,
+                });
+            }
+        }
+        if let Some(r) = o.reserved {
+            if r != g.reserved_len {
+                return Err(Error::Reserved {
+                    expected: r,
+                    found: g.reserved_len,
+                });
+            }
+        }
+        let mut capacity = v.capacity;
+        if let Some(want) = o.capacity {
+            let want = align_up(want, DATA_ALIGN).ok_or(Error::Size {
+                field: "capacity",
+                value: want,
+            })?;
+            if want < raw.bump {
+                return Err(Error::Shrink {
+                    requested: want,
+                    allocated: raw.bump,
+                });
+            }
+            if want > capacity {
+                if o.read_only {
+                    return Err(Error::ReadOnly);
+                }
+                if want > block::MAX_CAPACITY {
+                    return Err(Error::Size {
+                        field: "capacity",
+                        value: want,
+                    });
+                }
+                capacity = want;
+            }
+        }
+        // Everything above only read. A dirty arena is walked (still read-only) before anything
+        // is written, so a heap that cannot be recovered leaves the file untouched.
+        if !v.clean && !o.read_only {
+            let probe = Backing::file(f.dup_read_only()?, v.capacity)?;
+            recovery::check(&probe, &g, raw.bump)?;
+            drop(probe);
+            return Arena::open_writable(o, f, g, v.capacity, capacity, false);
+        }
+        if o.read_only {
+            let b = Backing::file(f, v.capacity)?;
+            return Ok(Arena::from_parts(
+                b, g, v.capacity, o, v.clean, !v.clean, None,
+            ));
+        }
+        Arena::open_writable(o, f, g, v.capacity, capacity, true)
+    }
+
+    fn open_writable(
+        o: &Options,
+        f: OpenedFile,
+        g: Geometry,
+        old_capacity: u64,
+        capacity: u64,
+        clean: bool,
+    ) -> Result<Arena, Error> {
+        if capacity > old_capacity || f.len()? < capacity {
+            f.resize(capacity, o.preallocate)?;
+        }
+        let b = Backing::file(f, capacity)?;
+        // Mark dirty (and the new capacity) and make that durable before the first change.
+        b.word(OFF_STATE).store(STATE_DIRTY, Ordering::Relaxed);
+        b.word(OFF_CAPACITY).store(capacity, Ordering::Relaxed);
+        b.word(OFF_OPEN_COUNT).fetch_add(1, Ordering::Relaxed);
+        b.flush(0, HEADER_SIZE)?;
+        let report = if clean {
+            None
+        } else {
+            let lists = FreeLists::load(&b, g.data_start);
+            Some(recovery::repair(&b, &g, capacity, &lists, true)?)
+        };
+        Ok(Arena::from_parts(b, g, capacity, o, clean, false, report))
+    }
+
+    fn create_file(o: &Options, f: OpenedFile) -> Result<Arena, Error> {
+        let capacity = requested_capacity(o)?;
+        let g = Geometry::from_options(o, capacity)?;
+        let raw = RawHeader::new(&g, capacity);
+        let made = (|| {
+            f.resize(capacity, o.preallocate)?;
+            f.write_initial(bytemuck::bytes_of(&raw))
+        })();
+        if let Err(e) = made {
+            // The file held nothing (it was created or empty): give it back as it was.
+            let _ = f.file.set_len(0);
+            return Err(e);
+        }
+        let b = Backing::file(f, capacity)?;
+        b.word(OFF_STATE).store(STATE_DIRTY, Ordering::Relaxed);
+        b.word(OFF_OPEN_COUNT).store(1, Ordering::Relaxed);
+        b.flush(0, HEADER_SIZE)?;
+        Ok(Arena::from_parts(b, g, capacity, o, true, false, None))
+    }
+
+    /// Allocates `len` zeroed bytes, aligned to 8.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`], [`Error::TooLarge`], [`Error::ReadOnly`], or [`Error::Full`] when
+    /// neither the main memory nor the free lists can hold it.
+    ///
+    /// ```
+    /// let arena = parena::Options::new().capacity(1 << 16).heap()?;
+    /// let b = arena.alloc(100)?;
+    /// assert_eq!(b.len(), 100);
+    /// assert!(b.iter().all(|&x| x == 0));
+    /// assert!(arena.alloc(0).is_err());
+    /// assert!(arena.alloc(usize::MAX).is_err());
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    #[inline]
+    pub fn alloc(&self, len: usize) -> Result<BlockMut<'_>, Error> {
+        self.alloc_aligned(len as u64, WORD)
+    }
+
+    /// Allocates zeroed bytes for `layout`; any power-of-two alignment up to [`MAX_ALIGN`].
+    ///
+    /// # Errors
+    /// As [`Arena::alloc`], and [`Error::BadAlign`] above [`MAX_ALIGN`].
+    ///
+    /// ```
+    /// use std::alloc::Layout;
+    /// let arena = parena::Options::new().capacity(1 << 20).heap()?;
+    /// let b = arena.alloc_layout(Layout::from_size_align(10, 256).unwrap())?;
+    /// assert_eq!(b.as_ptr() as usize % 256, 0);
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    #[inline]
+    pub fn alloc_layout(&self, layout: Layout) -> Result<BlockMut<'_>, Error> {
+        if layout.align() > MAX_ALIGN {
+            return Err(Error::BadAlign {
+                align: layout.align(),
+            });
+        }
+        self.alloc_aligned(layout.size() as u64, (layout.align() as u64).max(WORD))
+    }
+
+    /// Allocates a block holding a copy of `bytes` and returns its handle.
+    ///
+    /// # Errors
+    /// As [`Arena::alloc`].
+    pub fn alloc_copy(&self, bytes: &[u8]) -> Result<Handle, Error> {
+        let mut b = self.alloc(bytes.len())?;
+        b.copy_from_slice(bytes);
+        Ok(b.into_handle())
+    }
+
+    #[inline]
+    fn alloc_aligned(&self, len: u64, align: u64) -> Result<BlockMut<'_>, Error> {
+        let inner = &*self.inner;
+        if len == 0 {
+            return Err(Error::ZeroSize);
+        }
+        if len > MAX_BLOCK_LEN {
+            return Err(Error::TooLarge {
+                requested: len,
+                max: MAX_BLOCK_LEN,
+            });
+        }
+        if inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let span = len.div_ceil(WORD) * WORD + WORD;
+        let (hdr, gen) = with_cell(inner.uid, &inner.cells, |cell| {
+            inner.alloc_in(cell, len, span, align)
+        })?;
+        Ok(BlockMut {
+            inner,
+            hdr,
+            len,
+            gen,
+        })
+    }
+
+    /// Frees the block `h` names.
+    ///
+    /// # Errors
+    /// [`Error::Stale`] when `h` no longer names a live block; [`Error::DoubleFree`] when the
+    /// block was already freed; [`Error::Busy`] while its [`BlockMut`] is alive;
+    /// [`Error::OutOfBounds`] for an offset outside the heap; [`Error::ReadOnly`]. Nothing
+    /// changes when an error is returned.
+    pub fn free(&self, h: Handle) -> Result<(), Error> {
+        let inner = &*self.inner;
+        if inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let hdr = inner.locate(h)?;
+        let w = inner.b.word(hdr);
+        let mut cur = w.load(Ordering::Acquire);
+        loop {
+            let (len, readers) = inner.check_live(hdr, cur, h, true)?;
+            let dying = block::with_state(cur, LiveState::Dying);
+            // AcqRel: Acquire pairs with the Release publish (BlockMut drop) and with readers'
+            // Release unpin, so every earlier access to the bytes happens before their reuse.
+            match w.compare_exchange_weak(cur, dying, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    if readers == 0 {
+                        with_cell(inner.uid, &inner.cells, |cell| {
+                            inner.release(cell, hdr, len, h.generation());
+                        });
+                    }
+                    // Otherwise the last reader to leave releases the block.
+                    return Ok(());
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Copies bytes `offset..offset + buf.len()` of block `h` into `buf`.
+    ///
+    /// The block is pinned while it is copied, so a concurrent `free` waits for the copy to finish
+    /// before the bytes can be reused: the copy never sees another block's bytes.
+    ///
+    /// # Errors
+    /// As [`Arena::free`] for the handle, and [`Error::OutOfBounds`] when the range is not inside
+    /// the block.
+    pub fn read(&self, h: Handle, offset: usize, buf: &mut [u8]) -> Result<(), Error> {
+        let inner = &*self.inner;
+        let hdr = inner.locate(h)?;
+        let w = inner.b.word(hdr);
+        let mut cur = w.load(Ordering::Acquire);
+        let len = loop {
+            let (len, readers) = inner.check_live(hdr, cur, h, false)?;
+            if readers == block::MAX_READERS {
+                crate::sync::spin_hint();
+                cur = w.load(Ordering::Acquire);
+                continue;
+            }
+            // Acquire: pairs with the Release publish in BlockMut's drop.
+            match w.compare_exchange_weak(
+                cur,
+                cur + block::READER_ONE,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break len,
+                Err(now) => cur = now,
+            }
+        };
+        let end = (offset as u64).checked_add(buf.len() as u64);
+        let result = match end {
+            Some(e) if e <= len => {
+                // SAFETY: the range is inside the block (checked); the block is PUBLISHED and pinned,
+                // so no `BlockMut` exists and it cannot be freed or reused until we unpin.
+                let src = unsafe { inner.b.slice(hdr + WORD + offset as u64, buf.len() as u64) };
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            _ => Err(Error::OutOfBounds {
+                offset: offset as u64,
+                len: buf.len() as u64,
+                limit: len,
+            }),
+        };
+        if !inner.read_only {
+            inner.unpin(hdr, h.generation());
+        }
+        result
+    }
+
+    /// The bytes of block `h`, without copying.
+    ///
+    /// # Errors
+    /// As [`Arena::read`].
+    ///
+    /// # Safety
+    /// While the returned slice lives, the caller must make sure the block is not freed (by any
+    /// thread, through any clone of the arena) and not written through [`Arena::get_mut`].
+    ///
+    /// ```
+    /// let arena = parena::Options::new().capacity(1 << 16).heap()?;
+    /// let h = arena.alloc_copy(b"abc")?;
+    /// // SAFETY: nothing frees or writes `h` while `bytes` lives.
+    /// let bytes = unsafe { arena.get(h)? };
+    /// assert_eq!(bytes, b"abc");
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    pub unsafe fn get(&self, h: Handle) -> Result<&[u8], Error> {
+        let inner = &*self.inner;
+        let hdr = inner.locate(h)?;
+        // Acquire: pairs with the Release publish in BlockMut's drop.
+        let cur = inner.b.word(hdr).load(Ordering::Acquire);
+        let (len, _) = inner.check_live(hdr, cur, h, false)?;
+        // SAFETY: the block is live and published; the caller keeps it from being freed or written.
+        Ok(unsafe { inner.b.slice(hdr + WORD, len) })
+    }
+
+    /// The bytes of block `h`, mutably, without copying.
+    ///
+    /// # Errors
+    /// As [`Arena::read`], and [`Error::ReadOnly`].
+    ///
+    /// # Safety
+    /// While the returned slice lives, the caller must make sure no other reference to the block's
+    /// bytes exists or is created (no `get`, `get_mut`, `read`) and the block is not freed.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn get_mut(&self, h: Handle) -> Result<&mut [u8], Error> {
+        let inner = &*self.inner;
+        if inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let hdr = inner.locate(h)?;
+        let cur = inner.b.word(hdr).load(Ordering::Acquire);
+        let (len, _) = inner.check_live(hdr, cur, h, false)?;
+        // SAFETY: live and published; exclusivity is the caller's contract.
+        Ok(unsafe { inner.b.slice_mut(hdr + WORD, len) })
+    }
+
+    /// Whether `h` names a live, published block.
+    pub fn contains(&self, h: Handle) -> bool {
+        let inner = &*self.inner;
+        inner
+            .locate(h)
+            .and_then(|hdr| {
+                inner.check_live(hdr, inner.b.word(hdr).load(Ordering::Acquire), h, false)
+            })
+            .is_ok()
+    }
+
+    /// The length of block `h`.
+    ///
+    /// # Errors
+    /// As [`Arena::read`].
+    pub fn len_of(&self, h: Handle) -> Result<usize, Error> {
+        let inner = &*self.inner;
+        let hdr = inner.locate(h)?;
+        let cur = inner.b.word(hdr).load(Ordering::Acquire);
+        inner
+            .check_live(hdr, cur, h, false)
+            .map(|(len, _)| len as usize)
+    }
+
+    /// Root slot `i` (`0..ROOT_SLOTS`), persisted in the header: where a structure keeps its entry
+    /// point (a head node's offset, a sequence number).
+    ///
+    /// # Panics
+    /// If `i >= ROOT_SLOTS`.
+    pub fn root(&self, i: usize) -> u64 {
+        assert!(i < ROOT_SLOTS, "root slot {i} out of 0..{ROOT_SLOTS}");
+        // Acquire: pairs with the Release in `set_root`; what was published through the root is
+        // visible.
+        self.inner
+            .b
+            .word(OFF_ROOTS + 8 * i as u64)
+            .load(Ordering::Acquire)
+    }
+
+    /// Sets root slot `i`.
+    ///
+    /// # Errors
+    /// [`Error::ReadOnly`]; [`Error::OutOfBounds`] if `i >= ROOT_SLOTS`.
+    pub fn set_root(&self, i: usize, value: u64) -> Result<(), Error> {
+        self.root_word(i)?.store(value, Ordering::Release);
+        Ok(())
+    }
+
+    /// Compare-and-swap on root slot `i`; returns the previous value on failure.
+    ///
+    /// # Errors
+    /// As [`Arena::set_root`]; `Ok(Err(found))` when the slot did not hold `current`.
+    pub fn compare_exchange_root(
+        &self,
+        i: usize,
+        current: u64,
+        new: u64,
+    ) -> Result<Result<u64, u64>, Error> {
+        // AcqRel: publishes like `set_root` and observes like `root`.
+        Ok(self
+            .root_word(i)?
+            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire))
+    }
+
+    fn root_word(&self, i: usize) -> Result<&crate::sync::AtomicU64, Error> {
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if i >= ROOT_SLOTS {
+            return Err(Error::OutOfBounds {
+                offset: i as u64,
+                len: 1,
+                limit: ROOT_SLOTS as u64,
+            });
+        }
+        Ok(self.inner.b.word(OFF_ROOTS + 8 * i as u64))
+    }
+
+    /// Length of the user-reserved area.
+    pub fn reserved_len(&self) -> usize {
+        self.inner.g.reserved_len as usize
+    }
+
+    /// The user-reserved area. Writing it needs the only clone ([`Arena::reserved_mut`]), so
+    /// nothing writes it while this borrow lives.
+    pub fn reserved(&self) -> &[u8] {
+        // SAFETY: in bounds (header size + reserved_len <= data_start < capacity); written only
+        // through `reserved_mut`, which needs `&mut` on the only clone, so never while `&self` is
+        // borrowed from any clone.
+        unsafe {
+            self.inner
+                .b
+                .slice(HEADER_SIZE, self.inner.g.reserved_len.into())
+        }
+    }
+
+    /// The user-reserved area, writable.
+    ///
+    /// # Errors
+    /// [`Error::Shared`] if other clones exist; [`Error::ReadOnly`].
+    pub fn reserved_mut(&mut self) -> Result<&mut [u8], Error> {
+        let inner = Arc::get_mut(&mut self.inner).ok_or(Error::Shared)?;
+        if inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        // SAFETY: in bounds; `get_mut` proved this is the only clone and we hold it mutably.
+        Ok(unsafe { inner.b.slice_mut(HEADER_SIZE, inner.g.reserved_len.into()) })
+    }
+
+    /// Makes everything written so far durable: the heap, then the header. A no-op for heap and
+    /// anonymous arenas.
+    ///
+    /// # Errors
+    /// [`Error::Io`] from `msync`.
+    pub fn flush(&self) -> Result<(), Error> {
+        let inner = &*self.inner;
+        let bump = inner.bump();
+        inner
+            .b
+            .flush(inner.g.data_start, bump - inner.g.data_start)?;
+        inner.b.flush(0, inner.g.data_start)
+    }
+
+    /// Makes bytes `offset..offset + len` of the arena durable (not the header; see
+    /// [`Arena::flush_header`]).
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] outside the arena; [`Error::Io`].
+    pub fn flush_range(&self, offset: u64, len: u64) -> Result<(), Error> {
+        self.inner.check_range(offset, len)?;
+        self.inner.b.flush(offset, len)
+    }
+
+    /// Makes the header (bump offset, free lists, roots) and the reserved area durable.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn flush_header(&self) -> Result<(), Error> {
+        self.inner.b.flush(0, self.inner.g.data_start)
+    }
+
+    /// Starts write-back of the whole arena and returns without waiting (`MS_ASYNC`).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn flush_background(&self) -> Result<(), Error> {
+        self.inner.b.flush_async(0, self.inner.bump())
+    }
+
+    /// Starts write-back of `offset..offset + len` without waiting.
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`]; [`Error::Io`].
+    pub fn flush_range_background(&self, offset: u64, len: u64) -> Result<(), Error> {
+        self.inner.check_range(offset, len)?;
+        self.inner.b.flush_async(offset, len)
+    }
+
+    /// Counters and sizes now.
+    pub fn stats(&self) -> Stats {
+        let inner = &*self.inner;
+        let bump = inner.bump();
+        let mut s = Stats {
+            capacity: inner.capacity,
+            data_start: inner.g.data_start,
+            allocated: bump - inner.g.data_start,
+            remaining: inner.capacity - bump,
+            discarded: inner.b.word(OFF_DISCARDED).load(Ordering::Relaxed),
+            ..Stats::default()
+        };
+        let mut freed_bytes = 0u64;
+        let mut alloc_bytes = 0u64;
+        for c in inner.cells.all() {
+            let k = &c.counters;
+            s.allocations += k.allocs.load(Ordering::Relaxed);
+            alloc_bytes += k.alloc_bytes.load(Ordering::Relaxed);
+            s.from_freelist += k.from_freelist.load(Ordering::Relaxed);
+            s.frees += k.frees.load(Ordering::Relaxed);
+            freed_bytes += k.free_bytes.load(Ordering::Relaxed);
+            s.failures += k.failures.load(Ordering::Relaxed);
+            s.rewinds += k.rewinds.load(Ordering::Relaxed);
+        }
+        s.from_bump = s.allocations - s.from_freelist.min(s.allocations);
+        s.live_blocks = s.allocations.saturating_sub(s.frees);
+        s.live_bytes = alloc_bytes.saturating_sub(freed_bytes);
+        s
+    }
+
+    /// Walks the heap and the free lists and reports what it found, without changing anything.
+    ///
+    /// # Errors
+    /// [`Error::Shared`] if other clones exist (the walk needs the heap to hold still).
+    pub fn verify(&mut self) -> Result<Report, Error> {
+        let inner = Arc::get_mut(&mut self.inner).ok_or(Error::Shared)?;
+        Ok(recovery::verify(
+            &inner.b,
+            &inner.g,
+            &inner.lists,
+            inner.bump(),
+        ))
+    }
+
+    /// Merges adjacent free space, returns the unused tails of every thread's chunk, rebuilds the
+    /// free lists and moves the bump offset back over free space at the end of the heap.
+    ///
+    /// # Errors
+    /// [`Error::Shared`] if other clones exist; [`Error::ReadOnly`]; [`Error::Corrupt`] when the
+    /// heap cannot be walked (then nothing was changed).
+    pub fn compact(&mut self) -> Result<Report, Error> {
+        let inner = Arc::get_mut(&mut self.inner).ok_or(Error::Shared)?;
+        if inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        recovery::check(&inner.b, &inner.g, inner.bump())?;
+        inner.retire_all();
+        recovery::repair(&inner.b, &inner.g, inner.capacity, &inner.lists, false)
+    }
+
+    /// Whether the last writer closed the arena cleanly (always `true` for a new arena).
+    pub fn was_clean(&self) -> bool {
+        self.inner.was_clean
+    }
+
+    /// A read-only open of an arena that was not closed cleanly: recovery will run at the next
+    /// writable open.
+    pub fn recovery_pending(&self) -> bool {
+        self.inner.recovery_pending
+    }
+
+    /// What recovery did at open, when it ran.
+    pub fn recovery_report(&self) -> Option<&Report> {
+        self.inner.recovery.as_ref()
+    }
+
+    /// The random id written at create; the same after every reopen.
+    pub fn id(&self) -> u64 {
+        self.inner.g.arena_id
+    }
+
+    /// Whether two `Arena`s are clones of one open arena.
+    pub fn same_arena(a: &Arena, b: &Arena) -> bool {
+        Arc::ptr_eq(&a.inner, &b.inner)
+    }
+
+    /// Which memory holds the arena.
+    pub fn backing(&self) -> BackingKind {
+        self.inner.b.kind()
+    }
+
+    /// Total bytes, header included.
+    pub fn capacity(&self) -> u64 {
+        self.inner.capacity
+    }
+
+    /// The freelist policy.
+    pub fn freelist(&self) -> Freelist {
+        self.inner.g.freelist
+    }
+
+    /// Whether the arena was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// The file behind a file arena (canonical path).
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.b.path()
+    }
+
+    /// Writes the whole arena as an image that opens as a clean file arena.
+    ///
+    /// # Errors
+    /// [`Error::Shared`] if other clones exist; [`Error::Io`] from `out`.
+    pub fn write_image(&mut self, mut out: impl std::io::Write) -> Result<(), Error> {
+        let inner = Arc::get_mut(&mut self.inner).ok_or(Error::Shared)?;
+        if !inner.read_only {
+            inner.retire_all();
+        }
+        let mut header = inner.header_snapshot();
+        header.state = STATE_CLEAN;
+        header.state_checksum = header.compute_state_checksum();
+        out.write_all(bytemuck::bytes_of(&header))?;
+        // SAFETY: in bounds; `get_mut` proved no other clone can write while we copy.
+        let rest = unsafe { inner.b.slice(HEADER_SIZE, inner.capacity - HEADER_SIZE) };
+        out.write_all(rest)?;
+        Ok(())
+    }
+
+    /// Closes the arena now, reporting errors that `drop` would have to ignore.
+    ///
+    /// # Errors
+    /// [`Error::Shared`] (and nothing happens) if other clones exist; [`Error::Io`] from the
+    /// final flush.
+    pub fn close(mut self) -> Result<(), Error> {
+        let inner = Arc::get_mut(&mut self.inner).ok_or(Error::Shared)?;
+        inner.close()
+    }
+}
+
+impl std::fmt::Debug for Arena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arena")
+            .field("backing", &self.backing())
+            .field("capacity", &self.inner.capacity)
+            .field("bump", &self.inner.bump())
+            .field("freelist", &self.inner.g.freelist)
+            .field("read_only", &self.inner.read_only)
+            .finish()
+    }
+}
+
+impl Inner {
+    #[inline]
+    pub(crate) fn bump(&self) -> u64 {
+        self.b.word(OFF_BUMP).load(Ordering::Relaxed)
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> Result<(), Error> {
+        match offset.checked_add(len) {
+            Some(e) if e <= self.capacity => Ok(()),
+            _ => Err(Error::OutOfBounds {
+                offset,
+                len,
+                limit: self.capacity,
+            }),
+        }
+    }
+
+    /// The header offset a handle names, if it can be a block header at all.
+    #[inline]
+    fn locate(&self, h: Handle) -> Result<u64, Error> {
+        let data = h.offset();
+        let bump = self.bump();
+        if data < self.g.data_start + WORD || data + WORD > bump {
+            return Err(Error::OutOfBounds {
+                offset: data,
+                len: 0,
+                limit: bump,
+            });
+        }
+        Ok(data - WORD)
+    }
+
+    /// Checks that header word `w` at `hdr` is the live block `h` names; returns its length and
+    /// readers. `freeing` selects the error for a block already being freed.
+    #[inline]
+    fn check_live(&self, hdr: u64, w: u64, h: Handle, freeing: bool) -> Result<(u64, u64), Error> {
+        match block::decode(w) {
+            Word::Live {
+                len,
+                gen,
+                state,
+                readers,
+            } if gen == h.generation() => {
+                let span_ok = block_span(len)
+                    .and_then(|s| hdr.checked_add(s))
+                    .is_some_and(|e| e <= self.bump());
+                if !span_ok || len == 0 {
+                    return Err(Error::Corrupt {
+                        offset: hdr,
+                        word: w,
+                    });
+                }
+                match state {
+                    LiveState::Published => Ok((len, readers)),
+                    LiveState::Pending | LiveState::Reserved => {
+                        Err(Error::Busy { offset: hdr + WORD })
+                    }
+                    LiveState::Dying if freeing => Err(Error::DoubleFree { offset: hdr + WORD }),
+                    LiveState::Dying => Err(Error::Stale {
+                        expected: h.generation(),
+                        found: gen,
+                    }),
+                }
+            }
+            Word::Live { gen, .. } => Err(Error::Stale {
+                expected: h.generation(),
+                found: gen,
+            }),
+            Word::Free { gen, .. } if freeing && gen == block::next_gen(h.generation(), false) => {
+                Err(Error::DoubleFree { offset: hdr + WORD })
+            }
+            Word::Free { gen, .. } => Err(Error::Stale {
+                expected: h.generation(),
+                found: gen,
+            }),
+            _ => Err(Error::Stale {
+                expected: h.generation(),
+                found: 0,
+            }),
+        }
+    }
+
+    /// Leaves a block pinned by `read`; the last reader of a block freed meanwhile releases it.
+    fn unpin(&self, hdr: u64, gen: u32) {
+        let w = self.b.word(hdr);
+        let mut cur = w.load(Ordering::Relaxed);
+        loop {
+            // Release: our copy happens before the block's reuse; pairs with the Acquire CAS in
+            // `free` (or with the Acquire below when we are the one to release it).
+            match w.compare_exchange_weak(
+                cur,
+                cur - block::READER_ONE,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        if let Word::Live {
+            len,
+            state: LiveState::Dying,
+            readers: 1,
+            ..
+        } = block::decode(cur)
+        {
+            with_cell(self.uid, &self.cells, |cell| {
+                self.release(cell, hdr, len, gen)
+            });
+        }
+    }
+
+    /// A new generation for a header at a position with no history we can trust.
+    fn fresh_gen(&self, odd: bool) -> u32 {
+        recovery::fresh_gen(&self.b, odd)
+    }
+
+    fn add_discarded(&self, n: u64) {
+        if n > 0 {
+            self.b.word(OFF_DISCARDED).fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The allocation fast path: bump inside the calling thread's chunk.
+    #[inline]
+    fn alloc_in(
+        &self,
+        cell: &ChunkCell,
+        len: u64,
+        span: u64,
+        align: u64,
+    ) -> Result<(u64, u32), Error> {
+        if align == WORD {
+            let cur = cell.cur.load(Ordering::Relaxed);
+            let end = cell.end.load(Ordering::Relaxed);
+            debug_assert!(cur <= end, "chunk cell cur {cur} past end {end}");
+            if cur != 0 && span <= end - cur {
+                let gen = cell.gen.load(Ordering::Relaxed) as u32;
+                // Invariant Z: `cur..end` is zero, so the block needs no zeroing.
+                self.b.word(cur).store(
+                    block::live(len, gen, LiveState::Pending, 0),
+                    Ordering::Relaxed,
+                );
+                cell.cur.store(cur + span, Ordering::Relaxed);
+                bump_counter(&cell.counters.allocs, 1);
+                bump_counter(&cell.counters.alloc_bytes, len);
+                return Ok((cur, gen));
+            }
+        }
+        self.alloc_slow(cell, len, span, align)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(
+        &self,
+        cell: &ChunkCell,
+        len: u64,
+        span: u64,
+        align: u64,
+    ) -> Result<(u64, u32), Error> {
+        let slack = if align > WORD { align + WORD } else { 0 };
+        let chunk = self.g.chunk();
+        let r = if span + slack <= chunk / 4 {
+            match self.bump_in_cell(cell, len, span, align) {
+                Some(r) => Some(r),
+                None => {
+                    self.retire(cell);
+                    match self.reserve(chunk) {
+                        Some((start, end)) => {
+                            cell.start.store(start, Ordering::Relaxed);
+                            cell.cur.store(start, Ordering::Relaxed);
+                            cell.end.store(end, Ordering::Relaxed);
+                            cell.gen
+                                .store(self.fresh_gen(true).into(), Ordering::Relaxed);
+                            self.bump_in_cell(cell, len, span, align)
+                        }
+                        None => None,
+                    }
+                }
+            }
+        } else {
+            self.alloc_large(len, span, align)
+        };
+        let r = match r {
+            Some(r) => Some(r),
+            None => match self.g.freelist {
+                Freelist::None => None,
+                Freelist::Optimistic | Freelist::Pessimistic => {
+                    let r = self.alloc_from_freelist(len, span, align)?;
+                    if r.is_some() {
+                        bump_counter(&cell.counters.from_freelist, 1);
+                    }
+                    r
+                }
+            },
+        };
+        match r {
+            Some(r) => {
+                bump_counter(&cell.counters.allocs, 1);
+                bump_counter(&cell.counters.alloc_bytes, len);
+                Ok(r)
+            }
+            None => {
+                bump_counter(&cell.counters.failures, 1);
+                Err(Error::Full {
+                    requested: len,
+                    available: self.capacity - self.bump(),
+                })
+            }
+        }
+    }
+
+    /// Bumps inside the cell's chunk with any alignment; `None` when it does not fit.
+    fn bump_in_cell(
+        &self,
+        cell: &ChunkCell,
+        len: u64,
+        span: u64,
+        align: u64,
+    ) -> Option<(u64, u32)> {
+        let cur = cell.cur.load(Ordering::Relaxed);
+        let end = cell.end.load(Ordering::Relaxed);
+        if cur == 0 {
+            return None;
+        }
+        let hdr = align_up(cur + WORD, align)? - WORD;
+        if hdr.checked_add(span)? > end {
+            return None;
+        }
+        if hdr > cur {
+            self.b
+                .word(cur)
+                .store(block::pad(hdr - cur), Ordering::Relaxed);
+            self.add_discarded(hdr - cur);
+        }
+        let gen = cell.gen.load(Ordering::Relaxed) as u32;
+        self.b.word(hdr).store(
+            block::live(len, gen, LiveState::Pending, 0),
+            Ordering::Relaxed,
+        );
+        cell.cur.store(hdr + span, Ordering::Relaxed);
+        Some((hdr, gen))
+    }
+
+    /// Reserves whole chunks covering at least `bytes` from the global bump offset, zeroing any
+    /// part that was written before. `None` when the main memory cannot hold them.
+    fn reserve(&self, bytes: u64) -> Option<(u64, u64)> {
+        let chunk = self.g.chunk();
+        let n = align_up(bytes, chunk)?;
+        let bump = self.b.word(OFF_BUMP);
+        let mut cur = bump.load(Ordering::Relaxed);
+        let end = loop {
+            if cur >= self.capacity {
+                return None;
+            }
+            let end = cur.checked_add(n)?.min(self.capacity);
+            if end - cur < bytes {
+                return None;
+            }
+            // Relaxed: the RMW order on `bump` alone makes reservations disjoint; see module docs.
+            match bump.compare_exchange_weak(cur, end, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break end,
+                Err(now) => cur = now,
+            }
+        };
+        let hw = self.b.word(OFF_HIGH_WATER).load(Ordering::Relaxed);
+        if cur < hw {
+            let z_end = end.min(hw);
+            // Chunk starts first: if we crash part-way, every chunk of the range reads as unused.
+            let mut c = cur;
+            while c < z_end {
+                self.b.word(c).store(0, Ordering::Relaxed);
+                c += chunk;
+            }
+            // SAFETY: `cur..end` was reserved by our CAS: no other thread touches it.
+            unsafe { self.b.zero(cur, z_end - cur) };
+        }
+        Some((cur, end))
+    }
+
+    /// A block larger than a quarter chunk: whole chunks straight from the bump offset.
+    fn alloc_large(&self, len: u64, span: u64, align: u64) -> Option<(u64, u32)> {
+        let slack = if align > WORD { align } else { 0 };
+        let (start, end) = self.reserve(span + slack)?;
+        let hdr = align_up(start + WORD, align)? - WORD;
+        if hdr > start {
+            self.b
+                .word(start)
+                .store(block::pad(hdr - start), Ordering::Relaxed);
+            self.add_discarded(hdr - start);
+        }
+        let gen = self.fresh_gen(true);
+        self.b.word(hdr).store(
+            block::live(len, gen, LiveState::Pending, 0),
+            Ordering::Relaxed,
+        );
+        let tail = hdr + span;
+        self.give_back_zeroed(tail, end - tail);
+        Some((hdr, gen))
+    }
+
+    /// Gives back `off..off + len`, which is zero and ends at a chunk boundary (or the capacity):
+    /// listed when worth it, otherwise left as a gap that walks skip.
+    fn give_back_zeroed(&self, off: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        if self.g.freelist != Freelist::None && len >= u64::from(self.g.min_segment) {
+            let gen = self.fresh_gen(false);
+            self.lists.push(&self.b, off, len, gen);
+        } else {
+            self.add_discarded(len);
+        }
+    }
+
+    /// Gives up the cell's chunk: its unused tail goes back (listed, or a gap).
+    fn retire(&self, cell: &ChunkCell) {
+        let cur = cell.cur.load(Ordering::Relaxed);
+        let end = cell.end.load(Ordering::Relaxed);
+        if cur != 0 {
+            self.give_back_zeroed(cur, end - cur);
+        }
+        cell.cur.store(0, Ordering::Relaxed);
+        cell.end.store(0, Ordering::Relaxed);
+        cell.start.store(0, Ordering::Relaxed);
+    }
+
+    /// Retires every thread's chunk. Needs exclusive access (no clone in use).
+    pub(crate) fn retire_all(&mut self) {
+        for c in self.cells.all() {
+            self.retire(&c);
+        }
+    }
+
+    /// Takes a segment from the free lists and carves the block out of it.
+    fn alloc_from_freelist(
+        &self,
+        len: u64,
+        span: u64,
+        align: u64,
+    ) -> Result<Option<(u64, u32)>, Error> {
+        let need = if align > WORD {
+            span + align + WORD
+        } else {
+            span
+        };
+        let limit = self.bump();
+        let seg = match self.g.freelist {
+            Freelist::None => None,
+            Freelist::Optimistic => self.lists.take::<Optimistic>(&self.b, need, limit)?,
+            Freelist::Pessimistic => self.lists.take::<Pessimistic>(&self.b, need, limit)?,
+        };
+        let Some(seg) = seg else { return Ok(None) };
+        let mut front = 0;
+        if align > WORD {
+            front = align_up(seg.off + WORD, align).expect("in bounds") - WORD - seg.off;
+            if front != 0 && front < 16 {
+                front += align;
+            }
+        }
+        let hdr = seg.off + front;
+        let rest = seg.span - front - span;
+        let rem = hdr + span;
+        // The segment's header (and its span word) still describe the whole segment, so a crash
+        // before the commit below leaves it free. Write everything inside it first.
+        let mut listed = None;
+        if rest >= 16 && rest >= u64::from(self.g.min_segment) {
+            let g = self.fresh_gen(false);
+            self.b.word(rem + WORD).store(rest, Ordering::Relaxed);
+            self.b.word(rem).store(block::free(g, 0), Ordering::Relaxed);
+            listed = Some(g);
+        } else if rest > 0 {
+            self.b.word(rem).store(block::pad(rest), Ordering::Relaxed);
+            self.add_discarded(rest);
+        }
+        let gen = if front == 0 {
+            block::next_gen(seg.gen, true)
+        } else {
+            self.fresh_gen(true)
+        };
+        let reserved = block::live(len, gen, LiveState::Reserved, 0);
+        if front > 0 {
+            self.b.word(hdr).store(reserved, Ordering::Relaxed);
+            // Commit: the walk now sees the pad, the block and the remainder.
+            self.b
+                .word(seg.off)
+                .store(block::pad(front), Ordering::Relaxed);
+            self.add_discarded(front);
+        } else {
+            // Commit: the walk now sees the block and the remainder.
+            self.b.word(hdr).store(reserved, Ordering::Relaxed);
+        }
+        // SAFETY: the segment is ours since the pop; the data range lies inside it.
+        unsafe { self.b.zero(hdr + WORD, span - WORD) };
+        self.b.word(hdr).store(
+            block::live(len, gen, LiveState::Pending, 0),
+            Ordering::Relaxed,
+        );
+        if let Some(g) = listed {
+            self.lists.push(&self.b, rem, rest, g);
+        }
+        Ok(Some((hdr, gen)))
+    }
+
+    /// Gives back a block the caller has moved to DYING with no readers: rewinds the cell's bump
+    /// when it is the last block of the cell's chunk, else lists it.
+    pub(crate) fn release(&self, cell: &ChunkCell, hdr: u64, len: u64, gen: u32) {
+        let span = block_span(len).expect("a live block's span fits");
+        bump_counter(&cell.counters.frees, 1);
+        bump_counter(&cell.counters.free_bytes, len);
+        let cur = cell.cur.load(Ordering::Relaxed);
+        if cur != 0 && cur == hdr + span && hdr >= cell.start.load(Ordering::Relaxed) {
+            // The block ends where this thread's chunk is bumped to: move the bump back, keeping
+            // invariant Z (everything from `cur` on is zero). Data first, header last.
+            // SAFETY: the block is DYING with no readers: ours alone.
+            unsafe { self.b.zero(hdr + WORD, span - WORD) };
+            self.b.word(hdr).store(0, Ordering::Relaxed);
+            cell.cur.store(hdr, Ordering::Relaxed);
+            let g = cell.gen.load(Ordering::Relaxed) as u32;
+            cell.gen
+                .store(block::next_gen(g.max(gen), true).into(), Ordering::Relaxed);
+            bump_counter(&cell.counters.rewinds, 1);
+            return;
+        }
+        if self.zero_on_free {
+            // SAFETY: as above.
+            unsafe { self.b.zero(hdr + WORD, span - WORD) };
+        }
+        let free_gen = block::next_gen(gen, false);
+        match self.g.freelist {
+            Freelist::None => {
+                self.b.word(hdr + WORD).store(span, Ordering::Relaxed);
+                self.b
+                    .word(hdr)
+                    .store(block::free(free_gen, 0), Ordering::Relaxed);
+                self.add_discarded(span);
+            }
+            _ => self.lists.push(&self.b, hdr, span, free_gen),
+        }
+    }
+
+    pub(crate) fn header_snapshot(&self) -> RawHeader {
+        let mut bytes = vec![0u8; HEADER_SIZE as usize];
+        for off in (0..HEADER_SIZE).step_by(8) {
+            let w = self.b.word(off).load(Ordering::Relaxed);
+            bytes[off as usize..off as usize + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        RawHeader::parse(&bytes)
+    }
+
+    /// The close protocol: chunk tails back, data durable, then the clean mark durable.
+    fn close(&mut self) -> Result<(), Error> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.retire_all();
+        let bump = self.bump();
+        let hw = self.b.word(OFF_HIGH_WATER);
+        hw.store(hw.load(Ordering::Relaxed).max(bump), Ordering::Relaxed);
+        self.b.flush(self.g.data_start, bump - self.g.data_start)?;
+        let sum = format::state_checksum(
+            (OFF_CAPACITY..format::HEAP_META_END)
+                .step_by(8)
+                .map(|off| (off, self.b.word(off).load(Ordering::Relaxed))),
+        );
+        self.b
+            .word(OFF_STATE_CHECKSUM)
+            .store(sum, Ordering::Relaxed);
+        self.b.word(OFF_STATE).store(STATE_CLEAN, Ordering::Relaxed);
+        self.b.flush(0, self.g.data_start)?;
+        // Mark the arena closed so the drop does not repeat the protocol.
+        self.read_only = true;
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Errors cannot be reported from drop; `Arena::close` reports them. On failure the arena
+        // stays marked dirty and the next open recovers it.
+        let _ = self.close();
+    }
+}
+
+/// An exclusive, freshly allocated (zeroed) block. Derefs to its bytes.
+///
+/// While it lives the block is *pending*: `read`, `get` and `free` of its handle get
+/// [`Error::Busy`], so nothing else sees the bytes while they are written. Dropping it publishes
+/// the block.
+pub struct BlockMut<'a> {
+    inner: &'a Inner,
+    hdr: u64,
+    len: u64,
+    gen: u32,
+}
+
+impl BlockMut<'_> {
+    /// The block's handle (usable by others once this `BlockMut` is dropped).
+    #[inline]
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.hdr + WORD, self.gen)
+    }
+
+    /// Offset of the block's first byte from the start of the arena.
+    #[inline]
+    pub fn offset(&self) -> u64 {
+        self.hdr + WORD
+    }
+
+    /// Publishes the block and returns its handle.
+    #[inline]
+    pub fn into_handle(self) -> Handle {
+        self.handle()
+    }
+}
+
+impl Deref for BlockMut<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        // SAFETY: in bounds (allocated); PENDING: no one else reads or writes these bytes.
+        unsafe { self.inner.b.slice(self.hdr + WORD, self.len) }
+    }
+}
+
+impl DerefMut for BlockMut<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: in bounds, writable (allocation refuses read-only arenas); PENDING: exclusive,
+        // and `&mut self` makes this the only live borrow of the bytes.
+        unsafe { self.inner.b.slice_mut(self.hdr + WORD, self.len) }
+    }
+}
+
+impl Drop for BlockMut<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // Release: the bytes written through this BlockMut happen before any `read`, `get` or
+        // `free` that observes PUBLISHED (their Acquire).
+        self.inner.b.word(self.hdr).store(
+            block::live(self.len, self.gen, LiveState::Published, 0),
+            Ordering::Release,
+        );
+    }
+}
+
+impl std::fmt::Debug for BlockMut<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockMut")
+            .field("handle", &self.handle())
+            .field("len", &self.len)
+            .finish()
+    }
+}

@@ -1,0 +1,198 @@
+//! The file map: open, lock, preallocate, grow, map, flush.
+//!
+//! What parena assumes of the OS and the disk (Linux and other Unix-likes):
+//! - `flock` locks belong to the open file description, so a second open of the same file in the
+//!   same process conflicts like one from another process;
+//! - `fallocate` (through fs4) reserves blocks, so writes to the map cannot hit ENOSPC later;
+//! - `msync(MS_SYNC)` on a range writes those pages to the device before it returns; pages not
+//!   flushed may reach the disk at any time, in any order, or not at all before a power loss;
+//! - an aligned 8-byte store is never torn by a process crash.
+
+use crate::error::Error;
+use memmap2::{MmapOptions, MmapRaw};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+/// A lock held on an open file; released when the file is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FileLock {
+    Shared,
+    Exclusive,
+}
+
+/// An open, locked arena file, not yet mapped.
+pub(crate) struct OpenedFile {
+    pub file: File,
+    pub path: PathBuf,
+    pub read_only: bool,
+    /// The file was created by this open (or was empty), so it holds no arena yet.
+    pub fresh: bool,
+    pub lock: FileLock,
+}
+
+impl OpenedFile {
+    /// Opens (or creates) `path` and takes the lock a reader or a writer needs, without waiting.
+    pub(crate) fn open(
+        path: &Path,
+        read_only: bool,
+        create: bool,
+        create_new: bool,
+    ) -> Result<OpenedFile, Error> {
+        let mut existed = true;
+        let file = if read_only {
+            File::open(path)?
+        } else if create_new {
+            existed = false;
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .map_err(|e| {
+                    if e.kind() == io::ErrorKind::AlreadyExists {
+                        Error::Exists
+                    } else {
+                        Error::from(e)
+                    }
+                })?
+        } else {
+            match OpenOptions::new().read(true).write(true).open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                    existed = false;
+                    OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(path)?
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let lock = if read_only {
+            FileLock::Shared
+        } else {
+            FileLock::Exclusive
+        };
+        let got = match lock {
+            FileLock::Shared => fs4::fs_std::FileExt::try_lock_shared(&file),
+            FileLock::Exclusive => fs4::fs_std::FileExt::try_lock_exclusive(&file),
+        };
+        match got {
+            Ok(true) => {}
+            Ok(false) => return Err(Error::Locked),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(Error::Locked),
+            Err(e) => return Err(e.into()),
+        }
+        // With the lock held, an empty file holds no arena; a writer may make it one.
+        let fresh = !existed || (!read_only && file.metadata()?.len() == 0);
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(OpenedFile {
+            file,
+            path,
+            read_only,
+            fresh,
+            lock,
+        })
+    }
+
+    /// A second descriptor on the same open file (it shares the lock), for a read-only map.
+    pub(crate) fn dup_read_only(&self) -> Result<OpenedFile, Error> {
+        Ok(OpenedFile {
+            file: self.file.try_clone()?,
+            path: self.path.clone(),
+            read_only: true,
+            fresh: false,
+            lock: self.lock,
+        })
+    }
+
+    pub(crate) fn len(&self) -> Result<u64, Error> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    /// Reads up to `buf.len()` bytes from the start of the file; returns how many were read.
+    pub(crate) fn read_prefix(&self, buf: &mut [u8]) -> Result<usize, Error> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Sets the file's length to `len` and, with `preallocate`, reserves its blocks; then makes the
+    /// new length durable.
+    pub(crate) fn resize(&self, len: u64, preallocate: bool) -> Result<(), Error> {
+        if preallocate {
+            fs4::fs_std::FileExt::allocate(&self.file, len)?;
+        }
+        if self.len()? < len {
+            self.file.set_len(len)?;
+        }
+        self.file.sync_all()?;
+        Ok(())
+    }
+
+    /// Writes `bytes` at the start of the file and makes them and the directory entry durable.
+    pub(crate) fn write_initial(&self, bytes: &[u8]) -> Result<(), Error> {
+        self.file.write_all_at(bytes, 0)?;
+        self.file.sync_all()?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// A shared, writable (or read-only) map of a whole arena file.
+pub(super) struct FileMap {
+    map: MmapRaw,
+    /// `map`'s first byte, taken once.
+    base: NonNull<u8>,
+    opened: OpenedFile,
+}
+
+impl FileMap {
+    pub(super) fn new(opened: OpenedFile, len: u64) -> Result<FileMap, Error> {
+        let size = usize::try_from(len).map_err(|_| Error::Size {
+            field: "capacity",
+            value: len,
+        })?;
+        let mut o = MmapOptions::new();
+        o.len(size);
+        let map = if opened.read_only {
+            o.map_raw_read_only(&opened.file)?
+        } else {
+            o.map_raw(&opened.file)?
+        };
+        let base = NonNull::new(map.as_mut_ptr()).expect("a map is never at address 0");
+        Ok(FileMap { map, base, opened })
+    }
+
+    pub(super) fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    pub(super) fn flush(&self, off: u64, len: u64) -> Result<(), Error> {
+        self.map.flush_range(off as usize, len as usize)?;
+        Ok(())
+    }
+
+    pub(super) fn flush_async(&self, off: u64, len: u64) -> Result<(), Error> {
+        self.map.flush_async_range(off as usize, len as usize)?;
+        Ok(())
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.opened.path
+    }
+}

@@ -1,0 +1,237 @@
+//! The three main memories behind one [`Backing`]: an aligned heap buffer, an anonymous map and a
+//! file map.
+//!
+//! This module is the one door to raw memory. A `Backing` owns one base pointer, taken once from
+//! the allocation or the map; every pointer parena uses is derived from it with `add`, never cast
+//! from an integer. Atomics that live inside the arena's bytes (header words, block headers,
+//! free-list links) are reached only through [`Backing::word`].
+//!
+//! Under `cfg(parena_loom)` loom's atomics cannot be laid over plain bytes, so `word` maps offsets
+//! to a side table of loom atomics instead; [`Backing::zero`] clears both views.
+
+mod anon;
+mod file;
+mod vec;
+
+pub(crate) use file::OpenedFile;
+
+use crate::error::Error;
+use crate::sync::AtomicU64;
+use std::ptr::NonNull;
+
+/// Which memory holds the arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackingKind {
+    /// An aligned heap buffer.
+    Heap,
+    /// An anonymous memory map.
+    Anon,
+    /// A file map.
+    File,
+}
+
+enum Store {
+    Heap(#[allow(dead_code)] vec::HeapBuf),
+    Anon(#[allow(dead_code)] anon::AnonMap),
+    File(file::FileMap),
+}
+
+/// One contiguous region of `len` bytes, 4096-aligned, that starts with the arena header.
+pub(crate) struct Backing {
+    /// Base of the region: valid for reads (and writes unless `read_only`) of `len` bytes for as
+    /// long as `store` lives; 4096-aligned.
+    base: NonNull<u8>,
+    len: u64,
+    read_only: bool,
+    store: Store,
+    #[cfg(parena_loom)]
+    words: Box<[AtomicU64]>,
+}
+
+// SAFETY: `Backing` owns its region (through `store`) like a `Box<[u8]>` would; the raw base pointer
+// is only an address into it. Concurrent access to the bytes is governed by the arena's protocols
+// (atomics for shared words, exclusive ownership for block data), not by thread affinity.
+unsafe impl Send for Backing {}
+// SAFETY: shared access hands out either atomics (`word`) or ranges the caller proves exclusive
+// or immutable (`slice`, `slice_mut`, `zero`, which are `unsafe fn`s).
+unsafe impl Sync for Backing {}
+
+impl Backing {
+    fn from_parts(base: NonNull<u8>, len: u64, read_only: bool, store: Store) -> Backing {
+        debug_assert!(
+            base.as_ptr() as usize % 4096 == 0,
+            "backing base must be page-aligned"
+        );
+        Backing {
+            base,
+            len,
+            read_only,
+            store,
+            #[cfg(parena_loom)]
+            words: (0..len / 8).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// A zeroed, 4096-aligned heap buffer of `len` bytes.
+    pub(crate) fn heap(len: u64) -> Result<Backing, Error> {
+        let buf = vec::HeapBuf::new(len)?;
+        let base = buf.base();
+        Ok(Backing::from_parts(base, len, false, Store::Heap(buf)))
+    }
+
+    /// A zeroed anonymous map of `len` bytes.
+    pub(crate) fn anon(len: u64) -> Result<Backing, Error> {
+        let map = anon::AnonMap::new(len)?;
+        let base = map.base();
+        Ok(Backing::from_parts(base, len, false, Store::Anon(map)))
+    }
+
+    /// Maps `len` bytes of an opened, locked file.
+    pub(crate) fn file(opened: OpenedFile, len: u64) -> Result<Backing, Error> {
+        let read_only = opened.read_only;
+        let map = file::FileMap::new(opened, len)?;
+        let base = map.base();
+        let b = Backing::from_parts(base, len, read_only, Store::File(map));
+        #[cfg(parena_loom)]
+        b.load_words();
+        Ok(b)
+    }
+
+    #[cfg(parena_loom)]
+    fn load_words(&self) {
+        for (i, w) in self.words.iter().enumerate() {
+            let mut bytes = [0u8; 8];
+            // SAFETY: `i * 8 + 8 <= len`; the backing was just created and nothing else uses it.
+            unsafe { std::ptr::copy_nonoverlapping(self.ptr(i as u64 * 8), bytes.as_mut_ptr(), 8) };
+            w.store(u64::from_le_bytes(bytes), crate::sync::Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn kind(&self) -> BackingKind {
+        match self.store {
+            Store::Heap(_) => BackingKind::Heap,
+            Store::Anon(_) => BackingKind::Anon,
+            Store::File(_) => BackingKind::File,
+        }
+    }
+
+    pub(crate) fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The atomic word at byte offset `off`.
+    ///
+    /// Every word that more than one thread may touch at once (header fields, block headers, free
+    /// links) is accessed only through here, so those bytes are only ever accessed atomically while
+    /// shared. Non-atomic accesses to the same bytes happen only while a thread owns them
+    /// exclusively (a block it allocated), ordered by the allocation protocol.
+    #[inline]
+    pub(crate) fn word(&self, off: u64) -> &AtomicU64 {
+        assert!(
+            off % 8 == 0 && off.checked_add(8).is_some_and(|e| e <= self.len),
+            "word offset {off} outside the {}-byte backing",
+            self.len
+        );
+        #[cfg(not(parena_loom))]
+        {
+            let p = self.ptr(off).cast::<u64>();
+            // SAFETY: `p` is in bounds (checked above), 8-aligned (base is page-aligned and `off` a
+            // multiple of 8) and valid for the lifetime of `&self`. Shared words are only accessed
+            // atomically (see the method docs), which is what `from_ptr` requires.
+            unsafe { AtomicU64::from_ptr(p) }
+        }
+        #[cfg(parena_loom)]
+        {
+            &self.words[(off / 8) as usize]
+        }
+    }
+
+    /// A raw pointer to byte `off`, derived from the base pointer.
+    #[inline]
+    pub(crate) fn ptr(&self, off: u64) -> *mut u8 {
+        debug_assert!(
+            off <= self.len,
+            "offset {off} past the {}-byte backing",
+            self.len
+        );
+        let off = usize::try_from(off).expect("backing offsets fit in usize");
+        // SAFETY: `off <= len` and the region is one allocation of `len` bytes, so the result is in
+        // bounds or one past the end.
+        unsafe { self.base.as_ptr().add(off) }
+    }
+
+    /// The bytes `off..off + len`.
+    ///
+    /// # Safety
+    /// The range must be in bounds, and no thread may write it while the slice lives.
+    #[inline]
+    pub(crate) unsafe fn slice(&self, off: u64, len: u64) -> &[u8] {
+        debug_assert!(off + len <= self.len);
+        // SAFETY: in bounds and free of writers by the caller's contract.
+        unsafe { std::slice::from_raw_parts(self.ptr(off), len as usize) }
+    }
+
+    /// The bytes `off..off + len`, exclusively.
+    ///
+    /// # Safety
+    /// The range must be in bounds, writable, and accessed by no one else while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    #[inline]
+    pub(crate) unsafe fn slice_mut(&self, off: u64, len: u64) -> &mut [u8] {
+        debug_assert!(off + len <= self.len && !self.read_only);
+        // SAFETY: in bounds and exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr(off), len as usize) }
+    }
+
+    /// Sets `off..off + len` to zero (both views under loom).
+    ///
+    /// # Safety
+    /// The range must be in bounds, writable, and owned by the caller: no other thread accesses it
+    /// (atomically or not) during the call.
+    pub(crate) unsafe fn zero(&self, off: u64, len: u64) {
+        debug_assert!(off + len <= self.len && !self.read_only);
+        // SAFETY: in bounds and exclusive by the caller's contract.
+        unsafe { std::ptr::write_bytes(self.ptr(off), 0, len as usize) };
+        #[cfg(parena_loom)]
+        for w in (off / 8)..((off + len).div_ceil(8)) {
+            self.words[w as usize].store(0, crate::sync::Ordering::Relaxed);
+        }
+    }
+
+    /// Copies `src` to `off` (also into the word view under loom).
+    ///
+    /// # Safety
+    /// As for [`Backing::zero`].
+    pub(crate) unsafe fn write(&self, off: u64, src: &[u8]) {
+        debug_assert!(off + src.len() as u64 <= self.len && !self.read_only);
+        // SAFETY: in bounds and exclusive by the caller's contract; `src` is not in the region
+        // (it is borrowed while the region is owned by the caller).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr(off), src.len()) };
+        #[cfg(parena_loom)]
+        self.load_words();
+    }
+
+    /// Makes `off..off + len` durable (waits). A no-op for memory backings.
+    pub(crate) fn flush(&self, off: u64, len: u64) -> Result<(), Error> {
+        match &self.store {
+            Store::File(f) if !self.read_only => f.flush(off, len),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts write-back of `off..off + len` without waiting.
+    pub(crate) fn flush_async(&self, off: u64, len: u64) -> Result<(), Error> {
+        match &self.store {
+            Store::File(f) if !self.read_only => f.flush_async(off, len),
+            _ => Ok(()),
+        }
+    }
+
+    /// The path behind a file backing.
+    pub(crate) fn path(&self) -> Option<&std::path::Path> {
+        match &self.store {
+            Store::File(f) => Some(f.path()),
+            _ => None,
+        }
+    }
+}

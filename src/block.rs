@@ -1,0 +1,327 @@
+//! The per-block header word and [`Handle`].
+//!
+//! Every block, free segment and filler in the heap starts with one 8-byte header word. Its top two
+//! bits say what follows:
+//!
+//! ```text
+//!  63 62 61      58 57  56 55                      32 31                              0
+//! +-----+----------+------+--------------------------+---------------------------------+
+//! | 0 1 | readers  |state |   generation (odd)       |        length in bytes          |  LIVE
+//! +-----+----------+------+--------------------------+---------------------------------+
+//!  63 62 61                         38 37                                               0
+//! +-----+-------------------------------+-----------------------------------------------+
+//! | 1 0 |     generation (even)         |   next free segment, in 8-byte units (0=end)  |  FREE
+//! +-----+-------------------------------+-----------------------------------------------+
+//!  63 62 61                                                                             0
+//! +-----+-------------------------------------------------------------------------------+
+//! | 1 1 |                   span in 8-byte units                                        |  PAD
+//! +-----+-------------------------------------------------------------------------------+
+//! all 64 bits zero: GAP, nothing was ever allocated from here to the next chunk boundary
+//! ```
+//!
+//! A FREE segment keeps its span (bytes, header included) in the word after the header; the
+//! lock-free list reads only header words of nodes it does not own, so it never reads memory a
+//! user may be writing. A LIVE block's span is `8 + round_up(len, 8)`.
+//!
+//! LIVE states: `PUBLISHED` (readable and freeable), `PENDING` (a [`crate::BlockMut`] is out),
+//! `RESERVED` (being initialised by the allocator, never handed out: recovery reclaims it), `DYING`
+//! (a free is in progress, or waits for readers to drain).
+
+/// Bits of the generation field.
+pub(crate) const GEN_BITS: u32 = 24;
+/// Mask of a generation.
+pub(crate) const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
+
+pub(crate) const KIND_SHIFT: u32 = 62;
+pub(crate) const KIND_LIVE: u64 = 1;
+pub(crate) const KIND_FREE: u64 = 2;
+pub(crate) const KIND_PAD: u64 = 3;
+
+const LEN_BITS: u32 = 32;
+const LEN_MASK: u64 = (1 << LEN_BITS) - 1;
+const LIVE_GEN_SHIFT: u32 = 32;
+const STATE_SHIFT: u32 = 56;
+const STATE_MASK: u64 = 0b11;
+const READERS_SHIFT: u32 = 58;
+/// The most readers one block can have pinned at once; more wait for one to leave.
+pub(crate) const MAX_READERS: u64 = 0b1111;
+
+const NEXT_BITS: u32 = 38;
+const NEXT_MASK: u64 = (1 << NEXT_BITS) - 1;
+const FREE_GEN_SHIFT: u32 = 38;
+const PAD_MASK: u64 = (1 << KIND_SHIFT) - 1;
+
+/// Largest length one block can hold: the header keeps it in 32 bits.
+pub const MAX_BLOCK_LEN: u64 = LEN_MASK;
+/// Largest arena: free-list links keep offsets in 38 bits of 8-byte units (2 TiB).
+pub(crate) const MAX_CAPACITY: u64 = (NEXT_MASK + 1) * 8;
+
+/// The state of a LIVE block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LiveState {
+    Published = 0,
+    Pending = 1,
+    Reserved = 2,
+    Dying = 3,
+}
+
+/// A decoded header word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Word {
+    Gap,
+    Live {
+        len: u64,
+        gen: u32,
+        state: LiveState,
+        readers: u64,
+    },
+    Free {
+        gen: u32,
+        next: u64,
+    },
+    Pad {
+        span: u64,
+    },
+    /// Kind bits say GAP but other bits are set: never written by parena.
+    Bad,
+}
+
+#[inline]
+pub(crate) const fn live(len: u64, gen: u32, state: LiveState, readers: u64) -> u64 {
+    debug_assert!(len <= LEN_MASK && readers <= MAX_READERS && (gen as u64) <= GEN_MASK);
+    (KIND_LIVE << KIND_SHIFT)
+        | (readers << READERS_SHIFT)
+        | ((state as u64) << STATE_SHIFT)
+        | ((gen as u64) << LIVE_GEN_SHIFT)
+        | len
+}
+
+/// A FREE header; `next` is a byte offset (multiple of 8) or 0.
+#[inline]
+pub(crate) const fn free(gen: u32, next: u64) -> u64 {
+    debug_assert!(next % 8 == 0 && next / 8 <= NEXT_MASK && (gen as u64) <= GEN_MASK);
+    (KIND_FREE << KIND_SHIFT) | ((gen as u64) << FREE_GEN_SHIFT) | (next / 8)
+}
+
+/// A PAD filler covering `span` bytes (a multiple of 8, at least 8).
+#[inline]
+pub(crate) const fn pad(span: u64) -> u64 {
+    debug_assert!(span % 8 == 0 && span >= 8 && span / 8 <= PAD_MASK);
+    (KIND_PAD << KIND_SHIFT) | (span / 8)
+}
+
+#[inline]
+pub(crate) const fn decode(w: u64) -> Word {
+    match w >> KIND_SHIFT {
+        KIND_LIVE => {
+            let state = match (w >> STATE_SHIFT) & STATE_MASK {
+                0 => LiveState::Published,
+                1 => LiveState::Pending,
+                2 => LiveState::Reserved,
+                _ => LiveState::Dying,
+            };
+            Word::Live {
+                len: w & LEN_MASK,
+                gen: ((w >> LIVE_GEN_SHIFT) & GEN_MASK) as u32,
+                state,
+                readers: (w >> READERS_SHIFT) & MAX_READERS,
+            }
+        }
+        KIND_FREE => Word::Free {
+            gen: ((w >> FREE_GEN_SHIFT) & GEN_MASK) as u32,
+            next: (w & NEXT_MASK) * 8,
+        },
+        KIND_PAD => Word::Pad {
+            span: (w & PAD_MASK) * 8,
+        },
+        _ if w == 0 => Word::Gap,
+        _ => Word::Bad,
+    }
+}
+
+/// The same LIVE word with one more (or one fewer) reader.
+pub(crate) const READER_ONE: u64 = 1 << READERS_SHIFT;
+
+/// The same LIVE word in another state.
+#[inline]
+pub(crate) const fn with_state(w: u64, state: LiveState) -> u64 {
+    (w & !(STATE_MASK << STATE_SHIFT)) | ((state as u64) << STATE_SHIFT)
+}
+
+/// Next generation after `g` with the given parity (odd = live, even = free), skipping 0.
+#[inline]
+pub(crate) const fn next_gen(g: u32, odd: bool) -> u32 {
+    let mut n = (g as u64 + 1) & GEN_MASK;
+    if (n & 1 == 1) != odd {
+        n = (n + 1) & GEN_MASK;
+    }
+    if n == 0 {
+        n = 2;
+    }
+    n as u32
+}
+
+/// A reference to one block: its data offset and its generation, packed in 8 bytes.
+///
+/// `Copy`, `bytemuck::Pod` and stable across reopen, so it can be stored inside the arena (or
+/// anywhere else) and used after a restart. Every access checks the generation against the block's
+/// header, so a handle to a block that was freed (and perhaps reused) is refused with
+/// [`crate::Error::Stale`] instead of reading another block's bytes.
+///
+/// ```
+/// use parena::{Handle, Options};
+/// let arena = Options::new().capacity(1 << 20).heap()?;
+/// let h = arena.alloc(16)?.handle();
+/// assert_eq!(Handle::from_u64(h.to_u64()), h);
+/// assert!(h.offset() > 0);
+/// # Ok::<(), parena::Error>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(transparent)]
+pub struct Handle(u64);
+
+const HANDLE_OFF_BITS: u32 = 40;
+const HANDLE_OFF_MASK: u64 = (1 << HANDLE_OFF_BITS) - 1;
+
+impl Handle {
+    /// The null handle: it names no block (`to_u64() == 0`).
+    pub const NULL: Handle = Handle(0);
+
+    #[inline]
+    pub(crate) const fn new(data_offset: u64, gen: u32) -> Handle {
+        debug_assert!(data_offset % 8 == 0 && data_offset / 8 <= HANDLE_OFF_MASK);
+        Handle(((gen as u64) << HANDLE_OFF_BITS) | (data_offset / 8))
+    }
+
+    /// Offset of the block's first data byte from the start of the arena. Never 0 for a real block,
+    /// so 0 can mean "null" inside user structures.
+    #[inline]
+    pub const fn offset(self) -> u64 {
+        (self.0 & HANDLE_OFF_MASK) * 8
+    }
+
+    /// The generation the handle was issued with (odd).
+    #[inline]
+    pub const fn generation(self) -> u32 {
+        ((self.0 >> HANDLE_OFF_BITS) & GEN_MASK) as u32
+    }
+
+    /// The packed form, for storing the handle as a plain `u64`.
+    #[inline]
+    pub const fn to_u64(self) -> u64 {
+        self.0
+    }
+
+    /// Rebuilds a handle from [`Handle::to_u64`]. Any value is accepted; a value that does not name a
+    /// live block is refused when used.
+    #[inline]
+    pub const fn from_u64(v: u64) -> Handle {
+        Handle(v)
+    }
+
+    /// Whether this is [`Handle::NULL`].
+    #[inline]
+    pub const fn is_null(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Handle(offset {}, gen {})",
+            self.offset(),
+            self.generation()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_round_trip() {
+        for &len in &[1u64, 7, 8, 4096, MAX_BLOCK_LEN] {
+            for &gen in &[1u32, 3, GEN_MASK as u32] {
+                for state in [
+                    LiveState::Published,
+                    LiveState::Pending,
+                    LiveState::Reserved,
+                    LiveState::Dying,
+                ] {
+                    for readers in [0, 1, MAX_READERS] {
+                        let w = live(len, gen, state, readers);
+                        assert_ne!(w, 0);
+                        assert_eq!(
+                            decode(w),
+                            Word::Live {
+                                len,
+                                gen,
+                                state,
+                                readers
+                            }
+                        );
+                        assert_eq!(
+                            decode(with_state(w, LiveState::Dying)),
+                            Word::Live {
+                                len,
+                                gen,
+                                state: LiveState::Dying,
+                                readers
+                            }
+                        );
+                    }
+                }
+            }
+        }
+        let w = live(5, 1, LiveState::Published, 0);
+        assert_eq!(
+            decode(w + READER_ONE),
+            Word::Live {
+                len: 5,
+                gen: 1,
+                state: LiveState::Published,
+                readers: 1
+            }
+        );
+    }
+
+    #[test]
+    fn free_and_pad_round_trip() {
+        for &next in &[0u64, 8, 4096, MAX_CAPACITY - 8] {
+            for &gen in &[0u32, 2, GEN_MASK as u32 - 1] {
+                assert_eq!(decode(free(gen, next)), Word::Free { gen, next });
+                assert_ne!(free(gen, next), 0);
+            }
+        }
+        for &span in &[8u64, 16, 1 << 40] {
+            assert_eq!(decode(pad(span)), Word::Pad { span });
+        }
+        assert_eq!(decode(0), Word::Gap);
+        assert_eq!(decode(1), Word::Bad);
+    }
+
+    #[test]
+    fn generations() {
+        assert_eq!(next_gen(0, true), 1);
+        assert_eq!(next_gen(1, false), 2);
+        assert_eq!(next_gen(2, true), 3);
+        assert_eq!(next_gen(1, true), 3);
+        assert_eq!(next_gen(GEN_MASK as u32, false), 2);
+        assert_eq!(next_gen(GEN_MASK as u32 - 1, true), GEN_MASK as u32);
+        assert_eq!(next_gen(GEN_MASK as u32, true), 1);
+    }
+
+    #[test]
+    fn handle_packing() {
+        let h = Handle::new(4104, 77);
+        assert_eq!(h.offset(), 4104);
+        assert_eq!(h.generation(), 77);
+        assert_eq!(Handle::from_u64(h.to_u64()), h);
+        let far = Handle::new(5 << 30, 1);
+        assert_eq!(far.offset(), 5 << 30);
+        assert!(Handle::NULL.is_null());
+    }
+}

@@ -1,0 +1,193 @@
+//! The bump allocator: one global bump offset that hands out whole chunks, and per-thread chunk
+//! cells that threads bump privately.
+//!
+//! ## Algorithm
+//!
+//! The heap `data_start..capacity` is cut into chunks of `2^chunk_shift` bytes at fixed boundaries
+//! (`data_start + k * chunk`). The header's `bump` word is always a chunk boundary or `capacity`;
+//! it only grows while the arena is shared (a CAS reserves whole chunks), and it is only lowered by
+//! exclusive passes (`compact`, recovery).
+//!
+//! A thread that allocates a small block takes a chunk with one CAS on `bump` and then bumps inside
+//! it with no atomic read-modify-write at all: a [`ChunkCell`] (`cur`, `end`) belongs to exactly one
+//! thread at a time, which stores to it with `Relaxed` stores so that an exclusive pass (close,
+//! `compact`) can read it after the threads' `Arena` clones are gone. Large blocks take whole
+//! chunks straight from `bump`.
+//!
+//! Invariant Z: in every chunk a cell owns, `cur..end` is all zeros. A fresh chunk is zero (the
+//! heap at or past `high_water` was never written, and older memory is zeroed when it is taken);
+//! the owner writes only below `cur`; a rewind zeroes what it gives back. So the fast path never
+//! zeroes, and a zero header word always means "nothing allocated from here to the next chunk
+//! boundary", which is how a heap walk steps over the unused tail of a chunk, including the tail of a
+//! chunk whose thread died in a crash.
+//!
+//! ## Orderings
+//!
+//! | word | op | ordering | why |
+//! | --- | --- | --- | --- |
+//! | `bump` | CAS | Relaxed | disjointness comes from the RMW order alone; no data is published |
+//! | cell `cur`/`end`/`gen` | load/store | Relaxed | one writer; exclusive passes see them through the `Arc` drop / `&mut` hand-over |
+//! | cell `abandoned` | store / CAS | Release / Acquire | hands a cell (and its chunk state) from a departing thread to the next owner |
+
+use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering};
+use crossbeam_utils::CachePadded;
+use std::cell::RefCell;
+
+/// One thread's current chunk in one arena, and that thread's counters.
+#[derive(Default)]
+pub(crate) struct ChunkCell {
+    /// Next unallocated byte of the chunk; 0 when the cell holds no chunk.
+    /// Always within `chunk start..=end`.
+    pub cur: AtomicU64,
+    /// End of the chunk (a chunk boundary or the capacity); 0 when none.
+    pub end: AtomicU64,
+    /// Start of the chunk; rewinds never go below it.
+    pub start: AtomicU64,
+    /// Generation given to blocks bumped in this chunk (odd). Changes on every rewind, so a
+    /// handle to a rewound block never matches the block that reuses its offset.
+    pub gen: AtomicU64,
+    /// Set when no thread owns the cell; a thread that needs a cell may adopt it.
+    pub abandoned: AtomicBool,
+    pub counters: Counters,
+}
+
+/// Per-thread counters, summed by `Arena::stats`. Each is written by one thread at a time with a
+/// `Relaxed` load and store (no read-modify-write on the hot path).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub allocs: AtomicU64,
+    pub alloc_bytes: AtomicU64,
+    pub from_freelist: AtomicU64,
+    pub frees: AtomicU64,
+    pub free_bytes: AtomicU64,
+    pub failures: AtomicU64,
+    pub rewinds: AtomicU64,
+}
+
+/// Adds `n` to a counter only its owner thread writes.
+#[inline]
+pub(crate) fn bump_counter(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+pub(crate) type Cell = Arc<CachePadded<ChunkCell>>;
+
+/// The cells an arena has handed out, so that close and `compact` can reach every chunk.
+#[derive(Default)]
+pub(crate) struct Registry {
+    cells: Mutex<Vec<Cell>>,
+}
+
+impl Registry {
+    /// A cell for the calling thread: an abandoned one if there is one, else a new one.
+    #[cold]
+    #[inline(never)]
+    fn acquire(&self) -> Cell {
+        let mut cells = lock(&self.cells);
+        for c in cells.iter() {
+            // Acquire: pairs with the Release store in `abandon`, so the previous owner's stores to
+            // the cell are visible to the new owner.
+            if c.abandoned
+                .compare_exchange(true, false, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return c.clone();
+            }
+        }
+        let c: Cell = Arc::new(CachePadded::new(ChunkCell::default()));
+        cells.push(c.clone());
+        c
+    }
+
+    /// Every cell, for exclusive passes and stats.
+    pub(crate) fn all(&self) -> Vec<Cell> {
+        lock(&self.cells).clone()
+    }
+}
+
+fn abandon(c: &Cell) {
+    // Release: publishes this thread's last stores to the cell to whoever adopts it (Acquire CAS in
+    // `Registry::acquire`).
+    c.abandoned.store(true, Ordering::Release);
+}
+
+/// Slots per thread: a thread that uses more arenas at once than this hands cells back and forth.
+const SLOTS: usize = 8;
+
+struct Slot {
+    arena: u64,
+    cell: Cell,
+}
+
+struct ThreadCells {
+    slots: RefCell<Vec<Slot>>,
+}
+
+impl Drop for ThreadCells {
+    fn drop(&mut self) {
+        for s in self.slots.get_mut().drain(..) {
+            abandon(&s.cell);
+        }
+    }
+}
+
+crate::sync::parena_thread_local! {
+    static CELLS: ThreadCells = ThreadCells { slots: RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the calling thread's cell for the arena whose process-unique id is `arena`.
+///
+/// `f` runs while the thread's slot list is borrowed, so it must not call `with_cell` again.
+#[inline]
+pub(crate) fn with_cell<R>(arena: u64, registry: &Registry, f: impl FnOnce(&ChunkCell) -> R) -> R {
+    let mut f = Some(f);
+    let hit = CELLS.try_with(|t| {
+        let slots = t.slots.borrow();
+        match slots.first() {
+            Some(s) if s.arena == arena => Some((f.take().expect("called once"))(&s.cell)),
+            _ => None,
+        }
+    });
+    match hit {
+        Ok(Some(r)) => r,
+        _ => with_cell_slow(arena, registry, f.take().expect("not yet called")),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn with_cell_slow<R>(arena: u64, registry: &Registry, f: impl FnOnce(&ChunkCell) -> R) -> R {
+    let cell = CELLS.try_with(|t| {
+        let mut slots = t.slots.borrow_mut();
+        if let Some(i) = slots.iter().position(|s| s.arena == arena) {
+            let s = slots.remove(i);
+            let c = s.cell.clone();
+            slots.insert(0, s);
+            return c;
+        }
+        let cell = registry.acquire();
+        if slots.len() == SLOTS {
+            if let Some(old) = slots.pop() {
+                abandon(&old.cell);
+            }
+        }
+        slots.insert(
+            0,
+            Slot {
+                arena,
+                cell: cell.clone(),
+            },
+        );
+        cell
+    });
+    match cell {
+        Ok(c) => f(&c),
+        // The thread is exiting and its thread-locals are gone: borrow a cell for this one call.
+        Err(_) => {
+            let c = registry.acquire();
+            let r = f(&c);
+            abandon(&c);
+            r
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Errors. Each failed check has its own variant carrying the facts, never a string.
+
+use std::fmt;
+use std::io;
+
+/// Everything that can go wrong in parena.
+///
+/// Open paths report one variant per header check; handle paths report why a handle was refused;
+/// the allocation path reports [`Error::Full`] with the numbers.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The arena has no room for the request.
+    Full {
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes of main memory not yet reserved (before headers and alignment).
+        available: u64,
+    },
+    /// A size of zero was asked for.
+    ZeroSize,
+    /// The size asked for cannot be a block (larger than [`crate::MAX_BLOCK_LEN`], or overflows).
+    TooLarge {
+        /// Bytes asked for.
+        requested: u64,
+        /// The largest block length parena supports.
+        max: u64,
+    },
+    /// The alignment asked for is above [`crate::MAX_ALIGN`].
+    BadAlign {
+        /// Alignment asked for.
+        align: usize,
+    },
+    /// The handle names a block that is no longer (or never was) the live block it was issued for.
+    Stale {
+        /// Generation carried by the handle.
+        expected: u32,
+        /// Generation found in the block header (0 when there is no live block header there).
+        found: u32,
+    },
+    /// The block was already freed.
+    DoubleFree {
+        /// Offset the handle names.
+        offset: u64,
+    },
+    /// The block is still being written through its [`crate::BlockMut`], or freed while it was read.
+    Busy {
+        /// Offset the handle names.
+        offset: u64,
+    },
+    /// An offset or range lies outside the arena's heap, or is not aligned as a block must be.
+    OutOfBounds {
+        /// Offset given.
+        offset: u64,
+        /// Length of the access.
+        len: u64,
+        /// End of the valid region.
+        limit: u64,
+    },
+    /// The arena was opened read-only.
+    ReadOnly,
+    /// Another writer (in this process or another) holds the file, or a writer holds it and a reader
+    /// asked for it.
+    Locked,
+    /// `create_new` was asked for and the file exists.
+    Exists,
+    /// The file is too short to hold an arena header, or shorter than the header says.
+    Truncated {
+        /// Bytes the header needs.
+        expected: u64,
+        /// Bytes in the file.
+        found: u64,
+    },
+    /// The file does not start with parena's magic bytes: it is not an arena.
+    Magic {
+        /// The first bytes found.
+        found: [u8; 8],
+    },
+    /// The file's format version is not one this build reads.
+    Version {
+        /// Version this build writes.
+        expected: u32,
+        /// Version found.
+        found: u32,
+    },
+    /// The user's `magic_version` differs from the one the arena was created with.
+    MagicVersion {
+        /// Asked for in `Options`.
+        expected: u16,
+        /// Found in the file.
+        found: u16,
+    },
+    /// The checksum over the header's unchanging fields does not match.
+    Checksum {
+        /// Stored in the header.
+        expected: u64,
+        /// Computed from the header.
+        found: u64,
+    },
+    /// The freelist kind differs from the one asked for, or is not a known kind.
+    FreelistKind {
+        /// Asked for (or 255 when the stored byte is unknown).
+        expected: u8,
+        /// Found in the file.
+        found: u8,
+    },
+    /// A size in the header is impossible: capacity, data start, chunk size or reserved length.
+    Size {
+        /// Which field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// The bump offset lies outside `data_start..=capacity` or is unaligned.
+    Bump {
+        /// Bump offset found.
+        bump: u64,
+        /// Capacity of the arena.
+        capacity: u64,
+    },
+    /// The clean/dirty state word holds neither marker.
+    State {
+        /// Value found.
+        found: u64,
+    },
+    /// The `reserved` length differs from the one the arena was created with.
+    Reserved {
+        /// Asked for in `Options`.
+        expected: u32,
+        /// Found in the file.
+        found: u32,
+    },
+    /// Reopening with a capacity smaller than the space already allocated.
+    Shrink {
+        /// Capacity asked for.
+        requested: u64,
+        /// Bytes already allocated (the bump offset).
+        allocated: u64,
+    },
+    /// The heap holds a block header that cannot be right (found by a walk or a freelist pop).
+    Corrupt {
+        /// Offset of the bad word.
+        offset: u64,
+        /// The word.
+        word: u64,
+    },
+    /// The operation needs the only handle on the arena, and other clones exist.
+    Shared,
+    /// The storage device is full (preallocation or growth failed with ENOSPC).
+    NoSpace,
+    /// Options that conflict with an arena this process already holds open at that path.
+    Conflict {
+        /// Which option.
+        option: &'static str,
+    },
+    /// A system call failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Full {
+                requested,
+                available,
+            } => {
+                write!(
+                    f,
+                    "arena full: {requested} bytes requested, {available} available"
+                )
+            }
+            Error::ZeroSize => f.write_str("a block of zero bytes was requested"),
+            Error::TooLarge { requested, max } => {
+                write!(
+                    f,
+                    "{requested} bytes requested, a block holds at most {max}"
+                )
+            }
+            Error::BadAlign { align } => write!(f, "alignment {align} is above the page size"),
+            Error::Stale { expected, found } => {
+                write!(f, "stale handle: generation {expected}, block has {found}")
+            }
+            Error::DoubleFree { offset } => write!(f, "block at {offset} was already freed"),
+            Error::Busy { offset } => write!(f, "block at {offset} is being written or freed"),
+            Error::OutOfBounds { offset, len, limit } => {
+                write!(
+                    f,
+                    "{len} bytes at offset {offset} are outside the heap (limit {limit})"
+                )
+            }
+            Error::ReadOnly => f.write_str("the arena is read-only"),
+            Error::Locked => f.write_str("the arena file is locked by another writer"),
+            Error::Exists => f.write_str("the arena file already exists"),
+            Error::Truncated { expected, found } => {
+                write!(f, "file holds {found} bytes, the arena needs {expected}")
+            }
+            Error::Magic { found } => write!(f, "not a parena arena (starts with {found:02x?})"),
+            Error::Version { expected, found } => {
+                write!(f, "format version {found}, this build reads {expected}")
+            }
+            Error::MagicVersion { expected, found } => {
+                write!(f, "user magic version {found}, expected {expected}")
+            }
+            Error::Checksum { expected, found } => {
+                write!(
+                    f,
+                    "header checksum {found:#x} does not match stored {expected:#x}"
+                )
+            }
+            Error::FreelistKind { expected, found } => {
+                write!(f, "freelist kind {found}, expected {expected}")
+            }
+            Error::Size { field, value } => {
+                write!(f, "header field {field} = {value} is impossible")
+            }
+            Error::Bump { bump, capacity } => {
+                write!(
+                    f,
+                    "bump offset {bump} is outside the heap (capacity {capacity})"
+                )
+            }
+            Error::State { found } => write!(f, "clean/dirty word {found:#x} is not valid"),
+            Error::Reserved { expected, found } => {
+                write!(f, "reserved area is {found} bytes, expected {expected}")
+            }
+            Error::Shrink {
+                requested,
+                allocated,
+            } => write!(
+                f,
+                "capacity {requested} is below the {allocated} bytes already allocated"
+            ),
+            Error::Corrupt { offset, word } => {
+                write!(f, "corrupt block header {word:#018x} at offset {offset}")
+            }
+            Error::Shared => f.write_str("the operation needs the only clone of the arena"),
+            Error::NoSpace => f.write_str("no space left on the device"),
+            Error::Conflict { option } => {
+                write!(
+                    f,
+                    "option {option} conflicts with the arena already open at this path"
+                )
+            }
+            Error::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        // ENOSPC and EDQUOT: the device cannot hold the arena.
+        match e.raw_os_error() {
+            Some(28) | Some(122) => Error::NoSpace,
+            _ => Error::Io(e),
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The on-disk header, the same for every backing.
+//!
+//! All integers are little-endian (parena builds only on little-endian targets; see the compile
+//! error at the bottom). The header fills the first 4096 bytes of the arena; the user's reserved
+//! area follows it; the heap starts at `data_start`, the next multiple of 4096.
+//!
+//! ```text
+//! offset  size  field            changes?  notes
+//! ------  ----  ---------------  --------  ---------------------------------------------------
+//!      0     8  magic            never     b"\x89PARENA\n"
+//!      8     4  format_version   never     FORMAT_VERSION
+//!     12     2  magic_version    never     the user's own format version
+//!     14     1  freelist         never     0 None, 1 Optimistic, 2 Pessimistic
+//!     15     1  chunk_shift      never     log2 of the per-thread chunk size (9..=20)
+//!     16     4  reserved_len     never     bytes of user-reserved area after the header
+//!     20     4  min_segment      never     smallest free segment worth listing (>= 16)
+//!     24     8  data_start       never     first heap byte, a multiple of 4096
+//!     32     8  arena_id         never     random, set at create
+//!     40     8  header_checksum  never     FNV-1a over bytes 0..40
+//! ------  ----  ---------------  --------  ------------- mutable, 8-byte atomics -------------
+//!     48     8  capacity         grow      total bytes, a multiple of 4096
+//!     56     8  state            open/close CLEAN or DIRTY marker
+//!     64     8  state_checksum   close     FNV-1a over bytes 48..HEAP_META_END, state word as 0
+//!     72     8  open_count       open      writable opens so far
+//!     80     8  bump             alloc     end of reserved heap: data_start..=capacity
+//!     88     8  high_water       alloc     heap at or past this was never written (reads zero)
+//!     96     8  discarded        alloc     bytes in fillers too small to list
+//!    104     8  gen_seed         alloc     source of generations for new header positions
+//!    112    16  spare            -         zero
+//!    128   128  roots[16]        user      persisted root slots
+//!    256  2048  heads[256]       free      free-list heads, one per size class (tag | offset)
+//!   2304  1792  padding          -         zero
+//!   4096     R  reserved area    user
+//! ```
+//!
+//! A crash can leave any mutable field half-way through a protocol, never half-written: each is an
+//! aligned 8-byte word, stored with one instruction. Power loss can lose the stores made after the
+//! last flush; see `docs/recovery.md`.
+
+use crate::error::Error;
+use crate::options::Freelist;
+use bytemuck::{Pod, Zeroable};
+use std::mem::{offset_of, size_of};
+
+/// The first 8 bytes of every arena.
+pub const MAGIC: [u8; 8] = *b"\x89PARENA\n";
+/// The format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Number of persisted root slots.
+pub const ROOT_SLOTS: usize = 16;
+/// Number of free-list size classes.
+pub(crate) const CLASSES: usize = 256;
+/// Bytes of the fixed header.
+pub const HEADER_SIZE: u64 = 4096;
+/// Alignment of `data_start`.
+pub(crate) const DATA_ALIGN: u64 = 4096;
+/// Smallest and largest per-thread chunk (log2).
+pub(crate) const MIN_CHUNK_SHIFT: u8 = 9;
+pub(crate) const MAX_CHUNK_SHIFT: u8 = 20;
+
+/// State word of an arena whose last writer closed it cleanly.
+pub(crate) const STATE_CLEAN: u64 = 0x4e41_454c_4321_0001; // "\x01\0!CLEAN"
+/// State word of an arena a writer has open (or that was not closed cleanly).
+pub(crate) const STATE_DIRTY: u64 = 0x5954_5249_4421_0002; // "\x02\0!DIRTY"
+
+/// The header as stored: plain data, parsed from bytes before anything is trusted.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct RawHeader {
+    pub magic: [u8; 8],
+    pub format_version: u32,
+    pub magic_version: u16,
+    pub freelist: u8,
+    pub chunk_shift: u8,
+    pub reserved_len: u32,
+    pub min_segment: u32,
+    pub data_start: u64,
+    pub arena_id: u64,
+    pub header_checksum: u64,
+    pub capacity: u64,
+    pub state: u64,
+    pub state_checksum: u64,
+    pub open_count: u64,
+    pub bump: u64,
+    pub high_water: u64,
+    pub discarded: u64,
+    pub gen_seed: u64,
+    pub spare: [u64; 2],
+    pub roots: [u64; ROOT_SLOTS],
+    pub heads: [u64; CLASSES],
+    pub padding: [u64; 224],
+}
+
+const _: () = assert!(size_of::<RawHeader>() as u64 == HEADER_SIZE);
+const _: () = assert!(offset_of!(RawHeader, header_checksum) == 40);
+const _: () = assert!(offset_of!(RawHeader, capacity) == 48);
+const _: () = assert!(offset_of!(RawHeader, roots) == 128);
+const _: () = assert!(offset_of!(RawHeader, heads) == 256);
+const _: () = assert!(offset_of!(RawHeader, padding) == 2304);
+
+/// Byte offsets of the mutable words, for the atomic accessor.
+pub(crate) const OFF_CAPACITY: u64 = offset_of!(RawHeader, capacity) as u64;
+pub(crate) const OFF_STATE: u64 = offset_of!(RawHeader, state) as u64;
+pub(crate) const OFF_STATE_CHECKSUM: u64 = offset_of!(RawHeader, state_checksum) as u64;
+pub(crate) const OFF_OPEN_COUNT: u64 = offset_of!(RawHeader, open_count) as u64;
+pub(crate) const OFF_BUMP: u64 = offset_of!(RawHeader, bump) as u64;
+pub(crate) const OFF_HIGH_WATER: u64 = offset_of!(RawHeader, high_water) as u64;
+pub(crate) const OFF_DISCARDED: u64 = offset_of!(RawHeader, discarded) as u64;
+pub(crate) const OFF_GEN_SEED: u64 = offset_of!(RawHeader, gen_seed) as u64;
+pub(crate) const OFF_ROOTS: u64 = offset_of!(RawHeader, roots) as u64;
+pub(crate) const OFF_HEADS: u64 = offset_of!(RawHeader, heads) as u64;
+/// End of the words covered by `state_checksum`.
+pub(crate) const HEAP_META_END: u64 = OFF_HEADS + (CLASSES as u64) * 8;
+/// Bytes covered by `header_checksum`.
+const IMMUTABLE_END: usize = offset_of!(RawHeader, header_checksum);
+
+/// FNV-1a, 64 bit: detects torn or flipped header bytes (not an adversary).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Checksum of the mutable words `48..HEAP_META_END`, reading `state` and `state_checksum` as 0.
+pub(crate) fn state_checksum(words: impl Iterator<Item = (u64, u64)>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (off, w) in words {
+        let w = if off == OFF_STATE || off == OFF_STATE_CHECKSUM {
+            0
+        } else {
+            w
+        };
+        for b in w.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The facts of a header that passed validation and never change while the arena is open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub magic_version: u16,
+    pub freelist: Freelist,
+    pub chunk_shift: u8,
+    pub reserved_len: u32,
+    pub min_segment: u32,
+    pub data_start: u64,
+    pub arena_id: u64,
+}
+
+impl Geometry {
+    /// `data_start` for a reserved area of `reserved` bytes.
+    pub(crate) fn data_start_for(reserved: u32) -> u64 {
+        (HEADER_SIZE + u64::from(reserved)).div_ceil(DATA_ALIGN) * DATA_ALIGN
+    }
+
+    /// Chunk size in bytes.
+    #[inline]
+    pub(crate) fn chunk(&self) -> u64 {
+        1 << self.chunk_shift
+    }
+}
+
+impl RawHeader {
+    /// A fresh header for an arena of `capacity` bytes.
+    pub(crate) fn new(g: &Geometry, capacity: u64) -> RawHeader {
+        let mut h = RawHeader::zeroed();
+        h.magic = MAGIC;
+        h.format_version = FORMAT_VERSION;
+        h.magic_version = g.magic_version;
+        h.freelist = g.freelist as u8;
+        h.chunk_shift = g.chunk_shift;
+        h.reserved_len = g.reserved_len;
+        h.min_segment = g.min_segment;
+        h.data_start = g.data_start;
+        h.arena_id = g.arena_id;
+        h.header_checksum = h.compute_header_checksum();
+        h.capacity = capacity;
+        h.state = STATE_CLEAN;
+        h.bump = g.data_start;
+        h.high_water = g.data_start;
+        h.gen_seed = 1;
+        h.state_checksum = h.compute_state_checksum();
+        h
+    }
+
+    /// Parses the first `HEADER_SIZE` bytes. Nothing is checked yet.
+    pub(crate) fn parse(bytes: &[u8]) -> RawHeader {
+        debug_assert!(bytes.len() >= HEADER_SIZE as usize);
+        bytemuck::pod_read_unaligned(&bytes[..HEADER_SIZE as usize])
+    }
+
+    pub(crate) fn compute_header_checksum(&self) -> u64 {
+        fnv1a(&bytemuck::bytes_of(self)[..IMMUTABLE_END])
+    }
+
+    pub(crate) fn compute_state_checksum(&self) -> u64 {
+        let bytes = bytemuck::bytes_of(self);
+        state_checksum((OFF_CAPACITY..HEAP_META_END).step_by(8).map(|off| {
+            let o = off as usize;
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[o..o + 8]);
+            (off, u64::from_le_bytes(w))
+        }))
+    }
+
+    /// Checks every field, in the order that gives the most useful error, against a storage of
+    /// `storage_len` bytes. Reads only; the storage is never touched here.
+    pub(crate) fn validate(&self, storage_len: u64) -> Result<Validated, Error> {
+        if self.magic != MAGIC {
+            return Err(Error::Magic { found: self.magic });
+        }
+        if self.format_version != FORMAT_VERSION {
+            return Err(Error::Version {
+                expected: FORMAT_VERSION,
+                found: self.format_version,
+            });
+        }
+        let computed = self.compute_header_checksum();
+        if computed != self.header_checksum {
+            return Err(Error::Checksum {
+                expected: self.header_checksum,
+                found: computed,
+            });
+        }
+        let freelist = Freelist::from_u8(self.freelist).ok_or(Error::FreelistKind {
+            expected: 255,
+            found: self.freelist,
+        })?;
+        if !(MIN_CHUNK_SHIFT..=MAX_CHUNK_SHIFT).contains(&self.chunk_shift) {
+            return Err(Error::Size {
+                field: "chunk_shift",
+                value: self.chunk_shift.into(),
+            });
+        }
+        if self.data_start != Geometry::data_start_for(self.reserved_len) {
+            return Err(Error::Size {
+                field: "data_start",
+                value: self.data_start,
+            });
+        }
+        if self.min_segment < 16 || self.min_segment % 8 != 0 {
+            return Err(Error::Size {
+                field: "min_segment",
+                value: self.min_segment.into(),
+            });
+        }
+        let cap = self.capacity;
+        if cap % DATA_ALIGN != 0 || cap <= self.data_start || cap > crate::block::MAX_CAPACITY {
+            return Err(Error::Size {
+                field: "capacity",
+                value: cap,
+            });
+        }
+        if cap > storage_len {
+            return Err(Error::Truncated {
+                expected: cap,
+                found: storage_len,
+            });
+        }
+        if self.bump < self.data_start || self.bump > cap || self.bump % 8 != 0 {
+            return Err(Error::Bump {
+                bump: self.bump,
+                capacity: cap,
+            });
+        }
+        let clean = match self.state {
+            STATE_CLEAN => self.state_checksum == self.compute_state_checksum(),
+            STATE_DIRTY => false,
+            found => return Err(Error::State { found }),
+        };
+        let g = Geometry {
+            magic_version: self.magic_version,
+            freelist,
+            chunk_shift: self.chunk_shift,
+            reserved_len: self.reserved_len,
+            min_segment: self.min_segment,
+            data_start: self.data_start,
+            arena_id: self.arena_id,
+        };
+        Ok(Validated {
+            geometry: g,
+            capacity: cap,
+            clean,
+        })
+    }
+}
+
+/// What validation learned.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Validated {
+    pub geometry: Geometry,
+    pub capacity: u64,
+    /// The state word says CLEAN and the mutable words match their checksum.
+    pub clean: bool,
+}
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("parena's on-disk format is little-endian and it maps it in place");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry() -> Geometry {
+        Geometry {
+            magic_version: 7,
+            freelist: Freelist::Optimistic,
+            chunk_shift: 16,
+            reserved_len: 100,
+            min_segment: 32,
+            data_start: Geometry::data_start_for(100),
+            arena_id: 0xfeed,
+        }
+    }
+
+    #[test]
+    fn new_header_validates() {
+        let h = RawHeader::new(&geometry(), 1 << 20);
+        let v = h.validate(1 << 20).unwrap();
+        assert_eq!(v.geometry, geometry());
+        assert!(v.clean);
+        assert_eq!(v.capacity, 1 << 20);
+        let bytes = bytemuck::bytes_of(&h).to_vec();
+        let back = RawHeader::parse(&bytes);
+        assert_eq!(bytemuck::bytes_of(&back), &bytes[..]);
+        assert_eq!(&bytes[..8], &MAGIC);
+    }
+
+    #[test]
+    fn each_check_has_its_error() {
+        let g = geometry();
+        let good = RawHeader::new(&g, 1 << 20);
+        let mut h = good;
+        h.magic[0] = 0;
+        assert!(matches!(h.validate(1 << 20), Err(Error::Magic { .. })));
+        let mut h = good;
+        h.format_version = 9;
+        assert!(matches!(
+            h.validate(1 << 20),
+            Err(Error::Version { found: 9, .. })
+        ));
+        let mut h = good;
+        h.arena_id ^= 1;
+        assert!(matches!(h.validate(1 << 20), Err(Error::Checksum { .. })));
+        assert!(matches!(good.validate(4096), Err(Error::Truncated { .. })));
+        let mut h = good;
+        h.bump = (1 << 20) + 8;
+        assert!(matches!(h.validate(1 << 20), Err(Error::Bump { .. })));
+        let mut h = good;
+        h.state = 5;
+        assert!(matches!(
+            h.validate(1 << 20),
+            Err(Error::State { found: 5 })
+        ));
+        let mut h = good;
+        h.capacity = 12345;
+        assert!(matches!(
+            h.validate(1 << 20),
+            Err(Error::Size {
+                field: "capacity",
+                ..
+            })
+        ));
+        let mut h = good;
+        h.roots[3] = 9;
+        assert!(
+            !h.validate(1 << 20).unwrap().clean,
+            "changed roots without checksum: not clean"
+        );
+    }
+}

@@ -1,0 +1,418 @@
+//! The lock-free, size-ordered free list, written once and generic over a [`Policy`].
+//!
+//! ## Algorithm
+//!
+//! Free segments are indexed by size class (256 classes: exact 8-byte classes for spans up to
+//! 512 bytes, then eight classes per power of two). Each class is a Treiber stack (R. K. Treiber,
+//! *Systems Programming: Coping with Parallelism*, IBM RJ 5118, 1986) whose head is one `u64` in
+//! the arena header: a 38-bit offset (in 8-byte units) and a 26-bit version tag bumped by every
+//! successful CAS. The tag is what makes a pop safe against ABA: a thread that read head `A` and
+//! `A.next` cannot install a stale `A.next` after `A` was popped and pushed back, because the tag
+//! moved on. A node's link is kept in its own header word (`block::free`), so a thread that reads
+//! the link of a node another thread has just popped and handed out reads a header word (always
+//! accessed atomically), never user data.
+//!
+//! Within an exact class every segment has the same size, so the stack order *is* the size order.
+//! A policy picks which class to pop: `Optimistic` the largest non-empty class, `Pessimistic` the
+//! smallest class whose every segment holds the request. A coarse class's segments differ by up to
+//! an eighth; the class holding the request is tried last and its head is pushed back when too
+//! small. The cost of an operation is independent of how many segments are listed.
+//!
+//! A stack has no logically deleted nodes, so there is nothing to help: a CAS fails only because
+//! another thread's CAS on the same head succeeded, which is lock-free progress. No thread ever
+//! waits for another.
+//!
+//! A per-arena bitmap (process memory, rebuilt from the heads at open) says which classes may be
+//! non-empty. It is a hint: a bit is set after a push and cleared only when a pop saw the class
+//! empty, and re-set if the class turned out non-empty after the clear.
+//!
+//! ## Orderings
+//!
+//! | op | ordering | pairs with |
+//! | --- | --- | --- |
+//! | push: CAS head | Release | pop's Acquire load/CAS: publishes the node's header and span |
+//! | pop: load head | Acquire | push's Release CAS: the node's header is visible before it is read |
+//! | pop: load node header | Acquire | the CAS that freed the block (so its span word is visible) |
+//! | pop: CAS head | Acquire | push's Release CAS of the node we now own |
+//! | bitmap | Relaxed | a hint; correctness rests on the heads |
+
+pub(crate) mod policy;
+
+pub(crate) use policy::{Optimistic, Pessimistic, Policy};
+
+use crate::backing::Backing;
+use crate::block::{self, Word};
+use crate::error::Error;
+use crate::format::{CLASSES, OFF_HEADS};
+use crate::sync::{AtomicU64, Ordering};
+
+const HEAD_OFF_BITS: u32 = 38;
+const HEAD_OFF_MASK: u64 = (1 << HEAD_OFF_BITS) - 1;
+const HEAD_TAG_MASK: u64 = (1 << (64 - HEAD_OFF_BITS)) - 1;
+
+/// Packs a head word: offset (bytes, a multiple of 8) and version tag.
+#[inline]
+pub(crate) const fn pack_head(off: u64, tag: u64) -> u64 {
+    ((tag & HEAD_TAG_MASK) << HEAD_OFF_BITS) | (off / 8)
+}
+
+/// The offset a head word points at (0 = empty).
+#[inline]
+pub(crate) const fn head_off(h: u64) -> u64 {
+    (h & HEAD_OFF_MASK) * 8
+}
+
+/// The version tag of a head word.
+#[inline]
+pub(crate) const fn head_tag(h: u64) -> u64 {
+    h >> HEAD_OFF_BITS
+}
+
+/// Largest span with its own exact class.
+const EXACT_MAX: u64 = 512;
+const EXACT_CLASSES: usize = (EXACT_MAX / 8 - 1) as usize; // spans 16..=512 -> 0..=62
+
+/// The class a segment of `span` bytes is listed in.
+#[inline]
+pub(crate) fn class_of(span: u64) -> usize {
+    debug_assert!(span >= 16 && span % 8 == 0, "span {span}");
+    if span <= EXACT_MAX {
+        return (span / 8 - 2) as usize;
+    }
+    let k = 63 - span.leading_zeros() as usize; // floor(log2), >= 9
+    let sub = ((span >> (k - 3)) & 7) as usize;
+    (EXACT_CLASSES + (k - 9) * 8 + sub).min(CLASSES - 1)
+}
+
+/// The smallest span listed in class `c`.
+#[inline]
+pub(crate) fn class_min(c: usize) -> u64 {
+    if c < EXACT_CLASSES {
+        return (c as u64 + 2) * 8;
+    }
+    let i = c - EXACT_CLASSES;
+    let k = 9 + i / 8;
+    let sub = (i % 8) as u64;
+    let m = (8 + sub) << (k - 3);
+    if c == EXACT_CLASSES {
+        EXACT_MAX + 8
+    } else {
+        m
+    }
+}
+
+/// The smallest class every segment of which holds `span` bytes.
+#[inline]
+pub(crate) fn class_up(span: u64) -> usize {
+    let c = class_of(span);
+    if c < EXACT_CLASSES || class_min(c) >= span {
+        c
+    } else {
+        (c + 1).min(CLASSES - 1)
+    }
+}
+
+/// Which classes may be non-empty.
+pub(crate) struct Bitmap([AtomicU64; CLASSES / 64]);
+
+impl Bitmap {
+    pub(crate) fn new() -> Bitmap {
+        Bitmap(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, c: usize) -> bool {
+        self.0[c / 64].load(Ordering::Relaxed) & (1 << (c % 64)) != 0
+    }
+
+    #[inline]
+    fn set(&self, c: usize) {
+        if !self.get(c) {
+            self.0[c / 64].fetch_or(1 << (c % 64), Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    fn clear(&self, c: usize) {
+        self.0[c / 64].fetch_and(!(1 << (c % 64)), Ordering::Relaxed);
+    }
+
+    /// The first set class at or after `c`.
+    pub(crate) fn first_from(&self, c: usize) -> Option<usize> {
+        let mut i = c;
+        while i < CLASSES {
+            let w = self.0[i / 64].load(Ordering::Relaxed) >> (i % 64);
+            if w != 0 {
+                return Some(i + w.trailing_zeros() as usize);
+            }
+            i = (i / 64 + 1) * 64;
+        }
+        None
+    }
+}
+
+/// A segment taken off a list: the caller owns `off..off + span`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub off: u64,
+    pub span: u64,
+    /// Generation in the segment's header (even).
+    pub gen: u32,
+}
+
+/// The free lists of one arena: heads in the header, a bitmap in process memory.
+pub(crate) struct FreeLists {
+    nonempty: Bitmap,
+    /// Offsets of list nodes must lie in `data_start..limit`.
+    data_start: u64,
+}
+
+impl FreeLists {
+    /// Reads the heads of an arena just opened (O(classes), not O(heap)).
+    pub(crate) fn load(b: &Backing, data_start: u64) -> FreeLists {
+        let fl = FreeLists {
+            nonempty: Bitmap::new(),
+            data_start,
+        };
+        for c in 0..CLASSES {
+            if head_off(fl.head(b, c).load(Ordering::Relaxed)) != 0 {
+                fl.nonempty.set(c);
+            }
+        }
+        fl
+    }
+
+    #[inline]
+    fn head<'b>(&self, b: &'b Backing, c: usize) -> &'b AtomicU64 {
+        b.word(OFF_HEADS + 8 * c as u64)
+    }
+
+    /// Empties every list (exclusive passes rebuild them from a heap walk).
+    pub(crate) fn clear_all(&self, b: &Backing) {
+        for c in 0..CLASSES {
+            let h = self.head(b, c);
+            h.store(
+                pack_head(0, head_tag(h.load(Ordering::Relaxed)) + 1),
+                Ordering::Relaxed,
+            );
+            self.nonempty.clear(c);
+        }
+    }
+
+    /// Lists the segment `off..off + span` (which the caller owns) with generation `gen` (even).
+    pub(crate) fn push(&self, b: &Backing, off: u64, span: u64, gen: u32) {
+        debug_assert!(span >= 16 && span % 8 == 0 && off % 8 == 0 && gen % 2 == 0);
+        let c = class_of(span);
+        // The span lives in the word after the header; the node is ours until the CAS below.
+        b.word(off + 8).store(span, Ordering::Relaxed);
+        let head = self.head(b, c);
+        let mut h = head.load(Ordering::Relaxed);
+        loop {
+            b.word(off)
+                .store(block::free(gen, head_off(h)), Ordering::Relaxed);
+            // Release: publishes the node's header and span word; pairs with the Acquire load and
+            // CAS in `pop`.
+            match head.compare_exchange_weak(
+                h,
+                pack_head(off, head_tag(h) + 1),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => h = now,
+            }
+        }
+        self.nonempty.set(c);
+    }
+
+    /// Takes the head of class `c`, if any. `limit` bounds valid node offsets (the bump offset).
+    pub(crate) fn pop(&self, b: &Backing, c: usize, limit: u64) -> Result<Option<Segment>, Error> {
+        let head = self.head(b, c);
+        // Acquire: pairs with the Release CAS in `push` that installed this head.
+        let mut h = head.load(Ordering::Acquire);
+        loop {
+            let off = head_off(h);
+            if off == 0 {
+                self.nonempty.clear(c);
+                // A push may have landed between our load and the clear: keep its bit.
+                if head_off(head.load(Ordering::Acquire)) != 0 {
+                    self.nonempty.set(c);
+                    h = head.load(Ordering::Acquire);
+                    continue;
+                }
+                return Ok(None);
+            }
+            if off < self.data_start || off + 16 > limit {
+                return Err(Error::Corrupt {
+                    offset: OFF_HEADS + 8 * c as u64,
+                    word: h,
+                });
+            }
+            // Acquire: pairs with the Release CAS that freed or pushed this node.
+            let w = b.word(off).load(Ordering::Acquire);
+            let (gen, next) = match block::decode(w) {
+                Word::Free { gen, next } => (gen, next),
+                _ => {
+                    // Another thread popped the node and reused it: the head has moved on. If it
+                    // has not, the list itself is wrong.
+                    let now = head.load(Ordering::Acquire);
+                    if now == h {
+                        return Err(Error::Corrupt {
+                            offset: off,
+                            word: w,
+                        });
+                    }
+                    h = now;
+                    continue;
+                }
+            };
+            // Acquire: the node becomes ours; pairs with the Release CAS in `push`.
+            match head.compare_exchange_weak(
+                h,
+                pack_head(next, head_tag(h) + 1),
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    let span = b.word(off + 8).load(Ordering::Relaxed);
+                    if span < 16 || span % 8 != 0 || off.checked_add(span).is_none_or(|e| e > limit)
+                    {
+                        return Err(Error::Corrupt {
+                            offset: off + 8,
+                            word: span,
+                        });
+                    }
+                    return Ok(Some(Segment { off, span, gen }));
+                }
+                Err(now) => h = now,
+            }
+        }
+    }
+
+    /// Takes a segment of at least `need` bytes, visiting classes in `P`'s order.
+    pub(crate) fn take<P: Policy>(
+        &self,
+        b: &Backing,
+        need: u64,
+        limit: u64,
+    ) -> Result<Option<Segment>, Error> {
+        let mut prev = None;
+        while let Some(c) = P::next(&self.nonempty, need, prev) {
+            if let Some(seg) = self.pop(b, c, limit)? {
+                if seg.span >= need {
+                    return Ok(Some(seg));
+                }
+                // A coarse class holds segments a little smaller than its neighbours: too small
+                // for this request, back it goes.
+                self.push(b, seg.off, seg.span, seg.gen);
+            }
+            prev = Some(c);
+        }
+        Ok(None)
+    }
+
+    /// Walks list `c` without changing it (exclusive callers only): node offsets in order, up to
+    /// `max` nodes; `Err` with the offending offset if a node is not a free header.
+    pub(crate) fn nodes(&self, b: &Backing, c: usize, limit: u64, max: usize) -> ListWalk {
+        let mut out = Vec::new();
+        let mut off = head_off(self.head(b, c).load(Ordering::Acquire));
+        while off != 0 {
+            if out.len() >= max {
+                return ListWalk::Cycle(out);
+            }
+            if off < self.data_start || off + 16 > limit || off % 8 != 0 {
+                return ListWalk::Bad {
+                    nodes: out,
+                    offset: off,
+                };
+            }
+            match block::decode(b.word(off).load(Ordering::Acquire)) {
+                Word::Free { next, .. } => {
+                    out.push(off);
+                    off = next;
+                }
+                _ => {
+                    return ListWalk::Bad {
+                        nodes: out,
+                        offset: off,
+                    }
+                }
+            }
+        }
+        ListWalk::Ok(out)
+    }
+}
+
+/// What walking one list found.
+pub(crate) enum ListWalk {
+    Ok(Vec<u64>),
+    /// More nodes than there are free segments: the list loops.
+    Cycle(Vec<u64>),
+    /// A link points outside the heap or at something that is not a free segment.
+    Bad {
+        nodes: Vec<u64>,
+        offset: u64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_are_monotonic_and_cover() {
+        let mut last = 0;
+        let mut span = 16;
+        while span < (1u64 << 36) {
+            let c = class_of(span);
+            assert!(c >= last, "class of {span} went down");
+            assert!(
+                class_min(c) <= span,
+                "span {span} below its class min {}",
+                class_min(c)
+            );
+            let up = class_up(span);
+            if up < CLASSES - 1 {
+                assert!(
+                    class_min(up) >= span,
+                    "class_up({span}) = {up} holds smaller spans"
+                );
+            }
+            if c + 1 < CLASSES {
+                assert!(
+                    class_min(c + 1) > span,
+                    "span {span} belongs above class {c}"
+                );
+            }
+            last = c;
+            span += if span < 4096 { 8 } else { span / 64 / 8 * 8 };
+        }
+        assert_eq!(class_of(16), 0);
+        assert_eq!(class_of(512), 62);
+        assert_eq!(class_of(520), 63);
+        assert_eq!(class_of(1 << 40), CLASSES - 1);
+    }
+
+    #[test]
+    fn head_packing() {
+        let h = pack_head(4096 * 1000, 77);
+        assert_eq!(head_off(h), 4096 * 1000);
+        assert_eq!(head_tag(h), 77);
+        let wrapped = pack_head(8, HEAD_TAG_MASK + 1);
+        assert_eq!(head_tag(wrapped), 0);
+        assert_eq!(head_off(pack_head(0, 5)), 0);
+    }
+
+    #[test]
+    fn bitmap_search() {
+        let b = Bitmap::new();
+        assert_eq!(b.first_from(0), None);
+        b.set(70);
+        b.set(200);
+        assert_eq!(b.first_from(0), Some(70));
+        assert_eq!(b.first_from(71), Some(200));
+        assert_eq!(b.first_from(201), None);
+        b.clear(70);
+        assert_eq!(b.first_from(0), Some(200));
+    }
+}

@@ -1,0 +1,191 @@
+//! [`Options`]: how an arena is created or opened.
+
+use crate::arena::Arena;
+use crate::error::Error;
+use std::path::Path;
+
+/// How freed space is reused once the main memory is used up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum Freelist {
+    /// No reuse: once the main memory is used up the arena stays full.
+    None = 0,
+    /// Largest segment first (a segment from the largest non-empty size class).
+    #[default]
+    Optimistic = 1,
+    /// Best fit: a segment from the smallest size class that holds the request.
+    Pessimistic = 2,
+}
+
+impl Freelist {
+    pub(crate) fn from_u8(v: u8) -> Option<Freelist> {
+        match v {
+            0 => Some(Freelist::None),
+            1 => Some(Freelist::Optimistic),
+            2 => Some(Freelist::Pessimistic),
+            _ => None,
+        }
+    }
+}
+
+/// Builder for an [`Arena`]: sizes, freelist policy and file behaviour.
+///
+/// ```
+/// use parena::{Freelist, Options};
+/// let arena = Options::new()
+///     .capacity(1 << 20)
+///     .freelist(Freelist::Pessimistic)
+///     .magic_version(3)
+///     .reserved(64)
+///     .heap()?;
+/// assert_eq!(arena.reserved_len(), 64);
+/// # Ok::<(), parena::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub(crate) capacity: Option<u64>,
+    pub(crate) freelist: Option<Freelist>,
+    pub(crate) min_segment_size: u32,
+    pub(crate) magic_version: u16,
+    pub(crate) reserved: Option<u32>,
+    pub(crate) read_only: bool,
+    pub(crate) create_new: bool,
+    pub(crate) create: bool,
+    pub(crate) zero_on_free: bool,
+    pub(crate) chunk_size: Option<u32>,
+    pub(crate) preallocate: bool,
+}
+
+/// Capacity used when none is given: 64 MiB.
+pub const DEFAULT_CAPACITY: u64 = 64 << 20;
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::new()
+    }
+}
+
+impl Options {
+    /// Defaults: 64 MiB, [`Freelist::Optimistic`], 32-byte minimum segment, no reserved area,
+    /// writable, create the file if it is missing, preallocate it.
+    pub fn new() -> Options {
+        Options {
+            capacity: None,
+            freelist: None,
+            min_segment_size: 32,
+            magic_version: 0,
+            reserved: None,
+            read_only: false,
+            create_new: false,
+            create: true,
+            zero_on_free: false,
+            chunk_size: None,
+            preallocate: true,
+        }
+    }
+
+    /// Total size in bytes, header included (rounded up to 4096). On reopen of a file, a larger
+    /// value grows the file; a smaller one is kept as is unless it is below what is allocated,
+    /// which is refused with [`Error::Shrink`].
+    pub fn capacity(mut self, bytes: u64) -> Options {
+        self.capacity = Some(bytes);
+        self
+    }
+
+    /// The freelist policy. Stored in the header; reopening with another one is refused.
+    pub fn freelist(mut self, kind: Freelist) -> Options {
+        self.freelist = Some(kind);
+        self
+    }
+
+    /// Free remainders smaller than this (rounded up to 8, at least 16) are not listed but
+    /// counted as discarded; `compact()` merges them back.
+    pub fn min_segment_size(mut self, bytes: u32) -> Options {
+        self.min_segment_size = bytes;
+        self
+    }
+
+    /// The user's own format version, stored at create and checked on every open.
+    pub fn magic_version(mut self, v: u16) -> Options {
+        self.magic_version = v;
+        self
+    }
+
+    /// Bytes of user-reserved area after the header ([`Arena::reserved`]).
+    pub fn reserved(mut self, bytes: u32) -> Options {
+        self.reserved = Some(bytes);
+        self
+    }
+
+    /// Open without writing: allocation and frees get [`Error::ReadOnly`]; a file is locked shared.
+    pub fn read_only(mut self, yes: bool) -> Options {
+        self.read_only = yes;
+        self
+    }
+
+    /// Fail with [`Error::Exists`] if the file exists.
+    pub fn create_new(mut self, yes: bool) -> Options {
+        self.create_new = yes;
+        self
+    }
+
+    /// Create the file when it is missing (default `true`); with `false` a missing file is an
+    /// [`Error::Io`] of kind `NotFound`.
+    pub fn create(mut self, yes: bool) -> Options {
+        self.create = yes;
+        self
+    }
+
+    /// Clear a block's bytes when it is freed, for data that must not linger.
+    pub fn zero_on_free(mut self, yes: bool) -> Options {
+        self.zero_on_free = yes;
+        self
+    }
+
+    /// Size of the per-thread reservation chunks (a power of two from 512 B to 1 MiB). By default
+    /// 64 KiB, smaller for small arenas so that every thread can have one.
+    pub fn chunk_size(mut self, bytes: u32) -> Options {
+        self.chunk_size = Some(bytes);
+        self
+    }
+
+    /// Reserve the file's blocks on disk at create and grow (default `true`), so a full disk is an
+    /// error then, not a `SIGBUS` on a later write. `false` leaves the file sparse.
+    pub fn preallocate(mut self, yes: bool) -> Options {
+        self.preallocate = yes;
+        self
+    }
+
+    /// An arena in an aligned heap buffer.
+    ///
+    /// # Errors
+    /// [`Error::Size`] when the capacity cannot hold the header and a heap.
+    pub fn heap(&self) -> Result<Arena, Error> {
+        Arena::create_in_memory(self, false)
+    }
+
+    /// An arena in an anonymous memory map.
+    ///
+    /// # Errors
+    /// [`Error::Size`] for a capacity too small; [`Error::Io`] when the map fails.
+    pub fn map_anon(&self) -> Result<Arena, Error> {
+        Arena::create_in_memory(self, true)
+    }
+
+    /// Creates the arena file at `path`, or opens it, validates it, and recovers it when its last
+    /// writer did not close it cleanly.
+    ///
+    /// # Errors
+    /// A typed error per header check; [`Error::Locked`] when another writer has it;
+    /// [`Error::NoSpace`] when the disk cannot hold it. A file that fails validation is not
+    /// modified.
+    ///
+    /// # Safety
+    /// The arena maps the file: its bytes are read and written as memory. The caller must make
+    /// sure no other process (or code outside this arena) modifies or truncates the file while it
+    /// is mapped; parena's lock keeps other parena writers out, but not other programs. Truncating
+    /// a mapped file makes accesses raise `SIGBUS`.
+    pub unsafe fn map_file(&self, path: impl AsRef<Path>) -> Result<Arena, Error> {
+        Arena::open_file(self, path.as_ref())
+    }
+}

@@ -1,0 +1,126 @@
+use parena::{Arena, Error, Freelist, Handle, Options};
+
+fn fill(arena: &Arena, len: usize, byte: u8) -> Handle {
+    let mut b = arena.alloc(len).unwrap();
+    assert!(b.iter().all(|&x| x == 0), "fresh block not zeroed");
+    b.fill(byte);
+    b.into_handle()
+}
+
+fn check(arena: &Arena, h: Handle, len: usize, byte: u8) {
+    let mut buf = vec![0u8; len];
+    arena.read(h, 0, &mut buf).unwrap();
+    assert!(
+        buf.iter().all(|&x| x == byte),
+        "block {h:?} lost its pattern"
+    );
+}
+
+fn round_trip(arena: Arena) {
+    let hs: Vec<_> = (0..200)
+        .map(|i| {
+            (
+                fill(&arena, 1 + i * 7 % 300, i as u8),
+                1 + i * 7 % 300,
+                i as u8,
+            )
+        })
+        .collect();
+    for &(h, len, b) in &hs {
+        check(&arena, h, len, b);
+    }
+    for &(h, _, _) in hs.iter().step_by(2) {
+        arena.free(h).unwrap();
+    }
+    for &(h, len, b) in hs.iter().skip(1).step_by(2) {
+        check(&arena, h, len, b);
+    }
+    for &(h, _, _) in hs.iter().step_by(2) {
+        assert!(arena.free(h).is_err());
+    }
+}
+
+#[test]
+fn heap_round_trip() {
+    round_trip(Options::new().capacity(1 << 20).heap().unwrap());
+}
+
+#[test]
+fn anon_round_trip() {
+    round_trip(Options::new().capacity(1 << 20).map_anon().unwrap());
+}
+
+#[test]
+fn file_round_trip_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.parena");
+    let mut kept = Vec::new();
+    {
+        // SAFETY: the file is private to this test.
+        let arena = unsafe { Options::new().capacity(1 << 20).map_file(&path) }.unwrap();
+        for i in 0..100 {
+            kept.push((fill(&arena, 10 + i, i as u8), 10 + i, i as u8));
+        }
+        arena.set_root(0, kept[0].0.to_u64()).unwrap();
+        arena.flush().unwrap();
+    }
+    // SAFETY: as above.
+    let mut arena = unsafe { Options::new().map_file(&path) }.unwrap();
+    assert!(arena.was_clean());
+    assert_eq!(arena.root(0), kept[0].0.to_u64());
+    for &(h, len, b) in &kept {
+        check(&arena, h, len, b);
+    }
+    let r = arena.verify().unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    assert_eq!(r.live_blocks, 100);
+}
+
+#[test]
+fn bad_sizes() {
+    let arena = Options::new().capacity(1 << 16).heap().unwrap();
+    assert!(matches!(arena.alloc(0), Err(Error::ZeroSize)));
+    assert!(matches!(
+        arena.alloc(usize::MAX),
+        Err(Error::TooLarge { .. })
+    ));
+    match arena.alloc(1 << 20) {
+        Err(Error::Full {
+            requested,
+            available,
+        }) => {
+            assert_eq!(requested, 1 << 20);
+            assert_eq!(available, arena.stats().remaining);
+        }
+        other => panic!("{other:?}"),
+    };
+}
+
+#[test]
+fn freelist_reuse() {
+    for kind in [Freelist::Optimistic, Freelist::Pessimistic] {
+        let arena = Options::new()
+            .capacity(64 << 10)
+            .freelist(kind)
+            .heap()
+            .unwrap();
+        let mut live = Vec::new();
+        for round in 0..50u32 {
+            loop {
+                match arena.alloc(100) {
+                    Ok(mut b) => {
+                        b.fill(round as u8);
+                        live.push((b.into_handle(), round as u8));
+                    }
+                    Err(Error::Full { .. }) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            for (h, b) in live.drain(..).rev().step_by(1) {
+                check(&arena, h, 100, b);
+                arena.free(h).unwrap();
+            }
+        }
+        assert!(arena.stats().from_freelist > 0 || arena.stats().rewinds > 0);
+    }
+}

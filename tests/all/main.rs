@@ -1,0 +1,3 @@
+//! Integration tests, one binary (see STYLE: link time on 2 cores).
+
+mod basics;
