@@ -674,7 +674,7 @@ impl Arena {
     /// # Errors
     /// [`Error::Shared`] if other clones exist; [`Error::ReadOnly`].
     pub fn reserved_mut(&mut self) -> Result<&mut [u8], Error> {
-        let inner = Arc::get_mut(&mut self.inner).ok_or(Error::Shared)?;
+        let inner = self.exclusive()?;
         if inner.read_only {
             return Err(Error::ReadOnly);
         }
@@ -766,7 +766,7 @@ impl Arena {
     /// # Errors
     /// [`Error::Shared`] if other clones exist (the walk needs the heap to hold still).
     pub fn verify(&mut self) -> Result<Report, Error> {
-        let inner = Arc::get_mut(&mut self.inner).ok_or(Error::Shared)?;
+        let inner = self.exclusive()?;
         Ok(recovery::verify(
             &inner.b,
             &inner.g,
@@ -782,7 +782,7 @@ impl Arena {
     /// [`Error::Shared`] if other clones exist; [`Error::ReadOnly`]; [`Error::Corrupt`] when the
     /// heap cannot be walked (then nothing was changed).
     pub fn compact(&mut self) -> Result<Report, Error> {
-        let inner = Arc::get_mut(&mut self.inner).ok_or(Error::Shared)?;
+        let inner = self.exclusive()?;
         if inner.read_only {
             return Err(Error::ReadOnly);
         }
@@ -847,7 +847,7 @@ impl Arena {
     /// # Errors
     /// [`Error::Shared`] if other clones exist; [`Error::Io`] from `out`.
     pub fn write_image(&mut self, mut out: impl std::io::Write) -> Result<(), Error> {
-        let inner = Arc::get_mut(&mut self.inner).ok_or(Error::Shared)?;
+        let inner = self.exclusive()?;
         if !inner.read_only {
             inner.retire_all();
         }
@@ -867,8 +867,16 @@ impl Arena {
     /// [`Error::Shared`] (and nothing happens) if other clones exist; [`Error::Io`] from the
     /// final flush.
     pub fn close(mut self) -> Result<(), Error> {
-        let inner = Arc::get_mut(&mut self.inner).ok_or(Error::Shared)?;
+        let inner = self.exclusive()?;
         inner.close()
+    }
+}
+
+impl Arena {
+    /// The core, when this is the only clone: what exclusive passes (`verify`, `compact`,
+    /// `reserved_mut`, `write_image`, `close`) need so that no other thread touches the heap.
+    pub(crate) fn exclusive(&mut self) -> Result<&mut Inner, Error> {
+        Arc::get_mut(&mut self.inner).ok_or(Error::Shared)
     }
 }
 
@@ -903,7 +911,7 @@ impl Inner {
 
     /// The header offset a handle names, if it can be a block header at all.
     #[inline]
-    fn locate(&self, h: Handle) -> Result<u64, Error> {
+    pub(crate) fn locate(&self, h: Handle) -> Result<u64, Error> {
         let data = h.offset();
         let bump = self.bump();
         if data < self.g.data_start + WORD || data + WORD > bump {
@@ -919,7 +927,13 @@ impl Inner {
     /// Checks that header word `w` at `hdr` is the live block `h` names; returns its length and
     /// readers. `freeing` selects the error for a block already being freed.
     #[inline]
-    fn check_live(&self, hdr: u64, w: u64, h: Handle, freeing: bool) -> Result<(u64, u64), Error> {
+    pub(crate) fn check_live(
+        &self,
+        hdr: u64,
+        w: u64,
+        h: Handle,
+        freeing: bool,
+    ) -> Result<(u64, u64), Error> {
         match block::decode(w) {
             Word::Live {
                 len,
