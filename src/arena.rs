@@ -488,6 +488,12 @@ impl Arena {
         let mut cur = w.load(Ordering::Acquire);
         let len = loop {
             let (len, readers) = inner.check_live(hdr, cur, h, false)?;
+            if inner.read_only {
+                // Nothing can free or write a block of a read-only arena: the shared file lock
+                // keeps every writer out, and this process refuses writes. No pin needed (and the
+                // map is not writable).
+                break len;
+            }
             if readers == block::MAX_READERS {
                 crate::sync::spin_hint();
                 cur = w.load(Ordering::Acquire);

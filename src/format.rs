@@ -332,6 +332,56 @@ mod tests {
         assert_eq!(&bytes[..8], &MAGIC);
     }
 
+    proptest::proptest! {
+        /// Any field values: encode, parse, validate gives back the same geometry, and the
+        /// bytes round-trip exactly.
+        #[test]
+        fn encode_decode_round_trip(
+            magic_version: u16,
+            kind in 0u8..3,
+            chunk_shift in MIN_CHUNK_SHIFT..=MAX_CHUNK_SHIFT,
+            reserved in 0u32..100_000,
+            min_segment in 2u32..1000,
+            arena_id: u64,
+            extra_pages in 1u64..10_000,
+            roots: [u64; 4],
+        ) {
+            let g = Geometry {
+                magic_version,
+                freelist: Freelist::from_u8(kind).unwrap(),
+                chunk_shift,
+                reserved_len: reserved,
+                min_segment: min_segment * 8,
+                data_start: Geometry::data_start_for(reserved),
+                arena_id,
+            };
+            let cap = g.data_start + extra_pages * 4096;
+            let mut h = RawHeader::new(&g, cap);
+            h.roots[..4].copy_from_slice(&roots);
+            h.state_checksum = h.compute_state_checksum();
+            let bytes = bytemuck::bytes_of(&h).to_vec();
+            let back = RawHeader::parse(&bytes);
+            proptest::prop_assert_eq!(bytemuck::bytes_of(&back), &bytes[..]);
+            let v = back.validate(cap).unwrap();
+            proptest::prop_assert_eq!(v.geometry, g);
+            proptest::prop_assert_eq!(v.capacity, cap);
+            proptest::prop_assert!(v.clean);
+        }
+
+        /// Any bytes flipped: validation returns, it never panics, and a flip in the unchanging
+        /// fields never validates.
+        #[test]
+        fn flipped_headers_are_refused_or_valid(at in 0usize..4096, x in 1u8..=255) {
+            let h = RawHeader::new(&geometry(), 1 << 20);
+            let mut bytes = bytemuck::bytes_of(&h).to_vec();
+            bytes[at] ^= x;
+            let r = RawHeader::parse(&bytes).validate(1 << 20);
+            if at < 48 {
+                proptest::prop_assert!(r.is_err());
+            }
+        }
+    }
+
     #[test]
     fn each_check_has_its_error() {
         let g = geometry();

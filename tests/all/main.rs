@@ -1,3 +1,5 @@
-//! Integration tests, one binary (see STYLE: link time on 2 cores).
+//! Integration tests, one binary (link time on 2 cores).
 
 mod basics;
+mod foundation;
+mod util;

@@ -1,0 +1,533 @@
+//! Issue "the arena itself": backings, header validation, locking, bounds, concurrency, >4 GiB.
+
+use crate::util::{check, file_hash, fill, spawn_child, Rng};
+use parena::{Arena, BackingKind, Error, Freelist, Options};
+use proptest::prelude::*;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+/// SAFETY (for every `map_file` in this module): each file lives in a private temporary
+/// directory that nothing else touches while it is mapped.
+fn open(o: &Options, path: &Path) -> Result<Arena, Error> {
+    // SAFETY: see above.
+    unsafe { o.map_file(path) }
+}
+
+#[test]
+fn every_backing_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let arenas = [
+        Options::new().capacity(1 << 20).heap().unwrap(),
+        Options::new().capacity(1 << 20).map_anon().unwrap(),
+        open(&Options::new().capacity(1 << 20), &dir.path().join("f")).unwrap(),
+    ];
+    for (arena, kind) in
+        arenas
+            .iter()
+            .zip([BackingKind::Heap, BackingKind::Anon, BackingKind::File])
+    {
+        assert_eq!(arena.backing(), kind);
+        let hs: Vec<_> = (0..300)
+            .map(|i| (fill(arena, 1 + i % 97, i as u8), 1 + i % 97, i as u8))
+            .collect();
+        for &(h, len, b) in &hs {
+            check(arena, h, len, b);
+            assert_eq!(arena.len_of(h).unwrap(), len);
+        }
+        let s = arena.stats();
+        assert_eq!(s.live_blocks, 300);
+        assert_eq!(s.allocations, 300);
+    }
+}
+
+#[test]
+fn reopen_keeps_blocks_roots_and_reserved() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a");
+    let o = Options::new()
+        .capacity(4 << 20)
+        .reserved(100)
+        .magic_version(9)
+        .freelist(Freelist::Pessimistic);
+    let mut kept = Vec::new();
+    let id;
+    {
+        let mut arena = open(&o, &path).unwrap();
+        id = arena.id();
+        arena.reserved_mut().unwrap()[..5].copy_from_slice(b"hello");
+        let mut rng = Rng(7);
+        for i in 0..2000 {
+            let len = 1 + rng.below(700) as usize;
+            let h = fill(&arena, len, i as u8);
+            if rng.below(3) == 0 {
+                arena.free(h).unwrap();
+            } else {
+                kept.push((h, len, i as u8));
+            }
+        }
+        for i in 0..parena::ROOT_SLOTS {
+            arena.set_root(i, 1000 + i as u64).unwrap();
+        }
+        arena.close().unwrap();
+    }
+    let mut arena = open(&Options::new().magic_version(9), &path).unwrap();
+    assert!(arena.was_clean());
+    assert_eq!(arena.id(), id);
+    assert_eq!(arena.freelist(), Freelist::Pessimistic);
+    assert_eq!(&arena.reserved()[..5], b"hello");
+    for i in 0..parena::ROOT_SLOTS {
+        assert_eq!(arena.root(i), 1000 + i as u64);
+    }
+    for &(h, len, b) in &kept {
+        check(&arena, h, len, b);
+    }
+    let r = arena.verify().unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    assert_eq!(r.live_blocks, kept.len() as u64);
+    // Handles stay usable for frees after reopen, and a second free is refused.
+    arena.free(kept[0].0).unwrap();
+    assert!(matches!(
+        arena.free(kept[0].0),
+        Err(Error::DoubleFree { .. })
+    ));
+}
+
+#[test]
+fn heap_image_opens_as_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("img");
+    let mut arena = Options::new()
+        .capacity(1 << 20)
+        .magic_version(3)
+        .heap()
+        .unwrap();
+    let h = fill(&arena, 64, 0xab);
+    arena.set_root(2, h.to_u64()).unwrap();
+    let mut f = std::fs::File::create(&path).unwrap();
+    arena.write_image(&mut f).unwrap();
+    f.flush().unwrap();
+    drop(f);
+    let file = open(&Options::new().magic_version(3), &path).unwrap();
+    assert!(file.was_clean());
+    assert_eq!(file.root(2), h.to_u64());
+    check(&file, h, 64, 0xab);
+}
+
+#[test]
+fn not_an_arena_is_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(99);
+    let random: Vec<u8> = (0..10_000).map(|_| rng.next() as u8).collect();
+    let mut sqlite = b"SQLite format 3\0".to_vec();
+    sqlite.resize(8192, 0x11);
+    let mut short = parena::MAGIC.to_vec();
+    short.extend_from_slice(&[0; 100]);
+    for (name, bytes) in [
+        ("random", random),
+        ("sqlite", sqlite),
+        ("short", short),
+        ("tiny", b"PA".to_vec()),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let before = file_hash(&path);
+        for ro in [false, true] {
+            let e = open(&Options::new().read_only(ro), &path).unwrap_err();
+            assert!(
+                matches!(e, Error::Magic { .. } | Error::Truncated { .. }),
+                "{name}: {e:?}"
+            );
+            assert_eq!(file_hash(&path), before, "{name} changed by a failed open");
+        }
+    }
+}
+
+#[test]
+fn second_writer_is_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l");
+    let a = open(&Options::new().capacity(1 << 20), &path).unwrap();
+    assert!(matches!(open(&Options::new(), &path), Err(Error::Locked)));
+    assert!(matches!(
+        open(&Options::new().read_only(true), &path),
+        Err(Error::Locked)
+    ));
+    drop(a);
+    let r1 = open(&Options::new().read_only(true), &path).unwrap();
+    let r2 = open(&Options::new().read_only(true), &path).unwrap();
+    assert!(matches!(open(&Options::new(), &path), Err(Error::Locked)));
+    drop((r1, r2));
+    open(&Options::new(), &path).unwrap();
+}
+
+/// Child role: holds the arena open as a writer until its stdin closes.
+#[test]
+fn child_hold_writer() {
+    let Ok(path) = std::env::var("PARENA_HOLD") else {
+        return;
+    };
+    let _a = open(&Options::new(), Path::new(&path)).unwrap();
+    println!("\nready");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    std::process::exit(0);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
+fn writer_in_another_process_is_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    drop(open(&Options::new().capacity(1 << 20), &path).unwrap());
+    let mut child = spawn_child(
+        "foundation::child_hold_writer",
+        &[("PARENA_HOLD", path.to_str().unwrap())],
+    );
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while line.trim() != "ready" {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child exited before it was ready"
+        );
+    }
+    let before = file_hash(&path);
+    assert!(matches!(open(&Options::new(), &path), Err(Error::Locked)));
+    assert!(matches!(
+        open(&Options::new().read_only(true), &path),
+        Err(Error::Locked)
+    ));
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(file_hash(&path).0, before.0);
+    open(&Options::new(), &path).unwrap();
+}
+
+#[test]
+fn read_only_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ro");
+    let h = {
+        let a = open(&Options::new().capacity(1 << 20), &path).unwrap();
+        fill(&a, 10, 7)
+    };
+    let before = file_hash(&path);
+    let ro = open(&Options::new().read_only(true), &path).unwrap();
+    assert!(ro.is_read_only());
+    assert!(matches!(ro.alloc(8), Err(Error::ReadOnly)));
+    assert!(matches!(ro.free(h), Err(Error::ReadOnly)));
+    assert!(matches!(ro.set_root(0, 1), Err(Error::ReadOnly)));
+    check(&ro, h, 10, 7);
+    ro.flush().unwrap();
+    drop(ro);
+    assert_eq!(
+        file_hash(&path),
+        before,
+        "a read-only open wrote to the file"
+    );
+}
+
+#[test]
+fn create_new_and_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n");
+    drop(open(&Options::new().capacity(1 << 20).create_new(true), &path).unwrap());
+    assert!(matches!(
+        open(&Options::new().create_new(true), &path),
+        Err(Error::Exists)
+    ));
+    let missing = dir.path().join("missing");
+    assert!(matches!(
+        open(&Options::new().create(false), &missing),
+        Err(Error::Io(_))
+    ));
+    assert!(!missing.exists());
+}
+
+#[test]
+fn option_mismatches_are_typed_and_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m");
+    {
+        let a = open(
+            &Options::new()
+                .capacity(1 << 20)
+                .magic_version(1)
+                .reserved(16),
+            &path,
+        )
+        .unwrap();
+        fill(&a, 100_000, 1);
+    }
+    let before = file_hash(&path);
+    let o = || Options::new().magic_version(1);
+    assert!(matches!(
+        open(&Options::new().magic_version(2), &path),
+        Err(Error::MagicVersion {
+            expected: 2,
+            found: 1
+        })
+    ));
+    assert!(matches!(
+        open(&o().freelist(Freelist::None), &path),
+        Err(Error::FreelistKind { .. })
+    ));
+    assert!(matches!(
+        open(&o().reserved(8), &path),
+        Err(Error::Reserved {
+            expected: 8,
+            found: 16
+        })
+    ));
+    assert!(matches!(
+        open(&o().capacity(64 << 10), &path),
+        Err(Error::Shrink { .. })
+    ));
+    assert_eq!(file_hash(&path), before);
+    // A larger capacity grows the file; the data stays.
+    let a = open(&o().capacity(4 << 20), &path).unwrap();
+    assert_eq!(a.capacity(), 4 << 20);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 4 << 20);
+    let big = a.alloc(3 << 20).unwrap();
+    assert_eq!(big.len(), 3 << 20);
+}
+
+#[test]
+fn full_carries_the_numbers() {
+    let arena = Options::new()
+        .capacity(64 << 10)
+        .freelist(Freelist::None)
+        .heap()
+        .unwrap();
+    let s = arena.stats();
+    assert_eq!(s.remaining, s.capacity - s.data_start);
+    let big = (s.remaining - 64) as usize;
+    let h = arena.alloc(big).unwrap().into_handle();
+    let left = arena.stats().remaining;
+    match arena.alloc(big) {
+        Err(Error::Full {
+            requested,
+            available,
+        }) => {
+            assert_eq!(requested, big as u64);
+            assert_eq!(available, left);
+        }
+        other => panic!("expected Full, got {other:?}"),
+    };
+    assert_eq!(arena.stats().failures, 1);
+    // Freeing it gives the space back only through the free lists, and Freelist::None has none.
+    arena.free(h).unwrap();
+    assert!(matches!(arena.alloc(big), Err(Error::Full { .. })));
+}
+
+#[test]
+fn bad_arguments_are_typed_errors() {
+    let arena = Options::new().capacity(1 << 20).heap().unwrap();
+    assert!(matches!(arena.alloc(0), Err(Error::ZeroSize)));
+    assert!(matches!(
+        arena.alloc(usize::MAX),
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(matches!(
+        arena.alloc((u32::MAX as usize) + 1),
+        Err(Error::TooLarge { .. })
+    ));
+    let l = std::alloc::Layout::from_size_align(8, 8192).unwrap();
+    assert!(matches!(
+        arena.alloc_layout(l),
+        Err(Error::BadAlign { align: 8192 })
+    ));
+    let h = fill(&arena, 16, 1);
+    let mut buf = [0u8; 8];
+    assert!(matches!(
+        arena.read(h, 9, &mut buf),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        arena.read(h, usize::MAX, &mut buf),
+        Err(Error::OutOfBounds { .. })
+    ));
+    for forged in [0u64, 1, 8, u64::MAX, h.to_u64() + 1, h.to_u64() ^ (1 << 40)] {
+        let f = parena::Handle::from_u64(forged);
+        assert!(
+            arena.read(f, 0, &mut buf).is_err(),
+            "forged {forged:#x} was read"
+        );
+        assert!(arena.free(f).is_err(), "forged {forged:#x} was freed");
+    }
+    check(&arena, h, 16, 1);
+    assert!(matches!(
+        arena.set_root(parena::ROOT_SLOTS, 1),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        arena.flush_range(u64::MAX, 2),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        Options::new().capacity(100).heap(),
+        Err(Error::Size { .. })
+    ));
+    assert!(matches!(
+        Options::new().capacity(u64::MAX).heap(),
+        Err(Error::Size { .. })
+    ));
+    assert!(matches!(
+        Options::new().chunk_size(1000).heap(),
+        Err(Error::Size { .. })
+    ));
+}
+
+#[test]
+fn pending_block_is_busy_until_published() {
+    let arena = Options::new().capacity(1 << 20).heap().unwrap();
+    let mut b = arena.alloc(8).unwrap();
+    b[0] = 5;
+    let h = b.handle();
+    let mut buf = [0u8; 8];
+    assert!(matches!(
+        arena.read(h, 0, &mut buf),
+        Err(Error::Busy { .. })
+    ));
+    assert!(matches!(arena.free(h), Err(Error::Busy { .. })));
+    drop(b);
+    arena.read(h, 0, &mut buf).unwrap();
+    assert_eq!(buf[0], 5);
+}
+
+#[test]
+fn aligned_allocations() {
+    let arena = Options::new().capacity(4 << 20).heap().unwrap();
+    for align in [1usize, 2, 8, 16, 64, 256, 4096] {
+        for size in [1usize, 24, 100, 5000, 70_000] {
+            let l = std::alloc::Layout::from_size_align(size, align).unwrap();
+            let b = arena.alloc_layout(l).unwrap();
+            assert_eq!(b.as_ptr() as usize % align, 0, "align {align} size {size}");
+            assert_eq!(b.len(), size);
+        }
+    }
+    let mut a = arena;
+    assert!(a.verify().unwrap().is_clean());
+}
+
+#[test]
+fn two_threads_never_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let arenas = [
+        Options::new().capacity(32 << 20).heap().unwrap(),
+        open(&Options::new().capacity(32 << 20), &dir.path().join("t")).unwrap(),
+    ];
+    for arena in arenas {
+        let per_thread: Vec<Vec<(parena::Handle, usize)>> = std::thread::scope(|s| {
+            let ts: Vec<_> = (0..2u8)
+                .map(|t| {
+                    let arena = &arena;
+                    s.spawn(move || {
+                        let mut rng = Rng(1 + u64::from(t));
+                        let mut mine = Vec::new();
+                        for i in 0..20_000 {
+                            let len =
+                                1 + rng.below(if i % 100 == 0 { 40_000 } else { 200 }) as usize;
+                            mine.push((fill(arena, len, t + 1), len));
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            ts.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let mut spans = Vec::new();
+        for (t, blocks) in per_thread.iter().enumerate() {
+            for &(h, len) in blocks {
+                check(&arena, h, len, t as u8 + 1);
+                spans.push((h.offset(), h.offset() + len as u64));
+            }
+        }
+        spans.sort_unstable();
+        for w in spans.windows(2) {
+            assert!(w[0].1 <= w[1].0, "blocks {w:?} overlap");
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "maps a 6 GiB sparse file")]
+fn arena_over_4_gib() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    let cap = 6u64 << 30;
+    let o = Options::new().capacity(cap).preallocate(false);
+    let far = {
+        let a = open(&o, &path).unwrap();
+        let mut last = None;
+        for _ in 0..5 {
+            let mut b = a.alloc(1 << 30).unwrap();
+            let n = b.len();
+            b[n - 8..].copy_from_slice(b"far away");
+            last = Some(b.into_handle());
+        }
+        let h = last.unwrap();
+        assert!(h.offset() > 4 << 30, "last block at {}", h.offset());
+        a.set_root(0, h.to_u64()).unwrap();
+        h
+    };
+    let a = open(&Options::new(), &path).unwrap();
+    assert_eq!(a.capacity(), cap);
+    let h = parena::Handle::from_u64(a.root(0));
+    assert_eq!(h, far);
+    let mut buf = [0u8; 8];
+    a.read(h, (1 << 30) - 8, &mut buf).unwrap();
+    assert_eq!(&buf, b"far away");
+}
+
+fn template_image() -> Vec<u8> {
+    let mut arena = Options::new()
+        .capacity(64 << 10)
+        .chunk_size(1024)
+        .heap()
+        .unwrap();
+    let mut rng = Rng(5);
+    let mut hs = Vec::new();
+    for i in 0..60 {
+        hs.push(fill(&arena, 1 + rng.below(300) as usize, i));
+    }
+    for h in hs.iter().step_by(3) {
+        arena.free(*h).unwrap();
+    }
+    arena.set_root(1, 77).unwrap();
+    let mut img = Vec::new();
+    arena.write_image(&mut img).unwrap();
+    img
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 4 } else { 96 }, ..ProptestConfig::default() })]
+
+    /// Any bytes flipped anywhere in the header: the open is `Ok` or a typed error, a failed open
+    /// leaves the file as it was, and an arena that opens verifies without panicking.
+    #[test]
+    #[cfg_attr(miri, ignore = "maps files")]
+    fn header_byte_flips_never_panic(flips in proptest::collection::vec((0usize..4096, 1u8..=255), 1..6), ro: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flip");
+        let mut img = template_image();
+        for (at, x) in flips {
+            img[at] ^= x;
+        }
+        std::fs::write(&path, &img).unwrap();
+        let before = file_hash(&path);
+        match open(&Options::new().read_only(ro), &path) {
+            Ok(mut a) => {
+                let _ = a.verify();
+                if !ro {
+                    let _ = a.alloc(10);
+                }
+            }
+            Err(e) => {
+                let _ = e.to_string();
+                prop_assert_eq!(file_hash(&path), before);
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Helpers shared by the test modules.
+
+use parena::{Arena, Handle};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// FNV-1a of a file's bytes: "the file is unchanged" checks.
+pub fn file_hash(path: &Path) -> (u64, u64) {
+    let bytes = std::fs::read(path).unwrap();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in &bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (bytes.len() as u64, h)
+}
+
+/// A small deterministic generator (tests must not depend on a global RNG state).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Allocates `len` bytes filled with `byte`.
+pub fn fill(arena: &Arena, len: usize, byte: u8) -> Handle {
+    let mut b = arena.alloc(len).unwrap();
+    assert!(b.iter().all(|&x| x == 0), "fresh block not zeroed");
+    b.fill(byte);
+    b.into_handle()
+}
+
+/// Asserts block `h` holds `len` bytes of `byte`.
+pub fn check(arena: &Arena, h: Handle, len: usize, byte: u8) {
+    let mut buf = vec![0u8; len];
+    arena.read(h, 0, &mut buf).unwrap();
+    assert!(
+        buf.iter().all(|&x| x == byte),
+        "block {h:?} lost its pattern"
+    );
+}
+
+/// Runs this test binary again as a child that executes only the test `name`, with `env` set.
+/// The child's stdout is piped.
+pub fn spawn_child(name: &str, env: &[(&str, &str)]) -> Child {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([name, "--exact", "--nocapture", "--test-threads=1", "-q"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    c.spawn().unwrap()
+}
