@@ -2,7 +2,8 @@
 //! and check every record.
 //!
 //! ```sh
-//! cargo run --release --example quickstart
+//! cargo run --release --example quickstart            # in a temporary directory
+//! cargo run --release --example quickstart -- FILE    # keep the arena in FILE (then: inspect it)
 //! ```
 
 use parena::{Arena, Handle, Options};
@@ -19,9 +20,12 @@ fn record(seq: u64) -> Vec<u8> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let keep = std::env::args().nth(1).map(std::path::PathBuf::from);
     let dir = tempfile_dir()?;
-    let path = dir.join("quickstart.parena");
-    let opts = Options::new().capacity(64 << 20);
+    let path = keep
+        .clone()
+        .unwrap_or_else(|| dir.join("quickstart.parena"));
+    let opts = Options::new().capacity(64 << 20).create_new(true);
 
     // 1. Create the arena and allocate from two threads at once.
     let t = Instant::now();

@@ -17,7 +17,9 @@
 
 use crate::backing::{Backing, BackingKind, OpenedFile};
 use crate::block::{self, Handle, LiveState, Word, MAX_BLOCK_LEN};
-use crate::bump::{bump_counter, with_cell, ChunkCell, Registry};
+use crate::bump::{
+    bump_counter, cache_head, cache_parts, with_cell, ChunkCell, Registry, CACHE_DEPTH,
+};
 use crate::error::Error;
 use crate::format::{
     self, Geometry, RawHeader, DATA_ALIGN, HEADER_SIZE, MAX_CHUNK_SHIFT, MIN_CHUNK_SHIFT, OFF_BUMP,
@@ -32,6 +34,9 @@ use crate::sync::{Arc, Ordering};
 use std::alloc::Layout;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
+
+/// Largest span a per-thread cache keeps (its exact size classes).
+const CACHE_MAX_SPAN: u64 = 512;
 
 /// A persistent, lock-free arena: one region of memory (heap buffer, anonymous map or file map)
 /// that many threads allocate from at once.
@@ -73,11 +78,17 @@ pub(crate) struct Inner {
     pub(crate) uid: u64,
     pub(crate) read_only: bool,
     zero_on_free: bool,
+    /// Per-thread caches of freed blocks are on (never with `Freelist::None`).
+    thread_cache: bool,
     pub(crate) lists: FreeLists,
     pub(crate) cells: Registry,
     was_clean: bool,
     recovery_pending: bool,
     recovery: Option<Report>,
+    /// Async registry entry and flush epochs. Must stay declared after `b`: fields drop in order,
+    /// so it is dropped after the close protocol and after the file is unlocked; see `aio`.
+    #[cfg(all(feature = "async", not(parena_loom)))]
+    pub(crate) aio: crate::aio::AioState,
 }
 
 /// Counters and sizes of an arena at one moment.
@@ -104,6 +115,8 @@ pub struct Stats {
     pub from_bump: u64,
     /// Of which served from the free lists.
     pub from_freelist: u64,
+    /// Of which served from a per-thread cache of freed blocks.
+    pub from_cache: u64,
     /// Frees since open.
     pub frees: u64,
     /// Frees that moved a bump offset back.
@@ -123,7 +136,11 @@ fn random_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(new_uid());
+    // (Miri runs isolated from the clock and the process table; `RandomState`'s keys still
+    // differ per run.)
+    #[cfg(not(miri))]
     h.write_u32(std::process::id());
+    #[cfg(not(miri))]
     if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         h.write_u128(t.as_nanos());
     }
@@ -200,6 +217,26 @@ impl Arena {
         Ok(Arena::from_parts(b, g, capacity, o, true, false, None))
     }
 
+    /// A heap arena on a simulated disk, for power-loss tests.
+    pub(crate) fn create_simulated(
+        o: &Options,
+    ) -> Result<(Arena, Arc<crate::backing::SimDisk>), Error> {
+        let capacity = requested_capacity(o)?;
+        let g = Geometry::from_options(o, capacity)?;
+        let (b, disk) = Backing::sim(capacity)?;
+        let mut raw = RawHeader::new(&g, capacity);
+        raw.state = STATE_DIRTY;
+        raw.open_count = 1;
+        // SAFETY: the backing was just created; nothing else can see it.
+        unsafe { b.write(0, bytemuck::bytes_of(&raw)) };
+        // As a file create would: the header is durable before the arena is used.
+        b.flush(0, HEADER_SIZE)?;
+        Ok((
+            Arena::from_parts(b, g, capacity, o, true, false, None),
+            disk,
+        ))
+    }
+
     fn from_parts(
         b: Backing,
         g: Geometry,
@@ -218,11 +255,14 @@ impl Arena {
                 capacity,
                 uid: new_uid(),
                 zero_on_free: o.zero_on_free,
+                thread_cache: o.thread_cache && g.freelist != Freelist::None,
                 lists,
                 cells: Registry::default(),
                 was_clean,
                 recovery_pending,
                 recovery,
+                #[cfg(all(feature = "async", not(parena_loom)))]
+                aio: Default::default(),
             }),
         }
     }
@@ -695,6 +735,11 @@ impl Arena {
     /// [`Error::Io`] from `msync`.
     pub fn flush(&self) -> Result<(), Error> {
         let inner = &*self.inner;
+        if inner.thread_cache && !inner.read_only {
+            // The calling thread's cached blocks go to the shared lists, so what is flushed
+            // lists them.
+            with_cell(inner.uid, &inner.cells, |cell| inner.drain_cache(cell));
+        }
         let bump = inner.bump();
         inner
             .b
@@ -756,12 +801,13 @@ impl Arena {
             s.allocations += k.allocs.load(Ordering::Relaxed);
             alloc_bytes += k.alloc_bytes.load(Ordering::Relaxed);
             s.from_freelist += k.from_freelist.load(Ordering::Relaxed);
+            s.from_cache += k.from_cache.load(Ordering::Relaxed);
             s.frees += k.frees.load(Ordering::Relaxed);
             freed_bytes += k.free_bytes.load(Ordering::Relaxed);
             s.failures += k.failures.load(Ordering::Relaxed);
             s.rewinds += k.rewinds.load(Ordering::Relaxed);
         }
-        s.from_bump = s.allocations - s.from_freelist.min(s.allocations);
+        s.from_bump = s.allocations.saturating_sub(s.from_freelist + s.from_cache);
         s.live_blocks = s.allocations.saturating_sub(s.frees);
         s.live_bytes = alloc_bytes.saturating_sub(freed_bytes);
         s
@@ -878,11 +924,86 @@ impl Arena {
     }
 }
 
+/// The header of an open arena, as [`Arena::header`] reads it: for inspection and debugging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeaderInfo {
+    /// Format version of the file.
+    pub format_version: u32,
+    /// The user's magic version.
+    pub magic_version: u16,
+    /// Freelist policy.
+    pub freelist: Freelist,
+    /// Per-thread chunk size in bytes.
+    pub chunk_size: u64,
+    /// Length of the user-reserved area.
+    pub reserved_len: u32,
+    /// Smallest listed free segment.
+    pub min_segment: u32,
+    /// First heap byte.
+    pub data_start: u64,
+    /// Random id set at create.
+    pub arena_id: u64,
+    /// Total bytes.
+    pub capacity: u64,
+    /// The state word says clean (only ever true for an arena opened read-only after a clean
+    /// close: a writable open marks the arena dirty).
+    pub clean: bool,
+    /// Writable opens so far.
+    pub open_count: u64,
+    /// End of the reserved heap.
+    pub bump: u64,
+    /// Heap at or past this offset was never written.
+    pub high_water: u64,
+    /// Bytes counted as discarded.
+    pub discarded: u64,
+    /// The persisted root slots.
+    pub roots: [u64; ROOT_SLOTS],
+}
+
 impl Arena {
+    /// The header's fields now.
+    pub fn header(&self) -> HeaderInfo {
+        let h = self.inner.header_snapshot();
+        HeaderInfo {
+            format_version: h.format_version,
+            magic_version: h.magic_version,
+            freelist: self.inner.g.freelist,
+            chunk_size: self.inner.g.chunk(),
+            reserved_len: h.reserved_len,
+            min_segment: h.min_segment,
+            data_start: h.data_start,
+            arena_id: h.arena_id,
+            capacity: h.capacity,
+            clean: h.state == STATE_CLEAN,
+            open_count: h.open_count,
+            bump: h.bump,
+            high_water: h.high_water,
+            discarded: h.discarded,
+            roots: h.roots,
+        }
+    }
+
     /// The core, when this is the only clone: what exclusive passes (`verify`, `compact`,
     /// `reserved_mut`, `write_image`, `close`) need so that no other thread touches the heap.
     pub(crate) fn exclusive(&mut self) -> Result<&mut Inner, Error> {
+        // An arena shared by `open_async` is also reachable through the registry's `Weak`, which
+        // makes `get_mut` fail and could mint a clone during the borrow. When this is the only
+        // clone, take it out of the registry first (see `aio::detach`).
+        #[cfg(all(feature = "async", not(parena_loom)))]
+        crate::aio::detach(&self.inner);
         Arc::get_mut(&mut self.inner).ok_or(Error::Shared)
+    }
+}
+
+impl Stats {
+    /// Share of allocations served by a per-thread cache (0 when there were none).
+    pub fn cache_hit_rate(&self) -> f64 {
+        if self.allocations == 0 {
+            0.0
+        } else {
+            self.from_cache as f64 / self.allocations as f64
+        }
     }
 }
 
@@ -1017,11 +1138,11 @@ impl Inner {
     }
 
     /// A new generation for a header at a position with no history we can trust.
-    fn fresh_gen(&self, odd: bool) -> u32 {
+    pub(crate) fn fresh_gen(&self, odd: bool) -> u32 {
         recovery::fresh_gen(&self.b, odd)
     }
 
-    fn add_discarded(&self, n: u64) {
+    pub(crate) fn add_discarded(&self, n: u64) {
         if n > 0 {
             self.b.word(OFF_DISCARDED).fetch_add(n, Ordering::Relaxed);
         }
@@ -1037,6 +1158,12 @@ impl Inner {
         align: u64,
     ) -> Result<(u64, u32), Error> {
         if align == WORD {
+            if self.thread_cache && span <= CACHE_MAX_SPAN {
+                let head = cell.cache[(span / WORD - 2) as usize].load(Ordering::Relaxed);
+                if head != 0 {
+                    return Ok(self.alloc_from_cache(cell, len, span, head));
+                }
+            }
             let cur = cell.cur.load(Ordering::Relaxed);
             let end = cell.end.load(Ordering::Relaxed);
             debug_assert!(cur <= end, "chunk cell cur {cur} past end {end}");
@@ -1151,30 +1278,37 @@ impl Inner {
 
     /// Reserves whole chunks covering at least `bytes` from the global bump offset, zeroing any
     /// part that was written before. `None` when the main memory cannot hold them.
+    ///
+    /// Chunks start on the fixed grid `data_start + k * chunk`: the heap walk steps over an unused
+    /// tail to the next grid line. The bump offset is off the grid only when the capacity was
+    /// grown from a value that was not on it; the bytes from there to the next line stay a gap.
     fn reserve(&self, bytes: u64) -> Option<(u64, u64)> {
         let chunk = self.g.chunk();
         let n = align_up(bytes, chunk)?;
         let bump = self.b.word(OFF_BUMP);
         let mut cur = bump.load(Ordering::Relaxed);
-        let end = loop {
-            if cur >= self.capacity {
+        let (start, end) = loop {
+            let start = self.g.data_start + align_up(cur - self.g.data_start, chunk)?;
+            if start >= self.capacity {
                 return None;
             }
-            let end = cur.checked_add(n)?.min(self.capacity);
-            if end - cur < bytes {
+            let end = start.checked_add(n)?.min(self.capacity);
+            if end - start < bytes {
                 return None;
             }
             // Relaxed: the RMW order on `bump` alone makes reservations disjoint; see module docs.
             match bump.compare_exchange_weak(cur, end, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => break end,
+                Ok(_) => break (start, end),
                 Err(now) => cur = now,
             }
         };
         let hw = self.b.word(OFF_HIGH_WATER).load(Ordering::Relaxed);
         if cur < hw {
             let z_end = end.min(hw);
-            // Chunk starts first: if we crash part-way, every chunk of the range reads as unused.
-            let mut c = cur;
+            // Chunk starts first (and the gap before the first one): if we crash part-way, every
+            // chunk of the range reads as unused.
+            self.b.word(cur).store(0, Ordering::Relaxed);
+            let mut c = start;
             while c < z_end {
                 self.b.word(c).store(0, Ordering::Relaxed);
                 c += chunk;
@@ -1182,7 +1316,7 @@ impl Inner {
             // SAFETY: `cur..end` was reserved by our CAS: no other thread touches it.
             unsafe { self.b.zero(cur, z_end - cur) };
         }
-        Some((cur, end))
+        Some((start, end))
     }
 
     /// A block larger than a quarter chunk: whole chunks straight from the bump offset.
@@ -1232,9 +1366,61 @@ impl Inner {
         cell.start.store(0, Ordering::Relaxed);
     }
 
+    /// Takes a block of exactly `span` bytes from the calling thread's cache (`head` is the
+    /// class's non-empty head word).
+    fn alloc_from_cache(&self, cell: &ChunkCell, len: u64, span: u64, head: u64) -> (u64, u32) {
+        let (hdr, count) = cache_parts(head);
+        let next = match block::decode(self.b.word(hdr).load(Ordering::Relaxed)) {
+            Word::Free { next, .. } => next,
+            w => unreachable!("cached block at {hdr} is {w:?}"),
+        };
+        cell.cache[(span / WORD - 2) as usize]
+            .store(cache_head(next, count - 1), Ordering::Relaxed);
+        // A fresh generation from the arena's counter. Not the cell's own sequence: the cell's
+        // generation is also the one its chunk's bump blocks carry (a block freed into this
+        // cache and taken back would get the generation its stale handle still has), it is 0
+        // before the cell's first chunk, and a `next_gen` chain runs into generations the
+        // counter hands out later.
+        let gen = self.fresh_gen(true);
+        // Commit as RESERVED (same span: exact class), then zero, then hand out: a crash in
+        // between leaves a block recovery reclaims.
+        self.b.word(hdr).store(
+            block::live(len, gen, LiveState::Reserved, 0),
+            Ordering::Relaxed,
+        );
+        // SAFETY: the block came off this thread's own cache: no one else references it.
+        unsafe { self.b.zero(hdr + WORD, span - WORD) };
+        self.b.word(hdr).store(
+            block::live(len, gen, LiveState::Pending, 0),
+            Ordering::Relaxed,
+        );
+        bump_counter(&cell.counters.allocs, 1);
+        bump_counter(&cell.counters.alloc_bytes, len);
+        bump_counter(&cell.counters.from_cache, 1);
+        (hdr, gen)
+    }
+
+    /// Hands every block in the cell's cache to the shared free lists.
+    pub(crate) fn drain_cache(&self, cell: &ChunkCell) {
+        for slot in &cell.cache {
+            let (mut off, _) = cache_parts(slot.load(Ordering::Relaxed));
+            slot.store(0, Ordering::Relaxed);
+            while off != 0 {
+                let (gen, next) = match block::decode(self.b.word(off).load(Ordering::Relaxed)) {
+                    Word::Free { gen, next } => (gen, next),
+                    w => unreachable!("cached block at {off} is {w:?}"),
+                };
+                let span = self.b.word(off + WORD).load(Ordering::Relaxed);
+                self.lists.push(&self.b, off, span, gen);
+                off = next;
+            }
+        }
+    }
+
     /// Retires every thread's chunk. Needs exclusive access (no clone in use).
     pub(crate) fn retire_all(&mut self) {
         for c in self.cells.all() {
+            self.drain_cache(&c);
             self.retire(&c);
         }
     }
@@ -1280,11 +1466,11 @@ impl Inner {
             self.b.word(rem).store(block::pad(rest), Ordering::Relaxed);
             self.add_discarded(rest);
         }
-        let gen = if front == 0 {
-            block::next_gen(seg.gen, true)
-        } else {
-            self.fresh_gen(true)
-        };
+        // Always a fresh generation, never `next_gen(seg.gen)`: the offset may have carried a
+        // higher generation before (a chunk's rewinds advance its own), and a stale handle to
+        // that block must not name this one. Fresh generations come from one counter, so every
+        // live generation is issued once (until the 23-bit counter wraps).
+        let gen = self.fresh_gen(true);
         let reserved = block::live(len, gen, LiveState::Reserved, 0);
         if front > 0 {
             self.b.word(hdr).store(reserved, Ordering::Relaxed);
@@ -1323,9 +1509,11 @@ impl Inner {
             unsafe { self.b.zero(hdr + WORD, span - WORD) };
             self.b.word(hdr).store(0, Ordering::Relaxed);
             cell.cur.store(hdr, Ordering::Relaxed);
-            let g = cell.gen.load(Ordering::Relaxed) as u32;
+            // A fresh generation, not the next one after the cell's: the chain of a chunk's
+            // rewinds would run into generations the counter hands out later, and a block at this
+            // offset could then get a generation a stale handle still carries.
             cell.gen
-                .store(block::next_gen(g.max(gen), true).into(), Ordering::Relaxed);
+                .store(self.fresh_gen(true).into(), Ordering::Relaxed);
             bump_counter(&cell.counters.rewinds, 1);
             return;
         }
@@ -1334,6 +1522,19 @@ impl Inner {
             unsafe { self.b.zero(hdr + WORD, span - WORD) };
         }
         let free_gen = block::next_gen(gen, false);
+        if self.thread_cache && span <= CACHE_MAX_SPAN {
+            let slot = &cell.cache[(span / WORD - 2) as usize];
+            let (first, count) = cache_parts(slot.load(Ordering::Relaxed));
+            if count < CACHE_DEPTH {
+                // The span word first, then the FREE header: a walk sees a whole free segment.
+                self.b.word(hdr + WORD).store(span, Ordering::Relaxed);
+                self.b
+                    .word(hdr)
+                    .store(block::free(free_gen, first), Ordering::Relaxed);
+                slot.store(cache_head(hdr, count + 1), Ordering::Relaxed);
+                return;
+            }
+        }
         match self.g.freelist {
             Freelist::None => {
                 self.b.word(hdr + WORD).store(span, Ordering::Relaxed);

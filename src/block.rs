@@ -131,8 +131,11 @@ pub(crate) const fn decode(w: u64) -> Word {
             gen: ((w >> FREE_GEN_SHIFT) & GEN_MASK) as u32,
             next: (w & NEXT_MASK) * 8,
         },
-        KIND_PAD => Word::Pad {
-            span: (w & PAD_MASK) * 8,
+        // Any word may be decoded (a stale handle can name bytes inside another block after a
+        // merge): a span that does not fit in 64 bits is not one parena wrote.
+        KIND_PAD => match (w & PAD_MASK).checked_mul(8) {
+            Some(span) => Word::Pad { span },
+            None => Word::Bad,
         },
         _ if w == 0 => Word::Gap,
         _ => Word::Bad,
@@ -146,6 +149,13 @@ pub(crate) const READER_ONE: u64 = 1 << READERS_SHIFT;
 #[inline]
 pub(crate) const fn with_state(w: u64, state: LiveState) -> u64 {
     (w & !(STATE_MASK << STATE_SHIFT)) | ((state as u64) << STATE_SHIFT)
+}
+
+/// The same LIVE word holding another length.
+#[inline]
+pub(crate) const fn with_len(w: u64, len: u64) -> u64 {
+    debug_assert!(len <= LEN_MASK);
+    (w & !LEN_MASK) | len
 }
 
 /// Next generation after `g` with the given parity (odd = live, even = free), skipping 0.
@@ -301,6 +311,13 @@ mod tests {
         }
         assert_eq!(decode(0), Word::Gap);
         assert_eq!(decode(1), Word::Bad);
+        assert_eq!(decode(u64::MAX), Word::Bad);
+        assert_eq!(
+            decode(pad(PAD_MASK / 8 * 8)),
+            Word::Pad {
+                span: PAD_MASK / 8 * 8
+            }
+        );
     }
 
     #[test]

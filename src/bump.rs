@@ -32,9 +32,27 @@
 use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering};
 use crossbeam_utils::CachePadded;
 use std::cell::RefCell;
+use std::ptr::NonNull;
 
-/// One thread's current chunk in one arena, and that thread's counters.
-#[derive(Default)]
+/// Size classes with a per-thread cache: the exact classes, spans 16..=512 bytes.
+pub(crate) const CACHE_CLASSES: usize = 63;
+/// Most blocks one class of one thread's cache keeps; more go to the shared free lists.
+pub(crate) const CACHE_DEPTH: u64 = 64;
+const CACHE_OFF_MASK: u64 = (1 << 48) - 1;
+
+/// A cache head word: the first cached block's header offset and how many are cached.
+#[inline]
+pub(crate) const fn cache_head(off: u64, count: u64) -> u64 {
+    (count << 48) | off
+}
+
+/// `(offset, count)` of a cache head word.
+#[inline]
+pub(crate) const fn cache_parts(w: u64) -> (u64, u64) {
+    (w & CACHE_OFF_MASK, w >> 48)
+}
+
+/// One thread's current chunk in one arena, its cache of freed blocks, and its counters.
 pub(crate) struct ChunkCell {
     /// Next unallocated byte of the chunk; 0 when the cell holds no chunk.
     /// Always within `chunk start..=end`.
@@ -48,7 +66,26 @@ pub(crate) struct ChunkCell {
     pub gen: AtomicU64,
     /// Set when no thread owns the cell; a thread that needs a cell may adopt it.
     pub abandoned: AtomicBool,
+    /// Per exact size class: a stack of blocks this thread freed, linked through their FREE
+    /// headers (`block::free`, `next`) and kept off the shared lists, so a thread that frees and
+    /// allocates the same sizes touches no shared atomic. Each is a walkable FREE segment, so a
+    /// crash leaves them as free space for recovery. Owner-only, `Relaxed` like `cur`.
+    pub cache: [AtomicU64; CACHE_CLASSES],
     pub counters: Counters,
+}
+
+impl Default for ChunkCell {
+    fn default() -> Self {
+        ChunkCell {
+            cur: AtomicU64::new(0),
+            end: AtomicU64::new(0),
+            start: AtomicU64::new(0),
+            gen: AtomicU64::new(0),
+            abandoned: AtomicBool::new(false),
+            cache: std::array::from_fn(|_| AtomicU64::new(0)),
+            counters: Counters::default(),
+        }
+    }
 }
 
 /// Per-thread counters, summed by `Arena::stats`. Each is written by one thread at a time with a
@@ -58,6 +95,7 @@ pub(crate) struct Counters {
     pub allocs: AtomicU64,
     pub alloc_bytes: AtomicU64,
     pub from_freelist: AtomicU64,
+    pub from_cache: AtomicU64,
     pub frees: AtomicU64,
     pub free_bytes: AtomicU64,
     pub failures: AtomicU64,
@@ -137,20 +175,28 @@ crate::sync::parena_thread_local! {
 
 /// Runs `f` with the calling thread's cell for the arena whose process-unique id is `arena`.
 ///
-/// `f` runs while the thread's slot list is borrowed, so it must not call `with_cell` again.
+/// `f` must not call `with_cell` again: the cell is this thread's only while no slot changes.
 #[inline]
 pub(crate) fn with_cell<R>(arena: u64, registry: &Registry, f: impl FnOnce(&ChunkCell) -> R) -> R {
-    let mut f = Some(f);
-    let hit = CELLS.try_with(|t| {
-        let slots = t.slots.borrow();
-        match slots.first() {
-            Some(s) if s.arena == arena => Some((f.take().expect("called once"))(&s.cell)),
-            _ => None,
-        }
+    // The thread-local lookup only finds the cell; `f` runs after it. Running `f` inside
+    // `try_with` returned `R` through `Result<Option<R>, _>`, and the compiler copied it through
+    // the stack with overlapping loads that defeat store forwarding: ~40 ns per allocation
+    // (issue 7; see docs/performance.md).
+    let hit = CELLS.try_with(|t| match t.slots.borrow().first() {
+        Some(s) if s.arena == arena => Some(NonNull::from(&**s.cell)),
+        _ => None,
     });
     match hit {
-        Ok(Some(r)) => r,
-        _ => with_cell_slow(arena, registry, f.take().expect("not yet called")),
+        Ok(Some(cell)) => {
+            // SAFETY: the pointer came from a live `&ChunkCell`. `registry` (borrowed for this
+            // whole call) holds an `Arc` of every cell it ever handed out and never drops one, and
+            // this slot's cell came from `registry` (slots are keyed by the arena's never-reused
+            // uid), so the cell outlives `f`. Only shared references to it exist (its fields are
+            // atomics), and this thread owns it: it is abandoned only by this thread, in
+            // `with_cell_slow` or at thread exit, neither of which can run during `f`.
+            f(unsafe { cell.as_ref() })
+        }
+        _ => with_cell_slow(arena, registry, f),
     }
 }
 

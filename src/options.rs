@@ -52,6 +52,7 @@ pub struct Options {
     pub(crate) create_new: bool,
     pub(crate) create: bool,
     pub(crate) zero_on_free: bool,
+    pub(crate) thread_cache: bool,
     pub(crate) chunk_size: Option<u32>,
     pub(crate) preallocate: bool,
 }
@@ -79,6 +80,7 @@ impl Options {
             create_new: false,
             create: true,
             zero_on_free: false,
+            thread_cache: true,
             chunk_size: None,
             preallocate: true,
         }
@@ -142,6 +144,15 @@ impl Options {
         self
     }
 
+    /// Keep each thread's freed blocks of up to 504 bytes in a small per-thread cache, reused by
+    /// that thread's next allocations of the same size before anything else (default `true`).
+    /// Cached blocks are free space in the heap: a crash leaves them to recovery, and `close`,
+    /// `compact` and the thread's own `flush` hand them to the shared free lists.
+    pub fn thread_cache(mut self, yes: bool) -> Options {
+        self.thread_cache = yes;
+        self
+    }
+
     /// Size of the per-thread reservation chunks (a power of two from 512 B to 1 MiB). By default
     /// 64 KiB, smaller for small arenas so that every thread can have one.
     pub fn chunk_size(mut self, bytes: u32) -> Options {
@@ -170,6 +181,16 @@ impl Options {
     /// [`Error::Size`] for a capacity too small; [`Error::Io`] when the map fails.
     pub fn map_anon(&self) -> Result<Arena, Error> {
         Arena::create_in_memory(self, true)
+    }
+
+    /// A heap arena on a simulated disk that records what `flush` made durable, and can produce
+    /// the image a power cut would leave ([`crate::SimDisk::crash_image`]). For tests.
+    ///
+    /// # Errors
+    /// As [`Options::heap`].
+    #[doc(hidden)]
+    pub fn simulated_disk(&self) -> Result<(Arena, crate::sync::Arc<crate::SimDisk>), Error> {
+        Arena::create_simulated(self)
     }
 
     /// Creates the arena file at `path`, or opens it, validates it, and recovers it when its last

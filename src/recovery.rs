@@ -63,6 +63,11 @@ pub struct Report {
     pub merged_segments: u64,
     /// The bump offset after the pass.
     pub bump: u64,
+    /// Bytes listed in each free-list size class (index = class; filled by `verify()` only).
+    pub listed_bytes_by_class: Vec<u64>,
+    /// Free segments by size: entry `i` counts spans in `2^(i+4)..2^(i+5)` bytes (the last entry
+    /// counts everything larger).
+    pub free_histogram: [u64; 32],
     /// Everything that is not as it should be.
     pub problems: Vec<Problem>,
 }
@@ -266,6 +271,7 @@ pub(crate) fn check(b: &Backing, g: &Geometry, bump: u64) -> Result<(), Error> {
 pub(crate) fn verify(b: &Backing, g: &Geometry, lists: &FreeLists, bump: u64) -> Report {
     let mut r = Report {
         bump,
+        listed_bytes_by_class: vec![0; CLASSES],
         ..Report::default()
     };
     let mut free: HashMap<u64, u64> = HashMap::new();
@@ -280,6 +286,7 @@ pub(crate) fn verify(b: &Backing, g: &Geometry, lists: &FreeLists, bump: u64) ->
         Entry::Free { off, span, .. } => {
             r.free_segments += 1;
             r.free_bytes += span;
+            r.free_histogram[histogram_bucket(span)] += 1;
             free.insert(off, span);
         }
         Entry::Pad { span, .. } => r.leaked_bytes += span,
@@ -320,6 +327,7 @@ pub(crate) fn verify(b: &Backing, g: &Geometry, lists: &FreeLists, bump: u64) ->
                     } else {
                         r.listed_segments += 1;
                         r.listed_bytes += span;
+                        r.listed_bytes_by_class[c] += span;
                     }
                 }
             }
@@ -327,6 +335,11 @@ pub(crate) fn verify(b: &Backing, g: &Geometry, lists: &FreeLists, bump: u64) ->
     }
     r.leaked_bytes += r.free_bytes - r.listed_bytes.min(r.free_bytes);
     r
+}
+
+/// The `free_histogram` entry for a segment of `span` bytes.
+fn histogram_bucket(span: u64) -> usize {
+    ((63 - span.max(16).leading_zeros()) as usize - 4).min(31)
 }
 
 /// A generation for a header at a position whose history is unknown.
@@ -369,6 +382,7 @@ pub(crate) fn repair(
             }
             r.free_segments += 1;
             r.free_bytes += span;
+            r.free_histogram[histogram_bucket(span)] += 1;
         } else {
             b.word(start).store(block::pad(span), Ordering::Relaxed);
             *discarded += span;

@@ -25,6 +25,9 @@ pub(crate) enum FileLock {
 
 /// An open, locked arena file, not yet mapped.
 pub(crate) struct OpenedFile {
+    /// This process's record that it holds the lock (`None` on a second descriptor). Declared
+    /// first so it is dropped before `file` closes: see [`Held`].
+    _held: Option<Held>,
     pub file: File,
     pub path: PathBuf,
     pub read_only: bool,
@@ -78,20 +81,14 @@ impl OpenedFile {
         } else {
             FileLock::Exclusive
         };
-        let got = match lock {
-            FileLock::Shared => fs4::fs_std::FileExt::try_lock_shared(&file),
-            FileLock::Exclusive => fs4::fs_std::FileExt::try_lock_exclusive(&file),
-        };
-        match got {
-            Ok(true) => {}
-            Ok(false) => return Err(Error::Locked),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(Error::Locked),
-            Err(e) => return Err(e.into()),
-        }
+        let id = FileId::of(&file)?;
+        take_lock(&file, lock, id)?;
+        let held = Held::register(id);
         // With the lock held, an empty file holds no arena; a writer may make it one.
         let fresh = !existed || (!read_only && file.metadata()?.len() == 0);
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         Ok(OpenedFile {
+            _held: Some(held),
             file,
             path,
             read_only,
@@ -103,6 +100,7 @@ impl OpenedFile {
     /// A second descriptor on the same open file (it shares the lock), for a read-only map.
     pub(crate) fn dup_read_only(&self) -> Result<OpenedFile, Error> {
         Ok(OpenedFile {
+            _held: None,
             file: self.file.try_clone()?,
             path: self.path.clone(),
             read_only: true,
@@ -150,6 +148,92 @@ impl OpenedFile {
             File::open(dir)?.sync_all()?;
         }
         Ok(())
+    }
+}
+
+/// A file's identity, whatever path reached it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(f: &File) -> Result<FileId, Error> {
+        use std::os::unix::fs::MetadataExt;
+        let m = f.metadata()?;
+        Ok(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
+/// Files this process holds a parena lock on, with a count of holders (readers share).
+///
+/// A `flock` belongs to the open file description, and a child process being spawned by any
+/// thread holds a copy of every descriptor until its `exec` closes them (they are close-on-exec).
+/// In that window a lock this process just released still looks taken. So when the lock is busy
+/// and this process does not hold the file itself, the open retries for a short while before it
+/// reports [`Error::Locked`]; when this process holds it, the answer is `Locked` at once. A plain
+/// `std` mutex: file locks are outside the loom models.
+static HELD: std::sync::Mutex<Vec<(FileId, usize)>> = std::sync::Mutex::new(Vec::new());
+
+fn held_list() -> std::sync::MutexGuard<'static, Vec<(FileId, usize)>> {
+    HELD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How long a busy lock is retried when no holder is in this process.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn take_lock(file: &File, lock: FileLock, id: FileId) -> Result<(), Error> {
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_micros(200);
+    loop {
+        let got = match lock {
+            FileLock::Shared => fs4::fs_std::FileExt::try_lock_shared(file),
+            FileLock::Exclusive => fs4::fs_std::FileExt::try_lock_exclusive(file),
+        };
+        match got {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+        let here = held_list().iter().any(|&(h, _)| h == id);
+        if here || started.elapsed() >= LOCK_RETRY {
+            return Err(Error::Locked);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
+    }
+}
+
+/// This process's record of one lock it holds; dropping it (before the descriptor closes)
+/// removes the record.
+struct Held(FileId);
+
+impl Held {
+    fn register(id: FileId) -> Held {
+        let mut l = held_list();
+        match l.iter_mut().find(|(h, _)| *h == id) {
+            Some((_, n)) => *n += 1,
+            None => l.push((id, 1)),
+        }
+        Held(id)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut l = held_list();
+        if let Some(i) = l.iter().position(|(h, _)| *h == self.0) {
+            l[i].1 -= 1;
+            if l[i].1 == 0 {
+                l.swap_remove(i);
+            }
+        }
     }
 }
 

@@ -11,9 +11,11 @@
 
 mod anon;
 mod file;
+mod sim;
 mod vec;
 
 pub(crate) use file::OpenedFile;
+pub use sim::SimDisk;
 
 use crate::error::Error;
 use crate::sync::AtomicU64;
@@ -34,6 +36,8 @@ enum Store {
     Heap(#[allow(dead_code)] vec::HeapBuf),
     Anon(#[allow(dead_code)] anon::AnonMap),
     File(file::FileMap),
+    /// A heap buffer whose flushes copy pages into a simulated disk (tests only).
+    Sim(#[allow(dead_code)] vec::HeapBuf, crate::sync::Arc<SimDisk>),
 }
 
 /// One contiguous region of `len` bytes, 4096-aligned, that starts with the arena header.
@@ -79,6 +83,17 @@ impl Backing {
         Ok(Backing::from_parts(base, len, false, Store::Heap(buf)))
     }
 
+    /// A zeroed heap buffer whose flushes are recorded by a simulated disk.
+    pub(crate) fn sim(len: u64) -> Result<(Backing, crate::sync::Arc<SimDisk>), Error> {
+        let buf = vec::HeapBuf::new(len)?;
+        let base = buf.base();
+        let disk = crate::sync::Arc::new(SimDisk::new(len));
+        Ok((
+            Backing::from_parts(base, len, false, Store::Sim(buf, disk.clone())),
+            disk,
+        ))
+    }
+
     /// A zeroed anonymous map of `len` bytes.
     pub(crate) fn anon(len: u64) -> Result<Backing, Error> {
         let map = anon::AnonMap::new(len)?;
@@ -109,7 +124,7 @@ impl Backing {
 
     pub(crate) fn kind(&self) -> BackingKind {
         match self.store {
-            Store::Heap(_) => BackingKind::Heap,
+            Store::Heap(_) | Store::Sim(..) => BackingKind::Heap,
             Store::Anon(_) => BackingKind::Anon,
             Store::File(_) => BackingKind::File,
         }
@@ -215,6 +230,10 @@ impl Backing {
     pub(crate) fn flush(&self, off: u64, len: u64) -> Result<(), Error> {
         match &self.store {
             Store::File(f) if !self.read_only => f.flush(off, len),
+            Store::Sim(_, disk) => {
+                disk.persist(self, off, len);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }

@@ -18,6 +18,11 @@
 //! an eighth; the class holding the request is tried last and its head is pushed back when too
 //! small. The cost of an operation is independent of how many segments are listed.
 //!
+//! A popper that finds its node no longer free (popped and reused meanwhile) confirms with a CAS
+//! of the head to itself: failure hands it the new head, success proves the list corrupt. A node
+//! past the caller's bump offset is checked against a fresh read of it before being called
+//! corrupt (it may lie in chunks reserved after the caller looked).
+//!
 //! A stack has no logically deleted nodes, so there is nothing to help: a CAS fails only because
 //! another thread's CAS on the same head succeeded, which is lock-free progress. No thread ever
 //! waits for another.
@@ -34,6 +39,8 @@
 //! | pop: load head | Acquire | push's Release CAS: the node's header is visible before it is read |
 //! | pop: load node header | Acquire | the CAS that freed the block (so its span word is visible) |
 //! | pop: CAS head | Acquire | push's Release CAS of the node we now own |
+//! | pop: CAS head to itself (node was reused) | AcqRel | the reusing pop's Acquire CAS: if that pop read our write, our read of the node happened before its reuse, a contradiction; so success means the list is corrupt |
+//! | pop: re-read bump offset | Relaxed | ordered after the reservation by the Acquire head load (the reservation happens before the push) |
 //! | bitmap | Relaxed | a hint; correctness rests on the heads |
 
 pub(crate) mod policy;
@@ -43,7 +50,7 @@ pub(crate) use policy::{Optimistic, Pessimistic, Policy};
 use crate::backing::Backing;
 use crate::block::{self, Word};
 use crate::error::Error;
-use crate::format::{CLASSES, OFF_HEADS};
+use crate::format::{CLASSES, OFF_BUMP, OFF_HEADS};
 use crate::sync::{AtomicU64, Ordering};
 
 const HEAD_OFF_BITS: u32 = 38;
@@ -225,9 +232,24 @@ impl FreeLists {
         self.nonempty.set(c);
     }
 
-    /// Takes the head of class `c`, if any. `limit` bounds valid node offsets (the bump offset).
+    /// Takes the head of class `c`, if any. `limit` bounds valid node offsets: the bump offset,
+    /// read by the caller before the call.
     pub(crate) fn pop(&self, b: &Backing, c: usize, limit: u64) -> Result<Option<Segment>, Error> {
         let head = self.head(b, c);
+        let mut limit = limit;
+        // Whether `off..end` lies in the reserved heap. The caller's `limit` may predate the node:
+        // a segment pushed since can lie in chunks reserved since (a retired chunk's tail, a large
+        // block's tail). Every reservation happens before the push of any segment inside it (the
+        // pusher reserved it, or got it through an Acquire pop or an Acquire free of a block in
+        // it), and our Acquire load of the head happens after that push, so one re-read of the
+        // bump offset sees the reservation. Only a node outside even that is corrupt.
+        let mut in_heap = |off: u64, end: u64| {
+            if off >= self.data_start && end <= limit {
+                return true;
+            }
+            limit = b.word(OFF_BUMP).load(Ordering::Relaxed);
+            off >= self.data_start && end <= limit
+        };
         // Acquire: pairs with the Release CAS in `push` that installed this head.
         let mut h = head.load(Ordering::Acquire);
         loop {
@@ -242,7 +264,7 @@ impl FreeLists {
                 }
                 return Ok(None);
             }
-            if off < self.data_start || off + 16 > limit {
+            if !in_heap(off, off + 16) {
                 return Err(Error::Corrupt {
                     offset: OFF_HEADS + 8 * c as u64,
                     word: h,
@@ -254,15 +276,24 @@ impl FreeLists {
                 Word::Free { gen, next } => (gen, next),
                 _ => {
                     // Another thread popped the node and reused it: the head has moved on. If it
-                    // has not, the list itself is wrong.
-                    let now = head.load(Ordering::Acquire);
-                    if now == h {
-                        return Err(Error::Corrupt {
-                            offset: off,
-                            word: w,
-                        });
+                    // has not, the list itself is wrong. A plain re-load cannot tell: it may
+                    // return the same stale `h` even though we saw the reuse (the reuse's header
+                    // stores are Relaxed, so seeing them orders nothing). A CAS of `h` to itself
+                    // reads the latest head. If it succeeds, the popper that reused the node
+                    // cannot have read `h` after it (that pop would then have read our Release
+                    // write and so happen after our load of the node's header, which saw the
+                    // pop's later store): `h` really is the head, and the list is corrupt.
+                    // AcqRel: the Release half is what the argument above needs; the Acquire half
+                    // pairs with the push of the head we continue with on failure.
+                    match head.compare_exchange(h, h, Ordering::AcqRel, Ordering::Acquire) {
+                        Ok(_) => {
+                            return Err(Error::Corrupt {
+                                offset: off,
+                                word: w,
+                            })
+                        }
+                        Err(now) => h = now,
                     }
-                    h = now;
                     continue;
                 }
             };
@@ -275,7 +306,9 @@ impl FreeLists {
             ) {
                 Ok(_) => {
                     let span = b.word(off + 8).load(Ordering::Relaxed);
-                    if span < 16 || span % 8 != 0 || off.checked_add(span).is_none_or(|e| e > limit)
+                    if span < 16
+                        || span % 8 != 0
+                        || !off.checked_add(span).is_some_and(|e| in_heap(off, e))
                     {
                         return Err(Error::Corrupt {
                             offset: off + 8,

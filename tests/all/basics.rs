@@ -51,6 +51,7 @@ fn anon_round_trip() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a file (Miri cannot mmap files)")]
 fn file_round_trip_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.parena");
@@ -122,5 +123,45 @@ fn freelist_reuse() {
             }
         }
         assert!(arena.stats().from_freelist > 0 || arena.stats().rewinds > 0);
+    }
+}
+
+#[test]
+fn thread_cache_reuses_without_shared_lists() {
+    for cache in [true, false] {
+        let arena = Options::new()
+            .capacity(4 << 20)
+            .thread_cache(cache)
+            .heap()
+            .unwrap();
+        let keep: Vec<_> = (0..100).map(|i| fill(&arena, 40, i as u8)).collect();
+        for round in 0..1000u32 {
+            let a = fill(&arena, 40, 1);
+            let b = fill(&arena, 200, 2);
+            let c = fill(&arena, 40, 3);
+            check(&arena, a, 40, 1);
+            arena.free(a).unwrap();
+            arena.free(c).unwrap();
+            arena.free(b).unwrap();
+            let _ = round;
+        }
+        let s = arena.stats();
+        if cache {
+            assert!(s.from_cache >= 900, "{s:?}");
+            assert!(s.cache_hit_rate() > 0.25);
+        } else {
+            assert_eq!(s.from_cache, 0);
+        }
+        // Blocks allocated before stay intact; the heap walks clean.
+        for (i, &h) in keep.iter().enumerate() {
+            check(&arena, h, 40, i as u8);
+        }
+        let mut arena = arena;
+        let r = arena.verify().unwrap();
+        assert!(r.is_clean(), "{r:?}");
+        let before = arena.stats().allocated;
+        arena.compact().unwrap();
+        assert!(arena.stats().allocated <= before);
+        assert!(arena.verify().unwrap().is_clean());
     }
 }

@@ -14,6 +14,7 @@ fn open(o: &Options, path: &Path) -> Result<Arena, Error> {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "includes a file map (Miri cannot mmap files)")]
 fn every_backing_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let arenas = [
@@ -41,6 +42,7 @@ fn every_backing_round_trips() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a file (Miri cannot mmap files)")]
 fn reopen_keeps_blocks_roots_and_reserved() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a");
@@ -93,6 +95,7 @@ fn reopen_keeps_blocks_roots_and_reserved() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a file (Miri cannot mmap files)")]
 fn heap_image_opens_as_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("img");
@@ -114,6 +117,7 @@ fn heap_image_opens_as_file() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a file (Miri cannot mmap files)")]
 fn not_an_arena_is_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(99);
@@ -143,6 +147,7 @@ fn not_an_arena_is_left_untouched() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps and locks a file (not in Miri)")]
 fn second_writer_is_locked_out() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("l");
@@ -162,6 +167,7 @@ fn second_writer_is_locked_out() {
 
 /// Child role: holds the arena open as a writer until its stdin closes.
 #[test]
+#[cfg_attr(miri, ignore = "child role: maps a file (not in Miri)")]
 fn child_hold_writer() {
     let Ok(path) = std::env::var("PARENA_HOLD") else {
         return;
@@ -205,6 +211,7 @@ fn writer_in_another_process_is_locked_out() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a file (Miri cannot mmap files)")]
 fn read_only_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ro");
@@ -229,6 +236,7 @@ fn read_only_refuses_writes() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a file (Miri cannot mmap files)")]
 fn create_new_and_missing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("n");
@@ -246,6 +254,7 @@ fn create_new_and_missing() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a file (Miri cannot mmap files)")]
 fn option_mismatches_are_typed_and_harmless() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m");
@@ -412,6 +421,7 @@ fn aligned_allocations() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "includes a file map; the sanitizers run it")]
 fn two_threads_never_overlap() {
     let dir = tempfile::tempdir().unwrap();
     let arenas = [

@@ -1,5 +1,16 @@
 //! Integration tests, one binary (link time on 2 cores).
 
+#[cfg(all(feature = "async", not(parena_loom)))]
+mod aio;
 mod basics;
+#[cfg(feature = "allocator-api2")]
+mod collections;
+mod corruption;
+mod crash;
+mod engine;
 mod foundation;
+mod model;
+mod powerloss;
+mod regressions;
+mod stress;
 mod util;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The Miri subset: the library's unit tests and the integration tests over heap buffers and
+# anonymous maps, with strict provenance. File maps, flock/fallocate, process spawning and the
+# long multi-thread workloads are ignored under Miri (each #[cfg_attr(miri, ignore = "...")] says
+# why), and heavy tests run fewer iterations under cfg(miri).
+# Needs nightly with the miri component; prints clearly when it skips and why.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    echo "miri: SKIPPED: no nightly toolchain (rustup toolchain install nightly)"
+    exit 0
+fi
+if ! cargo +nightly miri --version >/dev/null 2>&1; then
+    echo "miri: the miri component is missing; trying: rustup component add --toolchain nightly miri"
+    if ! rustup component add --toolchain nightly miri rust-src; then
+        echo "miri: SKIPPED: Miri is not available for this nightly"
+        exit 0
+    fi
+fi
+
+# Isolation off: proptest looks up its failure-persistence files from the working directory
+# (`getcwd`), which isolation refuses. Nothing else reaches the host.
+export MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance -Zmiri-disable-isolation}"
+# Miri builds in its own target directory; keep it apart from the stable build.
+export CARGO_TARGET_DIR="${MIRI_TARGET_DIR:-target/miri}"
+cargo +nightly miri setup
+# Unit tests and the one integration binary; doctests are left out (they are many, each its
+# own Miri process, and exercise the same paths). Extra arguments are test-name filters.
+cargo +nightly miri test --lib --test all -- "$@"
+echo "miri: done in $(( $(date +%s) - start )) s (MIRIFLAGS=$MIRIFLAGS)"

@@ -1,0 +1,417 @@
+//! parena as an allocator: `allocator_api2::alloc::Allocator` for `&Arena` and `Arena` (cargo
+//! feature `allocator-api2`), and [`GlobalArena`], a `GlobalAlloc` over an anonymous-map arena.
+//!
+//! Blocks handed out this way are ordinary parena blocks (8-byte header, generation, free lists);
+//! the pointer is the block's data. `deallocate` reads the header to rebuild the handle, so a
+//! pointer that did not come from this arena is a contract violation of the caller (as with any
+//! allocator), not something parena can check. `grow` and `shrink` resize in place when the block
+//! is the last one of the calling thread's chunk, and `shrink` always does (the cut-off tail
+//! becomes free space); otherwise they move.
+
+use crate::arena::{Arena, Inner};
+use crate::block::{self, Handle, LiveState, Word};
+use crate::bump::with_cell;
+use crate::layout::{block_span, MAX_ALIGN, WORD};
+use crate::options::{Freelist, Options};
+use crate::sync::Ordering;
+use std::alloc::Layout;
+use std::ptr::NonNull;
+
+/// Why an allocation through the allocator interfaces failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NoMemory;
+
+impl Arena {
+    /// Allocates for `layout` and returns the data pointer (zeroed). Zero-sized layouts get a
+    /// dangling, aligned pointer.
+    pub(crate) fn allocate_ptr(&self, layout: Layout) -> Result<NonNull<[u8]>, NoMemory> {
+        if layout.size() == 0 {
+            let dangling = NonNull::new(std::ptr::without_provenance_mut::<u8>(layout.align()))
+                .ok_or(NoMemory)?;
+            return Ok(NonNull::slice_from_raw_parts(dangling, 0));
+        }
+        if layout.align() > MAX_ALIGN {
+            return Err(NoMemory);
+        }
+        let b = self.alloc_layout(layout).map_err(|_| NoMemory)?;
+        let off = b.offset();
+        drop(b); // published: the caller owns the bytes through the pointer from here on
+        let p = NonNull::new(self.inner.b.ptr(off)).ok_or(NoMemory)?;
+        Ok(NonNull::slice_from_raw_parts(p, layout.size()))
+    }
+
+    /// The data offset of a pointer `allocate_ptr` returned.
+    fn offset_of(&self, p: NonNull<u8>) -> u64 {
+        (p.as_ptr().addr() - self.inner.b.ptr(0).addr()) as u64
+    }
+
+    /// Whether `p` points into this arena's heap.
+    pub(crate) fn owns(&self, p: *const u8) -> bool {
+        let base = self.inner.b.ptr(0).addr();
+        let a = p.addr();
+        a > base && ((a - base) as u64) < self.inner.capacity
+    }
+
+    /// The handle of the live block whose data starts at `off`.
+    fn handle_at(&self, off: u64) -> Option<Handle> {
+        if off < self.inner.g.data_start + WORD || off % WORD != 0 || off >= self.inner.capacity {
+            return None;
+        }
+        match block::decode(self.inner.b.word(off - WORD).load(Ordering::Acquire)) {
+            Word::Live { gen, .. } => Some(Handle::new(off, gen)),
+            _ => None,
+        }
+    }
+
+    /// Frees a block `allocate_ptr` returned.
+    ///
+    /// # Safety
+    /// `p` came from `allocate_ptr` on this arena with `layout`, and is not used afterwards.
+    pub(crate) unsafe fn deallocate_ptr(&self, p: NonNull<u8>, layout: Layout) {
+        if layout.size() == 0 {
+            return;
+        }
+        let freed = self.handle_at(self.offset_of(p)).map(|h| self.free(h));
+        debug_assert!(
+            matches!(freed, Some(Ok(()))),
+            "deallocate of a pointer parena did not hand out: {freed:?}"
+        );
+    }
+
+    /// Resizes a block in place from `old` to `new` bytes; `false` when it cannot.
+    ///
+    /// # Safety
+    /// `p` came from `allocate_ptr` on this arena, holds `old` bytes, and the caller has it
+    /// exclusively.
+    pub(crate) unsafe fn resize_in_place(&self, p: NonNull<u8>, old: usize, new: usize) -> bool {
+        if old == 0 || new == 0 || new as u64 > block::MAX_BLOCK_LEN {
+            return false;
+        }
+        let inner = &*self.inner;
+        let off = self.offset_of(p);
+        let hdr = off - WORD;
+        let (old_span, new_span) = match (block_span(old as u64), block_span(new as u64)) {
+            (Some(a), Some(b)) => (a, b),
+            _ => return false,
+        };
+        with_cell(inner.uid, &inner.cells, |cell| {
+            let cur = cell.cur.load(Ordering::Relaxed);
+            let end = cell.end.load(Ordering::Relaxed);
+            let last =
+                cur != 0 && cur == hdr + old_span && hdr >= cell.start.load(Ordering::Relaxed);
+            if last {
+                if hdr + new_span > end {
+                    return false;
+                }
+                if new_span < old_span {
+                    // Invariant Z: what goes back behind `cur` must read zero.
+                    // SAFETY: the tail is part of the block, which the caller holds exclusively.
+                    unsafe { inner.b.zero(hdr + new_span, old_span - new_span) };
+                }
+                // Growing: `cur..end` is zero (invariant Z), so the new bytes already read zero.
+                set_len(inner, hdr, new as u64);
+                cell.cur.store(hdr + new_span, Ordering::Relaxed);
+                return true;
+            }
+            if new_span > old_span {
+                return false;
+            }
+            if new_span < old_span {
+                give_back_tail(inner, hdr + new_span, old_span - new_span);
+            }
+            set_len(inner, hdr, new as u64);
+            true
+        })
+    }
+}
+
+/// Stores a new length in a live block's header, keeping its generation, state and readers.
+fn set_len(inner: &Inner, hdr: u64, len: u64) {
+    let w = inner.b.word(hdr);
+    let mut cur = w.load(Ordering::Relaxed);
+    loop {
+        debug_assert!(matches!(
+            block::decode(cur),
+            Word::Live {
+                state: LiveState::Published,
+                ..
+            }
+        ));
+        // Release: the bytes written under the old length happen before any reader that sees
+        // the new one (pairs with the Acquire loads in `read`/`free`).
+        match w.compare_exchange_weak(
+            cur,
+            block::with_len(cur, len),
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return,
+            Err(now) => cur = now,
+        }
+    }
+}
+
+/// Turns `off..off + span`, cut from the end of a block the caller owns, into free space. The
+/// tail's header is written before the block's new length commits, so a walk sees one or the other.
+fn give_back_tail(inner: &Inner, off: u64, span: u64) {
+    if span >= 16 && span >= u64::from(inner.g.min_segment) && inner.g.freelist != Freelist::None {
+        let gen = inner.fresh_gen(false);
+        inner.b.word(off + WORD).store(span, Ordering::Relaxed);
+        inner
+            .b
+            .word(off)
+            .store(block::free(gen, 0), Ordering::Relaxed);
+        inner.lists.push(&inner.b, off, span, gen);
+    } else {
+        inner.b.word(off).store(block::pad(span), Ordering::Relaxed);
+        inner.add_discarded(span);
+    }
+}
+
+#[cfg(feature = "allocator-api2")]
+mod api2 {
+    use super::*;
+    use allocator_api2::alloc::{AllocError, Allocator};
+
+    impl Arena {
+        /// `grow` and `shrink`: in place when possible, else allocate, copy, free.
+        ///
+        /// # Safety
+        /// `ptr` came from this arena with layout `old`, the caller holds it exclusively, and
+        /// does not use it after a successful call unless the same pointer is returned.
+        unsafe fn resize(
+            &self,
+            ptr: NonNull<u8>,
+            old: Layout,
+            new: Layout,
+        ) -> Result<NonNull<[u8]>, AllocError> {
+            let in_place = new.align() <= old.align() && {
+                // SAFETY: forwarded caller contract: `ptr` is ours, holds `old.size()` bytes,
+                // exclusively.
+                unsafe { self.resize_in_place(ptr, old.size(), new.size()) }
+            };
+            if in_place {
+                return Ok(NonNull::slice_from_raw_parts(ptr, new.size()));
+            }
+            let fresh = self.allocate(new)?;
+            let keep = old.size().min(new.size());
+            // SAFETY: both blocks are valid for `keep` bytes and are distinct blocks.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.cast::<u8>().as_ptr(), keep)
+            };
+            // SAFETY: forwarded caller contract; the bytes were copied out.
+            unsafe { self.deallocate(ptr, old) };
+            Ok(fresh)
+        }
+    }
+
+    // SAFETY: blocks stay valid until deallocated or until the last clone of the arena is dropped
+    // (the `Arc` keeps the memory), and clones share one arena; `grow`/`shrink` keep the bytes up
+    // to the smaller size and only hand back memory the caller owned. allocator-api2's blanket
+    // impl makes `&Arena` an allocator too.
+    unsafe impl Allocator for Arena {
+        fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+            self.allocate_ptr(layout).map_err(|_| AllocError)
+        }
+
+        unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+            // SAFETY: forwarded caller contract (allocated here with `layout`, not used after).
+            unsafe { self.deallocate_ptr(ptr, layout) }
+        }
+
+        unsafe fn grow(
+            &self,
+            ptr: NonNull<u8>,
+            old: Layout,
+            new: Layout,
+        ) -> Result<NonNull<[u8]>, AllocError> {
+            // SAFETY: forwarded caller contract.
+            unsafe { self.resize(ptr, old, new) }
+        }
+
+        unsafe fn grow_zeroed(
+            &self,
+            ptr: NonNull<u8>,
+            old: Layout,
+            new: Layout,
+        ) -> Result<NonNull<[u8]>, AllocError> {
+            // `grow` zeroes: in place the new bytes come from the chunk's zero tail, and a moved
+            // block is zeroed by `allocate` before the copy.
+            // SAFETY: forwarded caller contract.
+            unsafe { self.grow(ptr, old, new) }
+        }
+
+        unsafe fn shrink(
+            &self,
+            ptr: NonNull<u8>,
+            old: Layout,
+            new: Layout,
+        ) -> Result<NonNull<[u8]>, AllocError> {
+            // SAFETY: forwarded caller contract.
+            unsafe { self.resize(ptr, old, new) }
+        }
+    }
+}
+
+/// A `GlobalAlloc` over an anonymous-map arena with the free list on, created on first use.
+///
+/// ```no_run
+/// use parena::{Freelist, GlobalArena};
+/// #[global_allocator]
+/// static GLOBAL: GlobalArena = GlobalArena::new(1 << 30, Freelist::Optimistic);
+///
+/// fn main() {
+///     let v: Vec<u64> = (0..1000).collect();
+///     assert_eq!(v.len(), 1000);
+///     println!("{:?}", GLOBAL.arena().map(|a| a.stats()));
+/// }
+/// ```
+///
+/// Requests the arena cannot serve (it is full, the alignment is above 4096, or they come while
+/// the arena itself is allocating its own bookkeeping) go to the system allocator; `dealloc` sends
+/// each pointer back to whichever allocator it came from by its address.
+pub struct GlobalArena {
+    capacity: u64,
+    freelist: Freelist,
+    state: std::sync::atomic::AtomicU8,
+    arena: std::sync::OnceLock<Arena>,
+    fallbacks: std::sync::atomic::AtomicU64,
+}
+
+const UNINIT: u8 = 0;
+const INITIALIZING: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+
+std::thread_local! {
+    /// Set while this thread is inside the arena: allocations made by parena itself (thread-local
+    /// slots, chunk cells) go to the system allocator instead of recursing.
+    static IN_ARENA: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` marked as inside the arena; `None` if this thread already is (or is exiting).
+fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
+    let entered = IN_ARENA.try_with(|g| !g.replace(true)).unwrap_or(false);
+    if !entered {
+        return None;
+    }
+    let r = f();
+    let _ = IN_ARENA.try_with(|g| g.set(false));
+    Some(r)
+}
+
+impl GlobalArena {
+    /// An allocator over an anonymous map of `capacity` bytes, mapped on the first allocation.
+    pub const fn new(capacity: u64, freelist: Freelist) -> GlobalArena {
+        GlobalArena {
+            capacity,
+            freelist,
+            state: std::sync::atomic::AtomicU8::new(UNINIT),
+            arena: std::sync::OnceLock::new(),
+            fallbacks: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The arena, once created (its `stats()` tell what it served).
+    pub fn arena(&self) -> Option<&Arena> {
+        self.arena.get()
+    }
+
+    /// Allocations the system allocator served instead (the arena was full or busy).
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn get(&self) -> Option<&Arena> {
+        use std::sync::atomic::Ordering as O;
+        if let Some(a) = self.arena.get() {
+            return Some(a);
+        }
+        // Acquire/Release on `state`: only the one thread that wins the CAS creates the arena; the
+        // `OnceLock` publishes it to the others.
+        if self
+            .state
+            .compare_exchange(UNINIT, INITIALIZING, O::Acquire, O::Relaxed)
+            .is_ok()
+        {
+            let made = guarded(|| {
+                Options::new()
+                    .capacity(self.capacity)
+                    .freelist(self.freelist)
+                    .map_anon()
+            });
+            match made {
+                Some(Ok(a)) => {
+                    let _ = self.arena.set(a);
+                    self.state.store(READY, O::Release);
+                }
+                _ => self.state.store(FAILED, O::Release),
+            }
+        }
+        self.arena.get()
+    }
+}
+
+// SAFETY: `alloc` returns null or a block of at least `layout.size()` bytes aligned to
+// `layout.align()` that nothing else uses until `dealloc`; `dealloc` routes each pointer to the
+// allocator that produced it (arena pointers are recognised by address); parena never unwinds out
+// of these functions.
+unsafe impl std::alloc::GlobalAlloc for GlobalArena {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if let Some(a) = self.get() {
+            if let Some(Ok(p)) = guarded(|| a.allocate_ptr(layout)) {
+                return p.cast::<u8>().as_ptr();
+            }
+        }
+        self.fallbacks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded caller contract (non-zero size).
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if let Some(a) = self.arena.get() {
+            if a.owns(ptr) {
+                let p = NonNull::new(ptr).expect("owned pointers are not null");
+                // Our own thread-local slots may be freed while we are inside the arena: those
+                // came from the system allocator, so they never reach here.
+                // SAFETY: forwarded caller contract: `ptr` came from `alloc` with `layout`.
+                let done = guarded(|| unsafe { a.deallocate_ptr(p, layout) });
+                if done.is_none() {
+                    // Re-entered (or the thread is exiting): free without the guard.
+                    // SAFETY: as above.
+                    unsafe { a.deallocate_ptr(p, layout) };
+                }
+                return;
+            }
+        }
+        // SAFETY: not an arena pointer, so it came from the system allocator with `layout`.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if let (Some(a), Some(p)) = (self.arena.get(), NonNull::new(ptr)) {
+            let resized = a.owns(ptr)
+                && guarded(|| {
+                    // SAFETY: forwarded caller contract: `ptr` came from `alloc` with
+                    // `layout.size()` bytes, and the caller holds it exclusively.
+                    unsafe { a.resize_in_place(p, layout.size(), new_size) }
+                }) == Some(true);
+            if resized {
+                return ptr;
+            }
+        }
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: forwarded caller contract (non-zero size).
+        let fresh = unsafe { self.alloc(new_layout) };
+        if !fresh.is_null() {
+            // SAFETY: both blocks are valid for the smaller size and distinct.
+            unsafe { std::ptr::copy_nonoverlapping(ptr, fresh, layout.size().min(new_size)) };
+            // SAFETY: forwarded caller contract.
+            unsafe { self.dealloc(ptr, layout) };
+        }
+        fresh
+    }
+}

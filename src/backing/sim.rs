@@ -1,0 +1,57 @@
+//! A simulated disk for power-loss tests: a heap backing whose `flush` copies the flushed pages
+//! into a "durable" image. What was never flushed is lost at a simulated power cut, except for any
+//! pages the test chooses to keep (the OS may write any dirty page back at any time).
+
+use super::Backing;
+use crate::sync::{lock, Mutex, Ordering};
+
+/// Page size of the simulation: the unit in which the OS writes back.
+const PAGE: u64 = 4096;
+
+/// The durable side of a simulated disk. Obtained from [`crate::Options::simulated_disk`].
+///
+/// Tests only: it copies the arena's bytes with word loads while the caller guarantees that no
+/// other thread writes the arena (flush and crash from the one thread that works on it).
+pub struct SimDisk {
+    durable: Mutex<Vec<u8>>,
+}
+
+impl SimDisk {
+    pub(super) fn new(len: u64) -> SimDisk {
+        SimDisk {
+            durable: Mutex::new(vec![0; len as usize]),
+        }
+    }
+
+    /// Copies the pages covering `off..off + len` from the live arena to the durable image.
+    pub(super) fn persist(&self, b: &Backing, off: u64, len: u64) {
+        let start = off / PAGE * PAGE;
+        let end = (off + len).div_ceil(PAGE).saturating_mul(PAGE).min(b.len);
+        let mut d = lock(&self.durable);
+        copy_words(b, &mut d, start, end);
+    }
+
+    /// The image a power cut would leave now: every flushed page, plus the live contents of each
+    /// page `p` (its byte offset) for which `keep(p)` says the OS happened to write it back.
+    pub fn crash_image(&self, arena: &crate::Arena, mut keep: impl FnMut(u64) -> bool) -> Vec<u8> {
+        let b = &arena.inner.b;
+        let mut img = lock(&self.durable).clone();
+        let mut p = 0;
+        while p < b.len {
+            if keep(p) {
+                copy_words(b, &mut img, p, (p + PAGE).min(b.len));
+            }
+            p += PAGE;
+        }
+        img
+    }
+}
+
+fn copy_words(b: &Backing, dst: &mut [u8], start: u64, end: u64) {
+    let mut o = start;
+    while o < end {
+        let w = b.word(o).load(Ordering::Relaxed);
+        dst[o as usize..o as usize + 8].copy_from_slice(&w.to_le_bytes());
+        o += 8;
+    }
+}

@@ -1,0 +1,155 @@
+//! Crate-internal entry points for the loom models in `tests/loom.rs`.
+//!
+//! Built only with `--cfg parena_loom`; not part of the public API. [`Lists`] is one arena's free
+//! lists over a small heap [`Backing`] with nothing else around them, so a model can drive the
+//! exact push/pop shapes it wants (the ABA shape needs a thread to stop between reading a node's
+//! link and its CAS, which the public API cannot arrange on purpose).
+
+use crate::backing::Backing;
+use crate::block::{self, LiveState, Word};
+use crate::format::{HEADER_SIZE, OFF_BUMP};
+use crate::freelist::{class_of, FreeLists, ListWalk, Optimistic, Pessimistic, Policy};
+use crate::sync::Ordering;
+
+/// Bytes of every segment a [`Lists`] hands out: one exact size class.
+pub const SEGMENT: u64 = 32;
+
+/// Free lists over a heap backing holding the header and `n` segments of [`SEGMENT`] bytes.
+pub struct Lists {
+    b: Backing,
+    fl: FreeLists,
+    /// End of the heap: `HEADER_SIZE + n * SEGMENT`.
+    limit: u64,
+}
+
+impl Lists {
+    /// A header and `n` segments, none listed. Every segment starts as a LIVE header (owned by
+    /// whoever the model says).
+    ///
+    /// # Panics
+    /// If the backing cannot be allocated.
+    pub fn new(n: u64) -> Lists {
+        let limit = HEADER_SIZE + n * SEGMENT;
+        let b = Backing::heap(limit).expect("a small heap backing");
+        b.word(OFF_BUMP).store(limit, Ordering::Relaxed);
+        for i in 0..n {
+            b.word(HEADER_SIZE + i * SEGMENT)
+                .store(live_word(1), Ordering::Relaxed);
+        }
+        let fl = FreeLists::load(&b, HEADER_SIZE);
+        Lists { b, fl, limit }
+    }
+
+    /// Offset of segment `i`.
+    pub fn segment(&self, i: u64) -> u64 {
+        HEADER_SIZE + i * SEGMENT
+    }
+
+    /// The bump offset (the end of the reserved heap), as an allocation reads it.
+    pub fn bump(&self) -> u64 {
+        self.b.word(OFF_BUMP).load(Ordering::Relaxed)
+    }
+
+    /// Sets the bump offset: what reserving (`end > bump`) or an exclusive pass does to it.
+    pub fn set_bump(&self, end: u64) {
+        self.b.word(OFF_BUMP).store(end, Ordering::Relaxed);
+    }
+
+    /// Pops the head of the segments' class with a `limit` the caller read earlier.
+    ///
+    /// # Errors
+    /// What `pop` reports (`Error::Corrupt` when the list is found corrupt).
+    pub fn pop_within(&self, limit: u64) -> Result<Option<u64>, crate::Error> {
+        Ok(self
+            .fl
+            .pop(&self.b, class_of(SEGMENT), limit)?
+            .map(|s| s.off))
+    }
+
+    /// Lists segment `off`, which the caller owns, with the (even) generation `gen`.
+    pub fn push(&self, off: u64, gen: u32) {
+        self.fl.push(&self.b, off, SEGMENT, gen);
+    }
+
+    /// Pops the head of the segments' class: `(offset, generation)`.
+    ///
+    /// # Panics
+    /// If the list is found corrupt.
+    pub fn pop(&self) -> Option<(u64, u32)> {
+        self.fl
+            .pop(&self.b, class_of(SEGMENT), self.limit)
+            .expect("list is consistent")
+            .map(|s| {
+                assert_eq!(s.span, SEGMENT, "span word of {} changed", s.off);
+                (s.off, s.gen)
+            })
+    }
+
+    /// Takes a segment of at least `need` bytes the way an allocation does, with the Optimistic
+    /// (`pessimistic == false`) or Pessimistic policy.
+    ///
+    /// # Panics
+    /// If the list is found corrupt.
+    pub fn take(&self, need: u64, pessimistic: bool) -> Option<(u64, u32)> {
+        let seg = if pessimistic {
+            self.take_with::<Pessimistic>(need)
+        } else {
+            self.take_with::<Optimistic>(need)
+        };
+        seg.map(|s| (s.off, s.gen))
+    }
+
+    fn take_with<P: Policy>(&self, need: u64) -> Option<crate::freelist::Segment> {
+        self.fl
+            .take::<P>(&self.b, need, self.limit)
+            .expect("list is consistent")
+    }
+
+    /// Marks a popped segment as a live block (what an allocation's commit does), so a thread
+    /// that still holds a stale view of it reads a LIVE header.
+    pub fn make_live(&self, off: u64, free_gen: u32) {
+        self.b.word(off).store(
+            live_word(block::next_gen(free_gen, true)),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The generation the next free of a block made live from `free_gen` gets.
+    pub fn next_free_gen(free_gen: u32) -> u32 {
+        block::next_gen(block::next_gen(free_gen, true), false)
+    }
+
+    /// The listed segments, head first (only when no other thread runs).
+    ///
+    /// # Panics
+    /// If the list loops or links to something that is not a free segment.
+    pub fn listed(&self) -> Vec<u64> {
+        match self.fl.nodes(&self.b, class_of(SEGMENT), self.limit, 64) {
+            ListWalk::Ok(nodes) => {
+                for &off in &nodes {
+                    assert!(
+                        matches!(
+                            block::decode(self.b.word(off).load(Ordering::Relaxed)),
+                            Word::Free { .. }
+                        ),
+                        "listed node {off} is not free"
+                    );
+                    assert_eq!(
+                        self.b.word(off + 8).load(Ordering::Relaxed),
+                        SEGMENT,
+                        "listed node {off} lost its span"
+                    );
+                }
+                nodes
+            }
+            ListWalk::Cycle(nodes) => panic!("list loops: {nodes:?}"),
+            ListWalk::Bad { nodes, offset } => {
+                panic!("list links to {offset}, not a free segment, after {nodes:?}")
+            }
+        }
+    }
+}
+
+fn live_word(gen: u32) -> u64 {
+    block::live(SEGMENT - 8, gen, LiveState::Published, 0)
+}

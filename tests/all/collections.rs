@@ -1,0 +1,113 @@
+//! parena under the ecosystem's collections: hashbrown and allocator-api2's `Vec` doing real work
+//! on heap and anonymous-map arenas, checked against the same operations on std collections.
+
+#![cfg(feature = "allocator-api2")]
+
+use crate::util::Rng;
+use allocator_api2::vec::Vec as AVec;
+use parena::{Arena, Freelist, Options};
+use std::collections::HashMap as StdMap;
+
+fn arenas() -> Vec<Arena> {
+    vec![
+        Options::new()
+            .capacity(256 << 20)
+            .freelist(Freelist::Optimistic)
+            .heap()
+            .unwrap(),
+        Options::new()
+            .capacity(256 << 20)
+            .freelist(Freelist::Pessimistic)
+            .map_anon()
+            .unwrap(),
+    ]
+}
+
+#[test]
+fn hashbrown_map_matches_std() {
+    let n = if cfg!(miri) { 500 } else { 100_000 };
+    for arena in arenas() {
+        let mut ours = hashbrown::HashMap::new_in(&arena);
+        let mut std = StdMap::new();
+        let mut rng = Rng(3);
+        for i in 0..n {
+            let k = rng.below(n / 2);
+            let v = format!("value-{i}-{}", "x".repeat((i % 40) as usize));
+            if rng.below(3) == 0 {
+                assert_eq!(ours.remove(&k), std.remove(&k));
+            } else {
+                assert_eq!(ours.insert(k, v.clone()), std.insert(k, v));
+            }
+        }
+        assert_eq!(ours.len(), std.len());
+        for (k, v) in &std {
+            assert_eq!(ours.get(k), Some(v));
+        }
+        ours.shrink_to_fit();
+        assert_eq!(ours.len(), std.len());
+        drop(ours);
+        let s = arena.stats();
+        assert!(s.allocations > 10 && s.frees > 10, "{s:?}");
+        let mut a = arena;
+        assert!(a.verify().unwrap().is_clean());
+    }
+}
+
+#[test]
+fn allocator_api2_vec_grows_and_shrinks() {
+    for arena in arenas() {
+        let mut ours: AVec<u64, &Arena> = AVec::new_in(&arena);
+        let mut std = Vec::new();
+        let mut rng = Rng(11);
+        let rounds = if cfg!(miri) { 200 } else { 100_000 };
+        for i in 0..rounds {
+            match rng.below(10) {
+                0 => {
+                    let keep = rng.below(ours.len() as u64 + 1) as usize;
+                    ours.truncate(keep);
+                    std.truncate(keep);
+                    ours.shrink_to_fit();
+                    std.shrink_to_fit();
+                }
+                1 => {
+                    ours.pop();
+                    std.pop();
+                }
+                _ => {
+                    ours.push(i);
+                    std.push(i);
+                }
+            }
+            assert_eq!(ours.len(), std.len());
+        }
+        assert_eq!(&ours[..], &std[..]);
+        // Several vectors at once so growth cannot always happen in place.
+        let mut many: std::vec::Vec<AVec<u32, &Arena>> =
+            (0..8).map(|_| AVec::new_in(&arena)).collect();
+        for i in 0..20_000u32 {
+            many[(i % 8) as usize].push(i);
+        }
+        for (j, v) in many.iter().enumerate() {
+            assert!(v
+                .iter()
+                .enumerate()
+                .all(|(k, &x)| x == (k as u32) * 8 + j as u32));
+        }
+        drop(many);
+        drop(ours);
+        let mut a = arena;
+        let r = a.verify().unwrap();
+        assert!(r.is_clean(), "{r:?}");
+    }
+}
+
+#[test]
+fn owning_arena_allocator_outlives_borrow() {
+    let arena = Options::new().capacity(8 << 20).heap().unwrap();
+    let mut v: AVec<String, Arena> = AVec::new_in(arena.clone());
+    for i in 0..1000 {
+        v.push(i.to_string());
+    }
+    drop(arena); // the vector's clone keeps the arena alive
+    assert_eq!(v[999], "999");
+}
