@@ -36,7 +36,7 @@ for t in $targets; do
         -print_final_stats=1 >"work/$t.log" 2>&1
     rc=$?
     set -e
-    grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|==[0-9]+==|thread .* panicked|SUMMARY)' \
+    grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|==[0-9]+==|thread .* panicked|SUMMARY)' \
         "work/$t.log" || true
     if [ "$rc" -ne 0 ]; then
         tail -n 40 "work/$t.log"

@@ -30,10 +30,13 @@ use crate::freelist::{FreeLists, Optimistic, Pessimistic};
 use crate::layout::{align_up, block_span, MAX_ALIGN, WORD};
 use crate::options::{Freelist, Options, DEFAULT_CAPACITY};
 use crate::recovery::{self, Report};
-use crate::sync::{Arc, Ordering};
+use crate::sync::{fence, Arc, Ordering};
 use std::alloc::Layout;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
+
+/// How many times `read` re-checks a block whose reader count is full before it answers `Busy`.
+const SATURATED_ROUNDS: u32 = 1 << 16;
 
 /// Largest span a per-thread cache keeps (its exact size classes).
 const CACHE_MAX_SPAN: u64 = 512;
@@ -526,6 +529,7 @@ impl Arena {
         let hdr = inner.locate(h)?;
         let w = inner.b.word(hdr);
         let mut cur = w.load(Ordering::Acquire);
+        let mut saturated = 0u32;
         let len = loop {
             let (len, readers) = inner.check_live(hdr, cur, h, false)?;
             if inner.read_only {
@@ -535,7 +539,18 @@ impl Arena {
                 break len;
             }
             if readers == block::MAX_READERS {
-                crate::sync::spin_hint();
+                // Wait for a reader to leave; readers leave after one copy, so this is short.
+                // A count that never moves (a damaged header in a file trusted as clean, or
+                // readers of a crashed process) is not waited on forever.
+                saturated += 1;
+                if saturated > SATURATED_ROUNDS {
+                    return Err(Error::Busy { offset: h.offset() });
+                }
+                if saturated > 64 {
+                    std::thread::yield_now();
+                } else {
+                    crate::sync::spin_hint();
+                }
                 cur = w.load(Ordering::Acquire);
                 continue;
             }
@@ -1376,12 +1391,12 @@ impl Inner {
         };
         cell.cache[(span / WORD - 2) as usize]
             .store(cache_head(next, count - 1), Ordering::Relaxed);
-        // A fresh generation from the arena's counter. Not the cell's own sequence: the cell's
-        // generation is also the one its chunk's bump blocks carry (a block freed into this
-        // cache and taken back would get the generation its stale handle still has), it is 0
-        // before the cell's first chunk, and a `next_gen` chain runs into generations the
-        // counter hands out later.
-        let gen = self.fresh_gen(true);
+        // A fresh generation from the arena's counter (through this thread's batch of it, so no
+        // shared atomic here). Not the chunk's generation: that is also the one its bump blocks
+        // carry (a block freed into this cache and taken back would get the generation its stale
+        // handle still has), it is 0 before the cell's first chunk, and a `next_gen` chain runs
+        // into generations the counter hands out later.
+        let gen = self.cell_gen(cell);
         // Commit as RESERVED (same span: exact class), then zero, then hand out: a crash in
         // between leaves a block recovery reclaims.
         self.b.word(hdr).store(
@@ -1398,6 +1413,20 @@ impl Inner {
         bump_counter(&cell.counters.alloc_bytes, len);
         bump_counter(&cell.counters.from_cache, 1);
         (hdr, gen)
+    }
+
+    /// A fresh odd generation from the calling thread's batch of the arena's counter: every
+    /// value is handed out once, like `fresh_gen`, but the shared counter is touched once per
+    /// batch.
+    fn cell_gen(&self, cell: &ChunkCell) -> u32 {
+        const BATCH: u64 = 256;
+        let mut next = cell.gen_next.load(Ordering::Relaxed);
+        if next == cell.gen_end.load(Ordering::Relaxed) {
+            next = recovery::fresh_gen_batch(&self.b, BATCH);
+            cell.gen_end.store(next + BATCH, Ordering::Relaxed);
+        }
+        cell.gen_next.store(next + 1, Ordering::Relaxed);
+        recovery::gen_of_seed(next, true)
     }
 
     /// Hands every block in the cell's cache to the shared free lists.
@@ -1432,25 +1461,29 @@ impl Inner {
         span: u64,
         align: u64,
     ) -> Result<Option<(u64, u32)>, Error> {
-        let need = if align > WORD {
-            span + align + WORD
-        } else {
-            span
+        // Room in front of the block for its alignment: none, or a filler of at least 16 bytes
+        // (so the segment's span word stays intact until the commit below).
+        let front_of = |off: u64| {
+            let front = align_up(off + WORD, align).map_or(u64::MAX, |d| d - WORD - off);
+            if front != 0 && front < 16 {
+                front + align
+            } else {
+                front
+            }
+        };
+        let fits = |s: &crate::freelist::Segment| {
+            front_of(s.off)
+                .checked_add(span)
+                .is_some_and(|n| n <= s.span)
         };
         let limit = self.bump();
         let seg = match self.g.freelist {
             Freelist::None => None,
-            Freelist::Optimistic => self.lists.take::<Optimistic>(&self.b, need, limit)?,
-            Freelist::Pessimistic => self.lists.take::<Pessimistic>(&self.b, need, limit)?,
+            Freelist::Optimistic => self.lists.take::<Optimistic>(&self.b, span, limit, fits)?,
+            Freelist::Pessimistic => self.lists.take::<Pessimistic>(&self.b, span, limit, fits)?,
         };
         let Some(seg) = seg else { return Ok(None) };
-        let mut front = 0;
-        if align > WORD {
-            front = align_up(seg.off + WORD, align).expect("in bounds") - WORD - seg.off;
-            if front != 0 && front < 16 {
-                front += align;
-            }
-        }
+        let front = front_of(seg.off);
         let hdr = seg.off + front;
         let rest = seg.span - front - span;
         let rem = hdr + span;
@@ -1499,6 +1532,13 @@ impl Inner {
     /// when it is the last block of the cell's chunk, else lists it.
     pub(crate) fn release(&self, cell: &ChunkCell, hdr: u64, len: u64, gen: u32) {
         let span = block_span(len).expect("a live block's span fits");
+        // Release fence: the header stores below (FREE, a rewind's 0, a list push) are plain
+        // stores after the DYING CAS, so they head no release sequence of their own. With the
+        // fence, a thread whose Acquire load of this header sees the block gone (`read`, `len_of`
+        // refusing the handle) also sees everything that happened before the free, such as the
+        // user's swap that retired the handle. Pairs with the Acquire header loads in `read`,
+        // `len_of`, `contains`, `get` and `free`.
+        fence(Ordering::Release);
         bump_counter(&cell.counters.frees, 1);
         bump_counter(&cell.counters.free_bytes, len);
         let cur = cell.cur.load(Ordering::Relaxed);

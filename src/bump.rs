@@ -66,6 +66,10 @@ pub(crate) struct ChunkCell {
     pub gen: AtomicU64,
     /// Set when no thread owns the cell; a thread that needs a cell may adopt it.
     pub abandoned: AtomicBool,
+    /// A batch of the arena's generation counter this thread hands out alone (for blocks taken
+    /// from its cache): the next value and the end of the batch. Owner-only, `Relaxed`.
+    pub gen_next: AtomicU64,
+    pub gen_end: AtomicU64,
     /// Per exact size class: a stack of blocks this thread freed, linked through their FREE
     /// headers (`block::free`, `next`) and kept off the shared lists, so a thread that frees and
     /// allocates the same sizes touches no shared atomic. Each is a walkable FREE segment, so a
@@ -82,6 +86,8 @@ impl Default for ChunkCell {
             start: AtomicU64::new(0),
             gen: AtomicU64::new(0),
             abandoned: AtomicBool::new(false),
+            gen_next: AtomicU64::new(0),
+            gen_end: AtomicU64::new(0),
             cache: std::array::from_fn(|_| AtomicU64::new(0)),
             counters: Counters::default(),
         }

@@ -101,7 +101,7 @@ impl Lists {
 
     fn take_with<P: Policy>(&self, need: u64) -> Option<crate::freelist::Segment> {
         self.fl
-            .take::<P>(&self.b, need, self.limit)
+            .take::<P>(&self.b, need, self.limit, |_| true)
             .expect("list is consistent")
     }
 

@@ -344,7 +344,17 @@ fn histogram_bucket(span: u64) -> usize {
 
 /// A generation for a header at a position whose history is unknown.
 pub(crate) fn fresh_gen(b: &Backing, odd: bool) -> u32 {
-    let s = b.word(OFF_GEN_SEED).fetch_add(1, Ordering::Relaxed);
+    gen_of_seed(b.word(OFF_GEN_SEED).fetch_add(1, Ordering::Relaxed), odd)
+}
+
+/// Takes `n` consecutive values of the generation counter for one thread to hand out alone;
+/// returns the first.
+pub(crate) fn fresh_gen_batch(b: &Backing, n: u64) -> u64 {
+    b.word(OFF_GEN_SEED).fetch_add(n, Ordering::Relaxed)
+}
+
+/// The generation (with the given parity) that counter value `s` stands for.
+pub(crate) fn gen_of_seed(s: u64, odd: bool) -> u32 {
     let g = ((s << 1) | u64::from(odd)) & block::GEN_MASK;
     if g == 0 {
         2

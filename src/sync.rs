@@ -4,12 +4,12 @@
 //! loom, so the models in `tests/loom.rs` explore real interleavings of the lock-free code.
 
 #[cfg(not(parena_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 #[cfg(not(parena_loom))]
 pub(crate) use std::sync::{Arc, Mutex};
 
 #[cfg(parena_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 #[cfg(parena_loom)]
 pub(crate) use loom::sync::{Arc, Mutex};
 

@@ -322,21 +322,23 @@ impl FreeLists {
         }
     }
 
-    /// Takes a segment of at least `need` bytes, visiting classes in `P`'s order.
+    /// Takes a segment of at least `need` bytes for which `fits` holds, visiting classes in
+    /// `P`'s order.
     pub(crate) fn take<P: Policy>(
         &self,
         b: &Backing,
         need: u64,
         limit: u64,
+        fits: impl Fn(&Segment) -> bool,
     ) -> Result<Option<Segment>, Error> {
         let mut prev = None;
         while let Some(c) = P::next(&self.nonempty, need, prev) {
             if let Some(seg) = self.pop(b, c, limit)? {
-                if seg.span >= need {
+                if seg.span >= need && fits(&seg) {
                     return Ok(Some(seg));
                 }
-                // A coarse class holds segments a little smaller than its neighbours: too small
-                // for this request, back it goes.
+                // A coarse class holds segments a little smaller than its neighbours (and an
+                // aligned request needs room for padding in front): no fit, back it goes.
                 self.push(b, seg.off, seg.span, seg.gen);
             }
             prev = Some(c);
