@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
 export RUSTFLAGS="${RUSTFLAGS:-} --cfg parena_loom"
+# Its own target directory: other RUSTFLAGS would otherwise rebuild the release artifacts the
+# quickstart and the benches share.
+export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-target/loom}"
 start=$(date +%s)
 cargo test --release --test loom -- --nocapture "$@"
 echo "loom models: $(( $(date +%s) - start )) s (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS, build included)"

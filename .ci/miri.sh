@@ -24,7 +24,9 @@ fi
 # (`getcwd`), which isolation refuses. Nothing else reaches the host.
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance -Zmiri-disable-isolation}"
 # Miri builds in its own target directory; keep it apart from the stable build.
-export CARGO_TARGET_DIR="${MIRI_TARGET_DIR:-target/miri}"
+# By default under the user's cache directory, so that later runs on the same machine (a new
+# checkout included) reuse Miri's build of the dependencies.
+export CARGO_TARGET_DIR="${MIRI_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/parena/miri-target}"
 cargo +nightly miri setup
 # Unit tests and the one integration binary; doctests are left out (they are many, each its
 # own Miri process, and exercise the same paths). Extra arguments are libtest arguments (filters,
