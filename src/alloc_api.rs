@@ -235,10 +235,18 @@ mod api2 {
             old: Layout,
             new: Layout,
         ) -> Result<NonNull<[u8]>, AllocError> {
-            // `grow` zeroes: in place the new bytes come from the chunk's zero tail, and a moved
-            // block is zeroed by `allocate` before the copy.
             // SAFETY: forwarded caller contract.
-            unsafe { self.grow(ptr, old, new) }
+            let grown = unsafe { self.grow(ptr, old, new) }?;
+            // A moved block was zeroed by `allocate`; one grown in place may keep bytes past the
+            // old length from before an earlier in-place shrink (same span), so clear them.
+            if grown.cast::<u8>() == ptr {
+                // SAFETY: the block now holds `new.size()` bytes and `old.size() <= new.size()`
+                // (the `grow` contract), so the offset stays inside it.
+                let tail = unsafe { ptr.as_ptr().add(old.size()) };
+                // SAFETY: `tail..tail + (new - old)` is inside the block, exclusively the caller's.
+                unsafe { tail.write_bytes(0, new.size() - old.size()) };
+            }
+            Ok(grown)
         }
 
         unsafe fn shrink(
@@ -327,11 +335,11 @@ impl GlobalArena {
         if let Some(a) = self.arena.get() {
             return Some(a);
         }
-        // Acquire/Release on `state`: only the one thread that wins the CAS creates the arena; the
+        // Relaxed on `state`: the CAS only elects the one thread that creates the arena; the
         // `OnceLock` publishes it to the others.
         if self
             .state
-            .compare_exchange(UNINIT, INITIALIZING, O::Acquire, O::Relaxed)
+            .compare_exchange(UNINIT, INITIALIZING, O::Relaxed, O::Relaxed)
             .is_ok()
         {
             let made = guarded(|| {
@@ -343,9 +351,11 @@ impl GlobalArena {
             match made {
                 Some(Ok(a)) => {
                     let _ = self.arena.set(a);
-                    self.state.store(READY, O::Release);
+                    // Relaxed: `state` only elects the one initialising thread; the arena itself is
+                    // published by the `OnceLock`.
+                    self.state.store(READY, O::Relaxed);
                 }
-                _ => self.state.store(FAILED, O::Release),
+                _ => self.state.store(FAILED, O::Relaxed),
             }
         }
         self.arena.get()

@@ -495,6 +495,7 @@ impl Arena {
         }
         let hdr = inner.locate(h)?;
         let w = inner.b.word(hdr);
+        // Acquire: pairs with the Release publish in BlockMut's drop (the CAS below repeats it).
         let mut cur = w.load(Ordering::Acquire);
         loop {
             let (len, readers) = inner.check_live(hdr, cur, h, true)?;
@@ -551,6 +552,7 @@ impl Arena {
                 } else {
                     crate::sync::spin_hint();
                 }
+                // Acquire: as the first load (pairs with the Release publish).
                 cur = w.load(Ordering::Acquire);
                 continue;
             }
@@ -628,6 +630,7 @@ impl Arena {
             return Err(Error::ReadOnly);
         }
         let hdr = inner.locate(h)?;
+        // Acquire: pairs with the Release publish in BlockMut's drop.
         let cur = inner.b.word(hdr).load(Ordering::Acquire);
         let (len, _) = inner.check_live(hdr, cur, h, false)?;
         // SAFETY: live and published; exclusivity is the caller's contract.

@@ -200,6 +200,8 @@ pub(crate) fn walk(
     let chunk = g.chunk();
     let mut p = g.data_start;
     while p < bump {
+        // Acquire: pairs with the Release stores and CASes that published each header (walks run
+        // with the heap held still, after those threads handed the arena over).
         let w = b.word(p).load(Ordering::Acquire);
         let e = match block::decode(w) {
             Word::Gap => {

@@ -361,6 +361,7 @@ impl FreeLists {
                     offset: off,
                 };
             }
+            // Acquire: pairs with the Release CAS in `push` that listed the node.
             match block::decode(b.word(off).load(Ordering::Acquire)) {
                 Word::Free { next, .. } => {
                     out.push(off);

@@ -111,3 +111,28 @@ fn owning_arena_allocator_outlives_borrow() {
     drop(arena); // the vector's clone keeps the arena alive
     assert_eq!(v[999], "999");
 }
+
+#[test]
+fn grow_zeroed_after_an_in_place_shrink_reads_zero() {
+    use allocator_api2::alloc::Allocator;
+    use std::alloc::Layout;
+    let arena = Options::new().capacity(1 << 20).heap().unwrap();
+    let a = &arena;
+    let big = Layout::from_size_align(15, 8).unwrap();
+    let small = Layout::from_size_align(9, 8).unwrap();
+    let p = a.allocate(big).unwrap().cast::<u8>();
+    // SAFETY: `p` holds 15 bytes we own.
+    unsafe { p.as_ptr().write_bytes(0xab, 15) };
+    // SAFETY: `p` came from `allocate(big)`; shrinking and growing keep it ours.
+    let q = unsafe { a.shrink(p, big, small) }.unwrap().cast::<u8>();
+    // SAFETY: as above.
+    let r = unsafe { a.grow_zeroed(q, small, big) }
+        .unwrap()
+        .cast::<u8>();
+    // SAFETY: `r` holds 15 bytes we own.
+    let bytes = unsafe { std::slice::from_raw_parts(r.as_ptr(), 15) };
+    assert!(bytes[..9].iter().all(|&b| b == 0xab));
+    assert!(bytes[9..].iter().all(|&b| b == 0), "{bytes:?}");
+    // SAFETY: allocated above with `big`.
+    unsafe { a.deallocate(r, big) };
+}
