@@ -176,13 +176,19 @@ fn inserts(c: &mut Criterion) {
     g.finish();
     for threads in [1usize, 2] {
         let t = skl_table();
-        let (done, d) = fill_within(&t, threads, &keys, &values, SKL_BUDGET);
+        let (done, d) = fill_within(&t, threads, &keys, &values, skl_budget());
         report_once("memtable_insert_100k", "skl", threads, done, d);
     }
 }
 
-/// How long `skl` gets for one pass; see `report_once`.
-const SKL_BUDGET: Duration = Duration::from_secs(15);
+/// How long `skl` gets for one pass (see `report_once`): 15 s, or `PARENA_SKL_BUDGET_SECS`
+/// (`0` gives it one batch of keys, for quick runs of the other cases).
+fn skl_budget() -> Duration {
+    std::env::var("PARENA_SKL_BUDGET_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(15), Duration::from_secs)
+}
 
 /// Like `fill`, but every thread stops once `budget` has passed. Returns the keys inserted and
 /// the time taken.
@@ -239,7 +245,7 @@ fn reads(c: &mut Criterion) {
     fill(&x, 2, &keys, &values);
     let s = skl_table();
     // One thread, so the keys it holds when the budget runs out are `keys[..held]`.
-    let (held, _) = fill_within(&s, 1, &keys, &values, SKL_BUDGET);
+    let (held, _) = fill_within(&s, 1, &keys, &values, skl_budget());
     for threads in [1usize, 2] {
         macro_rules! case {
             ($name:literal, $t:expr) => {

@@ -264,7 +264,7 @@ fn claim(o: &Options, key: &Path) -> Claim {
             ..
         }) => match arena.upgrade() {
             Some(inner) => {
-                let a = Arena { inner };
+                let a = Arena { inner, lane: 0 };
                 match check_compatible(o, &a, *zero_on_free) {
                     Ok(()) => Claim::Shared(a),
                     Err(e) => Claim::Refused(a, e),

@@ -94,7 +94,7 @@ impl Arena {
             (Some(a), Some(b)) => (a, b),
             _ => return false,
         };
-        with_cell(inner.uid, &inner.cells, |cell| {
+        with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
             let cur = cell.cur.load(Ordering::Relaxed);
             let end = cell.end.load(Ordering::Relaxed);
             let last =

@@ -158,9 +158,23 @@ fn abandon(c: &Cell) {
 /// Slots per thread: a thread that uses more arenas at once than this hands cells back and forth.
 const SLOTS: usize = 8;
 
+/// Allocation lanes per thread and arena (see [`crate::Arena::with_lane`]): each lane has its own
+/// chunk cell, so the blocks a thread allocates in one lane sit next to each other whatever it
+/// allocates in the others.
+pub const LANES: usize = 4;
+
 struct Slot {
     arena: u64,
-    cell: Cell,
+    /// This thread's cell for each lane, taken on the lane's first use.
+    cells: [Option<Cell>; LANES],
+}
+
+impl Slot {
+    fn abandon(&mut self) {
+        for c in self.cells.iter_mut().filter_map(Option::take) {
+            abandon(&c);
+        }
+    }
 }
 
 struct ThreadCells {
@@ -169,8 +183,8 @@ struct ThreadCells {
 
 impl Drop for ThreadCells {
     fn drop(&mut self) {
-        for s in self.slots.get_mut().drain(..) {
-            abandon(&s.cell);
+        for mut s in self.slots.get_mut().drain(..) {
+            s.abandon();
         }
     }
 }
@@ -179,17 +193,23 @@ crate::sync::parena_thread_local! {
     static CELLS: ThreadCells = ThreadCells { slots: RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with the calling thread's cell for the arena whose process-unique id is `arena`.
+/// Runs `f` with the calling thread's cell for lane `lane` (`< LANES`) of the arena whose
+/// process-unique id is `arena`.
 ///
 /// `f` must not call `with_cell` again: the cell is this thread's only while no slot changes.
 #[inline]
-pub(crate) fn with_cell<R>(arena: u64, registry: &Registry, f: impl FnOnce(&ChunkCell) -> R) -> R {
+pub(crate) fn with_cell<R>(
+    arena: u64,
+    lane: usize,
+    registry: &Registry,
+    f: impl FnOnce(&ChunkCell) -> R,
+) -> R {
     // The thread-local lookup only finds the cell; `f` runs after it. Running `f` inside
     // `try_with` returned `R` through `Result<Option<R>, _>`, and the compiler copied it through
     // the stack with overlapping loads that defeat store forwarding: ~40 ns per allocation
     // (issue 7; see docs/performance.md).
     let hit = CELLS.try_with(|t| match t.slots.borrow().first() {
-        Some(s) if s.arena == arena => Some(NonNull::from(&**s.cell)),
+        Some(s) if s.arena == arena => s.cells[lane].as_ref().map(|c| NonNull::from(&**c)),
         _ => None,
     });
     match hit {
@@ -202,35 +222,43 @@ pub(crate) fn with_cell<R>(arena: u64, registry: &Registry, f: impl FnOnce(&Chun
             // `with_cell_slow` or at thread exit, neither of which can run during `f`.
             f(unsafe { cell.as_ref() })
         }
-        _ => with_cell_slow(arena, registry, f),
+        _ => with_cell_slow(arena, lane, registry, f),
     }
 }
 
 #[cold]
 #[inline(never)]
-fn with_cell_slow<R>(arena: u64, registry: &Registry, f: impl FnOnce(&ChunkCell) -> R) -> R {
+fn with_cell_slow<R>(
+    arena: u64,
+    lane: usize,
+    registry: &Registry,
+    f: impl FnOnce(&ChunkCell) -> R,
+) -> R {
     let cell = CELLS.try_with(|t| {
         let mut slots = t.slots.borrow_mut();
-        if let Some(i) = slots.iter().position(|s| s.arena == arena) {
-            let s = slots.remove(i);
-            let c = s.cell.clone();
-            slots.insert(0, s);
-            return c;
-        }
-        let cell = registry.acquire();
-        if slots.len() == SLOTS {
-            if let Some(old) = slots.pop() {
-                abandon(&old.cell);
+        match slots.iter().position(|s| s.arena == arena) {
+            Some(i) => {
+                let s = slots.remove(i);
+                slots.insert(0, s);
+            }
+            None => {
+                if slots.len() == SLOTS {
+                    if let Some(mut old) = slots.pop() {
+                        old.abandon();
+                    }
+                }
+                slots.insert(
+                    0,
+                    Slot {
+                        arena,
+                        cells: Default::default(),
+                    },
+                );
             }
         }
-        slots.insert(
-            0,
-            Slot {
-                arena,
-                cell: cell.clone(),
-            },
-        );
-        cell
+        slots[0].cells[lane]
+            .get_or_insert_with(|| registry.acquire())
+            .clone()
     });
     match cell {
         Ok(c) => f(&c),
@@ -241,5 +269,22 @@ fn with_cell_slow<R>(arena: u64, registry: &Registry, f: impl FnOnce(&ChunkCell)
             abandon(&c);
             r
         }
+    }
+}
+
+/// Runs `f` on each cell the calling thread holds in the arena `arena` (one per lane it used).
+pub(crate) fn for_each_thread_cell(arena: u64, mut f: impl FnMut(&ChunkCell)) {
+    let cells: Vec<Cell> = CELLS
+        .try_with(|t| {
+            t.slots
+                .borrow()
+                .iter()
+                .filter(|s| s.arena == arena)
+                .flat_map(|s| s.cells.iter().flatten().cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    for c in &cells {
+        f(c);
     }
 }

@@ -22,7 +22,7 @@ mod recovery;
 mod sync;
 
 pub use alloc_api::GlobalArena;
-pub use arena::{Arena, BlockMut, HeaderInfo, Stats};
+pub use arena::{Arena, BlockMut, HeaderInfo, Stats, LANES};
 pub use backing::BackingKind;
 #[doc(hidden)]
 pub use backing::SimDisk;
