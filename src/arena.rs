@@ -1273,7 +1273,10 @@ impl Inner {
             if cur != 0 && span <= end - cur {
                 let gen = cell.gen.load(Ordering::Relaxed) as u32;
                 // Invariant Z: `cur..end` is zero, so the block needs no zeroing.
-                self.b.word(cur).store(
+                // SAFETY: `cur` is 8-aligned (chunk starts and spans are) and
+                // `cur + 8 <= cur + span <= end <= capacity`, the backing's length.
+                let w = unsafe { self.b.word_unchecked(cur) };
+                w.store(
                     block::live(len, gen, LiveState::Pending, 0),
                     Ordering::Relaxed,
                 );
@@ -1789,9 +1792,12 @@ impl DerefMut for BlockMut<'_> {
 impl Drop for BlockMut<'_> {
     #[inline]
     fn drop(&mut self) {
+        // SAFETY: `hdr` is the header of a block allocated inside the heap: 8-aligned, and
+        // `hdr + 8 <= hdr + span <= capacity`, the backing's length.
+        let w = unsafe { self.inner.b.word_unchecked(self.hdr) };
         // Release: the bytes written through this BlockMut happen before any `read`, `get` or
         // `free` that observes PUBLISHED (their Acquire).
-        self.inner.b.word(self.hdr).store(
+        w.store(
             block::live(self.len, self.gen, LiveState::Published, 0),
             Ordering::Release,
         );

@@ -183,6 +183,10 @@ struct ThreadCells {
 
 impl Drop for ThreadCells {
     fn drop(&mut self) {
+        // The fast path must not hand out cells this thread is giving up.
+        // (Under loom the thread-locals are destroyed in any order; a `FAST` already gone needs no
+        // clearing.)
+        let _ = FAST.try_with(Fast::clear);
         for mut s in self.slots.get_mut().drain(..) {
             s.abandon();
         }
@@ -191,6 +195,55 @@ impl Drop for ThreadCells {
 
 crate::sync::parena_thread_local! {
     static CELLS: ThreadCells = ThreadCells { slots: RefCell::new(Vec::new()) };
+}
+
+/// The cells of the calling thread's first slot, for the fast path: one thread-local load and a
+/// compare, where `CELLS` needs a lazy-initialisation check, a `RefCell` borrow and a `Vec` index.
+///
+/// Invariant F: `arena` is 0 (no arena has uid 0) or equals `slots[0].arena` of this thread's
+/// `CELLS`, and then `cells[l]` points to the cell in `slots[0].cells[l]` (null when `None`).
+/// Everything that changes `slots[0]` (`with_cell_slow`, the drop of `CELLS`) restores it.
+struct Fast {
+    arena: std::cell::Cell<u64>,
+    cells: [std::cell::Cell<*const ChunkCell>; LANES],
+}
+
+impl Fast {
+    fn clear(&self) {
+        self.arena.set(0);
+        for c in &self.cells {
+            c.set(std::ptr::null());
+        }
+    }
+
+    /// Points at the cells of `slot`, which becomes this thread's first slot.
+    fn set(&self, slot: &Slot) {
+        self.arena.set(slot.arena);
+        for (f, c) in self.cells.iter().zip(&slot.cells) {
+            f.set(
+                c.as_ref()
+                    .map_or(std::ptr::null(), |c| &***c as *const ChunkCell),
+            );
+        }
+    }
+}
+
+// No destructor, so it stays usable while other thread-locals (`CELLS` included) are destroyed.
+#[cfg(not(parena_loom))]
+std::thread_local! {
+    static FAST: Fast = const {
+        Fast {
+            arena: std::cell::Cell::new(0),
+            cells: [const { std::cell::Cell::new(std::ptr::null()) }; LANES],
+        }
+    };
+}
+#[cfg(parena_loom)]
+loom::thread_local! {
+    static FAST: Fast = Fast {
+        arena: std::cell::Cell::new(0),
+        cells: std::array::from_fn(|_| std::cell::Cell::new(std::ptr::null())),
+    };
 }
 
 /// Runs `f` with the calling thread's cell for lane `lane` (`< LANES`) of the arena whose
@@ -208,21 +261,28 @@ pub(crate) fn with_cell<R>(
     // `try_with` returned `R` through `Result<Option<R>, _>`, and the compiler copied it through
     // the stack with overlapping loads that defeat store forwarding: ~40 ns per allocation
     // (issue 7; see docs/performance.md).
-    let hit = CELLS.try_with(|t| match t.slots.borrow().first() {
-        Some(s) if s.arena == arena => s.cells[lane].as_ref().map(|c| NonNull::from(&**c)),
-        _ => None,
-    });
+    let hit = FAST
+        .try_with(|fast| {
+            if fast.arena.get() == arena {
+                NonNull::new(fast.cells[lane].get().cast_mut())
+            } else {
+                None
+            }
+        })
+        .ok()
+        .flatten();
     match hit {
-        Ok(Some(cell)) => {
-            // SAFETY: the pointer came from a live `&ChunkCell`. `registry` (borrowed for this
-            // whole call) holds an `Arc` of every cell it ever handed out and never drops one, and
-            // this slot's cell came from `registry` (slots are keyed by the arena's never-reused
-            // uid), so the cell outlives `f`. Only shared references to it exist (its fields are
+        Some(cell) => {
+            // SAFETY: by invariant F the pointer is the cell in this thread's first slot for
+            // `arena`, taken from a live `Arc<ChunkCell>`. `registry` (borrowed for this whole
+            // call) holds an `Arc` of every cell it ever handed out and never drops one, and this
+            // slot's cell came from `registry` (slots are keyed by the arena's never-reused uid),
+            // so the cell outlives `f`. Only shared references to it exist (its fields are
             // atomics), and this thread owns it: it is abandoned only by this thread, in
             // `with_cell_slow` or at thread exit, neither of which can run during `f`.
             f(unsafe { cell.as_ref() })
         }
-        _ => with_cell_slow(arena, lane, registry, f),
+        None => with_cell_slow(arena, lane, registry, f),
     }
 }
 
@@ -244,6 +304,7 @@ fn with_cell_slow<R>(
             None => {
                 if slots.len() == SLOTS {
                     if let Some(mut old) = slots.pop() {
+                        // Never the first slot (SLOTS > 1), so invariant F still holds.
                         old.abandon();
                     }
                 }
@@ -256,9 +317,14 @@ fn with_cell_slow<R>(
                 );
             }
         }
-        slots[0].cells[lane]
+        let c = slots[0].cells[lane]
             .get_or_insert_with(|| registry.acquire())
-            .clone()
+            .clone();
+        // Invariant F: the first slot changed.
+        // (If `FAST` is gone, which only loom's thread-locals allow, the fast path is never
+        // taken again on this thread.)
+        let _ = FAST.try_with(|fast| fast.set(&slots[0]));
+        c
     });
     match cell {
         Ok(c) => f(&c),

@@ -147,12 +147,29 @@ impl Backing {
             "word offset {off} outside the {}-byte backing",
             self.len
         );
+        // SAFETY: `off` is a multiple of 8 and `off + 8 <= len` (checked above).
+        unsafe { self.word_unchecked(off) }
+    }
+
+    /// [`Backing::word`] without its bounds check, for the allocation fast path, whose offsets
+    /// are proven in bounds by the chunk cell (`cur + span <= end <= capacity`) or by the block
+    /// having been allocated.
+    ///
+    /// # Safety
+    /// `off` must be a multiple of 8 and `off + 8 <= len`; the access rules of `word` apply.
+    #[inline]
+    pub(crate) unsafe fn word_unchecked(&self, off: u64) -> &AtomicU64 {
+        debug_assert!(
+            off % 8 == 0 && off.checked_add(8).is_some_and(|e| e <= self.len),
+            "word offset {off} outside the {}-byte backing",
+            self.len
+        );
         #[cfg(not(parena_loom))]
         {
             let p = self.ptr(off).cast::<u64>();
-            // SAFETY: `p` is in bounds (checked above), 8-aligned (base is page-aligned and `off` a
-            // multiple of 8) and valid for the lifetime of `&self`. Shared words are only accessed
-            // atomically (see the method docs), which is what `from_ptr` requires.
+            // SAFETY: `p` is in bounds and 8-aligned by the caller's contract (the base is
+            // page-aligned), and valid for the lifetime of `&self`. Shared words are only accessed
+            // atomically (see `word`), which is what `from_ptr` requires.
             unsafe { AtomicU64::from_ptr(p) }
         }
         #[cfg(parena_loom)]

@@ -236,6 +236,7 @@ fn lanes_keep_each_kind_of_block_together() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a file (Miri cannot mmap files)")]
 fn lanes_from_many_threads_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lanes.arena");
@@ -368,6 +369,7 @@ fn read_with_pins_once_and_reports_stale_handles() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a file (Miri cannot mmap files)")]
 fn read_with_on_a_read_only_arena() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ro.arena");
@@ -378,4 +380,46 @@ fn read_with_on_a_read_only_arena() {
     // SAFETY: as above.
     let ro = unsafe { Options::new().read_only(true).map_file(&path) }.unwrap();
     assert_eq!(ro.read_with(h, |b| b.to_vec()).unwrap(), b"kept");
+}
+
+#[test]
+fn one_thread_many_arenas_and_lanes() {
+    // More arenas than a thread keeps slots for (8), each used in two lanes, round-robin: every
+    // switch moves slots and cells around; no block may land in another arena's or lane's chunk.
+    let arenas: Vec<Arena> = (0..12)
+        .map(|_| Options::new().capacity(1 << 20).heap().unwrap())
+        .collect();
+    let mut made = Vec::new();
+    let rounds = if cfg!(miri) { 20 } else { 200 };
+    let worker = |made: &mut Vec<(usize, Handle, usize, u8)>| {
+        for r in 0..rounds {
+            for (i, a) in arenas.iter().enumerate() {
+                let lane = a.with_lane((r + i) % 2 * 2);
+                let len = 8 + (r * 7 + i * 3) % 90;
+                let byte = (r * 31 + i) as u8;
+                made.push((i, fill(&lane, len, byte), len, byte));
+            }
+        }
+    };
+    // Once on a thread that exits (its cells are abandoned), then on this one (which adopts them).
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut m = Vec::new();
+            worker(&mut m);
+            m
+        })
+        .join()
+        .unwrap()
+    })
+    .into_iter()
+    .for_each(|x| made.push(x));
+    worker(&mut made);
+    for &(i, h, len, byte) in &made {
+        check(&arenas[i], h, len, byte);
+    }
+    for mut a in arenas {
+        let r = a.verify().unwrap();
+        assert!(r.is_clean(), "{r:?}");
+        assert_eq!(a.stats().live_blocks, 2 * rounds as u64);
+    }
 }
