@@ -390,20 +390,17 @@ impl Arena {
     fn create_file(o: &Options, f: OpenedFile) -> Result<Arena, Error> {
         let capacity = requested_capacity(o)?;
         let g = Geometry::from_options(o, capacity)?;
-        let raw = RawHeader::new(&g, capacity);
-        let made = (|| {
-            f.resize(capacity, o.preallocate)?;
-            f.write_initial(bytemuck::bytes_of(&raw))
-        })();
-        if let Err(e) = made {
+        // Written DIRTY and open once, as the open that follows would mark it: one durable write
+        // of the header instead of a clean header, then the mark.
+        let mut raw = RawHeader::new(&g, capacity);
+        raw.state = STATE_DIRTY;
+        raw.open_count = 1;
+        if let Err(e) = f.format(capacity, o.preallocate, bytemuck::bytes_of(&raw)) {
             // The file held nothing (it was created or empty): give it back as it was.
             let _ = f.file.set_len(0);
             return Err(e);
         }
         let b = Backing::file(f, capacity)?;
-        b.word(OFF_STATE).store(STATE_DIRTY, Ordering::Relaxed);
-        b.word(OFF_OPEN_COUNT).store(1, Ordering::Relaxed);
-        b.flush(0, HEADER_SIZE)?;
         Ok(Arena::from_parts(b, g, capacity, o, true, false, None))
     }
 

@@ -250,7 +250,8 @@ impl Memtable {
         })
     }
 
-    /// The arena the memtable lives in (to flush it, or read its stats).
+    /// The arena the memtable lives in (to flush it, or read its stats); a clone in the nodes'
+    /// lane, so use `with_lane(0)` for blocks of your own.
     pub fn arena(&self) -> &Arena {
         &self.arena
     }

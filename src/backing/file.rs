@@ -140,9 +140,22 @@ impl OpenedFile {
         Ok(())
     }
 
-    /// Writes `bytes` at the start of the file and makes them and the directory entry durable.
-    pub(crate) fn write_initial(&self, bytes: &[u8]) -> Result<(), Error> {
-        self.file.write_all_at(bytes, 0)?;
+    /// Formats a new (empty) file: sets its length to `len`, with `preallocate` reserving its
+    /// blocks, writes `header` at its start, and makes all of it and the directory entry durable
+    /// with one `fsync` of the file and one of the directory.
+    ///
+    /// A crash before the file's `fsync` returns leaves any subset of the length and the header on
+    /// disk: a file of zeros (not an arena), or a header over a file shorter than the header's
+    /// capacity (refused as truncated); nothing that opens as a well-formed arena with missing
+    /// parts, since the header names a heap that is all zeros anyway.
+    pub(crate) fn format(&self, len: u64, preallocate: bool, header: &[u8]) -> Result<(), Error> {
+        if preallocate {
+            fs4::fs_std::FileExt::allocate(&self.file, len)?;
+        }
+        if self.len()? < len {
+            self.file.set_len(len)?;
+        }
+        self.file.write_all_at(header, 0)?;
         self.file.sync_all()?;
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
