@@ -32,13 +32,17 @@ use crate::freelist::{FreeLists, Optimistic, Pessimistic};
 use crate::layout::{align_up, block_span, MAX_ALIGN, WORD};
 use crate::options::{Freelist, Options, DEFAULT_CAPACITY};
 use crate::recovery::{self, Report};
-use crate::sync::{fence, Arc, Ordering};
+use crate::sync::{fence, spin_hint, yield_now, Arc, AtomicBool, AtomicU64, Ordering};
 use std::alloc::Layout;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 
 /// How many times `read` re-checks a block whose reader count is full before it answers `Busy`.
 const SATURATED_ROUNDS: u32 = 1 << 16;
+
+/// How many times an allocation that found the arena exhausted waits for or runs a coalescing
+/// pass and tries the free lists again before it answers `Full`.
+const COALESCE_ROUNDS: u32 = 3;
 
 /// Largest span a per-thread cache keeps (its exact size classes).
 const CACHE_MAX_SPAN: u64 = 512;
@@ -89,6 +93,14 @@ pub(crate) struct Inner {
     thread_cache: bool,
     pub(crate) lists: FreeLists,
     pub(crate) cells: Registry,
+    /// Set while a thread runs a coalescing pass (`Inner::coalesce`); one pass at a time.
+    coalescing: AtomicBool,
+    /// Coalescing passes completed since open.
+    passes: AtomicU64,
+    /// The arena's activity (allocations and frees of all threads) when the last pass ended.
+    activity_at_pass: AtomicU64,
+    /// Segments the last pass detached: the next pass waits for that much activity.
+    pass_cost: AtomicU64,
     was_clean: bool,
     recovery_pending: bool,
     recovery: Option<Report>,
@@ -130,6 +142,9 @@ pub struct Stats {
     pub rewinds: u64,
     /// Allocations refused with `Full`.
     pub failures: u64,
+    /// Free segments merged into a physically adjacent one by coalescing passes (run when an
+    /// allocation found the main memory and the free lists exhausted).
+    pub coalesced: u64,
 }
 
 static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -266,6 +281,10 @@ impl Arena {
                 thread_cache: o.thread_cache && g.freelist != Freelist::None,
                 lists,
                 cells: Registry::default(),
+                coalescing: AtomicBool::new(false),
+                passes: AtomicU64::new(0),
+                activity_at_pass: AtomicU64::new(0),
+                pass_cost: AtomicU64::new(0),
                 was_clean,
                 recovery_pending,
                 recovery,
@@ -408,7 +427,10 @@ impl Arena {
     ///
     /// # Errors
     /// [`Error::ZeroSize`], [`Error::TooLarge`], [`Error::ReadOnly`], or [`Error::Full`] when
-    /// neither the main memory nor the free lists can hold it.
+    /// neither the main memory nor the free lists can hold it, even after merging neighbouring
+    /// free segments (see [`Stats::coalesced`]). [`Error::Corrupt`] when a free list is found
+    /// damaged; [`Error::Io`] when a file arena cannot make a merge durable (nothing is merged
+    /// then).
     ///
     /// ```
     /// let arena = parena::Options::new().capacity(1 << 16).heap()?;
@@ -867,6 +889,7 @@ impl Arena {
             freed_bytes += k.free_bytes.load(Ordering::Relaxed);
             s.failures += k.failures.load(Ordering::Relaxed);
             s.rewinds += k.rewinds.load(Ordering::Relaxed);
+            s.coalesced += k.coalesced.load(Ordering::Relaxed);
         }
         s.from_bump = s.allocations.saturating_sub(s.from_freelist + s.from_cache);
         s.live_blocks = s.allocations.saturating_sub(s.frees);
@@ -1323,7 +1346,21 @@ impl Inner {
             None => match self.g.freelist {
                 Freelist::None => None,
                 Freelist::Optimistic | Freelist::Pessimistic => {
-                    let r = self.alloc_from_freelist(len, span, align)?;
+                    // Acquire: pairs with the Release increment that ends a pass, so a pass
+                    // that ended before this load listed its segments before our take.
+                    let mut seen = self.passes.load(Ordering::Acquire);
+                    let mut r = self.alloc_from_freelist(len, span, align)?;
+                    // While a pass runs the lists look empty to everyone else, so a retry can
+                    // miss what a pass had detached; a few rounds, each after one pass (waited
+                    // for, or run), give it a fair chance.
+                    let mut rounds = 0;
+                    while r.is_none()
+                        && rounds < COALESCE_ROUNDS
+                        && self.coalesce(cell, &mut seen)?
+                    {
+                        r = self.alloc_from_freelist(len, span, align)?;
+                        rounds += 1;
+                    }
                     if r.is_some() {
                         bump_counter(&cell.counters.from_freelist, 1);
                     }
@@ -1345,6 +1382,97 @@ impl Inner {
                 })
             }
         }
+    }
+
+    /// Merges physically adjacent listed free segments, for an allocation that found the main
+    /// memory and the free lists exhausted. Returns whether the free lists are worth another try:
+    /// a pass ended (this thread's, or another's it waited for) after `seen` passes, the count the
+    /// caller read before its last try; `seen` is brought up to date.
+    ///
+    /// The calling thread's caches of freed blocks (every lane) go to the shared lists first.
+    /// One pass runs at a time; a thread that arrives during one waits for it to end instead of
+    /// running its own. So an allocation that finds the arena exhausted may wait for another
+    /// thread (the pass always ends: it waits for nothing itself); allocations that find memory
+    /// never do. A pass costs about one cache miss per listed segment, so after a pass that
+    /// detached `n` segments the next one waits until the threads have allocated or freed `n`
+    /// blocks since: the cost stays a constant share of the work (plus the sort's `log n`), and
+    /// requests refused in between get `Full`. See `FreeLists::coalesce` and docs/design.md.
+    #[cold]
+    #[inline(never)]
+    fn coalesce(&self, cell: &ChunkCell, seen: &mut u64) -> Result<bool, Error> {
+        if self.thread_cache {
+            self.drain_cache(cell);
+            for_each_thread_cell(self.uid, |c| self.drain_cache(c));
+        }
+        // Acquire: as the load in `alloc_slow`.
+        let ended = self.passes.load(Ordering::Acquire);
+        if ended != *seen {
+            *seen = ended;
+            return Ok(true);
+        }
+        if self.lists.none_listed() {
+            return Ok(false);
+        }
+        // Acquire: pairs with the Release store that ended the previous pass (`PassGuard`), so
+        // this pass starts after it.
+        if self
+            .coalescing
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            let mut rounds = 0u32;
+            // Acquire: pairs with the Release store ending the pass: the segments it listed again
+            // are pushed before our retry.
+            while self.coalescing.load(Ordering::Acquire) {
+                rounds += 1;
+                if rounds > 64 {
+                    yield_now();
+                } else {
+                    spin_hint();
+                }
+            }
+            // Relaxed: the count was raised before the flag's Release store our load read.
+            *seen = self.passes.load(Ordering::Relaxed);
+            return Ok(true);
+        }
+        let _pass = PassGuard(&self.coalescing);
+        // A pass may have ended between our load and our CAS (Relaxed: ordered by the CAS's
+        // Acquire, as above).
+        let ended = self.passes.load(Ordering::Relaxed);
+        if ended != *seen {
+            *seen = ended;
+            return Ok(true);
+        }
+        let activity = self.activity();
+        if ended > 0
+            && activity.wrapping_sub(self.activity_at_pass.load(Ordering::Relaxed))
+                < self.pass_cost.load(Ordering::Relaxed)
+        {
+            return Ok(false);
+        }
+        let (merged, detached) = self.lists.coalesce(
+            &self.b,
+            self.bump(),
+            || self.fresh_gen(false),
+            |off, len| self.b.flush(off, len),
+        )?;
+        self.activity_at_pass.store(activity, Ordering::Relaxed);
+        self.pass_cost.store(detached, Ordering::Relaxed);
+        bump_counter(&cell.counters.coalesced, merged);
+        // Release: the pushes of this pass happen before a later `alloc_slow`'s take that reads
+        // the new count (its Acquire load), which therefore need not wait for another pass.
+        *seen = self.passes.fetch_add(1, Ordering::Release) + 1;
+        // Even a pass that merged nothing is worth a retry: the caller's last try may have met
+        // the lists while an earlier pass had them detached.
+        Ok(true)
+    }
+
+    /// Allocations and frees of every thread so far: how much the lists may have changed.
+    fn activity(&self) -> u64 {
+        self.cells.all().iter().fold(0u64, |n, c| {
+            n.wrapping_add(c.counters.allocs.load(Ordering::Relaxed))
+                .wrapping_add(c.counters.frees.load(Ordering::Relaxed))
+        })
     }
 
     /// Bumps inside the cell's chunk with any alignment; `None` when it does not fit.
@@ -1715,6 +1843,18 @@ impl Drop for Inner {
         // Errors cannot be reported from drop; `Arena::close` reports them. On failure the arena
         // stays marked dirty and the next open recovers it.
         let _ = self.close();
+    }
+}
+
+/// Ends a coalescing pass when dropped (also when the pass returns early or unwinds), so threads
+/// waiting for it never wait forever.
+struct PassGuard<'a>(&'a AtomicBool);
+
+impl Drop for PassGuard<'_> {
+    fn drop(&mut self) {
+        // Release: the pass's pushes happen before the waiters' retries and the next pass; pairs
+        // with the Acquire load of the waiters and the Acquire CAS that starts a pass.
+        self.0.store(false, Ordering::Release);
     }
 }
 

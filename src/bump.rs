@@ -106,6 +106,8 @@ pub(crate) struct Counters {
     pub free_bytes: AtomicU64,
     pub failures: AtomicU64,
     pub rewinds: AtomicU64,
+    /// Free segments this thread's coalescing passes merged into a neighbour.
+    pub coalesced: AtomicU64,
 }
 
 /// Adds `n` to a counter only its owner thread writes.

@@ -18,8 +18,10 @@ pub const SEGMENT: u64 = 32;
 pub struct Lists {
     b: Backing,
     fl: FreeLists,
-    /// End of the heap: `HEADER_SIZE + n * SEGMENT`.
+    /// End of the heap: `HEADER_SIZE` plus every segment's span.
     limit: u64,
+    /// Offset and span of each segment, in heap order.
+    segs: Vec<(u64, u64)>,
 }
 
 impl Lists {
@@ -29,20 +31,102 @@ impl Lists {
     /// # Panics
     /// If the backing cannot be allocated.
     pub fn new(n: u64) -> Lists {
-        let limit = HEADER_SIZE + n * SEGMENT;
+        Lists::with_spans(&vec![SEGMENT; n as usize])
+    }
+
+    /// A header and one segment per entry of `spans` (bytes, multiples of 8, at least 16), laid
+    /// out next to each other in that order, none listed, each a LIVE header.
+    ///
+    /// # Panics
+    /// If the backing cannot be allocated.
+    pub fn with_spans(spans: &[u64]) -> Lists {
+        let mut segs = Vec::new();
+        let mut end = HEADER_SIZE;
+        for &span in spans {
+            assert!(span >= 16 && span % 8 == 0, "span {span}");
+            segs.push((end, span));
+            end += span;
+        }
+        let limit = end;
         let b = Backing::heap(limit).expect("a small heap backing");
         b.word(OFF_BUMP).store(limit, Ordering::Relaxed);
-        for i in 0..n {
-            b.word(HEADER_SIZE + i * SEGMENT)
-                .store(live_word(1), Ordering::Relaxed);
+        for &(off, span) in &segs {
+            b.word(off).store(
+                block::live(span - 8, 1, LiveState::Published, 0),
+                Ordering::Relaxed,
+            );
         }
         let fl = FreeLists::load(&b, HEADER_SIZE);
-        Lists { b, fl, limit }
+        Lists { b, fl, limit, segs }
     }
 
     /// Offset of segment `i`.
     pub fn segment(&self, i: u64) -> u64 {
-        HEADER_SIZE + i * SEGMENT
+        self.segs[i as usize].0
+    }
+
+    /// Span of segment `i`.
+    pub fn span(&self, i: u64) -> u64 {
+        self.segs[i as usize].1
+    }
+
+    /// Lists segment `i` (which the caller owns) with its own span and the (even) generation
+    /// `gen`.
+    pub fn push_segment(&self, i: u64, gen: u32) {
+        let (off, span) = self.segs[i as usize];
+        self.fl.push(&self.b, off, span, gen);
+    }
+
+    /// Pops the head of the class that segments of `span` bytes are listed in: `(offset, span)`.
+    ///
+    /// # Panics
+    /// If the list is found corrupt.
+    pub fn pop_class_of(&self, span: u64) -> Option<(u64, u64)> {
+        self.fl
+            .pop(&self.b, class_of(span), self.limit)
+            .expect("list is consistent")
+            .map(|s| (s.off, s.span))
+    }
+
+    /// One coalescing pass over every list, as an allocation that found the arena exhausted runs
+    /// it (without the durability step: the backing is a heap buffer). Returns how many segments
+    /// were merged into a neighbour.
+    ///
+    /// # Panics
+    /// If a list is found corrupt.
+    pub fn coalesce(&self) -> u64 {
+        self.fl
+            .coalesce(&self.b, self.limit, || 2, |_, _| Ok(()))
+            .expect("lists are consistent")
+            .0
+    }
+
+    /// Every listed segment of every class, as `(offset, span)` (only when no other thread runs).
+    ///
+    /// # Panics
+    /// If a list loops or links to something that is not a free segment.
+    pub fn listed_all(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for c in 0..crate::format::CLASSES {
+            match self.fl.nodes(&self.b, c, self.limit, 64) {
+                ListWalk::Ok(nodes) => {
+                    for off in nodes {
+                        let span = self.b.word(off + 8).load(Ordering::Relaxed);
+                        assert_eq!(
+                            class_of(span),
+                            c,
+                            "segment {off} of {span} bytes in class {c}"
+                        );
+                        out.push((off, span));
+                    }
+                }
+                ListWalk::Cycle(nodes) => panic!("list {c} loops: {nodes:?}"),
+                ListWalk::Bad { nodes, offset } => {
+                    panic!("list {c} links to {offset}, not a free segment, after {nodes:?}")
+                }
+            }
+        }
+        out
     }
 
     /// The bump offset (the end of the reserved heap), as an allocation reads it.

@@ -33,6 +33,15 @@ pub(crate) fn spin_hint() {
     loom::thread::yield_now();
 }
 
+/// Lets other threads run: the calling thread waits on another one for longer than a spin.
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(not(parena_loom))]
+    std::thread::yield_now();
+    #[cfg(parena_loom)]
+    loom::thread::yield_now();
+}
+
 /// Locks a mutex, treating a poisoned lock as usable: every structure parena guards with a mutex
 /// is left consistent at each step, so a panic elsewhere cannot leave it half-written.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ {
