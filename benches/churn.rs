@@ -273,10 +273,11 @@ fn churn<A: Churn>(
     })
 }
 
-fn parena_arena(policy: parena::Freelist, cap: usize) -> parena::Arena {
+fn parena_arena(policy: parena::Freelist, cap: usize, coalesce: bool) -> parena::Arena {
     parena::Options::new()
         .capacity(cap as u64)
         .freelist(policy)
+        .coalesce(coalesce)
         .heap()
         .expect("heap arena")
 }
@@ -330,7 +331,12 @@ fn bench_churn(c: &mut Criterion) {
             let mut g = c.benchmark_group(format!("churn/{pname}/{threads}t"));
             g.throughput(Throughput::Elements(1));
             let param = format!("{pname}/{threads}t");
-            bench_one(&mut g, "parena", &param, threads, || parena_arena(pp, cap));
+            bench_one(&mut g, "parena", &param, threads, || {
+                parena_arena(pp, cap, true)
+            });
+            bench_one(&mut g, "parena-no-coalesce", &param, threads, || {
+                parena_arena(pp, cap, false)
+            });
             if threads == 1 || rarena_mt {
                 bench_one(&mut g, "rarena", &param, threads, || rarena_arena(rp, cap));
             } else {
@@ -347,7 +353,7 @@ fn bench_churn(c: &mut Criterion) {
 
 /// An arena filled to its last chunk with random blocks, then `free` of them freed at random.
 fn segmented(policy: parena::Freelist, cap: usize, free: usize) -> Loaded<parena::Arena> {
-    let a = parena_arena(policy, cap);
+    let a = parena_arena(policy, cap, true);
     let mut rng = Rng::new(11);
     let mut slots = Vec::new();
     loop {

@@ -93,6 +93,8 @@ pub(crate) struct Inner {
     thread_cache: bool,
     pub(crate) lists: FreeLists,
     pub(crate) cells: Registry,
+    /// Coalescing passes are on (`Options::coalesce`).
+    coalesce_on: bool,
     /// Set while a thread runs a coalescing pass (`Inner::coalesce`); one pass at a time.
     coalescing: AtomicBool,
     /// Coalescing passes completed since open.
@@ -281,6 +283,7 @@ impl Arena {
                 thread_cache: o.thread_cache && g.freelist != Freelist::None,
                 lists,
                 cells: Registry::default(),
+                coalesce_on: o.coalesce,
                 coalescing: AtomicBool::new(false),
                 passes: AtomicU64::new(0),
                 activity_at_pass: AtomicU64::new(0),
@@ -1355,6 +1358,7 @@ impl Inner {
                     // for, or run), give it a fair chance.
                     let mut rounds = 0;
                     while r.is_none()
+                        && self.coalesce_on
                         && rounds < COALESCE_ROUNDS
                         && self.coalesce(cell, &mut seen)?
                     {
@@ -1400,15 +1404,20 @@ impl Inner {
     #[cold]
     #[inline(never)]
     fn coalesce(&self, cell: &ChunkCell, seen: &mut u64) -> Result<bool, Error> {
-        if self.thread_cache {
-            self.drain_cache(cell);
-            for_each_thread_cell(self.uid, |c| self.drain_cache(c));
-        }
         // Acquire: as the load in `alloc_slow`.
         let ended = self.passes.load(Ordering::Acquire);
         if ended != *seen {
             *seen = ended;
             return Ok(true);
+        }
+        // The rate limit first: a refused allocation between passes costs a few loads, and
+        // leaves this thread's caches of freed blocks alone.
+        if ended > 0 && !self.pass_due() {
+            return Ok(false);
+        }
+        if self.thread_cache {
+            self.drain_cache(cell);
+            for_each_thread_cell(self.uid, |c| self.drain_cache(c));
         }
         if self.lists.none_listed() {
             return Ok(false);
@@ -1444,10 +1453,7 @@ impl Inner {
             return Ok(true);
         }
         let activity = self.activity();
-        if ended > 0
-            && activity.wrapping_sub(self.activity_at_pass.load(Ordering::Relaxed))
-                < self.pass_cost.load(Ordering::Relaxed)
-        {
+        if ended > 0 && !self.pass_due() {
             return Ok(false);
         }
         let (merged, detached) = self.lists.coalesce(
@@ -1469,10 +1475,18 @@ impl Inner {
 
     /// Allocations and frees of every thread so far: how much the lists may have changed.
     fn activity(&self) -> u64 {
-        self.cells.all().iter().fold(0u64, |n, c| {
+        self.cells.fold(0u64, |n, c| {
             n.wrapping_add(c.counters.allocs.load(Ordering::Relaxed))
                 .wrapping_add(c.counters.frees.load(Ordering::Relaxed))
         })
+    }
+
+    /// Whether the threads have done as much since the last pass as that pass detached (the
+    /// rate limit of `coalesce`).
+    fn pass_due(&self) -> bool {
+        self.activity()
+            .wrapping_sub(self.activity_at_pass.load(Ordering::Relaxed))
+            >= self.pass_cost.load(Ordering::Relaxed)
     }
 
     /// Bumps inside the cell's chunk with any alignment; `None` when it does not fit.

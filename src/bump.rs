@@ -149,6 +149,11 @@ impl Registry {
     pub(crate) fn all(&self) -> Vec<Cell> {
         lock(&self.cells).clone()
     }
+
+    /// Folds `f` over every cell, under the registry's lock, without copying the list.
+    pub(crate) fn fold<T>(&self, init: T, f: impl FnMut(T, &Cell) -> T) -> T {
+        lock(&self.cells).iter().fold(init, f)
+    }
 }
 
 fn abandon(c: &Cell) {

@@ -53,6 +53,7 @@ pub struct Options {
     pub(crate) create: bool,
     pub(crate) zero_on_free: bool,
     pub(crate) thread_cache: bool,
+    pub(crate) coalesce: bool,
     pub(crate) chunk_size: Option<u32>,
     pub(crate) preallocate: bool,
 }
@@ -81,6 +82,7 @@ impl Options {
             create: true,
             zero_on_free: false,
             thread_cache: true,
+            coalesce: true,
             chunk_size: None,
             preallocate: true,
         }
@@ -150,6 +152,17 @@ impl Options {
     /// `compact` and the thread's own `flush` hand them to the shared free lists.
     pub fn thread_cache(mut self, yes: bool) -> Options {
         self.thread_cache = yes;
+        self
+    }
+
+    /// Merge physically adjacent free segments when an allocation finds the main memory and the
+    /// free lists exhausted, then try again (default `true`). The merging pass runs on the
+    /// allocating thread, one at a time per arena, and costs about one cache miss per listed
+    /// segment; other allocations that find the arena exhausted meanwhile wait for it. `false`
+    /// answers [`crate::Error::Full`] at once instead, and leaves merging to
+    /// [`crate::Arena::compact`] and recovery (see docs/design.md, "Coalescing while shared").
+    pub fn coalesce(mut self, yes: bool) -> Options {
+        self.coalesce = yes;
         self
     }
 

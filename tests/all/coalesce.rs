@@ -443,3 +443,21 @@ fn power_loss_between_a_merge_and_a_carve() {
         Err(e) => panic!("refused: {e}"),
     }
 }
+
+#[test]
+fn coalescing_off_answers_full_at_once() {
+    // `Options::coalesce(false)`: the same exhausted arena refuses the large request, merges
+    // nothing, and `compact()` (exclusive) still merges and serves it.
+    let mut arena = Options::new()
+        .capacity(1 << 20)
+        .coalesce(false)
+        .heap()
+        .unwrap();
+    let hs = fill_small(&arena);
+    free_on_other_thread(&arena, hs);
+    assert!(matches!(arena.alloc(4096), Err(Error::Full { .. })));
+    assert_eq!(arena.stats().coalesced, 0);
+    assert!(arena.compact().unwrap().merged_segments > 1000);
+    let h = fill(&arena, 4096, 7);
+    check(&arena, h, 4096, 7);
+}
