@@ -304,7 +304,7 @@ fn flush_hands_every_lanes_cached_blocks_to_the_shared_lists() {
     // find the blocks this thread freed in two lanes, which a flush moved from this thread's
     // caches to the shared lists.
     let arena = Options::new()
-        .capacity(if cfg!(miri) { 128 << 10 } else { 1 << 20 })
+        .capacity(if cfg!(miri) { 64 << 10 } else { 1 << 20 })
         .chunk_size(4096)
         .heap()
         .unwrap();
