@@ -2,7 +2,7 @@
 //! segments that lie next to each other, without `&mut` access (`compact()`), and the heap stays
 //! walkable and recoverable.
 
-use crate::util::{check, fill, Rng};
+use crate::util::{check, fill, power_cut, Rng};
 use parena::{Arena, Error, Freelist, Handle, Options};
 use std::path::Path;
 
@@ -275,13 +275,8 @@ fn power_loss_after_coalescing_keeps_flushed_blocks() {
         while arena.alloc(1 + rng.below(2500) as usize).is_ok() {}
         assert!(arena.stats().coalesced > 0, "seed {seed}");
         let keep_one_in = 2 + rng.below(2);
-        let mut pages = Rng(rng.next());
-        let img = disk.crash_image(&arena, |_| pages.below(keep_one_in) == 0);
-        drop(arena);
         let path = dir.path().join(format!("pl{seed}"));
-        std::fs::write(&path, &img).unwrap();
-        // SAFETY: a private file in a private directory.
-        match unsafe { Options::new().map_file(&path) } {
+        match power_cut(arena, &disk, keep_one_in, &mut rng, &path) {
             Ok(mut a) => {
                 opened += 1;
                 for &(h, byte) in &kept {

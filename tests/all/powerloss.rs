@@ -2,7 +2,7 @@
 //! record acknowledged by a completed `flush()` must be intact after the reopen, or the open must
 //! refuse the image with a typed error.
 
-use crate::util::Rng;
+use crate::util::{power_cut, Rng};
 use parena::{Error, Handle, Options};
 use std::collections::BTreeMap;
 
@@ -50,13 +50,8 @@ fn flushed_records_survive_power_loss() {
         }
         // The power goes: flushed pages, plus whatever the OS happened to write back.
         let keep_one_in = 1 + rng.below(4);
-        let mut pages = Rng(rng.next());
-        let img = disk.crash_image(&arena, |_| pages.below(keep_one_in) == 0);
-        drop(arena);
         let path = dir.path().join(format!("pl{seed}"));
-        std::fs::write(&path, &img).unwrap();
-        // SAFETY: private file in a private directory.
-        match unsafe { Options::new().map_file(&path) } {
+        match power_cut(arena, &disk, keep_one_in, &mut rng, &path) {
             Ok(mut a) => {
                 opened += 1;
                 assert!(!a.was_clean());

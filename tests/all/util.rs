@@ -15,6 +15,23 @@ pub fn file_hash(path: &Path) -> (u64, u64) {
     (bytes.len() as u64, h)
 }
 
+/// Cuts the power under `arena` (the simulated disk keeps the flushed pages and one in
+/// `keep_one_in` of the others, chosen by `rng`), writes the image to `path` and opens it.
+pub fn power_cut(
+    arena: Arena,
+    disk: &parena::SimDisk,
+    keep_one_in: u64,
+    rng: &mut Rng,
+    path: &Path,
+) -> Result<Arena, parena::Error> {
+    let mut pages = Rng(rng.next());
+    let img = disk.crash_image(&arena, |_| pages.below(keep_one_in) == 0);
+    drop(arena);
+    std::fs::write(path, &img).unwrap();
+    // SAFETY: a test's private file in a private directory; nothing else maps or changes it.
+    unsafe { parena::Options::new().map_file(path) }
+}
+
 /// A small deterministic generator (tests must not depend on a global RNG state).
 pub struct Rng(pub u64);
 
