@@ -174,7 +174,7 @@ struct Tally {
 
 fn run_policy(name: &str, cuts: u64) -> Tally {
     let mut tally = Tally::default();
-    let mut rng = Rng(0x9c0f_fee ^ name.len() as u64);
+    let mut rng = Rng(0x09c0_ffee ^ name.len() as u64);
     for cut in 0..cuts {
         let dir = tempfile::tempdir().unwrap();
         drop(open(&dir.path().join("arena"), policy(name)).unwrap());
