@@ -10,6 +10,7 @@ mod corruption;
 mod crash;
 mod engine;
 mod foundation;
+mod handles;
 mod model;
 mod powercut;
 mod powerloss;
