@@ -3,6 +3,7 @@
 #[cfg(all(feature = "async", not(parena_loom)))]
 mod aio;
 mod basics;
+mod bitflips;
 mod coalesce;
 #[cfg(feature = "allocator-api2")]
 mod collections;
