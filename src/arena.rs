@@ -149,6 +149,8 @@ pub struct Stats {
     pub coalesced: u64,
 }
 
+// A static needs a `const` constructor, which loom's atomics lack; uids are outside the models.
+#[allow(clippy::disallowed_types)]
 static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn new_uid() -> u64 {
@@ -627,7 +629,7 @@ impl Arena {
                     return Err(Error::Busy { offset: h.offset() });
                 }
                 if saturated > 64 {
-                    std::thread::yield_now();
+                    yield_now();
                 } else {
                     crate::sync::spin_hint();
                 }
