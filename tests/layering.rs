@@ -58,12 +58,14 @@ const KNOWN: &[(&str, &str, &str)] = &[
     (
         "src/backing/sim.rs",
         "src/arena.rs",
-        "the simulated disk reads the arena's private fields; it is to ask the arena for its crash image",
+        "the simulated disk reads the arena's private fields; it is to ask the arena for its \
+         crash image",
     ),
     (
         "src/format.rs",
         "src/options.rs",
-        "the on-disk form of `Freelist` lives in the user-facing builder; it is to move to format.rs",
+        "the on-disk form of `Freelist` lives in the user-facing builder; it is to move to \
+         format.rs",
     ),
     (
         "src/recovery.rs",
@@ -342,7 +344,8 @@ fn uses_of(file: &str, src: &str) -> Result<Vec<Use>, String> {
 
     // Words, with their positions, and the brace depth at each.
     let mut children = BTreeSet::new();
-    let mut found: Vec<(usize, usize, String, bool)> = Vec::new(); // (pos, inline depth, path, top use)
+    // (position, inline module depth, path, from a top-level `use`)
+    let mut found: Vec<(usize, usize, String, bool)> = Vec::new();
     let mut depth = 0usize;
     let mut inline: Vec<usize> = Vec::new(); // brace depths that opened an inline `mod`
     let mut pending_mod = false;

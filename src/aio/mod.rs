@@ -7,9 +7,10 @@
 //!
 //! ## The registry
 //!
-//! [`Options::open_async`] is the *shared* open: a process-wide map from a file's canonical path to
-//! an `OpenEntry` (in `registry`) says what this process holds at that path. An entry moves through these states
-//! (every change is made with the registry's mutex held, and announced on `registry::CHANGED`):
+//! [`Options::open_async`](crate::Options::open_async) is the *shared* open: a process-wide map
+//! from a file's canonical path to an `OpenEntry` (in `registry`) says what this process holds at
+//! that path. An entry moves through these states (every change is made with the registry's mutex
+//! held, and announced on `registry::CHANGED`):
 //!
 //! | state | meaning | a new `open_async` of the path |
 //! | --- | --- | --- |
@@ -17,18 +18,19 @@
 //! | `Opening` | one task is opening the file | waits |
 //! | `Open` | the arena is open; the entry keeps a `Weak` to it | upgrades it: a clone; a dead `Weak` means the last clone is being dropped, so it waits |
 //! | `Closing` | `close_async` took the last clone | waits |
-//! | `Detached` | an exclusive pass (`verify`, `compact`, ...) took the only clone out of sharing | [`Error::Locked`], as for a second writer |
+//! | `Detached` | an exclusive pass (`verify`, `compact`, ...) took the only clone out of sharing | [`Error::Locked`](crate::Error::Locked), as for a second writer |
 //!
 //! Clones are minted from the `Weak` only with the registry's mutex held, which is what lets
 //! `Arena::exclusive` prove that no clone can appear: see `Registration::detach`.
 //!
 //! ## The close protocol
 //!
-//! An open arena carries a `Registration` (in its hook, the *last* field of its core), so it is dropped after
-//! the close protocol has run (chunk tails back, data flushed, clean mark flushed) and after the
-//! backing has been unmapped and its file closed, which releases the `flock`. Only then does it
-//! remove the entry and wake waiters. A waiter that saw a dead `Weak` therefore opens the file again
-//! only once the old arena has let go of it: it never gets `Locked` from its own process.
+//! An open arena carries a `Registration` in its hook, the *last* field of its core, so it is
+//! dropped after the close protocol has run (chunk tails back, data flushed, clean mark flushed)
+//! and after the backing has been unmapped and its file closed, which releases the `flock`. Only
+//! then does it remove the entry and wake waiters. A waiter that saw a dead `Weak` therefore opens
+//! the file again only once the old arena has let go of it: it never gets `Locked` from its own
+//! process.
 //!
 //! ## Flush coalescing
 //!
@@ -62,8 +64,8 @@
 //!
 //! This module uses no atomics of its own: the registry and the epochs are guarded by mutexes, the
 //! arena is shared through `Arc`, and the hook slot is a `OnceLock`. Mutexes are only held for a
-//! few map or counter updates, never across an await or a system call, and no arena is ever dropped while one is held (dropping the
-//! last clone takes the registry's mutex).
+//! few map or counter updates, never across an await or a system call, and no arena is ever
+//! dropped while one is held (dropping the last clone takes the registry's mutex).
 //!
 //! ## The seam with the arena
 //!
