@@ -278,6 +278,8 @@ mod api2 {
 /// Requests the arena cannot serve (it is full, the alignment is above 4096, or they come while
 /// the arena itself is allocating its own bookkeeping) go to the system allocator; `dealloc` sends
 /// each pointer back to whichever allocator it came from by its address.
+// Built by a `const fn` for a `static`, which loom's atomics cannot be; never under loom.
+#[allow(clippy::disallowed_types)]
 pub struct GlobalArena {
     capacity: u64,
     freelist: Freelist,
@@ -310,6 +312,7 @@ fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
 
 impl GlobalArena {
     /// An allocator over an anonymous map of `capacity` bytes, mapped on the first allocation.
+    #[allow(clippy::disallowed_types)] // std's atomics: see the struct.
     pub const fn new(capacity: u64, freelist: Freelist) -> GlobalArena {
         GlobalArena {
             capacity,

@@ -106,10 +106,10 @@ pub(crate) struct Inner {
     was_clean: bool,
     recovery_pending: bool,
     recovery: Option<Report>,
-    /// Async registry entry and flush epochs. Must stay declared after `b`: fields drop in order,
-    /// so it is dropped after the close protocol and after the file is unlocked; see `aio`.
-    #[cfg(all(feature = "async", not(parena_loom)))]
-    pub(crate) aio: crate::aio::AioState,
+    /// What a layer above the arena attached (`crate::hook`). Must stay declared after `b`:
+    /// fields drop in order, so it is dropped after the close protocol and after the file is
+    /// unlocked.
+    pub(crate) hook: crate::hook::HookSlot,
 }
 
 /// Counters and sizes of an arena at one moment.
@@ -149,6 +149,8 @@ pub struct Stats {
     pub coalesced: u64,
 }
 
+// A static needs a `const` constructor, which loom's atomics lack; uids are outside the models.
+#[allow(clippy::disallowed_types)]
 static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn new_uid() -> u64 {
@@ -291,8 +293,7 @@ impl Arena {
                 was_clean,
                 recovery_pending,
                 recovery,
-                #[cfg(all(feature = "async", not(parena_loom)))]
-                aio: Default::default(),
+                hook: Default::default(),
             }),
         }
     }
@@ -628,7 +629,7 @@ impl Arena {
                     return Err(Error::Busy { offset: h.offset() });
                 }
                 if saturated > 64 {
-                    std::thread::yield_now();
+                    yield_now();
                 } else {
                     crate::sync::spin_hint();
                 }
@@ -1113,11 +1114,12 @@ impl Arena {
     /// The core, when this is the only clone: what exclusive passes (`verify`, `compact`,
     /// `reserved_mut`, `write_image`, `close`) need so that no other thread touches the heap.
     pub(crate) fn exclusive(&mut self) -> Result<&mut Inner, Error> {
-        // An arena shared by `open_async` is also reachable through the registry's `Weak`, which
-        // makes `get_mut` fail and could mint a clone during the borrow. When this is the only
-        // clone, take it out of the registry first (see `aio::detach`).
-        #[cfg(all(feature = "async", not(parena_loom)))]
-        crate::aio::detach(&self.inner);
+        // A layer above may hold another way to reach the core (`open_async`'s registry keeps a
+        // `Weak`, which makes `get_mut` fail and could mint a clone during the borrow): let it
+        // give that up first when this is the only clone (see `crate::hook`).
+        self.inner
+            .hook
+            .detach(|| Arc::strong_count(&self.inner) == 1);
         Arc::get_mut(&mut self.inner).ok_or(Error::Shared)
     }
 }

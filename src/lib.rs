@@ -11,6 +11,7 @@ mod bump;
 mod error;
 mod format;
 mod freelist;
+mod hook;
 mod layout;
 #[cfg(parena_loom)]
 #[doc(hidden)]

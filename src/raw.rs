@@ -23,6 +23,9 @@
 //! atomics are `std`'s, so this module is not built under `cfg(parena_loom)`, whose atomics are a
 //! side table.
 
+// The public API hands out std's `AtomicU64` (this module is not built under loom).
+#![allow(clippy::disallowed_types)]
+
 use crate::arena::Arena;
 use crate::block::Handle;
 use crate::error::Error;

@@ -1,5 +1,8 @@
 //! Integration tests, one binary (link time on 2 cores).
 
+// Not the library: std's atomics, `Arc` and `Mutex` are fine here (see clippy.toml).
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 #[cfg(all(feature = "async", not(parena_loom)))]
 mod aio;
 mod basics;
