@@ -16,8 +16,6 @@ mod layout;
 #[doc(hidden)]
 pub mod loom_hooks;
 mod options;
-#[cfg(not(parena_loom))]
-mod raw;
 mod recovery;
 mod sync;
 

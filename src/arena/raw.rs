@@ -23,7 +23,7 @@
 //! atomics are `std`'s, so this module is not built under `cfg(parena_loom)`, whose atomics are a
 //! side table.
 
-use crate::arena::Arena;
+use super::Arena;
 use crate::block::Handle;
 use crate::error::Error;
 use crate::layout::WORD;
