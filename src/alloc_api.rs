@@ -11,8 +11,10 @@
 use crate::arena::{Arena, Inner};
 use crate::block::{self, Handle, LiveState, Word};
 use crate::bump::with_cell;
+use crate::format::Freelist;
+use crate::freelist::Unlisted;
 use crate::layout::{block_span, MAX_ALIGN, WORD};
-use crate::options::{Freelist, Options};
+use crate::options::Options;
 use crate::sync::Ordering;
 use std::alloc::Layout;
 use std::ptr::NonNull;
@@ -154,18 +156,10 @@ fn set_len(inner: &Inner, hdr: u64, len: u64) {
 /// Turns `off..off + span`, cut from the end of a block the caller owns, into free space. The
 /// tail's header is written before the block's new length commits, so a walk sees one or the other.
 fn give_back_tail(inner: &Inner, off: u64, span: u64) {
-    if span >= 16 && span >= u64::from(inner.g.min_segment) && inner.g.freelist != Freelist::None {
-        let gen = inner.fresh_gen(false);
-        inner.b.word(off + WORD).store(span, Ordering::Relaxed);
-        inner
-            .b
-            .word(off)
-            .store(block::free(gen, 0), Ordering::Relaxed);
-        inner.lists.push(&inner.b, off, span, gen);
-    } else {
-        inner.b.word(off).store(block::pad(span), Ordering::Relaxed);
-        inner.add_discarded(span);
-    }
+    let unlisted = inner
+        .lists
+        .give_back(&inner.b, &inner.g, off, span, Unlisted::Filler);
+    inner.add_discarded(unlisted);
 }
 
 #[cfg(feature = "allocator-api2")]

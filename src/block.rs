@@ -27,6 +27,10 @@
 //! `RESERVED` (being initialised by the allocator, never handed out: recovery reclaims it), `DYING`
 //! (a free is in progress, or waits for readers to drain).
 
+use crate::backing::Backing;
+use crate::format::OFF_GEN_SEED;
+use crate::sync::Ordering;
+
 /// Bits of the generation field.
 pub(crate) const GEN_BITS: u32 = 24;
 /// Mask of a generation.
@@ -244,6 +248,30 @@ impl std::fmt::Debug for Handle {
             self.offset(),
             self.generation()
         )
+    }
+}
+
+// ---- Generations: minted from the header's counter (`OFF_GEN_SEED`), used by allocation,
+// release and recovery alike.
+
+/// A generation for a header at a position whose history is unknown.
+pub(crate) fn fresh_gen(b: &Backing, odd: bool) -> u32 {
+    gen_of_seed(b.word(OFF_GEN_SEED).fetch_add(1, Ordering::Relaxed), odd)
+}
+
+/// Takes `n` consecutive values of the generation counter for one thread to hand out alone;
+/// returns the first.
+pub(crate) fn fresh_gen_batch(b: &Backing, n: u64) -> u64 {
+    b.word(OFF_GEN_SEED).fetch_add(n, Ordering::Relaxed)
+}
+
+/// The generation (with the given parity) that counter value `s` stands for.
+pub(crate) fn gen_of_seed(s: u64, odd: bool) -> u32 {
+    let g = ((s << 1) | u64::from(odd)) & GEN_MASK;
+    if g == 0 {
+        2
+    } else {
+        g as u32
     }
 }
 

@@ -29,13 +29,14 @@
 //! | cell `cur`/`end`/`gen` | load/store | Relaxed | one writer; exclusive passes see them through the `Arc` drop / `&mut` hand-over |
 //! | cell `abandoned` | store / CAS | Release / Acquire | hands a cell (and its chunk state) from a departing thread to the next owner |
 
+use crate::freelist::EXACT_CLASSES;
 use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering};
 use crossbeam_utils::CachePadded;
 use std::cell::RefCell;
 use std::ptr::NonNull;
 
-/// Size classes with a per-thread cache: the exact classes, spans 16..=512 bytes.
-pub(crate) const CACHE_CLASSES: usize = 63;
+/// Size classes with a per-thread cache: the exact classes (`freelist::exact_class`).
+const CACHE_CLASSES: usize = EXACT_CLASSES;
 /// Most blocks one class of one thread's cache keeps; more go to the shared free lists.
 pub(crate) const CACHE_DEPTH: u64 = 64;
 const CACHE_OFF_MASK: u64 = (1 << 48) - 1;

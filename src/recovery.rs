@@ -27,10 +27,10 @@
 use crate::backing::Backing;
 use crate::block::{self, LiveState, Word};
 use crate::error::Error;
-use crate::format::{Geometry, CLASSES, OFF_BUMP, OFF_DISCARDED, OFF_GEN_SEED, OFF_HIGH_WATER};
-use crate::freelist::{class_of, FreeLists, ListWalk};
+use crate::format::Freelist;
+use crate::format::{Geometry, CLASSES, OFF_BUMP, OFF_DISCARDED, OFF_HIGH_WATER};
+use crate::freelist::{class_of, FreeLists, ListWalk, Unlisted};
 use crate::layout::block_span;
-use crate::options::Freelist;
 use crate::sync::Ordering;
 use std::collections::HashMap;
 
@@ -344,27 +344,6 @@ fn histogram_bucket(span: u64) -> usize {
     ((63 - span.max(16).leading_zeros()) as usize - 4).min(31)
 }
 
-/// A generation for a header at a position whose history is unknown.
-pub(crate) fn fresh_gen(b: &Backing, odd: bool) -> u32 {
-    gen_of_seed(b.word(OFF_GEN_SEED).fetch_add(1, Ordering::Relaxed), odd)
-}
-
-/// Takes `n` consecutive values of the generation counter for one thread to hand out alone;
-/// returns the first.
-pub(crate) fn fresh_gen_batch(b: &Backing, n: u64) -> u64 {
-    b.word(OFF_GEN_SEED).fetch_add(n, Ordering::Relaxed)
-}
-
-/// The generation (with the given parity) that counter value `s` stands for.
-pub(crate) fn gen_of_seed(s: u64, odd: bool) -> u32 {
-    let g = ((s << 1) | u64::from(odd)) & block::GEN_MASK;
-    if g == 0 {
-        2
-    } else {
-        g as u32
-    }
-}
-
 /// Rebuilds the free lists from a walk, merging every run of free space (free segments, fillers,
 /// gaps, and with `recovering` also RESERVED and DYING blocks) into one segment, and moves the bump
 /// offset back over free space at the end. Exclusive callers only, after [`check`] passed.
@@ -383,21 +362,11 @@ pub(crate) fn repair(
     let mut run: Option<(u64, u64, u64)> = None;
     let put = |start: u64, end: u64, r: &mut Report, discarded: &mut u64| {
         let span = end - start;
+        *discarded += lists.give_back(b, g, start, span, Unlisted::Segment);
         if span >= 16 {
-            let gen = fresh_gen(b, false);
-            if g.freelist != Freelist::None && span >= u64::from(g.min_segment) {
-                lists.push(b, start, span, gen);
-            } else {
-                b.word(start + 8).store(span, Ordering::Relaxed);
-                b.word(start).store(block::free(gen, 0), Ordering::Relaxed);
-                *discarded += span;
-            }
             r.free_segments += 1;
             r.free_bytes += span;
             r.free_histogram[histogram_bucket(span)] += 1;
-        } else {
-            b.word(start).store(block::pad(span), Ordering::Relaxed);
-            *discarded += span;
         }
     };
     let walked = walk(b, g, bump0, |e| {

@@ -1,15 +1,13 @@
 //! The allocation engine: the public `alloc*` calls, the per-thread fast path, the slow path
 //! (chunk refill, large blocks, free lists, coalescing rounds) and the per-thread cache take.
 
-use super::release::CACHE_MAX_SPAN;
 use super::{Arena, BlockMut, Inner};
 use crate::block::{self, Handle, LiveState, Word, MAX_BLOCK_LEN};
 use crate::bump::{bump_counter, cache_head, cache_parts, with_cell, ChunkCell};
 use crate::error::Error;
-use crate::freelist::{Optimistic, Pessimistic};
+use crate::format::Freelist;
+use crate::freelist::{exact_class, Optimistic, Pessimistic, Prepared, Unlisted};
 use crate::layout::{align_up, MAX_ALIGN, WORD};
-use crate::options::Freelist;
-use crate::recovery::{self};
 use crate::sync::Ordering;
 use std::alloc::Layout;
 /// How many times an allocation that found the arena exhausted waits for or runs a coalescing
@@ -111,10 +109,10 @@ impl Inner {
         align: u64,
     ) -> Result<(u64, u32), Error> {
         if align == WORD {
-            if self.thread_cache && span <= CACHE_MAX_SPAN {
-                let head = cell.cache[(span / WORD - 2) as usize].load(Ordering::Relaxed);
+            if let Some(class) = exact_class(span).filter(|_| self.thread_cache) {
+                let head = cell.cache[class].load(Ordering::Relaxed);
                 if head != 0 {
-                    return Ok(self.alloc_from_cache(cell, len, span, head));
+                    return Ok(self.alloc_from_cache(cell, len, span, class, head));
                 }
             }
             let cur = cell.cur.load(Ordering::Relaxed);
@@ -215,13 +213,14 @@ impl Inner {
         }
     }
 
-    /// Takes a block of exactly `span` bytes from the calling thread's cache (`head` is the
-    /// class's non-empty head word).
+    /// Takes a block of exactly `span` bytes from the calling thread's cache (`class` is the
+    /// span's exact class, `head` the class's non-empty head word).
     pub(super) fn alloc_from_cache(
         &self,
         cell: &ChunkCell,
         len: u64,
         span: u64,
+        class: usize,
         head: u64,
     ) -> (u64, u32) {
         let (hdr, count) = cache_parts(head);
@@ -229,8 +228,7 @@ impl Inner {
             Word::Free { next, .. } => next,
             w => unreachable!("cached block at {hdr} is {w:?}"),
         };
-        cell.cache[(span / WORD - 2) as usize]
-            .store(cache_head(next, count - 1), Ordering::Relaxed);
+        cell.cache[class].store(cache_head(next, count - 1), Ordering::Relaxed);
         // A fresh generation from the arena's counter (through this thread's batch of it, so no
         // shared atomic here). Not the chunk's generation: that is also the one its bump blocks
         // carry (a block freed into this cache and taken back would get the generation its stale
@@ -262,11 +260,11 @@ impl Inner {
         const BATCH: u64 = 256;
         let mut next = cell.gen_next.load(Ordering::Relaxed);
         if next == cell.gen_end.load(Ordering::Relaxed) {
-            next = recovery::fresh_gen_batch(&self.b, BATCH);
+            next = block::fresh_gen_batch(&self.b, BATCH);
             cell.gen_end.store(next + BATCH, Ordering::Relaxed);
         }
         cell.gen_next.store(next + 1, Ordering::Relaxed);
-        recovery::gen_of_seed(next, true)
+        block::gen_of_seed(next, true)
     }
 
     /// Takes a segment from the free lists and carves the block out of it.
@@ -305,14 +303,14 @@ impl Inner {
         // The segment's header (and its span word) still describe the whole segment, so a crash
         // before the commit below leaves it free. Write everything inside it first.
         let mut listed = None;
-        if rest >= 16 && rest >= u64::from(self.g.min_segment) {
-            let g = self.fresh_gen(false);
-            self.b.word(rem + WORD).store(rest, Ordering::Relaxed);
-            self.b.word(rem).store(block::free(g, 0), Ordering::Relaxed);
-            listed = Some(g);
-        } else if rest > 0 {
-            self.b.word(rem).store(block::pad(rest), Ordering::Relaxed);
-            self.add_discarded(rest);
+        if rest > 0 {
+            match self
+                .lists
+                .prepare(&self.b, &self.g, rem, rest, Unlisted::Filler)
+            {
+                Prepared::List(g) => listed = Some(g),
+                Prepared::Discard(n) => self.add_discarded(n),
+            }
         }
         // Always a fresh generation, never `next_gen(seg.gen)`: the offset may have carried a
         // higher generation before (a chunk's rewinds advance its own), and a stale handle to

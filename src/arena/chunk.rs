@@ -4,8 +4,8 @@ use super::Inner;
 use crate::block::{self, LiveState};
 use crate::bump::ChunkCell;
 use crate::format::{OFF_BUMP, OFF_HIGH_WATER};
+use crate::freelist::Unlisted;
 use crate::layout::{align_up, WORD};
-use crate::options::Freelist;
 use crate::sync::Ordering;
 impl Inner {
     /// Bumps inside the cell's chunk with any alignment; `None` when it does not fit.
@@ -110,12 +110,10 @@ impl Inner {
         if len == 0 {
             return;
         }
-        if self.g.freelist != Freelist::None && len >= u64::from(self.g.min_segment) {
-            let gen = self.fresh_gen(false);
-            self.lists.push(&self.b, off, len, gen);
-        } else {
-            self.add_discarded(len);
-        }
+        let unlisted = self
+            .lists
+            .give_back(&self.b, &self.g, off, len, Unlisted::Gap);
+        self.add_discarded(unlisted);
     }
 
     /// Gives up the cell's chunk: its unused tail goes back (listed, or a gap).

@@ -2,8 +2,8 @@
 
 use super::Arena;
 use crate::error::Error;
+use crate::format::Freelist;
 use crate::format::{HEADER_SIZE, OFF_DISCARDED, OFF_ROOTS, ROOT_SLOTS, STATE_CLEAN};
-use crate::options::Freelist;
 use crate::sync::Ordering;
 /// Counters and sizes of an arena at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

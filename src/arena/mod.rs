@@ -34,10 +34,10 @@ pub use meta::{HeaderInfo, Stats};
 use crate::backing::{Backing, BackingKind};
 use crate::bump::Registry;
 use crate::error::Error;
-use crate::format::{Geometry, OFF_BUMP, OFF_DISCARDED};
+use crate::format::Freelist;
+use crate::format::{Geometry, OFF_BUMP};
 use crate::freelist::FreeLists;
-use crate::options::Freelist;
-use crate::recovery::{self, Report};
+use crate::recovery::Report;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use std::path::Path;
 /// A persistent, lock-free arena: one region of memory (heap buffer, anonymous map or file map)
@@ -239,12 +239,10 @@ impl Inner {
 
     /// A new generation for a header at a position with no history we can trust.
     pub(crate) fn fresh_gen(&self, odd: bool) -> u32 {
-        recovery::fresh_gen(&self.b, odd)
+        crate::block::fresh_gen(&self.b, odd)
     }
 
     pub(crate) fn add_discarded(&self, n: u64) {
-        if n > 0 {
-            self.b.word(OFF_DISCARDED).fetch_add(n, Ordering::Relaxed);
-        }
+        crate::freelist::add_discarded(&self.b, n);
     }
 }

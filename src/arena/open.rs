@@ -5,13 +5,14 @@ use crate::backing::{Backing, OpenedFile};
 use crate::block::{self};
 use crate::bump::Registry;
 use crate::error::Error;
+use crate::format::Freelist;
 use crate::format::{
     self, Geometry, RawHeader, DATA_ALIGN, HEADER_SIZE, MAX_CHUNK_SHIFT, MIN_CHUNK_SHIFT,
     OFF_CAPACITY, OFF_OPEN_COUNT, OFF_STATE, STATE_DIRTY,
 };
 use crate::freelist::FreeLists;
 use crate::layout::align_up;
-use crate::options::{Freelist, Options, DEFAULT_CAPACITY};
+use crate::options::{Options, DEFAULT_CAPACITY};
 use crate::recovery::{self, Report};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use std::path::Path;
@@ -290,5 +291,51 @@ impl Arena {
         }
         let b = Backing::file(f, capacity)?;
         Ok(Arena::from_parts(b, g, capacity, o, true, false, None))
+    }
+}
+
+/// The ways to create or open an arena (the builder's terminal calls).
+impl Options {
+    /// An arena in an aligned heap buffer.
+    ///
+    /// # Errors
+    /// [`Error::Size`] when the capacity cannot hold the header and a heap.
+    pub fn heap(&self) -> Result<Arena, Error> {
+        Arena::create_in_memory(self, false)
+    }
+
+    /// An arena in an anonymous memory map.
+    ///
+    /// # Errors
+    /// [`Error::Size`] for a capacity too small; [`Error::Io`] when the map fails.
+    pub fn map_anon(&self) -> Result<Arena, Error> {
+        Arena::create_in_memory(self, true)
+    }
+
+    /// A heap arena on a simulated disk that records what `flush` made durable, and can produce
+    /// the image a power cut would leave ([`crate::SimDisk::crash_image`]). For tests.
+    ///
+    /// # Errors
+    /// As [`Options::heap`].
+    #[doc(hidden)]
+    pub fn simulated_disk(&self) -> Result<(Arena, Arc<crate::backing::SimDisk>), Error> {
+        Arena::create_simulated(self)
+    }
+
+    /// Creates the arena file at `path`, or opens it, validates it, and recovers it when its last
+    /// writer did not close it cleanly.
+    ///
+    /// # Errors
+    /// A typed error per header check; [`Error::Locked`] when another writer has it;
+    /// [`Error::NoSpace`] when the disk cannot hold it. A file that fails validation is not
+    /// modified.
+    ///
+    /// # Safety
+    /// The arena maps the file: its bytes are read and written as memory. The caller must make
+    /// sure no other process (or code outside this arena) modifies or truncates the file while it
+    /// is mapped; parena's lock keeps other parena writers out, but not other programs. Truncating
+    /// a mapped file makes accesses raise `SIGBUS`.
+    pub unsafe fn map_file(&self, path: impl AsRef<Path>) -> Result<Arena, Error> {
+        Arena::open_file(self, path.as_ref())
     }
 }

@@ -4,11 +4,10 @@
 use super::Inner;
 use crate::block::{self, Word};
 use crate::bump::{bump_counter, cache_head, cache_parts, ChunkCell, CACHE_DEPTH};
+use crate::format::Freelist;
+use crate::freelist::exact_class;
 use crate::layout::{block_span, WORD};
-use crate::options::Freelist;
 use crate::sync::{fence, Ordering};
-/// Largest span a per-thread cache keeps (its exact size classes).
-pub(super) const CACHE_MAX_SPAN: u64 = 512;
 
 impl Inner {
     /// Hands every block in the cell's cache to the shared free lists.
@@ -70,8 +69,8 @@ impl Inner {
             unsafe { self.b.zero(hdr + WORD, span - WORD) };
         }
         let free_gen = block::next_gen(gen, false);
-        if self.thread_cache && span <= CACHE_MAX_SPAN {
-            let slot = &cell.cache[(span / WORD - 2) as usize];
+        if let Some(class) = exact_class(span).filter(|_| self.thread_cache) {
+            let slot = &cell.cache[class];
             let (first, count) = cache_parts(slot.load(Ordering::Relaxed));
             if count < CACHE_DEPTH {
                 // The span word first, then the FREE header: a walk sees a whole free segment.
