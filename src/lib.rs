@@ -8,6 +8,7 @@ mod arena;
 mod backing;
 mod block;
 mod bump;
+mod cells;
 mod error;
 mod format;
 mod freelist;

@@ -10,8 +10,15 @@ pub(crate) use std::sync::{Arc, Mutex};
 
 #[cfg(parena_loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+
 #[cfg(parena_loom)]
 pub(crate) use loom::sync::{Arc, Mutex};
+/// Plain std atomics under every cfg: for process-wide statics (loom's atomics cannot be built in
+/// a `static`), the `GlobalArena` state, and the raw API, whose signatures hand out std's
+/// `AtomicU64`.
+pub(crate) use std::sync::atomic::{
+    AtomicU64 as StdAtomicU64, AtomicU8 as StdAtomicU8, Ordering as StdOrdering,
+};
 
 /// Declares a thread-local with std or loom, whichever is in force.
 #[cfg(not(parena_loom))]

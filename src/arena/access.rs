@@ -2,10 +2,11 @@
 
 use super::{Arena, Inner};
 use crate::block::{self, Handle, LiveState, Word};
-use crate::bump::with_cell;
+use crate::cells::with_cell;
 use crate::error::Error;
 use crate::layout::{block_span, WORD};
-use crate::sync::Ordering;
+use crate::sync::{spin_hint, yield_now, Ordering};
+
 /// How many times `read` re-checks a block whose reader count is full before it answers `Busy`.
 const SATURATED_ROUNDS: u32 = 1 << 16;
 
@@ -22,12 +23,14 @@ impl Arena {
         if inner.read_only {
             return Err(Error::ReadOnly);
         }
-        let hdr = inner.locate(h)?;
+        let Live {
+            hdr,
+            word: mut cur,
+            mut len,
+            mut readers,
+        } = inner.live(h, true)?;
         let w = inner.b.word(hdr);
-        // Acquire: pairs with the Release publish in BlockMut's drop (the CAS below repeats it).
-        let mut cur = w.load(Ordering::Acquire);
         loop {
-            let (len, readers) = inner.check_live(hdr, cur, h, true)?;
             let dying = block::with_state(cur, LiveState::Dying);
             // AcqRel: Acquire pairs with the Release publish (BlockMut drop) and with readers'
             // Release unpin, so every earlier access to the bytes happens before their reuse.
@@ -41,7 +44,10 @@ impl Arena {
                     // Otherwise the last reader to leave releases the block.
                     return Ok(());
                 }
-                Err(now) => cur = now,
+                Err(now) => {
+                    cur = now;
+                    (len, readers) = inner.check_live(hdr, cur, h, true)?;
+                }
             }
         }
     }
@@ -104,12 +110,15 @@ impl Arena {
     /// Pins the live block `h` (on a read-only arena, only checks it).
     fn pin(&self, h: Handle) -> Result<ReadPin<'_>, Error> {
         let inner = &*self.inner;
-        let hdr = inner.locate(h)?;
+        let Live {
+            hdr,
+            word: mut cur,
+            mut len,
+            mut readers,
+        } = inner.live(h, false)?;
         let w = inner.b.word(hdr);
-        let mut cur = w.load(Ordering::Acquire);
         let mut saturated = 0u32;
         loop {
-            let (len, readers) = inner.check_live(hdr, cur, h, false)?;
             if inner.read_only {
                 // Nothing can free or write a block of a read-only arena: the shared file lock
                 // keeps every writer out, and this process refuses writes. No pin needed (and the
@@ -130,12 +139,12 @@ impl Arena {
                     return Err(Error::Busy { offset: h.offset() });
                 }
                 if saturated > 64 {
-                    std::thread::yield_now();
+                    yield_now();
                 } else {
-                    crate::sync::spin_hint();
+                    spin_hint();
                 }
-                // Acquire: as the first load (pairs with the Release publish).
-                cur = w.load(Ordering::Acquire);
+                cur = inner.header_acquire(hdr);
+                (len, readers) = inner.check_live(hdr, cur, h, false)?;
                 continue;
             }
             // Acquire: pairs with the Release publish in BlockMut's drop.
@@ -153,7 +162,10 @@ impl Arena {
                         gen: Some(h.generation()),
                     })
                 }
-                Err(now) => cur = now,
+                Err(now) => {
+                    cur = now;
+                    (len, readers) = inner.check_live(hdr, cur, h, false)?;
+                }
             }
         }
     }
@@ -177,10 +189,7 @@ impl Arena {
     /// ```
     pub unsafe fn get(&self, h: Handle) -> Result<&[u8], Error> {
         let inner = &*self.inner;
-        let hdr = inner.locate(h)?;
-        // Acquire: pairs with the Release publish in BlockMut's drop.
-        let cur = inner.b.word(hdr).load(Ordering::Acquire);
-        let (len, _) = inner.check_live(hdr, cur, h, false)?;
+        let Live { hdr, len, .. } = inner.live(h, false)?;
         // SAFETY: the block is live and published; the caller keeps it from being freed or written.
         Ok(unsafe { inner.b.slice(hdr + WORD, len) })
     }
@@ -199,23 +208,14 @@ impl Arena {
         if inner.read_only {
             return Err(Error::ReadOnly);
         }
-        let hdr = inner.locate(h)?;
-        // Acquire: pairs with the Release publish in BlockMut's drop.
-        let cur = inner.b.word(hdr).load(Ordering::Acquire);
-        let (len, _) = inner.check_live(hdr, cur, h, false)?;
+        let Live { hdr, len, .. } = inner.live(h, false)?;
         // SAFETY: live and published; exclusivity is the caller's contract.
         Ok(unsafe { inner.b.slice_mut(hdr + WORD, len) })
     }
 
     /// Whether `h` names a live, published block.
     pub fn contains(&self, h: Handle) -> bool {
-        let inner = &*self.inner;
-        inner
-            .locate(h)
-            .and_then(|hdr| {
-                inner.check_live(hdr, inner.b.word(hdr).load(Ordering::Acquire), h, false)
-            })
-            .is_ok()
+        self.inner.live(h, false).is_ok()
     }
 
     /// The length of block `h`.
@@ -223,16 +223,49 @@ impl Arena {
     /// # Errors
     /// As [`Arena::read`].
     pub fn len_of(&self, h: Handle) -> Result<usize, Error> {
-        let inner = &*self.inner;
-        let hdr = inner.locate(h)?;
-        let cur = inner.b.word(hdr).load(Ordering::Acquire);
-        inner
-            .check_live(hdr, cur, h, false)
-            .map(|(len, _)| len as usize)
+        self.inner.live(h, false).map(|l| l.len as usize)
     }
 }
 
+/// A live block a handle names, as [`Inner::live`] found it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Live {
+    /// Offset of the block's header word.
+    pub hdr: u64,
+    /// The header word as loaded.
+    pub word: u64,
+    /// The block's length in bytes.
+    pub len: u64,
+    /// Readers pinning it.
+    pub readers: u64,
+}
+
 impl Inner {
+    /// The opening of every handle check: locate the header `h` names, load it with Acquire,
+    /// check that it is the live block `h` names (`freeing` selects the error for a block already
+    /// being freed).
+    #[inline]
+    pub(crate) fn live(&self, h: Handle, freeing: bool) -> Result<Live, Error> {
+        let hdr = self.locate(h)?;
+        let word = self.header_acquire(hdr);
+        let (len, readers) = self.check_live(hdr, word, h, freeing)?;
+        Ok(Live {
+            hdr,
+            word,
+            len,
+            readers,
+        })
+    }
+
+    /// The header word at `hdr`, loaded for a handle check.
+    #[inline]
+    pub(crate) fn header_acquire(&self, hdr: u64) -> u64 {
+        // Acquire: pairs with the Release publish in BlockMut's drop, so the bytes of a block
+        // seen PUBLISHED are visible; and with the Release fence in `release`, so a thread that
+        // sees a block gone also sees what happened before its free.
+        self.b.word(hdr).load(Ordering::Acquire)
+    }
+
     /// The header offset a handle names, if it can be a block header at all.
     #[inline]
     pub(crate) fn locate(&self, h: Handle) -> Result<u64, Error> {

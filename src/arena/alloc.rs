@@ -3,7 +3,7 @@
 
 use super::{Arena, BlockMut, Inner};
 use crate::block::{self, Handle, LiveState, Word, MAX_BLOCK_LEN};
-use crate::bump::{bump_counter, cache_head, cache_parts, with_cell, ChunkCell};
+use crate::cells::{bump_counter, cache_head, cache_parts, with_cell, ChunkCell};
 use crate::error::Error;
 use crate::format::Freelist;
 use crate::freelist::{exact_class, Optimistic, Pessimistic, Prepared, Unlisted};
@@ -149,25 +149,25 @@ impl Inner {
         let slack = if align > WORD { align + WORD } else { 0 };
         let chunk = self.g.chunk();
         let r = if span + slack <= chunk / 4 {
-            match self.bump_in_cell(cell, len, span, align) {
+            match self.chunks().bump_in_cell(cell, len, span, align) {
                 Some(r) => Some(r),
                 None => {
-                    self.retire(cell);
-                    match self.reserve(chunk) {
+                    self.chunks().return_chunk(cell);
+                    match self.chunks().reserve(chunk) {
                         Some((start, end)) => {
                             cell.start.store(start, Ordering::Relaxed);
                             cell.cur.store(start, Ordering::Relaxed);
                             cell.end.store(end, Ordering::Relaxed);
                             cell.gen
                                 .store(self.fresh_gen(true).into(), Ordering::Relaxed);
-                            self.bump_in_cell(cell, len, span, align)
+                            self.chunks().bump_in_cell(cell, len, span, align)
                         }
                         None => None,
                     }
                 }
             }
         } else {
-            self.alloc_large(len, span, align)
+            self.chunks().alloc_large(len, span, align)
         };
         let r = match r {
             Some(r) => Some(r),

@@ -1,7 +1,7 @@
 //! Coalescing passes while the arena is shared: one at a time, rate-limited by activity.
 
 use super::Inner;
-use crate::bump::{bump_counter, for_each_thread_cell, ChunkCell};
+use crate::cells::{bump_counter, for_each_thread_cell, ChunkCell};
 use crate::error::Error;
 use crate::sync::{spin_hint, yield_now, AtomicBool, Ordering};
 impl Inner {

@@ -1,7 +1,7 @@
 //! Flush, verify, compact, image, close and the close protocol on drop.
 
 use super::{Arena, Inner};
-use crate::bump::for_each_thread_cell;
+use crate::cells::for_each_thread_cell;
 use crate::error::Error;
 use crate::format::{
     self, RawHeader, HEADER_SIZE, OFF_CAPACITY, OFF_HIGH_WATER, OFF_STATE, OFF_STATE_CHECKSUM,
@@ -90,7 +90,7 @@ impl Arena {
             return Err(Error::ReadOnly);
         }
         recovery::check(&inner.b, &inner.g, inner.bump())?;
-        inner.retire_all();
+        inner.return_all_chunks();
         recovery::repair(&inner.b, &inner.g, inner.capacity, &inner.lists, false)
     }
 
@@ -101,7 +101,7 @@ impl Arena {
     pub fn write_image(&mut self, mut out: impl std::io::Write) -> Result<(), Error> {
         let inner = self.exclusive()?;
         if !inner.read_only {
-            inner.retire_all();
+            inner.return_all_chunks();
         }
         let mut header = inner.header_snapshot();
         header.state = STATE_CLEAN;
@@ -139,7 +139,7 @@ impl Inner {
         if self.read_only {
             return Ok(());
         }
-        self.retire_all();
+        self.return_all_chunks();
         let bump = self.bump();
         let hw = self.b.word(OFF_HIGH_WATER);
         hw.store(hw.load(Ordering::Relaxed).max(bump), Ordering::Relaxed);

@@ -18,7 +18,6 @@
 mod access;
 mod alloc;
 mod block_mut;
-mod chunk;
 mod coalesce;
 mod lifecycle;
 mod meta;
@@ -26,13 +25,15 @@ mod open;
 #[cfg(not(parena_loom))]
 mod raw;
 mod release;
+mod resize;
 
-pub use crate::bump::LANES;
+pub use crate::cells::LANES;
 pub use block_mut::BlockMut;
 pub use meta::{HeaderInfo, Stats};
 
 use crate::backing::{Backing, BackingKind};
-use crate::bump::Registry;
+use crate::bump::Chunks;
+use crate::cells::CellRegistry;
 use crate::error::Error;
 use crate::format::Freelist;
 use crate::format::{Geometry, OFF_BUMP};
@@ -85,7 +86,7 @@ pub(crate) struct Inner {
     /// Per-thread caches of freed blocks are on (never with `Freelist::None`).
     thread_cache: bool,
     pub(crate) lists: FreeLists,
-    pub(crate) cells: Registry,
+    pub(crate) cells: CellRegistry,
     /// Coalescing passes are on (`Options::coalesce`).
     coalesce_on: bool,
     /// Set while a thread runs a coalescing pass (`Inner::coalesce`); one pass at a time.
@@ -221,6 +222,17 @@ impl std::fmt::Debug for Arena {
 }
 
 impl Inner {
+    /// Chunk reservation over this arena's heap (`bump`).
+    #[inline]
+    pub(super) fn chunks(&self) -> Chunks<'_> {
+        Chunks {
+            mem: &self.b,
+            geom: &self.g,
+            capacity: self.capacity,
+            lists: &self.lists,
+        }
+    }
+
     #[inline]
     pub(crate) fn bump(&self) -> u64 {
         self.b.word(OFF_BUMP).load(Ordering::Relaxed)

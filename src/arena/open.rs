@@ -3,7 +3,7 @@
 use super::{Arena, Inner};
 use crate::backing::{Backing, OpenedFile};
 use crate::block::{self};
-use crate::bump::Registry;
+use crate::cells::CellRegistry;
 use crate::error::Error;
 use crate::format::Freelist;
 use crate::format::{
@@ -14,12 +14,13 @@ use crate::freelist::FreeLists;
 use crate::layout::align_up;
 use crate::options::{Options, DEFAULT_CAPACITY};
 use crate::recovery::{self, Report};
-use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, StdAtomicU64, StdOrdering};
 use std::path::Path;
-static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// The next arena uid (process-wide; never reused).
+static NEXT_UID: StdAtomicU64 = StdAtomicU64::new(1);
 
 fn new_uid() -> u64 {
-    NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    NEXT_UID.fetch_add(1, StdOrdering::Relaxed)
 }
 
 /// A random arena id (not cryptographic): hashed time, process id, address and a counter.
@@ -149,7 +150,7 @@ impl Arena {
                 zero_on_free: o.zero_on_free,
                 thread_cache: o.thread_cache && g.freelist != Freelist::None,
                 lists,
-                cells: Registry::default(),
+                cells: CellRegistry::default(),
                 coalesce_on: o.coalesce,
                 coalescing: AtomicBool::new(false),
                 passes: AtomicU64::new(0),

@@ -23,22 +23,22 @@
 //! atomics are `std`'s, so this module is not built under `cfg(parena_loom)`, whose atomics are a
 //! side table.
 
+use super::access::Live;
 use super::Arena;
 use crate::block::Handle;
 use crate::error::Error;
 use crate::layout::WORD;
-use crate::sync::Ordering;
-use std::sync::atomic::AtomicU64;
+use crate::sync::StdAtomicU64;
 
 impl Arena {
     /// The arena offset of bytes `at..at + len` of the live block `h`, checked.
     fn block_range(&self, h: Handle, at: u64, len: u64) -> Result<u64, Error> {
         let inner = &*self.inner;
-        let hdr = inner.locate(h)?;
-        // Acquire: pairs with the Release publish in BlockMut's drop, so the block's initial
-        // contents are visible to whoever uses the range.
-        let w = inner.b.word(hdr).load(Ordering::Acquire);
-        let (block_len, _) = inner.check_live(hdr, w, h, false)?;
+        let Live {
+            hdr,
+            len: block_len,
+            ..
+        } = inner.live(h, false)?;
         match at.checked_add(len) {
             Some(end) if end <= block_len => Ok(hdr + WORD + at),
             _ => Err(Error::OutOfBounds {
@@ -97,7 +97,7 @@ impl Arena {
     /// assert!(unsafe { arena.atomic_u64(h, 12) }.is_err()); // not 8-aligned
     /// # Ok::<(), parena::Error>(())
     /// ```
-    pub unsafe fn atomic_u64(&self, h: Handle, at: usize) -> Result<&AtomicU64, Error> {
+    pub unsafe fn atomic_u64(&self, h: Handle, at: usize) -> Result<&StdAtomicU64, Error> {
         let at = at as u64;
         if at % WORD != 0 {
             return Err(Error::OutOfBounds {
@@ -136,7 +136,7 @@ impl Arena {
     /// # Ok::<(), parena::Error>(())
     /// ```
     #[inline]
-    pub unsafe fn atomic_u64_at(&self, offset: u64) -> Result<&AtomicU64, Error> {
+    pub unsafe fn atomic_u64_at(&self, offset: u64) -> Result<&StdAtomicU64, Error> {
         if offset % WORD != 0 {
             return Err(Error::OutOfBounds {
                 offset,
@@ -242,8 +242,8 @@ impl Arena {
 
 #[cfg(test)]
 mod tests {
+    use crate::sync::StdOrdering as Ordering;
     use crate::{Error, Options};
-    use std::sync::atomic::Ordering;
 
     #[test]
     fn checked_access_refuses_stale_and_out_of_range() {

@@ -3,7 +3,7 @@
 
 use super::Inner;
 use crate::block::{self, Word};
-use crate::bump::{bump_counter, cache_head, cache_parts, ChunkCell, CACHE_DEPTH};
+use crate::cells::{bump_counter, cache_head, cache_parts, ChunkCell, CACHE_DEPTH};
 use crate::format::Freelist;
 use crate::freelist::exact_class;
 use crate::layout::{block_span, WORD};
@@ -28,10 +28,10 @@ impl Inner {
     }
 
     /// Retires every thread's chunk. Needs exclusive access (no clone in use).
-    pub(crate) fn retire_all(&mut self) {
+    pub(crate) fn return_all_chunks(&mut self) {
         for c in self.cells.all() {
             self.drain_cache(&c);
-            self.retire(&c);
+            self.chunks().return_chunk(&c);
         }
     }
 
@@ -48,8 +48,7 @@ impl Inner {
         fence(Ordering::Release);
         bump_counter(&cell.counters.frees, 1);
         bump_counter(&cell.counters.free_bytes, len);
-        let cur = cell.cur.load(Ordering::Relaxed);
-        if cur != 0 && cur == hdr + span && hdr >= cell.start.load(Ordering::Relaxed) {
+        if cell.ends_with(hdr, span) {
             // The block ends where this thread's chunk is bumped to: move the bump back, keeping
             // invariant Z (everything from `cur` on is zero). Data first, header last.
             // SAFETY: the block is DYING with no readers: ours alone.
