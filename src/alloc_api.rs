@@ -173,6 +173,19 @@ pub struct GlobalArena {
     fallbacks: StdAtomicU64,
 }
 
+impl std::fmt::Debug for GlobalArena {
+    /// The configuration and counters; the arena itself only once it is built (formatting never
+    /// builds it).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobalArena")
+            .field("capacity", &self.capacity)
+            .field("freelist", &self.freelist)
+            .field("arena", &self.arena.get())
+            .field("fallbacks", &self.fallbacks.load(StdOrdering::Relaxed))
+            .finish()
+    }
+}
+
 const UNINIT: u8 = 0;
 const INITIALIZING: u8 = 1;
 const READY: u8 = 2;

@@ -1,5 +1,5 @@
 #![doc = include_str!("../README.md")]
-#![warn(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations)]
 
 #[cfg(all(feature = "async", not(parena_loom)))]
 mod aio;

@@ -24,6 +24,15 @@ pub struct Lists {
     segs: Vec<(u64, u64)>,
 }
 
+impl std::fmt::Debug for Lists {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lists")
+            .field("limit", &self.limit)
+            .field("segs", &self.segs)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Lists {
     /// A header and `n` segments, none listed. Every segment starts as a LIVE header (owned by
     /// whoever the model says).

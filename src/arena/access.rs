@@ -29,7 +29,7 @@ impl Arena {
             mut len,
             mut readers,
         } = inner.live(h, true)?;
-        let w = inner.b.word(hdr);
+        let w = inner.mem.word(hdr);
         loop {
             let dying = block::with_state(cur, LiveState::Dying);
             // AcqRel: Acquire pairs with the Release publish (BlockMut drop) and with readers'
@@ -103,7 +103,7 @@ impl Arena {
         // SAFETY: the block is live and published (checked by `pin`), and pinned until `pin`
         // drops (after `f` returns or unwinds): no `BlockMut` exists for it, `free` leaves its
         // bytes alone while a pin is held, and a read-only arena never frees or writes.
-        let bytes = unsafe { self.inner.b.slice(pin.hdr + WORD, pin.len) };
+        let bytes = unsafe { self.inner.mem.slice(pin.hdr + WORD, pin.len) };
         Ok(f(bytes))
     }
 
@@ -116,7 +116,7 @@ impl Arena {
             mut len,
             mut readers,
         } = inner.live(h, false)?;
-        let w = inner.b.word(hdr);
+        let w = inner.mem.word(hdr);
         let mut saturated = 0u32;
         loop {
             if inner.read_only {
@@ -191,7 +191,7 @@ impl Arena {
         let inner = &*self.inner;
         let Live { hdr, len, .. } = inner.live(h, false)?;
         // SAFETY: the block is live and published; the caller keeps it from being freed or written.
-        Ok(unsafe { inner.b.slice(hdr + WORD, len) })
+        Ok(unsafe { inner.mem.slice(hdr + WORD, len) })
     }
 
     /// The bytes of block `h`, mutably, without copying.
@@ -210,7 +210,7 @@ impl Arena {
         }
         let Live { hdr, len, .. } = inner.live(h, false)?;
         // SAFETY: live and published; exclusivity is the caller's contract.
-        Ok(unsafe { inner.b.slice_mut(hdr + WORD, len) })
+        Ok(unsafe { inner.mem.slice_mut(hdr + WORD, len) })
     }
 
     /// Whether `h` names a live, published block.
@@ -245,7 +245,7 @@ impl Inner {
     /// check that it is the live block `h` names (`freeing` selects the error for a block already
     /// being freed).
     #[inline]
-    pub(crate) fn live(&self, h: Handle, freeing: bool) -> Result<Live, Error> {
+    pub(super) fn live(&self, h: Handle, freeing: bool) -> Result<Live, Error> {
         let hdr = self.locate(h)?;
         let word = self.header_acquire(hdr);
         let (len, readers) = self.check_live(hdr, word, h, freeing)?;
@@ -259,19 +259,19 @@ impl Inner {
 
     /// The header word at `hdr`, loaded for a handle check.
     #[inline]
-    pub(crate) fn header_acquire(&self, hdr: u64) -> u64 {
+    pub(super) fn header_acquire(&self, hdr: u64) -> u64 {
         // Acquire: pairs with the Release publish in BlockMut's drop, so the bytes of a block
         // seen PUBLISHED are visible; and with the Release fence in `release`, so a thread that
         // sees a block gone also sees what happened before its free.
-        self.b.word(hdr).load(Ordering::Acquire)
+        self.mem.word(hdr).load(Ordering::Acquire)
     }
 
     /// The header offset a handle names, if it can be a block header at all.
     #[inline]
-    pub(crate) fn locate(&self, h: Handle) -> Result<u64, Error> {
+    pub(super) fn locate(&self, h: Handle) -> Result<u64, Error> {
         let data = h.offset();
         let bump = self.bump();
-        if data < self.g.data_start + WORD || data + WORD > bump {
+        if data < self.geom.data_start + WORD || data + WORD > bump {
             return Err(Error::OutOfBounds {
                 offset: data,
                 len: 0,
@@ -284,7 +284,7 @@ impl Inner {
     /// Checks that header word `w` at `hdr` is the live block `h` names; returns its length and
     /// readers. `freeing` selects the error for a block already being freed.
     #[inline]
-    pub(crate) fn check_live(
+    pub(super) fn check_live(
         &self,
         hdr: u64,
         w: u64,
@@ -339,7 +339,7 @@ impl Inner {
 
     /// Leaves a block pinned by `read`; the last reader of a block freed meanwhile releases it.
     pub(super) fn unpin(&self, hdr: u64, gen: u32, lane: usize) {
-        let w = self.b.word(hdr);
+        let w = self.mem.word(hdr);
         let mut cur = w.load(Ordering::Relaxed);
         loop {
             // Release: our copy happens before the block's reuse; pairs with the Acquire CAS in

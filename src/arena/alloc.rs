@@ -123,7 +123,7 @@ impl Inner {
                 // Invariant Z: `cur..end` is zero, so the block needs no zeroing.
                 // SAFETY: `cur` is 8-aligned (chunk starts and spans are) and
                 // `cur + 8 <= cur + span <= end <= capacity`, the backing's length.
-                let w = unsafe { self.b.word_unchecked(cur) };
+                let w = unsafe { self.mem.word_unchecked(cur) };
                 w.store(
                     block::live(len, gen, LiveState::Pending, 0),
                     Ordering::Relaxed,
@@ -147,7 +147,7 @@ impl Inner {
         align: u64,
     ) -> Result<(u64, u32), Error> {
         let slack = if align > WORD { align + WORD } else { 0 };
-        let chunk = self.g.chunk();
+        let chunk = self.geom.chunk();
         let r = if span + slack <= chunk / 4 {
             match self.chunks().bump_in_cell(cell, len, span, align) {
                 Some(r) => Some(r),
@@ -171,7 +171,7 @@ impl Inner {
         };
         let r = match r {
             Some(r) => Some(r),
-            None => match self.g.freelist {
+            None => match self.geom.freelist {
                 Freelist::None => None,
                 Freelist::Optimistic | Freelist::Pessimistic => {
                     // Acquire: pairs with the Release increment that ends a pass, so a pass
@@ -224,7 +224,7 @@ impl Inner {
         head: u64,
     ) -> (u64, u32) {
         let (hdr, count) = cache_parts(head);
-        let next = match block::decode(self.b.word(hdr).load(Ordering::Relaxed)) {
+        let next = match block::decode(self.mem.word(hdr).load(Ordering::Relaxed)) {
             Word::Free { next, .. } => next,
             w => unreachable!("cached block at {hdr} is {w:?}"),
         };
@@ -237,13 +237,13 @@ impl Inner {
         let gen = self.cell_gen(cell);
         // Commit as RESERVED (same span: exact class), then zero, then hand out: a crash in
         // between leaves a block recovery reclaims.
-        self.b.word(hdr).store(
+        self.mem.word(hdr).store(
             block::live(len, gen, LiveState::Reserved, 0),
             Ordering::Relaxed,
         );
         // SAFETY: the block came off this thread's own cache: no one else references it.
-        unsafe { self.b.zero(hdr + WORD, span - WORD) };
-        self.b.word(hdr).store(
+        unsafe { self.mem.zero(hdr + WORD, span - WORD) };
+        self.mem.word(hdr).store(
             block::live(len, gen, LiveState::Pending, 0),
             Ordering::Relaxed,
         );
@@ -260,7 +260,7 @@ impl Inner {
         const BATCH: u64 = 256;
         let mut next = cell.gen_next.load(Ordering::Relaxed);
         if next == cell.gen_end.load(Ordering::Relaxed) {
-            next = block::fresh_gen_batch(&self.b, BATCH);
+            next = block::fresh_gen_batch(&self.mem, BATCH);
             cell.gen_end.store(next + BATCH, Ordering::Relaxed);
         }
         cell.gen_next.store(next + 1, Ordering::Relaxed);
@@ -290,10 +290,14 @@ impl Inner {
                 .is_some_and(|n| n <= s.span)
         };
         let limit = self.bump();
-        let seg = match self.g.freelist {
+        let seg = match self.geom.freelist {
             Freelist::None => None,
-            Freelist::Optimistic => self.lists.take::<Optimistic>(&self.b, span, limit, fits)?,
-            Freelist::Pessimistic => self.lists.take::<Pessimistic>(&self.b, span, limit, fits)?,
+            Freelist::Optimistic => self
+                .lists
+                .take::<Optimistic>(&self.mem, span, limit, fits)?,
+            Freelist::Pessimistic => self
+                .lists
+                .take::<Pessimistic>(&self.mem, span, limit, fits)?,
         };
         let Some(seg) = seg else { return Ok(None) };
         let front = front_of(seg.off);
@@ -306,7 +310,7 @@ impl Inner {
         if rest > 0 {
             match self
                 .lists
-                .prepare(&self.b, &self.g, rem, rest, Unlisted::Filler)
+                .prepare(&self.mem, &self.geom, rem, rest, Unlisted::Filler)
             {
                 Prepared::List(g) => listed = Some(g),
                 Prepared::Discard(n) => self.add_discarded(n),
@@ -319,24 +323,24 @@ impl Inner {
         let gen = self.fresh_gen(true);
         let reserved = block::live(len, gen, LiveState::Reserved, 0);
         if front > 0 {
-            self.b.word(hdr).store(reserved, Ordering::Relaxed);
+            self.mem.word(hdr).store(reserved, Ordering::Relaxed);
             // Commit: the walk now sees the pad, the block and the remainder.
-            self.b
+            self.mem
                 .word(seg.off)
                 .store(block::pad(front), Ordering::Relaxed);
             self.add_discarded(front);
         } else {
             // Commit: the walk now sees the block and the remainder.
-            self.b.word(hdr).store(reserved, Ordering::Relaxed);
+            self.mem.word(hdr).store(reserved, Ordering::Relaxed);
         }
         // SAFETY: the segment is ours since the pop; the data range lies inside it.
-        unsafe { self.b.zero(hdr + WORD, span - WORD) };
-        self.b.word(hdr).store(
+        unsafe { self.mem.zero(hdr + WORD, span - WORD) };
+        self.mem.word(hdr).store(
             block::live(len, gen, LiveState::Pending, 0),
             Ordering::Relaxed,
         );
         if let Some(g) = listed {
-            self.lists.push(&self.b, rem, rest, g);
+            self.lists.push(&self.mem, rem, rest, g);
         }
         Ok(Some((hdr, gen)))
     }

@@ -42,7 +42,7 @@ impl Deref for BlockMut<'_> {
     #[inline]
     fn deref(&self) -> &[u8] {
         // SAFETY: in bounds (allocated); PENDING: no one else reads or writes these bytes.
-        unsafe { self.inner.b.slice(self.hdr + WORD, self.len) }
+        unsafe { self.inner.mem.slice(self.hdr + WORD, self.len) }
     }
 }
 
@@ -51,7 +51,7 @@ impl DerefMut for BlockMut<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: in bounds, writable (allocation refuses read-only arenas); PENDING: exclusive,
         // and `&mut self` makes this the only live borrow of the bytes.
-        unsafe { self.inner.b.slice_mut(self.hdr + WORD, self.len) }
+        unsafe { self.inner.mem.slice_mut(self.hdr + WORD, self.len) }
     }
 }
 
@@ -60,7 +60,7 @@ impl Drop for BlockMut<'_> {
     fn drop(&mut self) {
         // SAFETY: `hdr` is the header of a block allocated inside the heap: 8-aligned, and
         // `hdr + 8 <= hdr + span <= capacity`, the backing's length.
-        let w = unsafe { self.inner.b.word_unchecked(self.hdr) };
+        let w = unsafe { self.inner.mem.word_unchecked(self.hdr) };
         // Release: the bytes written through this BlockMut happen before any `read`, `get` or
         // `free` that observes PUBLISHED (their Acquire).
         w.store(

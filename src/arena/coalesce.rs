@@ -74,10 +74,10 @@ impl Inner {
             return Ok(false);
         }
         let (merged, detached) = self.lists.coalesce(
-            &self.b,
+            &self.mem,
             self.bump(),
             || self.fresh_gen(false),
-            |off, len| self.b.flush(off, len),
+            |off, len| self.mem.flush(off, len),
         )?;
         self.activity_at_pass.store(activity, Ordering::Relaxed);
         self.pass_cost.store(detached, Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! Flush, verify, compact, image, close and the close protocol on drop.
 
 use super::{Arena, Inner};
+use crate::backing::SimDisk;
 use crate::cells::for_each_thread_cell;
 use crate::error::Error;
 use crate::format::{
@@ -24,9 +25,9 @@ impl Arena {
         }
         let bump = inner.bump();
         inner
-            .b
-            .flush(inner.g.data_start, bump - inner.g.data_start)?;
-        inner.b.flush(0, inner.g.data_start)
+            .mem
+            .flush(inner.geom.data_start, bump - inner.geom.data_start)?;
+        inner.mem.flush(0, inner.geom.data_start)
     }
 
     /// Makes bytes `offset..offset + len` of the arena durable (not the header; see
@@ -36,7 +37,7 @@ impl Arena {
     /// [`Error::OutOfBounds`] outside the arena; [`Error::Io`].
     pub fn flush_range(&self, offset: u64, len: u64) -> Result<(), Error> {
         self.inner.check_range(offset, len)?;
-        self.inner.b.flush(offset, len)
+        self.inner.mem.flush(offset, len)
     }
 
     /// Makes the header (bump offset, free lists, roots) and the reserved area durable.
@@ -44,7 +45,7 @@ impl Arena {
     /// # Errors
     /// [`Error::Io`].
     pub fn flush_header(&self) -> Result<(), Error> {
-        self.inner.b.flush(0, self.inner.g.data_start)
+        self.inner.mem.flush(0, self.inner.geom.data_start)
     }
 
     /// Starts write-back of the whole arena and returns without waiting (`MS_ASYNC`).
@@ -52,7 +53,7 @@ impl Arena {
     /// # Errors
     /// [`Error::Io`].
     pub fn flush_background(&self) -> Result<(), Error> {
-        self.inner.b.flush_async(0, self.inner.bump())
+        self.inner.mem.flush_async(0, self.inner.bump())
     }
 
     /// Starts write-back of `offset..offset + len` without waiting.
@@ -61,7 +62,7 @@ impl Arena {
     /// [`Error::OutOfBounds`]; [`Error::Io`].
     pub fn flush_range_background(&self, offset: u64, len: u64) -> Result<(), Error> {
         self.inner.check_range(offset, len)?;
-        self.inner.b.flush_async(offset, len)
+        self.inner.mem.flush_async(offset, len)
     }
 
     /// Walks the heap and the free lists and reports what it found, without changing anything.
@@ -71,8 +72,8 @@ impl Arena {
     pub fn verify(&mut self) -> Result<Report, Error> {
         let inner = self.exclusive()?;
         Ok(recovery::verify(
-            &inner.b,
-            &inner.g,
+            &inner.mem,
+            &inner.geom,
             &inner.lists,
             inner.bump(),
         ))
@@ -89,9 +90,9 @@ impl Arena {
         if inner.read_only {
             return Err(Error::ReadOnly);
         }
-        recovery::check(&inner.b, &inner.g, inner.bump())?;
+        recovery::check(&inner.mem, &inner.geom, inner.bump())?;
         inner.return_all_chunks();
-        recovery::repair(&inner.b, &inner.g, inner.capacity, &inner.lists, false)
+        recovery::repair(&inner.mem, &inner.geom, inner.capacity, &inner.lists, false)
     }
 
     /// Writes the whole arena as an image that opens as a clean file arena.
@@ -108,7 +109,7 @@ impl Arena {
         header.state_checksum = header.compute_state_checksum();
         out.write_all(bytemuck::bytes_of(&header))?;
         // SAFETY: in bounds; `get_mut` proved no other clone can write while we copy.
-        let rest = unsafe { inner.b.slice(HEADER_SIZE, inner.capacity - HEADER_SIZE) };
+        let rest = unsafe { inner.mem.slice(HEADER_SIZE, inner.capacity - HEADER_SIZE) };
         out.write_all(rest)?;
         Ok(())
     }
@@ -125,10 +126,10 @@ impl Arena {
 }
 
 impl Inner {
-    pub(crate) fn header_snapshot(&self) -> RawHeader {
+    pub(super) fn header_snapshot(&self) -> RawHeader {
         let mut bytes = vec![0u8; HEADER_SIZE as usize];
         for off in (0..HEADER_SIZE).step_by(8) {
-            let w = self.b.word(off).load(Ordering::Relaxed);
+            let w = self.mem.word(off).load(Ordering::Relaxed);
             bytes[off as usize..off as usize + 8].copy_from_slice(&w.to_le_bytes());
         }
         RawHeader::parse(&bytes)
@@ -141,19 +142,22 @@ impl Inner {
         }
         self.return_all_chunks();
         let bump = self.bump();
-        let hw = self.b.word(OFF_HIGH_WATER);
+        let hw = self.mem.word(OFF_HIGH_WATER);
         hw.store(hw.load(Ordering::Relaxed).max(bump), Ordering::Relaxed);
-        self.b.flush(self.g.data_start, bump - self.g.data_start)?;
+        self.mem
+            .flush(self.geom.data_start, bump - self.geom.data_start)?;
         let sum = format::state_checksum(
             (OFF_CAPACITY..format::HEAP_META_END)
                 .step_by(8)
-                .map(|off| (off, self.b.word(off).load(Ordering::Relaxed))),
+                .map(|off| (off, self.mem.word(off).load(Ordering::Relaxed))),
         );
-        self.b
+        self.mem
             .word(OFF_STATE_CHECKSUM)
             .store(sum, Ordering::Relaxed);
-        self.b.word(OFF_STATE).store(STATE_CLEAN, Ordering::Relaxed);
-        self.b.flush(0, self.g.data_start)?;
+        self.mem
+            .word(OFF_STATE)
+            .store(STATE_CLEAN, Ordering::Relaxed);
+        self.mem.flush(0, self.geom.data_start)?;
         // Mark the arena closed so the drop does not repeat the protocol.
         self.read_only = true;
         Ok(())
@@ -165,5 +169,20 @@ impl Drop for Inner {
         // Errors cannot be reported from drop; `Arena::close` reports them. On failure the arena
         // stays marked dirty and the next open recovers it.
         let _ = self.close();
+    }
+}
+
+impl SimDisk {
+    /// The image a power cut would leave now: every flushed page, plus the live contents of each
+    /// page `p` (its byte offset) for which `keep(p)` says the OS happened to write it back.
+    pub fn crash_image(&self, arena: &Arena, keep: impl FnMut(u64) -> bool) -> Vec<u8> {
+        arena.inner.crash_image(self, keep)
+    }
+}
+
+impl Inner {
+    /// This arena's memory as the simulated disk `disk` would leave it after a power cut.
+    fn crash_image(&self, disk: &SimDisk, keep: impl FnMut(u64) -> bool) -> Vec<u8> {
+        disk.image_over(&self.mem, keep)
     }
 }

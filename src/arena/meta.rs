@@ -53,7 +53,7 @@ impl Arena {
         // Acquire: pairs with the Release in `set_root`; what was published through the root is
         // visible.
         self.inner
-            .b
+            .mem
             .word(OFF_ROOTS + 8 * i as u64)
             .load(Ordering::Acquire)
     }
@@ -94,12 +94,12 @@ impl Arena {
                 limit: ROOT_SLOTS as u64,
             });
         }
-        Ok(self.inner.b.word(OFF_ROOTS + 8 * i as u64))
+        Ok(self.inner.mem.word(OFF_ROOTS + 8 * i as u64))
     }
 
     /// Length of the user-reserved area.
     pub fn reserved_len(&self) -> usize {
-        self.inner.g.reserved_len as usize
+        self.inner.geom.reserved_len as usize
     }
 
     /// The user-reserved area. Writing it needs the only clone ([`Arena::reserved_mut`]), so
@@ -110,8 +110,8 @@ impl Arena {
         // borrowed from any clone.
         unsafe {
             self.inner
-                .b
-                .slice(HEADER_SIZE, self.inner.g.reserved_len.into())
+                .mem
+                .slice(HEADER_SIZE, self.inner.geom.reserved_len.into())
         }
     }
 
@@ -125,7 +125,11 @@ impl Arena {
             return Err(Error::ReadOnly);
         }
         // SAFETY: in bounds; `get_mut` proved this is the only clone and we hold it mutably.
-        Ok(unsafe { inner.b.slice_mut(HEADER_SIZE, inner.g.reserved_len.into()) })
+        Ok(unsafe {
+            inner
+                .mem
+                .slice_mut(HEADER_SIZE, inner.geom.reserved_len.into())
+        })
     }
 
     /// Counters and sizes now.
@@ -134,10 +138,10 @@ impl Arena {
         let bump = inner.bump();
         let mut s = Stats {
             capacity: inner.capacity,
-            data_start: inner.g.data_start,
-            allocated: bump - inner.g.data_start,
+            data_start: inner.geom.data_start,
+            allocated: bump - inner.geom.data_start,
             remaining: inner.capacity - bump,
-            discarded: inner.b.word(OFF_DISCARDED).load(Ordering::Relaxed),
+            discarded: inner.mem.word(OFF_DISCARDED).load(Ordering::Relaxed),
             ..Stats::default()
         };
         let mut freed_bytes = 0u64;
@@ -205,8 +209,8 @@ impl Arena {
         HeaderInfo {
             format_version: h.format_version,
             magic_version: h.magic_version,
-            freelist: self.inner.g.freelist,
-            chunk_size: self.inner.g.chunk(),
+            freelist: self.inner.geom.freelist,
+            chunk_size: self.inner.geom.chunk(),
             reserved_len: h.reserved_len,
             min_segment: h.min_segment,
             data_start: h.data_start,

@@ -74,19 +74,27 @@ pub struct Arena {
     pub(crate) lane: u8,
 }
 
+/// The core of an open arena, shared by its clones. Its fields are private to `arena`; the rest
+/// of the crate goes through methods.
 pub(crate) struct Inner {
-    pub(crate) b: Backing,
-    pub(crate) g: Geometry,
+    /// The memory: the one door to raw pointers and to the atomics in the mapped bytes.
+    mem: Backing,
+    /// The fixed geometry read from (or written to) the header.
+    geom: Geometry,
     /// Total bytes; fixed while open. Always `> data_start`, a multiple of 4096.
-    pub(crate) capacity: u64,
+    capacity: u64,
     /// Process-unique id of this open arena (never reused), keys the per-thread cells.
-    pub(crate) uid: u64,
-    pub(crate) read_only: bool,
+    uid: u64,
+    /// Opened read-only, or closed (the close protocol ran).
+    read_only: bool,
+    /// Freed blocks are zeroed (`Options::zero_on_free`).
     zero_on_free: bool,
     /// Per-thread caches of freed blocks are on (never with `Freelist::None`).
     thread_cache: bool,
-    pub(crate) lists: FreeLists,
-    pub(crate) cells: CellRegistry,
+    /// The shared free lists, one per size class.
+    lists: FreeLists,
+    /// Every chunk cell handed out for this arena.
+    cells: CellRegistry,
     /// Coalescing passes are on (`Options::coalesce`).
     coalesce_on: bool,
     /// Set while a thread runs a coalescing pass (`Inner::coalesce`); one pass at a time.
@@ -97,10 +105,13 @@ pub(crate) struct Inner {
     activity_at_pass: AtomicU64,
     /// Segments the last pass detached: the next pass waits for that much activity.
     pass_cost: AtomicU64,
+    /// The last writer closed the arena cleanly.
     was_clean: bool,
+    /// Opened read-only while dirty: recovery runs at the next writable open.
     recovery_pending: bool,
+    /// What recovery did at open, when it ran.
     recovery: Option<Report>,
-    /// Async registry entry and flush epochs. Must stay declared after `b`: fields drop in order,
+    /// Async registry entry and flush epochs. Must stay declared after `mem`: fields drop in order,
     /// so it is dropped after the close protocol and after the file is unlocked; see `aio`.
     #[cfg(all(feature = "async", not(parena_loom)))]
     pub(crate) aio: crate::aio::AioState,
@@ -125,7 +136,7 @@ impl Arena {
 
     /// The random id written at create; the same after every reopen.
     pub fn id(&self) -> u64 {
-        self.inner.g.arena_id
+        self.inner.geom.arena_id
     }
 
     /// A clone of this arena whose allocations bump from lane `lane` (`0..LANES`).
@@ -174,7 +185,7 @@ impl Arena {
 
     /// Which memory holds the arena.
     pub fn backing(&self) -> BackingKind {
-        self.inner.b.kind()
+        self.inner.mem.kind()
     }
 
     /// Total bytes, header included.
@@ -184,7 +195,7 @@ impl Arena {
 
     /// The freelist policy.
     pub fn freelist(&self) -> Freelist {
-        self.inner.g.freelist
+        self.inner.geom.freelist
     }
 
     /// Whether the arena was opened read-only.
@@ -194,7 +205,7 @@ impl Arena {
 
     /// The file behind a file arena (canonical path).
     pub fn path(&self) -> Option<&Path> {
-        self.inner.b.path()
+        self.inner.mem.path()
     }
 
     /// The core, when this is the only clone: what exclusive passes (`verify`, `compact`,
@@ -215,27 +226,41 @@ impl std::fmt::Debug for Arena {
             .field("backing", &self.backing())
             .field("capacity", &self.inner.capacity)
             .field("bump", &self.inner.bump())
-            .field("freelist", &self.inner.g.freelist)
+            .field("freelist", &self.inner.geom.freelist)
             .field("read_only", &self.inner.read_only)
             .finish()
     }
 }
 
 impl Inner {
+    /// The arena's fixed geometry.
+    #[cfg(all(feature = "async", not(parena_loom)))]
+    #[inline]
+    pub(crate) fn geom(&self) -> &Geometry {
+        &self.geom
+    }
+
+    /// Process-unique id of this open arena.
+    #[cfg(all(feature = "async", not(parena_loom)))]
+    #[inline]
+    pub(crate) fn uid(&self) -> u64 {
+        self.uid
+    }
+
     /// Chunk reservation over this arena's heap (`bump`).
     #[inline]
     pub(super) fn chunks(&self) -> Chunks<'_> {
         Chunks {
-            mem: &self.b,
-            geom: &self.g,
+            mem: &self.mem,
+            geom: &self.geom,
             capacity: self.capacity,
             lists: &self.lists,
         }
     }
 
     #[inline]
-    pub(crate) fn bump(&self) -> u64 {
-        self.b.word(OFF_BUMP).load(Ordering::Relaxed)
+    pub(super) fn bump(&self) -> u64 {
+        self.mem.word(OFF_BUMP).load(Ordering::Relaxed)
     }
 
     pub(super) fn check_range(&self, offset: u64, len: u64) -> Result<(), Error> {
@@ -250,11 +275,11 @@ impl Inner {
     }
 
     /// A new generation for a header at a position with no history we can trust.
-    pub(crate) fn fresh_gen(&self, odd: bool) -> u32 {
-        crate::block::fresh_gen(&self.b, odd)
+    pub(super) fn fresh_gen(&self, odd: bool) -> u32 {
+        crate::block::fresh_gen(&self.mem, odd)
     }
 
-    pub(crate) fn add_discarded(&self, n: u64) {
-        crate::freelist::add_discarded(&self.b, n);
+    pub(super) fn add_discarded(&self, n: u64) {
+        crate::freelist::add_discarded(&self.mem, n);
     }
 }

@@ -143,8 +143,8 @@ impl Arena {
             lane: 0,
             inner: Arc::new(Inner {
                 read_only: b.read_only(),
-                b,
-                g,
+                mem: b,
+                geom: g,
                 capacity,
                 uid: new_uid(),
                 zero_on_free: o.zero_on_free,

@@ -54,7 +54,7 @@ impl Arena {
     fn heap_range(&self, offset: u64, len: u64) -> Result<(), Error> {
         let inner = &*self.inner;
         match offset.checked_add(len) {
-            Some(end) if offset >= inner.g.data_start && end <= inner.capacity => Ok(()),
+            Some(end) if offset >= inner.geom.data_start && end <= inner.capacity => Ok(()),
             _ => Err(Error::OutOfBounds {
                 offset,
                 len,
@@ -107,7 +107,7 @@ impl Arena {
             });
         }
         let off = self.block_range(h, at, WORD)?;
-        Ok(self.inner.b.word(off))
+        Ok(self.inner.mem.word(off))
     }
 
     /// The 8 bytes at arena offset `offset`, as an atomic word, without checking which block they
@@ -145,7 +145,7 @@ impl Arena {
             });
         }
         self.heap_range(offset, WORD)?;
-        Ok(self.inner.b.word(offset))
+        Ok(self.inner.mem.word(offset))
     }
 
     /// Bytes `at..at + len` of block `h`, without copying: part of a block whose other parts other
@@ -170,7 +170,7 @@ impl Arena {
         let off = self.block_range(h, at as u64, len as u64)?;
         // SAFETY: inside a live, published block (checked); the caller keeps it from being freed
         // or written while the slice lives.
-        Ok(unsafe { self.inner.b.slice(off, len as u64) })
+        Ok(unsafe { self.inner.mem.slice(off, len as u64) })
     }
 
     /// Bytes `at..at + len` of block `h`, writable, without copying: what threads appending to
@@ -209,7 +209,7 @@ impl Arena {
         let off = self.block_range(h, at as u64, len as u64)?;
         // SAFETY: inside a live, published block of a writable arena (checked); exclusivity of the
         // range is the caller's contract.
-        Ok(unsafe { self.inner.b.slice_mut(off, len as u64) })
+        Ok(unsafe { self.inner.mem.slice_mut(off, len as u64) })
     }
 
     /// `len` bytes at arena offset `offset`, without checking which block they belong to: the fast
@@ -236,7 +236,7 @@ impl Arena {
         self.heap_range(offset, len as u64)?;
         // SAFETY: inside the heap (checked); the caller promises the range is one live block's
         // bytes that nobody writes or frees while the slice lives.
-        Ok(unsafe { self.inner.b.slice(offset, len as u64) })
+        Ok(unsafe { self.inner.mem.slice(offset, len as u64) })
     }
 }
 

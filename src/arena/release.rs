@@ -11,24 +11,24 @@ use crate::sync::{fence, Ordering};
 
 impl Inner {
     /// Hands every block in the cell's cache to the shared free lists.
-    pub(crate) fn drain_cache(&self, cell: &ChunkCell) {
+    pub(super) fn drain_cache(&self, cell: &ChunkCell) {
         for slot in &cell.cache {
             let (mut off, _) = cache_parts(slot.load(Ordering::Relaxed));
             slot.store(0, Ordering::Relaxed);
             while off != 0 {
-                let (gen, next) = match block::decode(self.b.word(off).load(Ordering::Relaxed)) {
+                let (gen, next) = match block::decode(self.mem.word(off).load(Ordering::Relaxed)) {
                     Word::Free { gen, next } => (gen, next),
                     w => unreachable!("cached block at {off} is {w:?}"),
                 };
-                let span = self.b.word(off + WORD).load(Ordering::Relaxed);
-                self.lists.push(&self.b, off, span, gen);
+                let span = self.mem.word(off + WORD).load(Ordering::Relaxed);
+                self.lists.push(&self.mem, off, span, gen);
                 off = next;
             }
         }
     }
 
     /// Retires every thread's chunk. Needs exclusive access (no clone in use).
-    pub(crate) fn return_all_chunks(&mut self) {
+    pub(super) fn return_all_chunks(&mut self) {
         for c in self.cells.all() {
             self.drain_cache(&c);
             self.chunks().return_chunk(&c);
@@ -37,7 +37,7 @@ impl Inner {
 
     /// Gives back a block the caller has moved to DYING with no readers: rewinds the cell's bump
     /// when it is the last block of the cell's chunk, else lists it.
-    pub(crate) fn release(&self, cell: &ChunkCell, hdr: u64, len: u64, gen: u32) {
+    pub(super) fn release(&self, cell: &ChunkCell, hdr: u64, len: u64, gen: u32) {
         let span = block_span(len).expect("a live block's span fits");
         // Release fence: the header stores below (FREE, a rewind's 0, a list push) are plain
         // stores after the DYING CAS, so they head no release sequence of their own. With the
@@ -52,8 +52,8 @@ impl Inner {
             // The block ends where this thread's chunk is bumped to: move the bump back, keeping
             // invariant Z (everything from `cur` on is zero). Data first, header last.
             // SAFETY: the block is DYING with no readers: ours alone.
-            unsafe { self.b.zero(hdr + WORD, span - WORD) };
-            self.b.word(hdr).store(0, Ordering::Relaxed);
+            unsafe { self.mem.zero(hdr + WORD, span - WORD) };
+            self.mem.word(hdr).store(0, Ordering::Relaxed);
             cell.cur.store(hdr, Ordering::Relaxed);
             // A fresh generation, not the next one after the cell's: the chain of a chunk's
             // rewinds would run into generations the counter hands out later, and a block at this
@@ -65,7 +65,7 @@ impl Inner {
         }
         if self.zero_on_free {
             // SAFETY: as above.
-            unsafe { self.b.zero(hdr + WORD, span - WORD) };
+            unsafe { self.mem.zero(hdr + WORD, span - WORD) };
         }
         let free_gen = block::next_gen(gen, false);
         if let Some(class) = exact_class(span).filter(|_| self.thread_cache) {
@@ -73,23 +73,23 @@ impl Inner {
             let (first, count) = cache_parts(slot.load(Ordering::Relaxed));
             if count < CACHE_DEPTH {
                 // The span word first, then the FREE header: a walk sees a whole free segment.
-                self.b.word(hdr + WORD).store(span, Ordering::Relaxed);
-                self.b
+                self.mem.word(hdr + WORD).store(span, Ordering::Relaxed);
+                self.mem
                     .word(hdr)
                     .store(block::free(free_gen, first), Ordering::Relaxed);
                 slot.store(cache_head(hdr, count + 1), Ordering::Relaxed);
                 return;
             }
         }
-        match self.g.freelist {
+        match self.geom.freelist {
             Freelist::None => {
-                self.b.word(hdr + WORD).store(span, Ordering::Relaxed);
-                self.b
+                self.mem.word(hdr + WORD).store(span, Ordering::Relaxed);
+                self.mem
                     .word(hdr)
                     .store(block::free(free_gen, 0), Ordering::Relaxed);
                 self.add_discarded(span);
             }
-            _ => self.lists.push(&self.b, hdr, span, free_gen),
+            _ => self.lists.push(&self.mem, hdr, span, free_gen),
         }
     }
 }

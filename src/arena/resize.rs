@@ -14,24 +14,25 @@ impl Arena {
     /// A pointer to byte `off` of the arena (for the allocator interfaces, which hand out
     /// pointers instead of handles).
     pub(crate) fn data_ptr(&self, off: u64) -> *mut u8 {
-        self.inner.b.ptr(off)
+        self.inner.mem.ptr(off)
     }
 
     /// The data offset of a pointer `allocate_ptr` returned.
     pub(crate) fn offset_of(&self, p: NonNull<u8>) -> u64 {
-        (p.as_ptr().addr() - self.inner.b.ptr(0).addr()) as u64
+        (p.as_ptr().addr() - self.inner.mem.ptr(0).addr()) as u64
     }
 
     /// Whether `p` points into this arena's heap.
     pub(crate) fn owns(&self, p: *const u8) -> bool {
-        let base = self.inner.b.ptr(0).addr();
+        let base = self.inner.mem.ptr(0).addr();
         let a = p.addr();
         a > base && ((a - base) as u64) < self.inner.capacity
     }
 
     /// The handle of the live block whose data starts at `off`.
     pub(crate) fn handle_at(&self, off: u64) -> Option<Handle> {
-        if off < self.inner.g.data_start + WORD || off % WORD != 0 || off >= self.inner.capacity {
+        if off < self.inner.geom.data_start + WORD || off % WORD != 0 || off >= self.inner.capacity
+        {
             return None;
         }
         match block::decode(self.inner.header_acquire(off - WORD)) {
@@ -65,7 +66,7 @@ impl Arena {
                 if new_span < old_span {
                     // Invariant Z: what goes back behind `cur` must read zero.
                     // SAFETY: the tail is part of the block, which the caller holds exclusively.
-                    unsafe { inner.b.zero(hdr + new_span, old_span - new_span) };
+                    unsafe { inner.mem.zero(hdr + new_span, old_span - new_span) };
                 }
                 // Growing: `cur..end` is zero (invariant Z), so the new bytes already read zero.
                 set_len(inner, hdr, new as u64);
@@ -86,7 +87,7 @@ impl Arena {
 
 /// Stores a new length in a live block's header, keeping its generation, state and readers.
 pub(super) fn set_len(inner: &Inner, hdr: u64, len: u64) {
-    let w = inner.b.word(hdr);
+    let w = inner.mem.word(hdr);
     let mut cur = w.load(Ordering::Relaxed);
     loop {
         debug_assert!(matches!(
@@ -115,6 +116,6 @@ pub(super) fn set_len(inner: &Inner, hdr: u64, len: u64) {
 pub(super) fn give_back_tail(inner: &Inner, off: u64, span: u64) {
     let unlisted = inner
         .lists
-        .give_back(&inner.b, &inner.g, off, span, Unlisted::Filler);
+        .give_back(&inner.mem, &inner.geom, off, span, Unlisted::Filler);
     inner.add_discarded(unlisted);
 }
