@@ -71,16 +71,16 @@ pub(crate) enum LiveState {
 
 /// A decoded header word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Word {
+pub(crate) enum HeaderWord {
     Gap,
     Live {
         len: u64,
-        gen: u32,
+        generation: u32,
         state: LiveState,
         readers: u64,
     },
     Free {
-        gen: u32,
+        generation: u32,
         next: u64,
     },
     Pad {
@@ -91,20 +91,20 @@ pub(crate) enum Word {
 }
 
 #[inline]
-pub(crate) const fn live(len: u64, gen: u32, state: LiveState, readers: u64) -> u64 {
-    debug_assert!(len <= LEN_MASK && readers <= MAX_READERS && (gen as u64) <= GEN_MASK);
+pub(crate) const fn live(len: u64, generation: u32, state: LiveState, readers: u64) -> u64 {
+    debug_assert!(len <= LEN_MASK && readers <= MAX_READERS && (generation as u64) <= GEN_MASK);
     (KIND_LIVE << KIND_SHIFT)
         | (readers << READERS_SHIFT)
         | ((state as u64) << STATE_SHIFT)
-        | ((gen as u64) << LIVE_GEN_SHIFT)
+        | ((generation as u64) << LIVE_GEN_SHIFT)
         | len
 }
 
 /// A FREE header; `next` is a byte offset (multiple of 8) or 0.
 #[inline]
-pub(crate) const fn free(gen: u32, next: u64) -> u64 {
-    debug_assert!(next % 8 == 0 && next / 8 <= NEXT_MASK && (gen as u64) <= GEN_MASK);
-    (KIND_FREE << KIND_SHIFT) | ((gen as u64) << FREE_GEN_SHIFT) | (next / 8)
+pub(crate) const fn free(generation: u32, next: u64) -> u64 {
+    debug_assert!(next % 8 == 0 && next / 8 <= NEXT_MASK && (generation as u64) <= GEN_MASK);
+    (KIND_FREE << KIND_SHIFT) | ((generation as u64) << FREE_GEN_SHIFT) | (next / 8)
 }
 
 /// A PAD filler covering `span` bytes (a multiple of 8, at least 8).
@@ -115,7 +115,7 @@ pub(crate) const fn pad(span: u64) -> u64 {
 }
 
 #[inline]
-pub(crate) const fn decode(w: u64) -> Word {
+pub(crate) const fn decode(w: u64) -> HeaderWord {
     match w >> KIND_SHIFT {
         KIND_LIVE => {
             let state = match (w >> STATE_SHIFT) & STATE_MASK {
@@ -124,30 +124,45 @@ pub(crate) const fn decode(w: u64) -> Word {
                 2 => LiveState::Reserved,
                 _ => LiveState::Dying,
             };
-            Word::Live {
+            HeaderWord::Live {
                 len: w & LEN_MASK,
-                gen: ((w >> LIVE_GEN_SHIFT) & GEN_MASK) as u32,
+                generation: ((w >> LIVE_GEN_SHIFT) & GEN_MASK) as u32,
                 state,
                 readers: (w >> READERS_SHIFT) & MAX_READERS,
             }
         }
-        KIND_FREE => Word::Free {
-            gen: ((w >> FREE_GEN_SHIFT) & GEN_MASK) as u32,
+        KIND_FREE => HeaderWord::Free {
+            generation: ((w >> FREE_GEN_SHIFT) & GEN_MASK) as u32,
             next: (w & NEXT_MASK) * 8,
         },
         // Any word may be decoded (a stale handle can name bytes inside another block after a
         // merge): a span that does not fit in 64 bits is not one parena wrote.
         KIND_PAD => match (w & PAD_MASK).checked_mul(8) {
-            Some(span) => Word::Pad { span },
-            None => Word::Bad,
+            Some(span) => HeaderWord::Pad { span },
+            None => HeaderWord::Bad,
         },
-        _ if w == 0 => Word::Gap,
-        _ => Word::Bad,
+        _ if w == 0 => HeaderWord::Gap,
+        _ => HeaderWord::Bad,
     }
 }
 
-/// The same LIVE word with one more (or one fewer) reader.
+/// One reader in the readers field of a LIVE word.
 pub(crate) const READER_ONE: u64 = 1 << READERS_SHIFT;
+
+/// The same LIVE word with one more reader (pinned once more). The caller checked that the
+/// readers field is below [`MAX_READERS`].
+#[inline]
+pub(crate) const fn with_reader(w: u64) -> u64 {
+    debug_assert!((w >> READERS_SHIFT) & MAX_READERS < MAX_READERS);
+    w + READER_ONE
+}
+
+/// The same LIVE word with one reader fewer. The caller holds one of its pins.
+#[inline]
+pub(crate) const fn without_reader(w: u64) -> u64 {
+    debug_assert!((w >> READERS_SHIFT) & MAX_READERS > 0);
+    w - READER_ONE
+}
 
 /// The same LIVE word in another state.
 #[inline]
@@ -202,9 +217,9 @@ impl Handle {
     pub const NULL: Handle = Handle(0);
 
     #[inline]
-    pub(crate) const fn new(data_offset: u64, gen: u32) -> Handle {
+    pub(crate) const fn new(data_offset: u64, generation: u32) -> Handle {
         debug_assert!(data_offset % 8 == 0 && data_offset / 8 <= HANDLE_OFF_MASK);
-        Handle(((gen as u64) << HANDLE_OFF_BITS) | (data_offset / 8))
+        Handle(((generation as u64) << HANDLE_OFF_BITS) | (data_offset / 8))
     }
 
     /// Offset of the block's first data byte from the start of the arena. Never 0 for a real block,
@@ -244,7 +259,7 @@ impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Handle(offset {}, gen {})",
+            "Handle(offset {}, generation {})",
             self.offset(),
             self.generation()
         )
@@ -282,7 +297,7 @@ mod tests {
     #[test]
     fn live_round_trip() {
         for &len in &[1u64, 7, 8, 4096, MAX_BLOCK_LEN] {
-            for &gen in &[1u32, 3, GEN_MASK as u32] {
+            for &generation in &[1u32, 3, GEN_MASK as u32] {
                 for state in [
                     LiveState::Published,
                     LiveState::Pending,
@@ -290,22 +305,22 @@ mod tests {
                     LiveState::Dying,
                 ] {
                     for readers in [0, 1, MAX_READERS] {
-                        let w = live(len, gen, state, readers);
+                        let w = live(len, generation, state, readers);
                         assert_ne!(w, 0);
                         assert_eq!(
                             decode(w),
-                            Word::Live {
+                            HeaderWord::Live {
                                 len,
-                                gen,
+                                generation,
                                 state,
                                 readers
                             }
                         );
                         assert_eq!(
                             decode(with_state(w, LiveState::Dying)),
-                            Word::Live {
+                            HeaderWord::Live {
                                 len,
-                                gen,
+                                generation,
                                 state: LiveState::Dying,
                                 readers
                             }
@@ -317,9 +332,9 @@ mod tests {
         let w = live(5, 1, LiveState::Published, 0);
         assert_eq!(
             decode(w + READER_ONE),
-            Word::Live {
+            HeaderWord::Live {
                 len: 5,
-                gen: 1,
+                generation: 1,
                 state: LiveState::Published,
                 readers: 1
             }
@@ -329,20 +344,23 @@ mod tests {
     #[test]
     fn free_and_pad_round_trip() {
         for &next in &[0u64, 8, 4096, MAX_CAPACITY - 8] {
-            for &gen in &[0u32, 2, GEN_MASK as u32 - 1] {
-                assert_eq!(decode(free(gen, next)), Word::Free { gen, next });
-                assert_ne!(free(gen, next), 0);
+            for &generation in &[0u32, 2, GEN_MASK as u32 - 1] {
+                assert_eq!(
+                    decode(free(generation, next)),
+                    HeaderWord::Free { generation, next }
+                );
+                assert_ne!(free(generation, next), 0);
             }
         }
         for &span in &[8u64, 16, 1 << 40] {
-            assert_eq!(decode(pad(span)), Word::Pad { span });
+            assert_eq!(decode(pad(span)), HeaderWord::Pad { span });
         }
-        assert_eq!(decode(0), Word::Gap);
-        assert_eq!(decode(1), Word::Bad);
-        assert_eq!(decode(u64::MAX), Word::Bad);
+        assert_eq!(decode(0), HeaderWord::Gap);
+        assert_eq!(decode(1), HeaderWord::Bad);
+        assert_eq!(decode(u64::MAX), HeaderWord::Bad);
         assert_eq!(
             decode(pad(PAD_MASK / 8 * 8)),
-            Word::Pad {
+            HeaderWord::Pad {
                 span: PAD_MASK / 8 * 8
             }
         );

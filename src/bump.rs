@@ -26,7 +26,7 @@
 //! | word | op | ordering | why |
 //! | --- | --- | --- | --- |
 //! | `bump` | CAS | Relaxed | disjointness comes from the RMW order alone; no data is published |
-//! | cell `cur`/`end`/`gen` | load/store | Relaxed | one writer; exclusive passes see them through the `Arc` drop / `&mut` hand-over |
+//! | cell `cur`/`end`/`generation` | load/store | Relaxed | one writer; exclusive passes see them through the `Arc` drop / `&mut` hand-over |
 
 use crate::backing::Backing;
 use crate::block::{self, LiveState};
@@ -71,13 +71,13 @@ impl Chunks<'_> {
                 .store(block::pad(hdr - cur), Ordering::Relaxed);
             add_discarded(self.mem, hdr - cur);
         }
-        let gen = cell.gen.load(Ordering::Relaxed) as u32;
+        let generation = cell.generation.load(Ordering::Relaxed) as u32;
         self.mem.word(hdr).store(
-            block::live(len, gen, LiveState::Pending, 0),
+            block::live(len, generation, LiveState::Pending, 0),
             Ordering::Relaxed,
         );
         cell.cur.store(hdr + span, Ordering::Relaxed);
-        Some((hdr, gen))
+        Some((hdr, generation))
     }
 
     /// Reserves whole chunks covering at least `bytes` from the global bump offset, zeroing any
@@ -134,14 +134,14 @@ impl Chunks<'_> {
                 .store(block::pad(hdr - start), Ordering::Relaxed);
             add_discarded(self.mem, hdr - start);
         }
-        let gen = block::fresh_gen(self.mem, true);
+        let generation = block::fresh_gen(self.mem, true);
         self.mem.word(hdr).store(
-            block::live(len, gen, LiveState::Pending, 0),
+            block::live(len, generation, LiveState::Pending, 0),
             Ordering::Relaxed,
         );
         let tail = hdr + span;
         self.give_back_zeroed(tail, end - tail);
-        Some((hdr, gen))
+        Some((hdr, generation))
     }
 
     /// Gives back `off..off + len`, which is zero and ends at a chunk boundary (or the capacity):

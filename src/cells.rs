@@ -7,7 +7,7 @@
 //!
 //! | word | op | ordering | why |
 //! | --- | --- | --- | --- |
-//! | cell `cur`/`end`/`gen` | load/store | Relaxed | one writer; exclusive passes see them through the `Arc` drop / `&mut` hand-over |
+//! | cell `cur`/`end`/`generation` | load/store | Relaxed | one writer; exclusive passes see them through the `Arc` drop / `&mut` hand-over |
 //! | cell `abandoned` | store / CAS | Release / Acquire | hands a cell (and its chunk state) from a departing thread to the next owner |
 
 use crate::freelist::EXACT_CLASSES;
@@ -45,7 +45,7 @@ pub(crate) struct ChunkCell {
     pub start: AtomicU64,
     /// Generation given to blocks bumped in this chunk (odd). Changes on every rewind, so a
     /// handle to a rewound block never matches the block that reuses its offset.
-    pub gen: AtomicU64,
+    pub generation: AtomicU64,
     /// Set when no thread owns the cell; a thread that needs a cell may adopt it.
     pub abandoned: AtomicBool,
     /// A batch of the arena's generation counter this thread hands out alone (for blocks taken
@@ -76,7 +76,7 @@ impl Default for ChunkCell {
             cur: AtomicU64::new(0),
             end: AtomicU64::new(0),
             start: AtomicU64::new(0),
-            gen: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             abandoned: AtomicBool::new(false),
             gen_next: AtomicU64::new(0),
             gen_end: AtomicU64::new(0),

@@ -1,7 +1,7 @@
 //! Handle checks and access: `free`, `read`, `read_with`, pinning, `get`, `contains`, `len_of`.
 
 use super::{Arena, Inner};
-use crate::block::{self, Handle, LiveState, Word};
+use crate::block::{self, Handle, HeaderWord, LiveState};
 use crate::cells::with_cell;
 use crate::error::Error;
 use crate::layout::{block_span, WORD};
@@ -127,7 +127,7 @@ impl Arena {
                     arena: self,
                     hdr,
                     len,
-                    gen: None,
+                    generation: None,
                 });
             }
             if readers == block::MAX_READERS {
@@ -150,7 +150,7 @@ impl Arena {
             // Acquire: pairs with the Release publish in BlockMut's drop.
             match w.compare_exchange_weak(
                 cur,
-                cur + block::READER_ONE,
+                block::with_reader(cur),
                 Ordering::Acquire,
                 Ordering::Acquire,
             ) {
@@ -159,7 +159,7 @@ impl Arena {
                         arena: self,
                         hdr,
                         len,
-                        gen: Some(h.generation()),
+                        generation: Some(h.generation()),
                     })
                 }
                 Err(now) => {
@@ -292,12 +292,12 @@ impl Inner {
         freeing: bool,
     ) -> Result<(u64, u64), Error> {
         match block::decode(w) {
-            Word::Live {
+            HeaderWord::Live {
                 len,
-                gen,
+                generation,
                 state,
                 readers,
-            } if gen == h.generation() => {
+            } if generation == h.generation() => {
                 let span_ok = block_span(len)
                     .and_then(|s| hdr.checked_add(s))
                     .is_some_and(|e| e <= self.bump());
@@ -315,20 +315,22 @@ impl Inner {
                     LiveState::Dying if freeing => Err(Error::DoubleFree { offset: hdr + WORD }),
                     LiveState::Dying => Err(Error::Stale {
                         expected: h.generation(),
-                        found: gen,
+                        found: generation,
                     }),
                 }
             }
-            Word::Live { gen, .. } => Err(Error::Stale {
+            HeaderWord::Live { generation, .. } => Err(Error::Stale {
                 expected: h.generation(),
-                found: gen,
+                found: generation,
             }),
-            Word::Free { gen, .. } if freeing && gen == block::next_gen(h.generation(), false) => {
+            HeaderWord::Free { generation, .. }
+                if freeing && generation == block::next_gen(h.generation(), false) =>
+            {
                 Err(Error::DoubleFree { offset: hdr + WORD })
             }
-            Word::Free { gen, .. } => Err(Error::Stale {
+            HeaderWord::Free { generation, .. } => Err(Error::Stale {
                 expected: h.generation(),
-                found: gen,
+                found: generation,
             }),
             _ => Err(Error::Stale {
                 expected: h.generation(),
@@ -338,7 +340,7 @@ impl Inner {
     }
 
     /// Leaves a block pinned by `read`; the last reader of a block freed meanwhile releases it.
-    pub(super) fn unpin(&self, hdr: u64, gen: u32, lane: usize) {
+    pub(super) fn unpin(&self, hdr: u64, generation: u32, lane: usize) {
         let w = self.mem.word(hdr);
         let mut cur = w.load(Ordering::Relaxed);
         loop {
@@ -346,7 +348,7 @@ impl Inner {
             // `free` (or with the Acquire below when we are the one to release it).
             match w.compare_exchange_weak(
                 cur,
-                cur - block::READER_ONE,
+                block::without_reader(cur),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
@@ -354,7 +356,7 @@ impl Inner {
                 Err(now) => cur = now,
             }
         }
-        if let Word::Live {
+        if let HeaderWord::Live {
             len,
             state: LiveState::Dying,
             readers: 1,
@@ -362,7 +364,7 @@ impl Inner {
         } = block::decode(cur)
         {
             with_cell(self.uid, lane, &self.cells, |cell| {
-                self.release(cell, hdr, len, gen)
+                self.release(cell, hdr, len, generation)
             });
         }
     }
@@ -374,14 +376,16 @@ struct ReadPin<'a> {
     hdr: u64,
     len: u64,
     /// The block's generation; `None` when nothing was pinned (a read-only arena).
-    gen: Option<u32>,
+    generation: Option<u32>,
 }
 
 impl Drop for ReadPin<'_> {
     #[inline]
     fn drop(&mut self) {
-        if let Some(gen) = self.gen {
-            self.arena.inner.unpin(self.hdr, gen, self.arena.lane());
+        if let Some(generation) = self.generation {
+            self.arena
+                .inner
+                .unpin(self.hdr, generation, self.arena.lane());
         }
     }
 }

@@ -2,7 +2,7 @@
 //! (chunk refill, large blocks, free lists, coalescing rounds) and the per-thread cache take.
 
 use super::{Arena, BlockMut, Inner};
-use crate::block::{self, Handle, LiveState, Word, MAX_BLOCK_LEN};
+use crate::block::{self, Handle, HeaderWord, LiveState, MAX_BLOCK_LEN};
 use crate::cells::{bump_counter, cache_head, cache_parts, with_cell, ChunkCell};
 use crate::error::Error;
 use crate::format::Freelist;
@@ -86,14 +86,14 @@ impl Arena {
             return Err(Error::ReadOnly);
         }
         let span = len.div_ceil(WORD) * WORD + WORD;
-        let (hdr, gen) = with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
+        let (hdr, generation) = with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
             inner.alloc_in(cell, len, span, align)
         })?;
         Ok(BlockMut {
             inner,
             hdr,
             len,
-            gen,
+            generation,
         })
     }
 }
@@ -119,19 +119,19 @@ impl Inner {
             let end = cell.end.load(Ordering::Relaxed);
             debug_assert!(cur <= end, "chunk cell cur {cur} past end {end}");
             if cur != 0 && span <= end - cur {
-                let gen = cell.gen.load(Ordering::Relaxed) as u32;
+                let generation = cell.generation.load(Ordering::Relaxed) as u32;
                 // Invariant Z: `cur..end` is zero, so the block needs no zeroing.
                 // SAFETY: `cur` is 8-aligned (chunk starts and spans are) and
                 // `cur + 8 <= cur + span <= end <= capacity`, the backing's length.
                 let w = unsafe { self.mem.word_unchecked(cur) };
                 w.store(
-                    block::live(len, gen, LiveState::Pending, 0),
+                    block::live(len, generation, LiveState::Pending, 0),
                     Ordering::Relaxed,
                 );
                 cell.cur.store(cur + span, Ordering::Relaxed);
                 bump_counter(&cell.counters.allocs, 1);
                 bump_counter(&cell.counters.alloc_bytes, len);
-                return Ok((cur, gen));
+                return Ok((cur, generation));
             }
         }
         self.alloc_slow(cell, len, span, align)
@@ -158,7 +158,7 @@ impl Inner {
                             cell.start.store(start, Ordering::Relaxed);
                             cell.cur.store(start, Ordering::Relaxed);
                             cell.end.store(end, Ordering::Relaxed);
-                            cell.gen
+                            cell.generation
                                 .store(self.fresh_gen(true).into(), Ordering::Relaxed);
                             self.chunks().bump_in_cell(cell, len, span, align)
                         }
@@ -225,7 +225,7 @@ impl Inner {
     ) -> (u64, u32) {
         let (hdr, count) = cache_parts(head);
         let next = match block::decode(self.mem.word(hdr).load(Ordering::Relaxed)) {
-            Word::Free { next, .. } => next,
+            HeaderWord::Free { next, .. } => next,
             w => unreachable!("cached block at {hdr} is {w:?}"),
         };
         cell.cache[class].store(cache_head(next, count - 1), Ordering::Relaxed);
@@ -234,23 +234,23 @@ impl Inner {
         // carry (a block freed into this cache and taken back would get the generation its stale
         // handle still has), it is 0 before the cell's first chunk, and a `next_gen` chain runs
         // into generations the counter hands out later.
-        let gen = self.cell_gen(cell);
+        let generation = self.cell_gen(cell);
         // Commit as RESERVED (same span: exact class), then zero, then hand out: a crash in
         // between leaves a block recovery reclaims.
         self.mem.word(hdr).store(
-            block::live(len, gen, LiveState::Reserved, 0),
+            block::live(len, generation, LiveState::Reserved, 0),
             Ordering::Relaxed,
         );
         // SAFETY: the block came off this thread's own cache: no one else references it.
         unsafe { self.mem.zero(hdr + WORD, span - WORD) };
         self.mem.word(hdr).store(
-            block::live(len, gen, LiveState::Pending, 0),
+            block::live(len, generation, LiveState::Pending, 0),
             Ordering::Relaxed,
         );
         bump_counter(&cell.counters.allocs, 1);
         bump_counter(&cell.counters.alloc_bytes, len);
         bump_counter(&cell.counters.from_cache, 1);
-        (hdr, gen)
+        (hdr, generation)
     }
 
     /// A fresh odd generation from the calling thread's batch of the arena's counter: every
@@ -316,12 +316,12 @@ impl Inner {
                 Prepared::Discard(n) => self.add_discarded(n),
             }
         }
-        // Always a fresh generation, never `next_gen(seg.gen)`: the offset may have carried a
+        // Always a fresh generation, never `next_gen(seg.generation)`: the offset may have carried a
         // higher generation before (a chunk's rewinds advance its own), and a stale handle to
         // that block must not name this one. Fresh generations come from one counter, so every
         // live generation is issued once (until the 23-bit counter wraps).
-        let gen = self.fresh_gen(true);
-        let reserved = block::live(len, gen, LiveState::Reserved, 0);
+        let generation = self.fresh_gen(true);
+        let reserved = block::live(len, generation, LiveState::Reserved, 0);
         if front > 0 {
             self.mem.word(hdr).store(reserved, Ordering::Relaxed);
             // Commit: the walk now sees the pad, the block and the remainder.
@@ -336,12 +336,12 @@ impl Inner {
         // SAFETY: the segment is ours since the pop; the data range lies inside it.
         unsafe { self.mem.zero(hdr + WORD, span - WORD) };
         self.mem.word(hdr).store(
-            block::live(len, gen, LiveState::Pending, 0),
+            block::live(len, generation, LiveState::Pending, 0),
             Ordering::Relaxed,
         );
         if let Some(g) = listed {
             self.lists.push(&self.mem, rem, rest, g);
         }
-        Ok(Some((hdr, gen)))
+        Ok(Some((hdr, generation)))
     }
 }

@@ -14,14 +14,14 @@ pub struct BlockMut<'a> {
     pub(super) inner: &'a Inner,
     pub(super) hdr: u64,
     pub(super) len: u64,
-    pub(super) gen: u32,
+    pub(super) generation: u32,
 }
 
 impl BlockMut<'_> {
     /// The block's handle (usable by others once this `BlockMut` is dropped).
     #[inline]
     pub fn handle(&self) -> Handle {
-        Handle::new(self.hdr + WORD, self.gen)
+        Handle::new(self.hdr + WORD, self.generation)
     }
 
     /// Offset of the block's first byte from the start of the arena.
@@ -64,7 +64,7 @@ impl Drop for BlockMut<'_> {
         // Release: the bytes written through this BlockMut happen before any `read`, `get` or
         // `free` that observes PUBLISHED (their Acquire).
         w.store(
-            block::live(self.len, self.gen, LiveState::Published, 0),
+            block::live(self.len, self.generation, LiveState::Published, 0),
             Ordering::Release,
         );
     }

@@ -2,7 +2,7 @@
 //! free) and the shared free lists.
 
 use super::Inner;
-use crate::block::{self, Word};
+use crate::block::{self, HeaderWord};
 use crate::cells::{bump_counter, cache_head, cache_parts, ChunkCell, CACHE_DEPTH};
 use crate::format::Freelist;
 use crate::freelist::exact_class;
@@ -16,12 +16,13 @@ impl Inner {
             let (mut off, _) = cache_parts(slot.load(Ordering::Relaxed));
             slot.store(0, Ordering::Relaxed);
             while off != 0 {
-                let (gen, next) = match block::decode(self.mem.word(off).load(Ordering::Relaxed)) {
-                    Word::Free { gen, next } => (gen, next),
-                    w => unreachable!("cached block at {off} is {w:?}"),
-                };
+                let (generation, next) =
+                    match block::decode(self.mem.word(off).load(Ordering::Relaxed)) {
+                        HeaderWord::Free { generation, next } => (generation, next),
+                        w => unreachable!("cached block at {off} is {w:?}"),
+                    };
                 let span = self.mem.word(off + WORD).load(Ordering::Relaxed);
-                self.lists.push(&self.mem, off, span, gen);
+                self.lists.push(&self.mem, off, span, generation);
                 off = next;
             }
         }
@@ -37,7 +38,7 @@ impl Inner {
 
     /// Gives back a block the caller has moved to DYING with no readers: rewinds the cell's bump
     /// when it is the last block of the cell's chunk, else lists it.
-    pub(super) fn release(&self, cell: &ChunkCell, hdr: u64, len: u64, gen: u32) {
+    pub(super) fn release(&self, cell: &ChunkCell, hdr: u64, len: u64, generation: u32) {
         let span = block_span(len).expect("a live block's span fits");
         // Release fence: the header stores below (FREE, a rewind's 0, a list push) are plain
         // stores after the DYING CAS, so they head no release sequence of their own. With the
@@ -58,7 +59,7 @@ impl Inner {
             // A fresh generation, not the next one after the cell's: the chain of a chunk's
             // rewinds would run into generations the counter hands out later, and a block at this
             // offset could then get a generation a stale handle still carries.
-            cell.gen
+            cell.generation
                 .store(self.fresh_gen(true).into(), Ordering::Relaxed);
             bump_counter(&cell.counters.rewinds, 1);
             return;
@@ -67,7 +68,7 @@ impl Inner {
             // SAFETY: as above.
             unsafe { self.mem.zero(hdr + WORD, span - WORD) };
         }
-        let free_gen = block::next_gen(gen, false);
+        let free_gen = block::next_gen(generation, false);
         if let Some(class) = exact_class(span).filter(|_| self.thread_cache) {
             let slot = &cell.cache[class];
             let (first, count) = cache_parts(slot.load(Ordering::Relaxed));

@@ -3,7 +3,7 @@
 //! its cut-off tail back.
 
 use super::{Arena, Inner};
-use crate::block::{self, Handle, LiveState, Word};
+use crate::block::{self, Handle, HeaderWord, LiveState};
 use crate::cells::with_cell;
 use crate::freelist::Unlisted;
 use crate::layout::{block_span, WORD};
@@ -36,7 +36,7 @@ impl Arena {
             return None;
         }
         match block::decode(self.inner.header_acquire(off - WORD)) {
-            Word::Live { gen, .. } => Some(Handle::new(off, gen)),
+            HeaderWord::Live { generation, .. } => Some(Handle::new(off, generation)),
             _ => None,
         }
     }
@@ -92,7 +92,7 @@ pub(super) fn set_len(inner: &Inner, hdr: u64, len: u64) {
     loop {
         debug_assert!(matches!(
             block::decode(cur),
-            Word::Live {
+            HeaderWord::Live {
                 state: LiveState::Published,
                 ..
             }

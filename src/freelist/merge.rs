@@ -58,7 +58,7 @@ impl FreeLists {
             budget -= 1;
             // Relaxed: made visible by the Acquire CAS above; the node is ours.
             let w = b.word(off).load(Ordering::Relaxed);
-            let Word::Free { gen, next } = block::decode(w) else {
+            let HeaderWord::Free { generation, next } = block::decode(w) else {
                 return Err(Error::Corrupt {
                     offset: off,
                     word: w,
@@ -71,7 +71,11 @@ impl FreeLists {
                     word: span,
                 });
             }
-            out.push(Segment { off, span, gen });
+            out.push(Segment {
+                off,
+                span,
+                generation,
+            });
             off = next;
         }
         Ok(out)
@@ -165,7 +169,7 @@ impl FreeLists {
                 self.push(b, segs[first].off, span, fresh_gen());
             } else {
                 for s in &segs[first..first + n] {
-                    self.push(b, s.off, s.span, s.gen);
+                    self.push(b, s.off, s.span, s.generation);
                 }
             }
         }

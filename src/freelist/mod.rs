@@ -63,7 +63,7 @@ pub(crate) use give_back::{add_discarded, Prepared, Unlisted};
 pub(crate) use policy::{Optimistic, Pessimistic, Policy};
 
 use crate::backing::Backing;
-use crate::block::{self, Word};
+use crate::block::{self, HeaderWord};
 use crate::error::Error;
 use crate::format::{CLASSES, OFF_BUMP, OFF_HEADS};
 use crate::sync::{AtomicU64, Ordering};
@@ -74,7 +74,7 @@ pub(crate) struct Segment {
     pub off: u64,
     pub span: u64,
     /// Generation in the segment's header (even).
-    pub gen: u32,
+    pub generation: u32,
 }
 
 /// The free lists of one arena: heads in the header, a bitmap in process memory.
@@ -116,9 +116,9 @@ impl FreeLists {
         }
     }
 
-    /// Lists the segment `off..off + span` (which the caller owns) with generation `gen` (even).
-    pub(crate) fn push(&self, b: &Backing, off: u64, span: u64, gen: u32) {
-        debug_assert!(span >= 16 && span % 8 == 0 && off % 8 == 0 && gen % 2 == 0);
+    /// Lists the segment `off..off + span` (which the caller owns) with generation `generation` (even).
+    pub(crate) fn push(&self, b: &Backing, off: u64, span: u64, generation: u32) {
+        debug_assert!(span >= 16 && span % 8 == 0 && off % 8 == 0 && generation % 2 == 0);
         let c = class_of(span);
         // The span lives in the word after the header; the node is ours until the CAS below.
         b.word(off + 8).store(span, Ordering::Relaxed);
@@ -126,7 +126,7 @@ impl FreeLists {
         let mut h = head.load(Ordering::Relaxed);
         loop {
             b.word(off)
-                .store(block::free(gen, head_off(h)), Ordering::Relaxed);
+                .store(block::free(generation, head_off(h)), Ordering::Relaxed);
             // Release: publishes the node's header and span word; pairs with the Acquire load and
             // CAS in `pop`. Acquire: pairs with the AcqRel CAS of an emptied head to itself in
             // `pop`, so a clear of this class's bit made before it is seen below (and undone).
@@ -192,8 +192,8 @@ impl FreeLists {
             }
             // Acquire: pairs with the Release CAS that freed or pushed this node.
             let w = b.word(off).load(Ordering::Acquire);
-            let (gen, next) = match block::decode(w) {
-                Word::Free { gen, next } => (gen, next),
+            let (generation, next) = match block::decode(w) {
+                HeaderWord::Free { generation, next } => (generation, next),
                 _ => {
                     // Another thread popped the node and reused it: the head has moved on. If it
                     // has not, the list itself is wrong. A plain re-load cannot tell: it may
@@ -235,7 +235,11 @@ impl FreeLists {
                             word: span,
                         });
                     }
-                    return Ok(Some(Segment { off, span, gen }));
+                    return Ok(Some(Segment {
+                        off,
+                        span,
+                        generation,
+                    }));
                 }
                 Err(now) => h = now,
             }
@@ -259,7 +263,7 @@ impl FreeLists {
                 }
                 // A coarse class holds segments a little smaller than its neighbours (and an
                 // aligned request needs room for padding in front): no fit, back it goes.
-                self.push(b, seg.off, seg.span, seg.gen);
+                self.push(b, seg.off, seg.span, seg.generation);
             }
             prev = Some(c);
         }
@@ -288,7 +292,7 @@ impl FreeLists {
             }
             // Acquire: pairs with the Release CAS in `push` that listed the node.
             match block::decode(b.word(off).load(Ordering::Acquire)) {
-                Word::Free { next, .. } => {
+                HeaderWord::Free { next, .. } => {
                     out.push(off);
                     off = next;
                 }
