@@ -28,7 +28,7 @@
 //! (a free is in progress, or waits for readers to drain).
 
 use crate::backing::Backing;
-use crate::format::OFF_GEN_SEED;
+use crate::format::{MAX_CAPACITY, OFF_GEN_SEED};
 use crate::sync::Ordering;
 
 /// Bits of the generation field.
@@ -57,8 +57,8 @@ const PAD_MASK: u64 = (1 << KIND_SHIFT) - 1;
 
 /// Largest length one block can hold: the header keeps it in 32 bits.
 pub const MAX_BLOCK_LEN: u64 = LEN_MASK;
-/// Largest arena: free-list links keep offsets in 38 bits of 8-byte units (2 TiB).
-pub(crate) const MAX_CAPACITY: u64 = (NEXT_MASK + 1) * 8;
+// The largest arena (`format::MAX_CAPACITY`) is what a free header's `next` link can address.
+const _: () = assert!(MAX_CAPACITY == (NEXT_MASK + 1) * 8);
 
 /// The state of a LIVE block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,13 +2,12 @@
 
 use super::{Arena, Inner};
 use crate::backing::{Backing, OpenedFile};
-use crate::block::{self};
 use crate::cells::CellRegistry;
 use crate::error::Error;
 use crate::format::Freelist;
 use crate::format::{
-    self, Geometry, RawHeader, DATA_ALIGN, HEADER_SIZE, MAX_CHUNK_SHIFT, MIN_CHUNK_SHIFT,
-    OFF_CAPACITY, OFF_OPEN_COUNT, OFF_STATE, STATE_DIRTY,
+    self, Geometry, RawHeader, DATA_ALIGN, HEADER_SIZE, MAX_CAPACITY, MAX_CHUNK_SHIFT,
+    MIN_CHUNK_SHIFT, OFF_CAPACITY, OFF_OPEN_COUNT, OFF_STATE, STATE_DIRTY,
 };
 use crate::freelist::FreeLists;
 use crate::layout::align_up;
@@ -43,7 +42,7 @@ impl Geometry {
     pub(super) fn from_options(o: &Options, capacity: u64) -> Result<Geometry, Error> {
         let reserved = o.reserved.unwrap_or(0);
         let data_start = Geometry::data_start_for(reserved);
-        if capacity < data_start + (1 << MIN_CHUNK_SHIFT) || capacity > block::MAX_CAPACITY {
+        if capacity < data_start + (1 << MIN_CHUNK_SHIFT) || capacity > MAX_CAPACITY {
             return Err(Error::Size {
                 field: "capacity",
                 value: capacity,
@@ -225,7 +224,7 @@ impl Arena {
                 if o.read_only {
                     return Err(Error::ReadOnly);
                 }
-                if want > block::MAX_CAPACITY {
+                if want > MAX_CAPACITY {
                     return Err(Error::Size {
                         field: "capacity",
                         value: want,

@@ -76,6 +76,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const ROOT_SLOTS: usize = 16;
 /// Number of free-list size classes.
 pub(crate) const CLASSES: usize = 256;
+/// Largest arena: free-list links (a FREE header's `next`) keep offsets in 38 bits of 8-byte
+/// units (2 TiB); `block` checks its header layout against this.
+pub(crate) const MAX_CAPACITY: u64 = 1 << 41;
 /// Bytes of the fixed header.
 pub const HEADER_SIZE: u64 = 4096;
 /// Alignment of `data_start`.

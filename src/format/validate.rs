@@ -88,7 +88,7 @@ impl RawHeader {
             });
         }
         let cap = self.capacity;
-        if cap % DATA_ALIGN != 0 || cap <= self.data_start || cap > crate::block::MAX_CAPACITY {
+        if cap % DATA_ALIGN != 0 || cap <= self.data_start || cap > MAX_CAPACITY {
             return Err(Error::Size {
                 field: "capacity",
                 value: cap,
