@@ -210,7 +210,7 @@ impl Arena {
 
     /// The core, when this is the only clone: what exclusive passes (`verify`, `compact`,
     /// `reserved_mut`, `write_image`, `close`) need so that no other thread touches the heap.
-    pub(crate) fn exclusive(&mut self) -> Result<&mut Inner, Error> {
+    pub(super) fn exclusive(&mut self) -> Result<&mut Inner, Error> {
         // An arena shared by `open_async` is also reachable through the registry's `Weak`, which
         // makes `get_mut` fail and could mint a clone during the borrow. When this is the only
         // clone, take it out of the registry first (see `aio::detach`).

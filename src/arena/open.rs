@@ -89,7 +89,7 @@ fn requested_capacity(o: &Options) -> Result<u64, Error> {
 }
 
 impl Arena {
-    pub(crate) fn create_in_memory(o: &Options, anon: bool) -> Result<Arena, Error> {
+    fn create_in_memory(o: &Options, anon: bool) -> Result<Arena, Error> {
         if o.read_only {
             return Err(Error::ReadOnly);
         }
@@ -109,9 +109,7 @@ impl Arena {
     }
 
     /// A heap arena on a simulated disk, for power-loss tests.
-    pub(crate) fn create_simulated(
-        o: &Options,
-    ) -> Result<(Arena, Arc<crate::backing::SimDisk>), Error> {
+    fn create_simulated(o: &Options) -> Result<(Arena, Arc<crate::backing::SimDisk>), Error> {
         let capacity = requested_capacity(o)?;
         let g = Geometry::from_options(o, capacity)?;
         let (b, disk) = Backing::sim(capacity)?;

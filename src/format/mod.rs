@@ -39,7 +39,6 @@
 
 mod validate;
 
-use crate::error::Error;
 use bytemuck::{Pod, Zeroable};
 use std::mem::{offset_of, size_of};
 
@@ -198,6 +197,7 @@ impl Geometry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     fn geometry() -> Geometry {
         Geometry {

@@ -1,7 +1,13 @@
 //! Parse, then validate: a header's bytes become a [`RawHeader`], each field is checked, and only
 //! then does the arena trust its [`Geometry`].
 
-use super::*;
+use super::{
+    fnv1a, state_checksum, Freelist, Geometry, RawHeader, DATA_ALIGN, FORMAT_VERSION, HEADER_SIZE,
+    HEAP_META_END, IMMUTABLE_END, MAGIC, MAX_CAPACITY, MAX_CHUNK_SHIFT, MIN_CHUNK_SHIFT,
+    OFF_CAPACITY, STATE_CLEAN, STATE_DIRTY,
+};
+use crate::error::Error;
+use bytemuck::Zeroable;
 
 impl RawHeader {
     /// A fresh header for an arena of `capacity` bytes.

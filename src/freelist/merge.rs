@@ -1,7 +1,12 @@
 //! Coalescing of the shared lists: detach whole lists, merge physically adjacent segments, list
 //! them again.
 
-use super::*;
+use super::{head_off, head_tag, pack_head, FreeLists, Segment};
+use crate::backing::Backing;
+use crate::block::{self, HeaderWord};
+use crate::error::Error;
+use crate::format::{OFF_BUMP, OFF_HEADS};
+use crate::sync::Ordering;
 
 impl FreeLists {
     /// Detaches the whole stack of class `c` with one CAS of its head to empty, and returns its
