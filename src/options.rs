@@ -2,7 +2,7 @@
 
 pub use crate::format::Freelist;
 
-/// Builder for an [`Arena`]: sizes, freelist policy and file behaviour.
+/// Builder for an [`Arena`](crate::Arena): sizes, freelist policy and file behaviour.
 ///
 /// ```
 /// use parena::{Freelist, Options};
@@ -64,7 +64,7 @@ impl Options {
 
     /// Total size in bytes, header included (rounded up to 4096). On reopen of a file, a larger
     /// value grows the file; a smaller one is kept as is unless it is below what is allocated,
-    /// which is refused with [`Error::Shrink`].
+    /// which is refused with [`Error::Shrink`](crate::Error::Shrink).
     pub fn capacity(mut self, bytes: u64) -> Options {
         self.capacity = Some(bytes);
         self
@@ -89,26 +89,26 @@ impl Options {
         self
     }
 
-    /// Bytes of user-reserved area after the header ([`Arena::reserved`]).
+    /// Bytes of user-reserved area after the header ([`Arena::reserved`](crate::Arena::reserved)).
     pub fn reserved(mut self, bytes: u32) -> Options {
         self.reserved = Some(bytes);
         self
     }
 
-    /// Open without writing: allocation and frees get [`Error::ReadOnly`]; a file is locked shared.
+    /// Open without writing: allocation and frees get [`Error::ReadOnly`](crate::Error::ReadOnly); a file is locked shared.
     pub fn read_only(mut self, yes: bool) -> Options {
         self.read_only = yes;
         self
     }
 
-    /// Fail with [`Error::Exists`] if the file exists.
+    /// Fail with [`Error::Exists`](crate::Error::Exists) if the file exists.
     pub fn create_new(mut self, yes: bool) -> Options {
         self.create_new = yes;
         self
     }
 
     /// Create the file when it is missing (default `true`); with `false` a missing file is an
-    /// [`Error::Io`] of kind `NotFound`.
+    /// [`Error::Io`](crate::Error::Io) of kind `NotFound`.
     pub fn create(mut self, yes: bool) -> Options {
         self.create = yes;
         self

@@ -15,7 +15,7 @@ impl Arena {
     ///
     /// # Errors
     /// [`Error::Stale`] when `h` no longer names a live block; [`Error::DoubleFree`] when the
-    /// block was already freed; [`Error::Busy`] while its [`BlockMut`] is alive;
+    /// block was already freed; [`Error::Busy`] while its [`BlockMut`](crate::BlockMut) is alive;
     /// [`Error::OutOfBounds`] for an offset outside the heap; [`Error::ReadOnly`]. Nothing
     /// changes when an error is returned.
     pub fn free(&self, h: Handle) -> Result<(), Error> {

@@ -20,7 +20,7 @@ impl Arena {
     /// # Errors
     /// [`Error::ZeroSize`], [`Error::TooLarge`], [`Error::ReadOnly`], or [`Error::Full`] when
     /// neither the main memory nor the free lists can hold it, even after merging neighbouring
-    /// free segments (see [`Stats::coalesced`]). [`Error::Corrupt`] when a free list is found
+    /// free segments (see [`Stats::coalesced`](crate::Stats::coalesced)). [`Error::Corrupt`] when a free list is found
     /// damaged; [`Error::Io`] when a file arena cannot make a merge durable (nothing is merged
     /// then).
     ///

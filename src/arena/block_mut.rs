@@ -8,7 +8,7 @@ use std::ops::{Deref, DerefMut};
 /// An exclusive, freshly allocated (zeroed) block. Derefs to its bytes.
 ///
 /// While it lives the block is *pending*: `read`, `get` and `free` of its handle get
-/// [`Error::Busy`], so nothing else sees the bytes while they are written. Dropping it publishes
+/// [`Error::Busy`](crate::Error::Busy), so nothing else sees the bytes while they are written. Dropping it publishes
 /// the block.
 pub struct BlockMut<'a> {
     pub(super) inner: &'a Inner,

@@ -51,7 +51,7 @@ use std::path::Path;
 /// A file-backed arena maps the file into memory. Its bytes are the file's bytes: if another
 /// process, or code outside parena, modifies or truncates the file while it is mapped, the arena's
 /// reads may see those changes (or fault), which no type can rule out; that is why
-/// [`Options::map_file`] is `unsafe`. parena's own lock keeps other parena writers out.
+/// [`Options::map_file`](crate::Options::map_file) is `unsafe`. parena's own lock keeps other parena writers out.
 ///
 /// ```
 /// use parena::Options;
