@@ -149,32 +149,40 @@ pub(crate) const fn decode(w: u64) -> HeaderWord {
 /// One reader in the readers field of a LIVE word.
 pub(crate) const READER_ONE: u64 = 1 << READERS_SHIFT;
 
-/// The same LIVE word with one more reader (pinned once more). The caller checked that the
-/// readers field is below [`MAX_READERS`].
-#[inline]
-pub(crate) const fn with_reader(w: u64) -> u64 {
-    debug_assert!((w >> READERS_SHIFT) & MAX_READERS < MAX_READERS);
-    w + READER_ONE
-}
+/// A LIVE header word in its stored (encoded) form, for the read-modify-write steps of the
+/// block-state protocol: each step is a method here instead of arithmetic on the bits at the call
+/// site. `decode` reads one; `live` builds one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header(pub(crate) u64);
 
-/// The same LIVE word with one reader fewer. The caller holds one of its pins.
-#[inline]
-pub(crate) const fn without_reader(w: u64) -> u64 {
-    debug_assert!((w >> READERS_SHIFT) & MAX_READERS > 0);
-    w - READER_ONE
-}
+impl Header {
+    /// The same word with one more reader (pinned once more). The caller checked that the
+    /// readers field is below [`MAX_READERS`].
+    #[inline]
+    pub(crate) const fn with_reader(self) -> Header {
+        debug_assert!((self.0 >> READERS_SHIFT) & MAX_READERS < MAX_READERS);
+        Header(self.0 + READER_ONE)
+    }
 
-/// The same LIVE word in another state.
-#[inline]
-pub(crate) const fn with_state(w: u64, state: LiveState) -> u64 {
-    (w & !(STATE_MASK << STATE_SHIFT)) | ((state as u64) << STATE_SHIFT)
-}
+    /// The same word with one reader fewer. The caller holds one of its pins.
+    #[inline]
+    pub(crate) const fn without_reader(self) -> Header {
+        debug_assert!((self.0 >> READERS_SHIFT) & MAX_READERS > 0);
+        Header(self.0 - READER_ONE)
+    }
 
-/// The same LIVE word holding another length.
-#[inline]
-pub(crate) const fn with_len(w: u64, len: u64) -> u64 {
-    debug_assert!(len <= LEN_MASK);
-    (w & !LEN_MASK) | len
+    /// The same word in another state.
+    #[inline]
+    pub(crate) const fn with_state(self, state: LiveState) -> Header {
+        Header((self.0 & !(STATE_MASK << STATE_SHIFT)) | ((state as u64) << STATE_SHIFT))
+    }
+
+    /// The same word holding another length.
+    #[inline]
+    pub(crate) const fn with_len(self, len: u64) -> Header {
+        debug_assert!(len <= LEN_MASK);
+        Header((self.0 & !LEN_MASK) | len)
+    }
 }
 
 /// Next generation after `g` with the given parity (odd = live, even = free), skipping 0.
@@ -317,7 +325,7 @@ mod tests {
                             }
                         );
                         assert_eq!(
-                            decode(with_state(w, LiveState::Dying)),
+                            decode(Header(w).with_state(LiveState::Dying).0),
                             HeaderWord::Live {
                                 len,
                                 generation,

@@ -1,7 +1,7 @@
 //! Handle checks and access: `free`, `read`, `read_with`, pinning, `get`, `contains`, `len_of`.
 
 use super::{Arena, Inner};
-use crate::block::{self, Handle, HeaderWord, LiveState};
+use crate::block::{self, Handle, Header, HeaderWord, LiveState};
 use crate::cells::with_cell;
 use crate::error::Error;
 use crate::layout::{block_span, WORD};
@@ -31,7 +31,7 @@ impl Arena {
         } = inner.live(h, true)?;
         let w = inner.mem.word(hdr);
         loop {
-            let dying = block::with_state(cur, LiveState::Dying);
+            let dying = Header(cur).with_state(LiveState::Dying).0;
             // AcqRel: Acquire pairs with the Release publish (BlockMut drop) and with readers'
             // Release unpin, so every earlier access to the bytes happens before their reuse.
             match w.compare_exchange_weak(cur, dying, Ordering::AcqRel, Ordering::Acquire) {
@@ -150,7 +150,7 @@ impl Arena {
             // Acquire: pairs with the Release publish in BlockMut's drop.
             match w.compare_exchange_weak(
                 cur,
-                block::with_reader(cur),
+                Header(cur).with_reader().0,
                 Ordering::Acquire,
                 Ordering::Acquire,
             ) {
@@ -348,7 +348,7 @@ impl Inner {
             // `free` (or with the Acquire below when we are the one to release it).
             match w.compare_exchange_weak(
                 cur,
-                block::without_reader(cur),
+                Header(cur).without_reader().0,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {

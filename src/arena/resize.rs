@@ -3,7 +3,7 @@
 //! its cut-off tail back.
 
 use super::{Arena, Inner};
-use crate::block::{self, Handle, HeaderWord, LiveState};
+use crate::block::{self, Handle, Header, HeaderWord, LiveState};
 use crate::cells::with_cell;
 use crate::freelist::Unlisted;
 use crate::layout::{block_span, WORD};
@@ -101,7 +101,7 @@ pub(super) fn set_len(inner: &Inner, hdr: u64, len: u64) {
         // the new one (pairs with the Acquire loads in `read`/`free`).
         match w.compare_exchange_weak(
             cur,
-            block::with_len(cur, len),
+            Header(cur).with_len(len).0,
             Ordering::Release,
             Ordering::Relaxed,
         ) {
