@@ -1,5 +1,5 @@
 #![doc = include_str!("../README.md")]
-#![warn(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations)]
 
 #[cfg(all(feature = "async", not(parena_loom)))]
 mod aio;
@@ -8,6 +8,7 @@ mod arena;
 mod backing;
 mod block;
 mod bump;
+mod cells;
 mod error;
 mod format;
 mod freelist;
@@ -17,8 +18,6 @@ mod layout;
 #[doc(hidden)]
 pub mod loom_hooks;
 mod options;
-#[cfg(not(parena_loom))]
-mod raw;
 mod recovery;
 mod sync;
 

@@ -36,6 +36,15 @@ pub(crate) fn fence(order: Ordering) {
     imp_atomic::fence(order);
 }
 
+/// Plain std atomics under every cfg: for process-wide statics (loom's atomics cannot be built in
+/// a `static`), the `GlobalArena` state, and the raw API, whose signatures hand out std's
+/// `AtomicU64`.
+pub(crate) type StdAtomicU64 = std::sync::atomic::AtomicU64;
+/// See [`StdAtomicU64`].
+pub(crate) type StdAtomicU8 = std::sync::atomic::AtomicU8;
+/// The orderings of the std atomics (the same type loom re-exports).
+pub(crate) use std::sync::atomic::Ordering as StdOrdering;
+
 /// Declares a thread-local with std or loom, whichever is in force.
 #[cfg(not(parena_loom))]
 macro_rules! parena_thread_local {

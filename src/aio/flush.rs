@@ -20,7 +20,7 @@ static FLUSH_STATES: Mutex<BTreeMap<u64, Arc<FlushState>>> = Mutex::new(BTreeMap
 
 /// The flush epochs of `a`, shared by all its clones; made on first use.
 fn flush_state(a: &Arena) -> Arc<FlushState> {
-    let uid = a.inner.uid;
+    let uid = a.inner.uid();
     // Installed before the state is made, so that the state is always removed with the arena.
     a.inner
         .hook

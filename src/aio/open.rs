@@ -63,7 +63,7 @@ fn check_compatible(o: &Options, a: &Arena, zero_on_free: bool) -> Result<(), Er
     if o.create_new {
         return Err(Error::Exists);
     }
-    let g = &a.inner.g;
+    let g = a.inner.geom();
     if o.read_only != a.is_read_only() {
         return Err(Error::Conflict {
             option: "read_only",
@@ -136,7 +136,7 @@ impl Opened {
             mut arena,
             mut ticket,
         } = self;
-        let uid = arena.inner.uid;
+        let uid = arena.inner.uid();
         let Some(inner) = Arc::get_mut(&mut arena.inner) else {
             // Unreachable (the arena was just made), and harmless: unshared, the ticket frees
             // the entry.
@@ -277,7 +277,7 @@ impl Arena {
             return close_last(self);
         }
         retire(
-            self.inner.uid,
+            self.inner.uid(),
             &|| Arc::strong_count(&self.inner) == 1,
             |uid| OpenEntry::Closing { uid },
         );
