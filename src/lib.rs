@@ -20,6 +20,8 @@ mod options;
 mod raw;
 mod recovery;
 mod sync;
+#[doc(hidden)]
+pub mod testkit;
 
 pub use alloc_api::GlobalArena;
 pub use arena::{Arena, BlockMut, HeaderInfo, Stats, LANES};
