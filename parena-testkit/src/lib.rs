@@ -241,7 +241,6 @@ pub fn check_report(r: &Report, m: &Model, what: &str) {
     assert_eq!(r.live_bytes, m.live_bytes(), "{what}: live bytes {r:?}");
 }
 
-
 /// Allocates `len` bytes filled with the pattern of `seed`; the new block must be zeroed.
 pub fn alloc_filled(a: &Arena, len: usize, seed: u8) -> Result<Handle, Error> {
     let mut b = a.alloc(len)?;
@@ -309,4 +308,3 @@ pub fn alloc_checked(
         Err(e) => panic!("alloc({len}, {align:?}) = {e:?}"),
     }
 }
-
