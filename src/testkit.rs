@@ -99,3 +99,61 @@ pub fn decode_live(word: u64) -> Option<(u64, u32, u64)> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Geometry;
+    use crate::options::Freelist;
+
+    /// A header edited byte by byte and resealed is trusted as clean, with the edit in place.
+    #[test]
+    fn resealed_header_validates_clean() {
+        let g = Geometry {
+            magic_version: 1,
+            freelist: Freelist::Optimistic,
+            chunk_shift: 12,
+            reserved_len: 0,
+            min_segment: 16,
+            data_start: Geometry::data_start_for(0),
+            arena_id: 7,
+        };
+        let mut bytes = bytemuck::bytes_of(&RawHeader::new(&g, 1 << 20)).to_vec();
+        bytes[OFF_BUMP..OFF_BUMP + 8].copy_from_slice(&(g.data_start + 64).to_le_bytes());
+        assert!(!RawHeader::parse(&bytes).validate(1 << 20).unwrap().clean);
+        reseal_header(&mut bytes);
+        let h = RawHeader::parse(&bytes);
+        assert!(h.validate(1 << 20).unwrap().clean);
+        assert_eq!(h.bump, g.data_start + 64);
+        // The immutable part: an edit without a reseal is refused, with one it validates.
+        bytes[12] ^= 1;
+        assert!(RawHeader::parse(&bytes).validate(1 << 20).is_err());
+        reseal_header(&mut bytes);
+        assert_eq!(
+            RawHeader::parse(&bytes)
+                .validate(1 << 20)
+                .unwrap()
+                .geometry
+                .magic_version,
+            0
+        );
+    }
+
+    #[test]
+    fn forged_handles_pack_as_real_ones() {
+        assert_eq!(forge_handle(4104, 5), Handle::new(4104, 5));
+        let h = forge_handle(u64::MAX, u32::MAX);
+        assert_eq!(h.to_u64(), u64::MAX);
+        assert_eq!(forge_handle(1 << 43, 1 << 24), Handle::NULL);
+    }
+
+    #[test]
+    fn reader_count_round_trips() {
+        let w = live_word(8, 3, 0);
+        assert_eq!(decode_live(w), Some((8, 3, 0)));
+        let full = with_readers(w, MAX_READERS);
+        assert_eq!(decode_live(full), Some((8, 3, MAX_READERS)));
+        assert_eq!(with_readers(full, 0), w);
+        assert_eq!(decode_live(block::free(2, 0)), None);
+    }
+}
