@@ -1,6 +1,7 @@
 //! What parena's integration tests (`tests/all`) and fuzz targets (`fuzz/`) share: the byte
 //! patterns blocks are filled with, a model of the live blocks (a `BTreeMap` by data offset) and
-//! the checks that compare an arena with it. Test code only: never a dependency of parena itself.
+//! the checks that compare an arena with it. Test code only: a dev-dependency of parena, never a
+//! dependency of its library.
 //!
 //! The private layout facts (header offsets, checksums, handle and header-word packing) come from
 //! the crate itself, through [`layout`] (`parena::testkit`): nothing here re-derives them.
