@@ -20,6 +20,8 @@ pub mod loom_hooks;
 mod options;
 mod recovery;
 mod sync;
+#[doc(hidden)]
+pub mod testkit;
 
 pub use alloc_api::GlobalArena;
 pub use arena::{Arena, BlockMut, HeaderInfo, Stats, LANES};
