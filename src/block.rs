@@ -171,6 +171,13 @@ impl Header {
         Header(self.0 - READER_ONE)
     }
 
+    /// The same word with its readers field set to `readers` (at most [`MAX_READERS`]).
+    #[inline]
+    pub(crate) const fn with_readers(self, readers: u64) -> Header {
+        debug_assert!(readers <= MAX_READERS);
+        Header((self.0 & !(MAX_READERS << READERS_SHIFT)) | (readers << READERS_SHIFT))
+    }
+
     /// The same word in another state.
     #[inline]
     pub(crate) const fn with_state(self, state: LiveState) -> Header {

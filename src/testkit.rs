@@ -86,16 +86,18 @@ pub fn live_word(len: u64, generation: u32, readers: u64) -> u64 {
 /// The same LIVE header word with its reader count set to `readers` (at most [`MAX_READERS`]).
 pub fn with_readers(word: u64, readers: u64) -> u64 {
     debug_assert!(readers <= MAX_READERS, "{readers} readers do not fit");
-    let field = MAX_READERS * block::READER_ONE;
-    (word & !field) | (readers * block::READER_ONE)
+    block::Header(word).with_readers(readers).0
 }
 
 /// Length, generation and reader count of a LIVE header word; `None` for any other word.
 pub fn decode_live(word: u64) -> Option<(u64, u32, u64)> {
     match block::decode(word) {
-        block::Word::Live {
-            len, gen, readers, ..
-        } => Some((len, gen, readers)),
+        block::HeaderWord::Live {
+            len,
+            generation,
+            readers,
+            ..
+        } => Some((len, generation, readers)),
         _ => None,
     }
 }
