@@ -10,11 +10,15 @@ use std::io;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// The arena has no room for the request.
+    /// The arena has no room for the request: the main memory is used up and no free segment
+    /// (after merging neighbours, when `Options::coalesce` is on) holds it.
     Full {
         /// Bytes asked for.
         requested: u64,
-        /// Bytes of main memory not yet reserved (before headers and alignment).
+        /// Bytes of main memory not yet reserved by any thread (`capacity - bump`), counted
+        /// before block headers and alignment. Space on the free lists and in other threads'
+        /// chunks is not included, and a request of exactly `available` bytes does not fit
+        /// (it needs a header too): a hint of how far the arena is from full, not a promise.
         available: u64,
     },
     /// A size of zero was asked for.
@@ -157,6 +161,18 @@ pub enum Error {
     Io(io::Error),
 }
 
+/// The name of a freelist kind as stored in the header (`Freelist as u8`), for messages.
+fn freelist_name(v: u8) -> String {
+    use crate::Freelist;
+    [Freelist::None, Freelist::Optimistic, Freelist::Pessimistic]
+        .into_iter()
+        .find(|k| *k as u8 == v)
+        .map_or_else(
+            || format!("(unknown kind {v})"),
+            |k| format!("{k:?}").to_lowercase(),
+        )
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -207,8 +223,21 @@ impl fmt::Display for Error {
                     "header checksum {found:#x} does not match stored {expected:#x}"
                 )
             }
+            Error::FreelistKind {
+                expected: 255,
+                found,
+            } => {
+                write!(
+                    f,
+                    "the header names freelist kind {found}, which this build does not know"
+                )
+            }
             Error::FreelistKind { expected, found } => {
-                write!(f, "freelist kind {found}, expected {expected}")
+                let (found, expected) = (freelist_name(*found), freelist_name(*expected));
+                write!(
+                    f,
+                    "the arena was created with freelist {found}, {expected} was asked for"
+                )
             }
             Error::Size { field, value } => {
                 write!(f, "header field {field} = {value} is impossible")
@@ -262,5 +291,31 @@ impl From<io::Error> for Error {
             Some(28) | Some(122) => Error::NoSpace,
             _ => Error::Io(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::Error;
+
+    #[test]
+    fn freelist_kinds_are_named() {
+        let e = Error::FreelistKind {
+            expected: 2,
+            found: 1,
+        };
+        assert_eq!(
+            e.to_string(),
+            "the arena was created with freelist optimistic, pessimistic was asked for"
+        );
+        let e = Error::FreelistKind {
+            expected: 255,
+            found: 9,
+        };
+        assert!(
+            e.to_string()
+                .contains("kind 9, which this build does not know"),
+            "{e}"
+        );
     }
 }
