@@ -157,6 +157,23 @@ pub enum Error {
         /// Which option.
         option: &'static str,
     },
+    /// A map setting (`Options::populate`, `huge_pages`, `lock_memory`, `remove_on_drop`) was
+    /// asked for on a backing that has no map to apply it to (a heap buffer).
+    Unsupported {
+        /// Which option.
+        option: &'static str,
+        /// The backing it was asked for.
+        backing: crate::BackingKind,
+    },
+    /// The operating system refused a map setting: an `mlock` limit (`RLIMIT_MEMLOCK`) for
+    /// `lock_memory`, transparent huge pages switched off for `huge_pages`, a kernel older than
+    /// 5.14 (no `MADV_POPULATE_*`) for `populate`. The arena is not opened.
+    Refused {
+        /// Which option.
+        option: &'static str,
+        /// What the system call (or the kernel setting) said.
+        error: io::Error,
+    },
     /// A system call failed.
     Io(io::Error),
 }
@@ -270,6 +287,15 @@ impl fmt::Display for Error {
                     "option {option} conflicts with the arena already open at this path"
                 )
             }
+            Error::Unsupported { option, backing } => {
+                write!(
+                    f,
+                    "option {option} needs a map; a {backing:?} arena has none"
+                )
+            }
+            Error::Refused { option, error } => {
+                write!(f, "the system refused option {option}: {error}")
+            }
             Error::Io(e) => write!(f, "i/o error: {e}"),
         }
     }
@@ -279,6 +305,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) => Some(e),
+            Error::Refused { error, .. } => Some(error),
             _ => None,
         }
     }

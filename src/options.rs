@@ -1,6 +1,7 @@
 //! [`Options`]: how an arena is created or opened.
 
 use crate::arena::Arena;
+use crate::backing::MapSettings;
 use crate::error::Error;
 use std::path::Path;
 
@@ -56,6 +57,8 @@ pub struct Options {
     pub(crate) coalesce: bool,
     pub(crate) chunk_size: Option<u32>,
     pub(crate) preallocate: bool,
+    /// Applied to the map once the arena is open (see [`Options::populate`] and the next three).
+    pub(crate) map: MapSettings,
 }
 
 /// Capacity used when none is given: 64 MiB.
@@ -85,6 +88,7 @@ impl Options {
             coalesce: true,
             chunk_size: None,
             preallocate: true,
+            map: MapSettings::default(),
         }
     }
 
@@ -183,12 +187,78 @@ impl Options {
         self
     }
 
+    /// Fault every page of the map in at open (what `MAP_POPULATE` does), so the first touches of
+    /// the arena take no page faults. An anonymous map gets its pages allocated; a file map reads
+    /// the file into the page cache and maps it (without dirtying it). Default `false`.
+    ///
+    /// For `map_anon` and `map_file`; a heap arena gets [`Error::Unsupported`]. A kernel older
+    /// than Linux 5.14 (no `MADV_POPULATE_READ`/`WRITE`) refuses it with [`Error::Refused`].
+    ///
+    /// ```
+    /// let arena = parena::Options::new().capacity(1 << 20).populate(true).map_anon()?;
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    pub fn populate(mut self, yes: bool) -> Options {
+        self.map.populate = yes;
+        self
+    }
+
+    /// Ask for transparent huge pages for the map (`madvise(MADV_HUGEPAGE)`): fewer TLB misses on
+    /// a large arena. Advice, not a guarantee: the kernel backs the map with 2 MiB pages where it
+    /// can. Default `false`.
+    ///
+    /// # Errors (at open)
+    /// [`Error::Refused`] when the kernel has transparent huge pages switched off
+    /// (`/sys/kernel/mm/transparent_hugepage/enabled` is `never`) or rejects the advice;
+    /// [`Error::Unsupported`] for a heap arena.
+    pub fn huge_pages(mut self, yes: bool) -> Options {
+        self.map.huge_pages = yes;
+        self
+    }
+
+    /// Lock the whole map in RAM (`mlock`) so the arena is never paged out; unlocked when the
+    /// arena closes. Default `false`.
+    ///
+    /// # Errors (at open)
+    /// [`Error::Refused`] when the map is larger than the process may lock (`RLIMIT_MEMLOCK`,
+    /// often 8 MiB without `CAP_IPC_LOCK`); [`Error::Unsupported`] for a heap arena.
+    pub fn lock_memory(mut self, yes: bool) -> Options {
+        self.map.lock_memory = yes;
+        self
+    }
+
+    /// Remove the arena's file when the arena closes (its last clone drops), after the clean
+    /// close: for scratch arenas that should not outlive the process. A crash leaves the file.
+    /// Default `false`. For `map_file`; [`Error::Unsupported`] for an anonymous map or a heap.
+    ///
+    /// ```
+    /// let path = std::env::temp_dir().join(format!("parena-doc-rod-{}", std::process::id()));
+    /// let opts = parena::Options::new().capacity(1 << 20).remove_on_drop(true);
+    /// // SAFETY: nothing else maps or modifies this file while the arena is open.
+    /// let arena = unsafe { opts.map_file(&path)? };
+    /// assert!(path.exists());
+    /// drop(arena);
+    /// assert!(!path.exists());
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    pub fn remove_on_drop(mut self, yes: bool) -> Options {
+        self.map.remove_on_drop = yes;
+        self
+    }
+
+    /// Applies the map settings to a freshly opened arena; on failure the arena is dropped
+    /// (closed as usual) and the error returned.
+    fn with_map_settings(&self, arena: Arena) -> Result<Arena, Error> {
+        arena.inner.b.apply(self.map)?;
+        Ok(arena)
+    }
+
     /// An arena in an aligned heap buffer.
     ///
     /// # Errors
     /// [`Error::Size`] when the capacity cannot hold the header and a heap.
     pub fn heap(&self) -> Result<Arena, Error> {
-        Arena::create_in_memory(self, false)
+        self.with_map_settings(Arena::create_in_memory(self, false)?)
     }
 
     /// An arena in an anonymous memory map.
@@ -196,7 +266,13 @@ impl Options {
     /// # Errors
     /// [`Error::Size`] for a capacity too small; [`Error::Io`] when the map fails.
     pub fn map_anon(&self) -> Result<Arena, Error> {
-        Arena::create_in_memory(self, true)
+        if self.map.remove_on_drop {
+            return Err(Error::Unsupported {
+                option: "remove_on_drop",
+                backing: crate::BackingKind::Anon,
+            });
+        }
+        self.with_map_settings(Arena::create_in_memory(self, true)?)
     }
 
     /// A heap arena on a simulated disk that records what `flush` made durable, and can produce
@@ -223,6 +299,6 @@ impl Options {
     /// is mapped; parena's lock keeps other parena writers out, but not other programs. Truncating
     /// a mapped file makes accesses raise `SIGBUS`.
     pub unsafe fn map_file(&self, path: impl AsRef<Path>) -> Result<Arena, Error> {
-        Arena::open_file(self, path.as_ref())
+        self.with_map_settings(Arena::open_file(self, path.as_ref())?)
     }
 }

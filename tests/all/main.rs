@@ -11,6 +11,7 @@ mod crash;
 mod engine;
 mod foundation;
 mod model;
+mod options_ext;
 mod powerloss;
 mod regressions;
 mod stress;
