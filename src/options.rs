@@ -141,7 +141,9 @@ impl Options {
     }
 
     /// Create the file when it is missing (default `true`); with `false` a missing file is an
-    /// [`Error::Io`] of kind `NotFound`.
+    /// [`Error::Io`] of kind `NotFound`, and an existing empty file is not formatted either: it
+    /// is refused as not an arena ([`Error::Magic`]) and left empty. (With `true`, an empty file
+    /// is taken as a new arena, like a missing one.)
     pub fn create(mut self, yes: bool) -> Options {
         self.create = yes;
         self

@@ -85,8 +85,10 @@ impl OpenedFile {
         let id = FileId::of(&file)?;
         take_lock(&file, lock, id)?;
         let held = Held::register(id);
-        // With the lock held, an empty file holds no arena; a writer may make it one.
-        let fresh = !existed || (!read_only && file.metadata()?.len() == 0);
+        // With the lock held, an empty file holds no arena; a writer allowed to create one may make
+        // it one. With `create(false)` an existing empty file is left alone (and refused as not an
+        // arena by the header check), as the option promises.
+        let fresh = !existed || (!read_only && create && file.metadata()?.len() == 0);
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         Ok(OpenedFile {
             _held: Some(held),

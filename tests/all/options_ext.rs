@@ -129,3 +129,23 @@ impl LiveBlocks for parena::Arena {
         r.live_blocks
     }
 }
+
+#[test]
+fn create_false_leaves_an_empty_file_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("empty");
+    std::fs::write(&path, b"").expect("write");
+    let opts = Options::new().capacity(1 << 20).create(false);
+    // SAFETY: a file in a private directory that only this test uses.
+    let r = unsafe { opts.map_file(&path) };
+    assert!(matches!(r, Err(Error::Magic { .. })), "{r:?}");
+    assert_eq!(
+        std::fs::metadata(&path).expect("stat").len(),
+        0,
+        "untouched"
+    );
+    // The default (create) still makes an arena of it.
+    // SAFETY: as above.
+    let a = unsafe { Options::new().capacity(1 << 20).map_file(&path) }.expect("create");
+    assert_eq!(a.capacity(), 1 << 20);
+}
