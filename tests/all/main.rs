@@ -16,6 +16,7 @@ mod engine;
 mod foundation;
 mod handles;
 mod model;
+mod options_ext;
 mod powercut;
 mod powerloss;
 mod regressions;
