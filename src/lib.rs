@@ -35,7 +35,7 @@ mod sync;
 pub mod testkit;
 
 pub use alloc_api::GlobalArena;
-pub use arena::{Arena, BlockMut, HeaderInfo, Stats, LANES};
+pub use arena::{Arena, BlockMut, HeaderInfo, LiveBlock, Stats, LANES};
 pub use backing::BackingKind;
 #[doc(hidden)]
 pub use backing::SimDisk;

@@ -15,6 +15,7 @@ mod crash;
 mod engine;
 mod foundation;
 mod handles;
+mod inventory;
 mod model;
 mod options_ext;
 mod powercut;
