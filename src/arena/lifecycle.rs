@@ -6,8 +6,8 @@ use crate::block::{Handle, LiveState};
 use crate::cells::for_each_thread_cell;
 use crate::error::Error;
 use crate::format::{
-    self, RawHeader, HEADER_SIZE, OFF_CAPACITY, OFF_HIGH_WATER, OFF_STATE, OFF_STATE_CHECKSUM,
-    STATE_CLEAN,
+    self, RawHeader, HEADER_SIZE, OFF_BUMP, OFF_CAPACITY, OFF_DISCARDED, OFF_HIGH_WATER, OFF_STATE,
+    OFF_STATE_CHECKSUM, STATE_CLEAN,
 };
 use crate::layout::WORD;
 use crate::recovery::{self, Report};
@@ -135,6 +135,44 @@ impl Arena {
         })
         .map_err(recovery::Problem::into_error)?;
         Ok(out)
+    }
+
+    /// Frees every block at once and moves the bump offset back to the start of the heap, like
+    /// `bumpalo`'s `reset`: the arena is empty afterwards, with its roots and reserved area as
+    /// they were. The old heap is zeroed, so no old header survives and every old handle is
+    /// refused (`Stale` or `OutOfBounds`) until a new block starts at its offset; a new block there
+    /// takes a generation from the arena's counter, which only moves forward.
+    ///
+    /// Costs a write of the heap used so far. A file arena's clear is durable at the next
+    /// `flush()`; a crash before that recovers either the old blocks or an empty heap, never a mix
+    /// that does not walk (the bump offset is lowered before the heap is zeroed).
+    ///
+    /// ```
+    /// let mut arena = parena::Options::new().capacity(1 << 20).heap()?;
+    /// let old = arena.alloc_copy(b"gone after clear")?;
+    /// arena.clear()?;
+    /// assert!(arena.read_with(old, |_| ()).is_err());
+    /// assert_eq!(arena.stats().allocated, 0);
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Shared`] if other clones exist; [`Error::ReadOnly`].
+    pub fn clear(&mut self) -> Result<(), Error> {
+        let inner = self.exclusive()?;
+        if inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        inner.return_all_chunks();
+        inner.lists.clear_all(&inner.mem);
+        let start = inner.geom.data_start;
+        let bump = inner.bump();
+        inner.mem.word(OFF_BUMP).store(start, Ordering::Relaxed);
+        inner.mem.word(OFF_DISCARDED).store(0, Ordering::Relaxed);
+        // SAFETY: `start..bump` is the heap in use, in bounds and writable (not read-only, checked
+        // above); `&mut` on the only clone means no other thread touches it.
+        unsafe { inner.mem.zero(start, bump - start) };
+        Ok(())
     }
 
     /// Merges adjacent free space, returns the unused tails of every thread's chunk, rebuilds the

@@ -1,5 +1,6 @@
 //! Listing what a file holds: `live_blocks` after a crash finds the blocks a structure never
-//! linked (orphans); `try_root` refuses a slot past the last with a typed error.
+//! linked (orphans); `try_root` refuses a slot past the last with a typed error; `clear` empties
+//! an arena and leaves every old handle stale.
 
 use parena::{Arena, Error, Handle, Options, ROOT_SLOTS};
 use std::path::Path;
@@ -62,4 +63,69 @@ fn try_root_refuses_a_slot_past_the_last() {
         arena.try_root(usize::MAX),
         Err(Error::OutOfBounds { .. })
     ));
+}
+
+#[test]
+fn clear_frees_everything_and_old_handles_stay_stale() {
+    let mut arena = Options::new().capacity(1 << 20).heap().unwrap();
+    let old: Vec<Handle> = (0..200u8)
+        .map(|i| arena.alloc_copy(&[i; 40]).unwrap())
+        .collect();
+    for &h in old.iter().step_by(3) {
+        arena.free(h).unwrap();
+    }
+    arena.set_root(3, 99).unwrap();
+    arena.clear().unwrap();
+    let s = arena.stats();
+    assert_eq!(s.allocated, 0, "{s:?}");
+    assert!(arena.live_blocks().unwrap().is_empty());
+    assert_eq!(arena.root(3), 99, "clear keeps the roots");
+    for &h in &old {
+        assert!(arena.read_with(h, |_| ()).is_err(), "{h:?} still readable");
+    }
+    // The space is usable again, zeroed, and no new block answers to an old handle.
+    let new: Vec<Handle> = (0..200u8)
+        .map(|i| {
+            let mut b = arena.alloc(40).unwrap();
+            assert!(
+                b.iter().all(|&x| x == 0),
+                "a block after clear was not zeroed"
+            );
+            b.fill(i ^ 0x5a);
+            b.into_handle()
+        })
+        .collect();
+    for &h in &old {
+        if let Ok(bytes) = arena.read_with(h, <[u8]>::to_vec) {
+            panic!("old handle {h:?} reads a new block: {bytes:?}");
+        }
+    }
+    for (i, &h) in new.iter().enumerate() {
+        assert_eq!(
+            arena.read_with(h, <[u8]>::to_vec).unwrap(),
+            [i as u8 ^ 0x5a; 40]
+        );
+    }
+    assert!(arena.verify().unwrap().is_clean());
+    let clone = arena.clone();
+    assert!(matches!(arena.clear(), Err(Error::Shared)));
+    drop(clone);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
+fn a_cleared_file_arena_reopens_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("arena");
+    let mut arena = open(&path);
+    for i in 0..100u8 {
+        arena.alloc_copy(&[i; 100]).unwrap();
+    }
+    arena.clear().unwrap();
+    arena.flush().unwrap();
+    drop(arena);
+    let mut arena = open(&path);
+    assert!(arena.was_clean());
+    assert!(arena.live_blocks().unwrap().is_empty());
+    assert!(arena.verify().unwrap().is_clean());
 }
