@@ -254,7 +254,7 @@ impl Drop for Held {
     }
 }
 
-/// A shared, writable (or read-only) map of a whole arena file.
+/// A shared, writable map of a whole arena file, or a private one for a read-only open.
 pub(super) struct FileMap {
     map: MmapRaw,
     /// `map`'s first byte, taken once.
@@ -273,7 +273,14 @@ impl FileMap {
         let mut o = MmapOptions::new();
         o.len(size);
         let map = if opened.read_only {
-            o.map_raw_read_only(&opened.file)?
+            // A private (copy-on-write) map, writable in memory though nothing writes it: the
+            // handle checks and pins load the header words atomically, and Rust requires memory
+            // behind an atomic to be writable; a private map gives that without any path to the
+            // file (the descriptor is read-only too).
+            // SAFETY: the file's contents may change under the map only if another process breaks
+            // the contract `Options::map_file` states (no one else modifies the file while it is
+            // mapped); parena itself never writes through this map.
+            MmapRaw::from(unsafe { o.map_copy(&opened.file)? })
         } else {
             o.map_raw(&opened.file)?
         };
