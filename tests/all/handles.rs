@@ -125,12 +125,13 @@ fn allocator_blocks_are_off_limits_to_handles() {
 fn a_read_only_open_maps_private_writable_memory() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("arena");
-    // SAFETY (both opens): a private file in a private directory; nothing else maps it.
     let h = {
+        // SAFETY: a private file in a private directory; nothing else maps it.
         let a = unsafe { Options::new().capacity(1 << 20).map_file(&path) }.unwrap();
         a.alloc_copy(b"persisted").unwrap()
     };
     let before = std::fs::read(&path).unwrap();
+    // SAFETY: as above.
     let arena = unsafe { Options::new().read_only(true).map_file(&path) }.unwrap();
     assert_eq!(arena.read_with(h, <[u8]>::to_vec).unwrap(), b"persisted");
     // SAFETY: the block is live and nothing frees or writes it while `bytes` lives.
