@@ -4,6 +4,7 @@
 //! cargo install --path cli
 //! parena inspect FILE          # header, usage by kind, free-segment sizes, heap walk
 //! parena verify FILE           # the heap walk only; exit status 1 when it finds a problem
+//! parena blocks FILE           # every live block: handle, offset, generation, length
 //! parena inspect --json FILE   # one JSON object, for scripts
 //! ```
 //!
@@ -14,6 +15,7 @@
 //! (`Locked`), and a file left dirty by a crash is reported as such and left for the next writable
 //! open to repair.
 
+mod blocks;
 mod json;
 mod report;
 
@@ -34,6 +36,11 @@ const COMMANDS: &[Command] = &[
         name: "inspect",
         about: "print the header, usage by kind, free-segment sizes and the heap walk",
         run: report::inspect,
+    },
+    Command {
+        name: "blocks",
+        about: "list every live block: handle, offset, generation, length, pending or published",
+        run: blocks::blocks,
     },
     Command {
         name: "verify",

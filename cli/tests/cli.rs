@@ -138,3 +138,26 @@ fn magic_version_mismatch_says_what_to_pass() {
     let out = parena(&["inspect", "--magic-version", "7", t.0.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn blocks_lists_every_live_block() {
+    let f = arena_file("blocks");
+    let path = f.0.to_str().expect("utf-8 path");
+    let out = parena(&["blocks", "--json", path]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+    assert_eq!(v["count"], 2);
+    assert_eq!(v["bytes"], 11 + 5);
+    let blocks = v["blocks"].as_array().expect("an array");
+    let lens: Vec<u64> = blocks.iter().map(|b| b["len"].as_u64().unwrap()).collect();
+    assert_eq!(lens, [11, 5]);
+    // The first block is the one root 2 names, by its full handle.
+    // SAFETY: the file is closed; only this test maps it, read-only.
+    let arena = unsafe { Options::new().read_only(true).map_file(&f.0) }.expect("open");
+    assert_eq!(blocks[0]["handle"], arena.root(2));
+    assert!(blocks.iter().all(|b| b["pending"] == false));
+    drop(arena);
+    let text = stdout(&parena(&["blocks", path]));
+    assert!(text.contains("2 live blocks"), "{text}");
+    assert_eq!(text.matches("published").count(), 2, "{text}");
+}
