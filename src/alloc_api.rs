@@ -10,7 +10,7 @@
 
 use crate::arena::{Arena, Inner};
 use crate::block::{self, Handle, LiveState, Word};
-use crate::bump::with_cell;
+use crate::bump::{in_step, with_cell};
 use crate::layout::{block_span, MAX_ALIGN, WORD};
 use crate::options::{Freelist, Options};
 use crate::sync::Ordering;
@@ -297,8 +297,12 @@ std::thread_local! {
     static IN_ARENA: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` marked as inside the arena; `None` if this thread already is (or is exiting).
+/// Runs `f` marked as inside the arena; `None` if this thread already is, is inside one of parena's
+/// exclusive steps (a coalescing pass, a walk of its cells: invariant A in `bump.rs`), or is exiting.
 fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
+    if in_step() {
+        return None;
+    }
     let entered = IN_ARENA.try_with(|g| !g.replace(true)).unwrap_or(false);
     if !entered {
         return None;
@@ -381,8 +385,7 @@ unsafe impl std::alloc::GlobalAlloc for GlobalArena {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if let Some(a) = self.arena.get() {
-            if a.owns(ptr) {
-                let p = NonNull::new(ptr).expect("owned pointers are not null");
+            if let Some(p) = NonNull::new(ptr).filter(|_| a.owns(ptr)) {
                 // Our own thread-local slots may be freed while we are inside the arena: those
                 // came from the system allocator, so they never reach here.
                 // SAFETY: forwarded caller contract: `ptr` came from `alloc` with `layout`.

@@ -19,8 +19,8 @@ use crate::backing::{Backing, BackingKind, OpenedFile};
 use crate::block::{self, Handle, LiveState, Word, MAX_BLOCK_LEN};
 pub use crate::bump::LANES;
 use crate::bump::{
-    bump_counter, cache_head, cache_parts, for_each_thread_cell, with_cell, ChunkCell, Registry,
-    CACHE_DEPTH,
+    bump_counter, cache_head, cache_parts, for_each_thread_cell, in_step, with_cell, ChunkCell,
+    Registry, Step, CACHE_DEPTH,
 };
 use crate::error::Error;
 use crate::format::{
@@ -824,7 +824,13 @@ impl Arena {
         if inner.thread_cache && !inner.read_only {
             // The calling thread's cached blocks go to the shared lists, so what is flushed
             // lists them.
-            for_each_thread_cell(inner.uid, |cell| inner.drain_cache(cell));
+            let mut drained = Ok(());
+            for_each_thread_cell(inner.uid, |cell| {
+                if let Err(e) = inner.drain_cache(cell) {
+                    drained = Err(e);
+                }
+            });
+            drained?;
         }
         let bump = inner.bump();
         inner
@@ -882,7 +888,9 @@ impl Arena {
         };
         let mut freed_bytes = 0u64;
         let mut alloc_bytes = 0u64;
-        for c in inner.cells.all() {
+        // A fold under the registry's lock, not a copy of the list: `stats` allocates nothing
+        // (invariant A, `bump.rs`), so it is safe on `GlobalArena::arena()`.
+        inner.cells.fold((), |(), c| {
             let k = &c.counters;
             s.allocations += k.allocs.load(Ordering::Relaxed);
             alloc_bytes += k.alloc_bytes.load(Ordering::Relaxed);
@@ -893,7 +901,7 @@ impl Arena {
             s.failures += k.failures.load(Ordering::Relaxed);
             s.rewinds += k.rewinds.load(Ordering::Relaxed);
             s.coalesced += k.coalesced.load(Ordering::Relaxed);
-        }
+        });
         s.from_bump = s.allocations.saturating_sub(s.from_freelist + s.from_cache);
         s.live_blocks = s.allocations.saturating_sub(s.frees);
         s.live_bytes = alloc_bytes.saturating_sub(freed_bytes);
@@ -1287,7 +1295,7 @@ impl Inner {
             if self.thread_cache && span <= CACHE_MAX_SPAN {
                 let head = cell.cache[(span / WORD - 2) as usize].load(Ordering::Relaxed);
                 if head != 0 {
-                    return Ok(self.alloc_from_cache(cell, len, span, head));
+                    return self.alloc_from_cache(cell, len, span, head);
                 }
             }
             let cur = cell.cur.load(Ordering::Relaxed);
@@ -1404,6 +1412,13 @@ impl Inner {
     #[cold]
     #[inline(never)]
     fn coalesce(&self, cell: &ChunkCell, seen: &mut u64) -> Result<bool, Error> {
+        // Invariant A (`bump.rs`): a call that re-entered parena from inside a step of this thread
+        // (a pass, a walk of its cells) neither runs a pass nor waits for one: the pass it would
+        // wait for may be its own.
+        if in_step() {
+            return Ok(false);
+        }
+        let _step = Step::enter();
         // Acquire: as the load in `alloc_slow`.
         let ended = self.passes.load(Ordering::Acquire);
         if ended != *seen {
@@ -1416,8 +1431,14 @@ impl Inner {
             return Ok(false);
         }
         if self.thread_cache {
-            self.drain_cache(cell);
-            for_each_thread_cell(self.uid, |c| self.drain_cache(c));
+            self.drain_cache(cell)?;
+            let mut drained = Ok(());
+            for_each_thread_cell(self.uid, |c| {
+                if let Err(e) = self.drain_cache(c) {
+                    drained = Err(e);
+                }
+            });
+            drained?;
         }
         if self.lists.none_listed() {
             return Ok(false);
@@ -1613,14 +1634,26 @@ impl Inner {
 
     /// Takes a block of exactly `span` bytes from the calling thread's cache (`head` is the
     /// class's non-empty head word).
-    fn alloc_from_cache(&self, cell: &ChunkCell, len: u64, span: u64, head: u64) -> (u64, u32) {
+    fn alloc_from_cache(
+        &self,
+        cell: &ChunkCell,
+        len: u64,
+        span: u64,
+        head: u64,
+    ) -> Result<(u64, u32), Error> {
         let (hdr, count) = cache_parts(head);
-        let next = match block::decode(self.b.word(hdr).load(Ordering::Relaxed)) {
-            Word::Free { next, .. } => next,
-            w => unreachable!("cached block at {hdr} is {w:?}"),
+        let slot = &cell.cache[(span / WORD - 2) as usize];
+        let w = self.b.word(hdr).load(Ordering::Relaxed);
+        let Word::Free { next, .. } = block::decode(w) else {
+            // Only a damaged heap gets here: the cache is dropped (its blocks leak until a
+            // repair) and the allocation fails; no panic on an allocator path (invariant A).
+            slot.store(0, Ordering::Relaxed);
+            return Err(Error::Corrupt {
+                offset: hdr,
+                word: w,
+            });
         };
-        cell.cache[(span / WORD - 2) as usize]
-            .store(cache_head(next, count - 1), Ordering::Relaxed);
+        slot.store(cache_head(next, count - 1), Ordering::Relaxed);
         // A fresh generation from the arena's counter (through this thread's batch of it, so no
         // shared atomic here). Not the chunk's generation: that is also the one its bump blocks
         // carry (a block freed into this cache and taken back would get the generation its stale
@@ -1642,7 +1675,7 @@ impl Inner {
         bump_counter(&cell.counters.allocs, 1);
         bump_counter(&cell.counters.alloc_bytes, len);
         bump_counter(&cell.counters.from_cache, 1);
-        (hdr, gen)
+        Ok((hdr, gen))
     }
 
     /// A fresh odd generation from the calling thread's batch of the arena's counter: every
@@ -1660,26 +1693,38 @@ impl Inner {
     }
 
     /// Hands every block in the cell's cache to the shared free lists.
-    pub(crate) fn drain_cache(&self, cell: &ChunkCell) {
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when a cached block's header is not FREE (a damaged heap): the rest of
+    /// that class's cache is left off the lists (leaked until a repair), the other classes are
+    /// drained. Never panics (invariant A).
+    pub(crate) fn drain_cache(&self, cell: &ChunkCell) -> Result<(), Error> {
+        let mut result = Ok(());
         for slot in &cell.cache {
             let (mut off, _) = cache_parts(slot.load(Ordering::Relaxed));
             slot.store(0, Ordering::Relaxed);
             while off != 0 {
-                let (gen, next) = match block::decode(self.b.word(off).load(Ordering::Relaxed)) {
-                    Word::Free { gen, next } => (gen, next),
-                    w => unreachable!("cached block at {off} is {w:?}"),
+                let w = self.b.word(off).load(Ordering::Relaxed);
+                let Word::Free { gen, next } = block::decode(w) else {
+                    result = Err(Error::Corrupt {
+                        offset: off,
+                        word: w,
+                    });
+                    break;
                 };
                 let span = self.b.word(off + WORD).load(Ordering::Relaxed);
                 self.lists.push(&self.b, off, span, gen);
                 off = next;
             }
         }
+        result
     }
 
     /// Retires every thread's chunk. Needs exclusive access (no clone in use).
     pub(crate) fn retire_all(&mut self) {
         for c in self.cells.all() {
-            self.drain_cache(&c);
+            // A damaged cache leaks its blocks until the next repair; close goes on.
+            let _ = self.drain_cache(&c);
             self.retire(&c);
         }
     }
@@ -1761,7 +1806,11 @@ impl Inner {
     /// Gives back a block the caller has moved to DYING with no readers: rewinds the cell's bump
     /// when it is the last block of the cell's chunk, else lists it.
     pub(crate) fn release(&self, cell: &ChunkCell, hdr: u64, len: u64, gen: u32) {
-        let span = block_span(len).expect("a live block's span fits");
+        let Some(span) = block_span(len) else {
+            // `check_live` vetted `len` before the block became DYING: not reached. Leaking the
+            // block is the answer that cannot panic on an allocator path (invariant A).
+            return;
+        };
         // Release fence: the header stores below (FREE, a rewind's 0, a list push) are plain
         // stores after the DYING CAS, so they head no release sequence of their own. With the
         // fence, a thread whose Acquire load of this header sees the block gone (`read`, `len_of`
