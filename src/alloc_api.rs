@@ -10,7 +10,7 @@
 
 use crate::arena::{Arena, Inner};
 use crate::block::{self, Handle, LiveState, Word};
-use crate::bump::{in_step, with_cell};
+use crate::bump::{audit_exempt, audit_op, in_step, with_cell};
 use crate::layout::{block_span, MAX_ALIGN, WORD};
 use crate::options::{Freelist, Options};
 use crate::sync::Ordering;
@@ -25,6 +25,7 @@ impl Arena {
     /// Allocates for `layout` and returns the data pointer (zeroed). Zero-sized layouts get a
     /// dangling, aligned pointer.
     pub(crate) fn allocate_ptr(&self, layout: Layout) -> Result<NonNull<[u8]>, NoMemory> {
+        audit_op!();
         if layout.size() == 0 {
             let dangling = NonNull::new(std::ptr::without_provenance_mut::<u8>(layout.align()))
                 .ok_or(NoMemory)?;
@@ -68,6 +69,7 @@ impl Arena {
     /// # Safety
     /// `p` came from `allocate_ptr` on this arena with `layout`, and is not used afterwards.
     pub(crate) unsafe fn deallocate_ptr(&self, p: NonNull<u8>, layout: Layout) {
+        audit_op!();
         if layout.size() == 0 {
             return;
         }
@@ -84,6 +86,7 @@ impl Arena {
     /// `p` came from `allocate_ptr` on this arena, holds `old` bytes, and the caller has it
     /// exclusively.
     pub(crate) unsafe fn resize_in_place(&self, p: NonNull<u8>, old: usize, new: usize) -> bool {
+        audit_op!();
         if old == 0 || new == 0 || new as u64 > block::MAX_BLOCK_LEN {
             return false;
         }
@@ -347,6 +350,9 @@ impl GlobalArena {
             .is_ok()
         {
             let made = guarded(|| {
+                // Creating the arena allocates (its `Arc`, a mapping); `guarded` sends that to
+                // the system allocator. Once per process.
+                audit_exempt!();
                 Options::new()
                     .capacity(self.capacity)
                     .freelist(self.freelist)

@@ -17,6 +17,7 @@
 
 use crate::backing::{Backing, BackingKind, OpenedFile};
 use crate::block::{self, Handle, LiveState, Word, MAX_BLOCK_LEN};
+use crate::bump::audit_op;
 pub use crate::bump::LANES;
 use crate::bump::{
     bump_counter, cache_head, cache_parts, for_each_thread_cell, in_step, with_cell, ChunkCell,
@@ -483,6 +484,7 @@ impl Arena {
 
     #[inline]
     fn alloc_aligned(&self, len: u64, align: u64) -> Result<BlockMut<'_>, Error> {
+        audit_op!();
         let inner = &*self.inner;
         if len == 0 {
             return Err(Error::ZeroSize);
@@ -516,6 +518,7 @@ impl Arena {
     /// [`Error::OutOfBounds`] for an offset outside the heap; [`Error::ReadOnly`]. Nothing
     /// changes when an error is returned.
     pub fn free(&self, h: Handle) -> Result<(), Error> {
+        audit_op!();
         let inner = &*self.inner;
         if inner.read_only {
             return Err(Error::ReadOnly);
@@ -820,6 +823,7 @@ impl Arena {
     /// # Errors
     /// [`Error::Io`] from `msync`.
     pub fn flush(&self) -> Result<(), Error> {
+        audit_op!();
         let inner = &*self.inner;
         if inner.thread_cache && !inner.read_only {
             // The calling thread's cached blocks go to the shared lists, so what is flushed
@@ -876,6 +880,7 @@ impl Arena {
 
     /// Counters and sizes now.
     pub fn stats(&self) -> Stats {
+        audit_op!();
         let inner = &*self.inner;
         let bump = inner.bump();
         let mut s = Stats {

@@ -214,6 +214,76 @@ pub(crate) fn in_step() -> bool {
     STEP.try_with(|d| d.get() > 0).unwrap_or(true)
 }
 
+/// Test support for invariant A (cargo feature `alloc-audit`, off by default: without it none of
+/// this is compiled and the entry points pay nothing). Every entry point an allocator interface can
+/// reach holds an [`audit::Op`] while it runs; a test's `#[global_allocator]` asks
+/// [`audit::depth`] and aborts if it is entered while an operation is on the stack. The one
+/// allowed allocation, a thread's cell registration (and `GlobalArena`'s creation of its arena),
+/// runs under an [`audit::Exempt`].
+#[cfg(feature = "alloc-audit")]
+pub mod audit {
+    use std::cell::Cell;
+
+    std::thread_local! {
+        static DEPTH: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// How many parena operations are on the calling thread's stack (0 inside an `Exempt`).
+    pub fn depth() -> u32 {
+        DEPTH.try_with(Cell::get).unwrap_or(0)
+    }
+
+    /// One parena operation on the stack, for as long as it lives.
+    pub(crate) struct Op(());
+
+    impl Op {
+        pub(crate) fn enter() -> Op {
+            let _ = DEPTH.try_with(|d| d.set(d.get() + 1));
+            Op(())
+        }
+    }
+
+    impl Drop for Op {
+        fn drop(&mut self) {
+            let _ = DEPTH.try_with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+
+    /// An allowed allocation (see the module docs): the depth reads 0 until it is dropped.
+    pub(crate) struct Exempt(u32);
+
+    impl Exempt {
+        pub(crate) fn enter() -> Exempt {
+            Exempt(DEPTH.try_with(|d| d.replace(0)).unwrap_or(0))
+        }
+    }
+
+    impl Drop for Exempt {
+        fn drop(&mut self) {
+            let _ = DEPTH.try_with(|d| d.set(self.0));
+        }
+    }
+}
+
+/// Marks a parena operation reachable from an allocator interface (`audit::Op`); expands to
+/// nothing without the `alloc-audit` feature.
+macro_rules! audit_op {
+    () => {
+        #[cfg(feature = "alloc-audit")]
+        let _audit = $crate::bump::audit::Op::enter();
+    };
+}
+pub(crate) use audit_op;
+
+/// Marks an allowed allocation (`audit::Exempt`); nothing without the `alloc-audit` feature.
+macro_rules! audit_exempt {
+    () => {
+        #[cfg(feature = "alloc-audit")]
+        let _audit_exempt = $crate::bump::audit::Exempt::enter();
+    };
+}
+pub(crate) use audit_exempt;
+
 /// Slots per thread: a thread that uses more arenas at once than this hands cells back and forth.
 const SLOTS: usize = 8;
 
@@ -355,6 +425,9 @@ fn with_cell_slow<R>(
 ) -> R {
     let step = Step::enter();
     let cell = CELLS.try_with(|t| {
+        // The registration of a new cell (slot list growth, `Registry::acquire`) is the one
+        // allocation invariant A allows.
+        audit_exempt!();
         // Borrowed already only if this thread re-entered parena from inside a walk of its slots
         // (`for_each_thread_cell`): treated like a thread whose thread-locals are gone, below.
         let mut slots = t.slots.try_borrow_mut().ok()?;
@@ -394,7 +467,10 @@ fn with_cell_slow<R>(
         // The thread is exiting and its thread-locals are gone (or its slot list is borrowed by a
         // walk this call re-entered): borrow a cell for this one call.
         Ok(None) | Err(_) => {
-            let c = registry.acquire();
+            let c = {
+                audit_exempt!();
+                registry.acquire()
+            };
             let r = f(&c);
             abandon(&c);
             r
