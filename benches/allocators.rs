@@ -117,8 +117,7 @@ fn threadtest(a: Alloc, _thread: usize, rounds: u64) {
 fn larson(a: Alloc, thread: usize, ops: u64) {
     let g = a.get();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (thread as u64 + 1));
-    let mut size =
-        |rng: &mut Rng| LARSON_MIN + (rng.next() as usize) % (LARSON_MAX - LARSON_MIN + 1);
+    let size = |rng: &mut Rng| LARSON_MIN + (rng.next() as usize) % (LARSON_MAX - LARSON_MIN + 1);
     let mut slots: Vec<(*mut u8, Layout)> = (0..LARSON_SLOTS)
         .map(|_| {
             let l = Layout::from_size_align(size(&mut rng), 8).unwrap();
