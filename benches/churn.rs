@@ -20,6 +20,9 @@
 //!
 //! `PARENA_BENCH_QUICK=1` shrinks the live set (used by `.ci/bench-quick.sh`).
 
+// Not the library: std's atomics, `Arc` and `Mutex` are fine here (see clippy.toml).
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rarena_allocator::{Allocator as _, Buffer as _};
 use std::hint::black_box;

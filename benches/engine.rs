@@ -13,6 +13,9 @@
 //! and copies its value out. The parena memtable uses a heap arena here, like its peers' heap
 //! memory, so that no disk write-back is timed.
 
+// Not the library: std's atomics, `Arc` and `Mutex` are fine here (see clippy.toml).
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 #[allow(dead_code)]
 #[path = "../examples/common/memtable.rs"]
 mod memtable;

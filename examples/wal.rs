@@ -8,6 +8,9 @@
 //!
 //! The log itself is `examples/common/wal.rs` (shared with the tests).
 
+// Not the library: std's atomics, `Arc` and `Mutex` are fine here (see clippy.toml).
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 #[allow(dead_code)] // the tests use the rest
 #[path = "common/wal.rs"]
 mod wal;

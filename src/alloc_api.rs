@@ -8,12 +8,12 @@
 //! is the last one of the calling thread's chunk, and `shrink` always does (the cut-off tail
 //! becomes free space); otherwise they move.
 
-use crate::arena::{Arena, Inner};
-use crate::block::{self, Handle, LiveState, Word};
-use crate::bump::{audit_exempt, audit_op, in_step, with_cell};
-use crate::layout::{block_span, MAX_ALIGN, WORD};
-use crate::options::{Freelist, Options};
-use crate::sync::Ordering;
+use crate::arena::Arena;
+use crate::cells::{audit_exempt, audit_op, in_step};
+use crate::format::Freelist;
+use crate::layout::MAX_ALIGN;
+use crate::options::Options;
+use crate::sync::{StdAtomicU64, StdAtomicU8, StdOrdering};
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
@@ -37,31 +37,8 @@ impl Arena {
         let b = self.alloc_layout(layout).map_err(|_| NoMemory)?;
         let off = b.offset();
         drop(b); // published: the caller owns the bytes through the pointer from here on
-        let p = NonNull::new(self.inner.b.ptr(off)).ok_or(NoMemory)?;
+        let p = NonNull::new(self.data_ptr(off)).ok_or(NoMemory)?;
         Ok(NonNull::slice_from_raw_parts(p, layout.size()))
-    }
-
-    /// The data offset of a pointer `allocate_ptr` returned.
-    fn offset_of(&self, p: NonNull<u8>) -> u64 {
-        (p.as_ptr().addr() - self.inner.b.ptr(0).addr()) as u64
-    }
-
-    /// Whether `p` points into this arena's heap.
-    pub(crate) fn owns(&self, p: *const u8) -> bool {
-        let base = self.inner.b.ptr(0).addr();
-        let a = p.addr();
-        a > base && ((a - base) as u64) < self.inner.capacity
-    }
-
-    /// The handle of the live block whose data starts at `off`.
-    fn handle_at(&self, off: u64) -> Option<Handle> {
-        if off < self.inner.g.data_start + WORD || off % WORD != 0 || off >= self.inner.capacity {
-            return None;
-        }
-        match block::decode(self.inner.b.word(off - WORD).load(Ordering::Acquire)) {
-            Word::Live { gen, .. } => Some(Handle::new(off, gen)),
-            _ => None,
-        }
     }
 
     /// Frees a block `allocate_ptr` returned.
@@ -78,96 +55,6 @@ impl Arena {
             matches!(freed, Some(Ok(()))),
             "deallocate of a pointer parena did not hand out: {freed:?}"
         );
-    }
-
-    /// Resizes a block in place from `old` to `new` bytes; `false` when it cannot.
-    ///
-    /// # Safety
-    /// `p` came from `allocate_ptr` on this arena, holds `old` bytes, and the caller has it
-    /// exclusively.
-    pub(crate) unsafe fn resize_in_place(&self, p: NonNull<u8>, old: usize, new: usize) -> bool {
-        audit_op!();
-        if old == 0 || new == 0 || new as u64 > block::MAX_BLOCK_LEN {
-            return false;
-        }
-        let inner = &*self.inner;
-        let off = self.offset_of(p);
-        let hdr = off - WORD;
-        let (old_span, new_span) = match (block_span(old as u64), block_span(new as u64)) {
-            (Some(a), Some(b)) => (a, b),
-            _ => return false,
-        };
-        with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
-            let cur = cell.cur.load(Ordering::Relaxed);
-            let end = cell.end.load(Ordering::Relaxed);
-            let last =
-                cur != 0 && cur == hdr + old_span && hdr >= cell.start.load(Ordering::Relaxed);
-            if last {
-                if hdr + new_span > end {
-                    return false;
-                }
-                if new_span < old_span {
-                    // Invariant Z: what goes back behind `cur` must read zero.
-                    // SAFETY: the tail is part of the block, which the caller holds exclusively.
-                    unsafe { inner.b.zero(hdr + new_span, old_span - new_span) };
-                }
-                // Growing: `cur..end` is zero (invariant Z), so the new bytes already read zero.
-                set_len(inner, hdr, new as u64);
-                cell.cur.store(hdr + new_span, Ordering::Relaxed);
-                return true;
-            }
-            if new_span > old_span {
-                return false;
-            }
-            if new_span < old_span {
-                give_back_tail(inner, hdr + new_span, old_span - new_span);
-            }
-            set_len(inner, hdr, new as u64);
-            true
-        })
-    }
-}
-
-/// Stores a new length in a live block's header, keeping its generation, state and readers.
-fn set_len(inner: &Inner, hdr: u64, len: u64) {
-    let w = inner.b.word(hdr);
-    let mut cur = w.load(Ordering::Relaxed);
-    loop {
-        debug_assert!(matches!(
-            block::decode(cur),
-            Word::Live {
-                state: LiveState::Published,
-                ..
-            }
-        ));
-        // Release: the bytes written under the old length happen before any reader that sees
-        // the new one (pairs with the Acquire loads in `read`/`free`).
-        match w.compare_exchange_weak(
-            cur,
-            block::with_len(cur, len),
-            Ordering::Release,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => return,
-            Err(now) => cur = now,
-        }
-    }
-}
-
-/// Turns `off..off + span`, cut from the end of a block the caller owns, into free space. The
-/// tail's header is written before the block's new length commits, so a walk sees one or the other.
-fn give_back_tail(inner: &Inner, off: u64, span: u64) {
-    if span >= 16 && span >= u64::from(inner.g.min_segment) && inner.g.freelist != Freelist::None {
-        let gen = inner.fresh_gen(false);
-        inner.b.word(off + WORD).store(span, Ordering::Relaxed);
-        inner
-            .b
-            .word(off)
-            .store(block::free(gen, 0), Ordering::Relaxed);
-        inner.lists.push(&inner.b, off, span, gen);
-    } else {
-        inner.b.word(off).store(block::pad(span), Ordering::Relaxed);
-        inner.add_discarded(span);
     }
 }
 
@@ -316,9 +203,22 @@ mod api2 {
 pub struct GlobalArena {
     capacity: u64,
     freelist: Freelist,
-    state: std::sync::atomic::AtomicU8,
+    state: StdAtomicU8,
     arena: std::sync::OnceLock<Arena>,
-    fallbacks: std::sync::atomic::AtomicU64,
+    fallbacks: StdAtomicU64,
+}
+
+impl std::fmt::Debug for GlobalArena {
+    /// The configuration and counters; the arena itself only once it is built (formatting never
+    /// builds it).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobalArena")
+            .field("capacity", &self.capacity)
+            .field("freelist", &self.freelist)
+            .field("arena", &self.arena.get())
+            .field("fallbacks", &self.fallbacks.load(StdOrdering::Relaxed))
+            .finish()
+    }
 }
 
 const UNINIT: u8 = 0;
@@ -333,7 +233,8 @@ std::thread_local! {
 }
 
 /// Runs `f` marked as inside the arena; `None` if this thread already is, is inside one of parena's
-/// exclusive steps (a coalescing pass, a walk of its cells: invariant A in `bump.rs`), or is exiting.
+/// exclusive steps (a coalescing pass, a walk of its cells: invariant A in `cells.rs`), or is
+/// exiting.
 fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
     if in_step() {
         return None;
@@ -349,13 +250,14 @@ fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
 
 impl GlobalArena {
     /// An allocator over an anonymous map of `capacity` bytes, mapped on the first allocation.
+    #[allow(clippy::disallowed_types)] // std's atomics: see the struct.
     pub const fn new(capacity: u64, freelist: Freelist) -> GlobalArena {
         GlobalArena {
             capacity,
             freelist,
-            state: std::sync::atomic::AtomicU8::new(UNINIT),
+            state: StdAtomicU8::new(UNINIT),
             arena: std::sync::OnceLock::new(),
-            fallbacks: std::sync::atomic::AtomicU64::new(0),
+            fallbacks: StdAtomicU64::new(0),
         }
     }
 
@@ -380,11 +282,11 @@ impl GlobalArena {
     /// println!("{} requests went to the system allocator", GLOBAL.fallbacks());
     /// ```
     pub fn fallbacks(&self) -> u64 {
-        self.fallbacks.load(std::sync::atomic::Ordering::Relaxed)
+        self.fallbacks.load(StdOrdering::Relaxed)
     }
 
     fn get(&self) -> Option<&Arena> {
-        use std::sync::atomic::Ordering as O;
+        use StdOrdering as O;
         if let Some(a) = self.arena.get() {
             return Some(a);
         }
@@ -429,8 +331,7 @@ unsafe impl std::alloc::GlobalAlloc for GlobalArena {
                 return p.cast::<u8>().as_ptr();
             }
         }
-        self.fallbacks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.fallbacks.fetch_add(1, StdOrdering::Relaxed);
         // SAFETY: forwarded caller contract (non-zero size).
         unsafe { std::alloc::System.alloc(layout) }
     }

@@ -27,6 +27,10 @@
 //! `RESERVED` (being initialised by the allocator, never handed out: recovery reclaims it), `DYING`
 //! (a free is in progress, or waits for readers to drain).
 
+use crate::backing::Backing;
+use crate::format::{MAX_CAPACITY, OFF_GEN_SEED};
+use crate::sync::Ordering;
+
 /// Bits of the generation field.
 pub(crate) const GEN_BITS: u32 = 24;
 /// Mask of a generation.
@@ -53,8 +57,8 @@ const PAD_MASK: u64 = (1 << KIND_SHIFT) - 1;
 
 /// Largest length one block can hold: the header keeps it in 32 bits.
 pub const MAX_BLOCK_LEN: u64 = LEN_MASK;
-/// Largest arena: free-list links keep offsets in 38 bits of 8-byte units (2 TiB).
-pub(crate) const MAX_CAPACITY: u64 = (NEXT_MASK + 1) * 8;
+// The largest arena (`format::MAX_CAPACITY`) is what a free header's `next` link can address.
+const _: () = assert!(MAX_CAPACITY == (NEXT_MASK + 1) * 8);
 
 /// The state of a LIVE block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,16 +71,16 @@ pub(crate) enum LiveState {
 
 /// A decoded header word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Word {
+pub(crate) enum HeaderWord {
     Gap,
     Live {
         len: u64,
-        gen: u32,
+        generation: u32,
         state: LiveState,
         readers: u64,
     },
     Free {
-        gen: u32,
+        generation: u32,
         next: u64,
     },
     Pad {
@@ -87,20 +91,20 @@ pub(crate) enum Word {
 }
 
 #[inline]
-pub(crate) const fn live(len: u64, gen: u32, state: LiveState, readers: u64) -> u64 {
-    debug_assert!(len <= LEN_MASK && readers <= MAX_READERS && (gen as u64) <= GEN_MASK);
+pub(crate) const fn live(len: u64, generation: u32, state: LiveState, readers: u64) -> u64 {
+    debug_assert!(len <= LEN_MASK && readers <= MAX_READERS && (generation as u64) <= GEN_MASK);
     (KIND_LIVE << KIND_SHIFT)
         | (readers << READERS_SHIFT)
         | ((state as u64) << STATE_SHIFT)
-        | ((gen as u64) << LIVE_GEN_SHIFT)
+        | ((generation as u64) << LIVE_GEN_SHIFT)
         | len
 }
 
 /// A FREE header; `next` is a byte offset (multiple of 8) or 0.
 #[inline]
-pub(crate) const fn free(gen: u32, next: u64) -> u64 {
-    debug_assert!(next % 8 == 0 && next / 8 <= NEXT_MASK && (gen as u64) <= GEN_MASK);
-    (KIND_FREE << KIND_SHIFT) | ((gen as u64) << FREE_GEN_SHIFT) | (next / 8)
+pub(crate) const fn free(generation: u32, next: u64) -> u64 {
+    debug_assert!(next % 8 == 0 && next / 8 <= NEXT_MASK && (generation as u64) <= GEN_MASK);
+    (KIND_FREE << KIND_SHIFT) | ((generation as u64) << FREE_GEN_SHIFT) | (next / 8)
 }
 
 /// A PAD filler covering `span` bytes (a multiple of 8, at least 8).
@@ -111,7 +115,7 @@ pub(crate) const fn pad(span: u64) -> u64 {
 }
 
 #[inline]
-pub(crate) const fn decode(w: u64) -> Word {
+pub(crate) const fn decode(w: u64) -> HeaderWord {
     match w >> KIND_SHIFT {
         KIND_LIVE => {
             let state = match (w >> STATE_SHIFT) & STATE_MASK {
@@ -120,42 +124,72 @@ pub(crate) const fn decode(w: u64) -> Word {
                 2 => LiveState::Reserved,
                 _ => LiveState::Dying,
             };
-            Word::Live {
+            HeaderWord::Live {
                 len: w & LEN_MASK,
-                gen: ((w >> LIVE_GEN_SHIFT) & GEN_MASK) as u32,
+                generation: ((w >> LIVE_GEN_SHIFT) & GEN_MASK) as u32,
                 state,
                 readers: (w >> READERS_SHIFT) & MAX_READERS,
             }
         }
-        KIND_FREE => Word::Free {
-            gen: ((w >> FREE_GEN_SHIFT) & GEN_MASK) as u32,
+        KIND_FREE => HeaderWord::Free {
+            generation: ((w >> FREE_GEN_SHIFT) & GEN_MASK) as u32,
             next: (w & NEXT_MASK) * 8,
         },
         // Any word may be decoded (a stale handle can name bytes inside another block after a
         // merge): a span that does not fit in 64 bits is not one parena wrote.
         KIND_PAD => match (w & PAD_MASK).checked_mul(8) {
-            Some(span) => Word::Pad { span },
-            None => Word::Bad,
+            Some(span) => HeaderWord::Pad { span },
+            None => HeaderWord::Bad,
         },
-        _ if w == 0 => Word::Gap,
-        _ => Word::Bad,
+        _ if w == 0 => HeaderWord::Gap,
+        _ => HeaderWord::Bad,
     }
 }
 
-/// The same LIVE word with one more (or one fewer) reader.
+/// One reader in the readers field of a LIVE word.
 pub(crate) const READER_ONE: u64 = 1 << READERS_SHIFT;
 
-/// The same LIVE word in another state.
-#[inline]
-pub(crate) const fn with_state(w: u64, state: LiveState) -> u64 {
-    (w & !(STATE_MASK << STATE_SHIFT)) | ((state as u64) << STATE_SHIFT)
-}
+/// A LIVE header word in its stored (encoded) form, for the read-modify-write steps of the
+/// block-state protocol: each step is a method here instead of arithmetic on the bits at the call
+/// site. `decode` reads one; `live` builds one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header(pub(crate) u64);
 
-/// The same LIVE word holding another length.
-#[inline]
-pub(crate) const fn with_len(w: u64, len: u64) -> u64 {
-    debug_assert!(len <= LEN_MASK);
-    (w & !LEN_MASK) | len
+impl Header {
+    /// The same word with one more reader (pinned once more). The caller checked that the
+    /// readers field is below [`MAX_READERS`].
+    #[inline]
+    pub(crate) const fn with_reader(self) -> Header {
+        debug_assert!((self.0 >> READERS_SHIFT) & MAX_READERS < MAX_READERS);
+        Header(self.0 + READER_ONE)
+    }
+
+    /// The same word with one reader fewer. The caller holds one of its pins.
+    #[inline]
+    pub(crate) const fn without_reader(self) -> Header {
+        debug_assert!((self.0 >> READERS_SHIFT) & MAX_READERS > 0);
+        Header(self.0 - READER_ONE)
+    }
+
+    /// The same word with its readers field set to `readers` (at most [`MAX_READERS`]).
+    #[inline]
+    pub(crate) const fn with_readers(self, readers: u64) -> Header {
+        debug_assert!(readers <= MAX_READERS);
+        Header((self.0 & !(MAX_READERS << READERS_SHIFT)) | (readers << READERS_SHIFT))
+    }
+
+    /// The same word in another state.
+    #[inline]
+    pub(crate) const fn with_state(self, state: LiveState) -> Header {
+        Header((self.0 & !(STATE_MASK << STATE_SHIFT)) | ((state as u64) << STATE_SHIFT))
+    }
+
+    /// The same word holding another length.
+    #[inline]
+    pub(crate) const fn with_len(self, len: u64) -> Header {
+        debug_assert!(len <= LEN_MASK);
+        Header((self.0 & !LEN_MASK) | len)
+    }
 }
 
 /// Next generation after `g` with the given parity (odd = live, even = free), skipping 0.
@@ -198,9 +232,9 @@ impl Handle {
     pub const NULL: Handle = Handle(0);
 
     #[inline]
-    pub(crate) const fn new(data_offset: u64, gen: u32) -> Handle {
+    pub(crate) const fn new(data_offset: u64, generation: u32) -> Handle {
         debug_assert!(data_offset % 8 == 0 && data_offset / 8 <= HANDLE_OFF_MASK);
-        Handle(((gen as u64) << HANDLE_OFF_BITS) | (data_offset / 8))
+        Handle(((generation as u64) << HANDLE_OFF_BITS) | (data_offset / 8))
     }
 
     /// Offset of the block's first data byte from the start of the arena. Never 0 for a real block,
@@ -240,10 +274,34 @@ impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Handle(offset {}, gen {})",
+            "Handle(offset {}, generation {})",
             self.offset(),
             self.generation()
         )
+    }
+}
+
+// ---- Generations: minted from the header's counter (`OFF_GEN_SEED`), used by allocation,
+// release and recovery alike.
+
+/// A generation for a header at a position whose history is unknown.
+pub(crate) fn fresh_gen(b: &Backing, odd: bool) -> u32 {
+    gen_of_seed(b.word(OFF_GEN_SEED).fetch_add(1, Ordering::Relaxed), odd)
+}
+
+/// Takes `n` consecutive values of the generation counter for one thread to hand out alone;
+/// returns the first.
+pub(crate) fn fresh_gen_batch(b: &Backing, n: u64) -> u64 {
+    b.word(OFF_GEN_SEED).fetch_add(n, Ordering::Relaxed)
+}
+
+/// The generation (with the given parity) that counter value `s` stands for.
+pub(crate) fn gen_of_seed(s: u64, odd: bool) -> u32 {
+    let g = ((s << 1) | u64::from(odd)) & GEN_MASK;
+    if g == 0 {
+        2
+    } else {
+        g as u32
     }
 }
 
@@ -254,7 +312,7 @@ mod tests {
     #[test]
     fn live_round_trip() {
         for &len in &[1u64, 7, 8, 4096, MAX_BLOCK_LEN] {
-            for &gen in &[1u32, 3, GEN_MASK as u32] {
+            for &generation in &[1u32, 3, GEN_MASK as u32] {
                 for state in [
                     LiveState::Published,
                     LiveState::Pending,
@@ -262,22 +320,22 @@ mod tests {
                     LiveState::Dying,
                 ] {
                     for readers in [0, 1, MAX_READERS] {
-                        let w = live(len, gen, state, readers);
+                        let w = live(len, generation, state, readers);
                         assert_ne!(w, 0);
                         assert_eq!(
                             decode(w),
-                            Word::Live {
+                            HeaderWord::Live {
                                 len,
-                                gen,
+                                generation,
                                 state,
                                 readers
                             }
                         );
                         assert_eq!(
-                            decode(with_state(w, LiveState::Dying)),
-                            Word::Live {
+                            decode(Header(w).with_state(LiveState::Dying).0),
+                            HeaderWord::Live {
                                 len,
-                                gen,
+                                generation,
                                 state: LiveState::Dying,
                                 readers
                             }
@@ -289,9 +347,9 @@ mod tests {
         let w = live(5, 1, LiveState::Published, 0);
         assert_eq!(
             decode(w + READER_ONE),
-            Word::Live {
+            HeaderWord::Live {
                 len: 5,
-                gen: 1,
+                generation: 1,
                 state: LiveState::Published,
                 readers: 1
             }
@@ -301,20 +359,23 @@ mod tests {
     #[test]
     fn free_and_pad_round_trip() {
         for &next in &[0u64, 8, 4096, MAX_CAPACITY - 8] {
-            for &gen in &[0u32, 2, GEN_MASK as u32 - 1] {
-                assert_eq!(decode(free(gen, next)), Word::Free { gen, next });
-                assert_ne!(free(gen, next), 0);
+            for &generation in &[0u32, 2, GEN_MASK as u32 - 1] {
+                assert_eq!(
+                    decode(free(generation, next)),
+                    HeaderWord::Free { generation, next }
+                );
+                assert_ne!(free(generation, next), 0);
             }
         }
         for &span in &[8u64, 16, 1 << 40] {
-            assert_eq!(decode(pad(span)), Word::Pad { span });
+            assert_eq!(decode(pad(span)), HeaderWord::Pad { span });
         }
-        assert_eq!(decode(0), Word::Gap);
-        assert_eq!(decode(1), Word::Bad);
-        assert_eq!(decode(u64::MAX), Word::Bad);
+        assert_eq!(decode(0), HeaderWord::Gap);
+        assert_eq!(decode(1), HeaderWord::Bad);
+        assert_eq!(decode(u64::MAX), HeaderWord::Bad);
         assert_eq!(
             decode(pad(PAD_MASK / 8 * 8)),
-            Word::Pad {
+            HeaderWord::Pad {
                 span: PAD_MASK / 8 * 8
             }
         );

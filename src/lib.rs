@@ -1,5 +1,5 @@
 #![doc = include_str!("../README.md")]
-#![warn(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations)]
 
 #[cfg(all(feature = "async", not(parena_loom)))]
 mod aio;
@@ -8,18 +8,20 @@ mod arena;
 mod backing;
 mod block;
 mod bump;
+mod cells;
 mod error;
 mod format;
 mod freelist;
+mod hook;
 mod layout;
 #[cfg(parena_loom)]
 #[doc(hidden)]
 pub mod loom_hooks;
 mod options;
-#[cfg(not(parena_loom))]
-mod raw;
 mod recovery;
 mod sync;
+#[doc(hidden)]
+pub mod testkit;
 
 pub use alloc_api::GlobalArena;
 pub use arena::{Arena, BlockMut, HeaderInfo, Stats, LANES};
@@ -29,7 +31,7 @@ pub use backing::SimDisk;
 pub use block::{Handle, MAX_BLOCK_LEN};
 #[cfg(feature = "alloc-audit")]
 #[doc(hidden)]
-pub use bump::audit;
+pub use cells::audit;
 pub use error::Error;
 pub use format::{FORMAT_VERSION, HEADER_SIZE, MAGIC, ROOT_SLOTS};
 pub use layout::MAX_ALIGN;

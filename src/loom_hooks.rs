@@ -6,7 +6,7 @@
 //! link and its CAS, which the public API cannot arrange on purpose).
 
 use crate::backing::Backing;
-use crate::block::{self, LiveState, Word};
+use crate::block::{self, HeaderWord, LiveState};
 use crate::format::{HEADER_SIZE, OFF_BUMP};
 use crate::freelist::{class_of, FreeLists, ListWalk, Optimistic, Pessimistic, Policy};
 use crate::sync::Ordering;
@@ -22,6 +22,15 @@ pub struct Lists {
     limit: u64,
     /// Offset and span of each segment, in heap order.
     segs: Vec<(u64, u64)>,
+}
+
+impl std::fmt::Debug for Lists {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lists")
+            .field("limit", &self.limit)
+            .field("segs", &self.segs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Lists {
@@ -71,10 +80,10 @@ impl Lists {
     }
 
     /// Lists segment `i` (which the caller owns) with its own span and the (even) generation
-    /// `gen`.
-    pub fn push_segment(&self, i: u64, gen: u32) {
+    /// `generation`.
+    pub fn push_segment(&self, i: u64, generation: u32) {
         let (off, span) = self.segs[i as usize];
-        self.fl.push(&self.b, off, span, gen);
+        self.fl.push(&self.b, off, span, generation);
     }
 
     /// Pops the head of the class that segments of `span` bytes are listed in: `(offset, span)`.
@@ -150,9 +159,9 @@ impl Lists {
             .map(|s| s.off))
     }
 
-    /// Lists segment `off`, which the caller owns, with the (even) generation `gen`.
-    pub fn push(&self, off: u64, gen: u32) {
-        self.fl.push(&self.b, off, SEGMENT, gen);
+    /// Lists segment `off`, which the caller owns, with the (even) generation `generation`.
+    pub fn push(&self, off: u64, generation: u32) {
+        self.fl.push(&self.b, off, SEGMENT, generation);
     }
 
     /// Pops the head of the segments' class: `(offset, generation)`.
@@ -165,7 +174,7 @@ impl Lists {
             .expect("list is consistent")
             .map(|s| {
                 assert_eq!(s.span, SEGMENT, "span word of {} changed", s.off);
-                (s.off, s.gen)
+                (s.off, s.generation)
             })
     }
 
@@ -180,7 +189,7 @@ impl Lists {
         } else {
             self.take_with::<Optimistic>(need)
         };
-        seg.map(|s| (s.off, s.gen))
+        seg.map(|s| (s.off, s.generation))
     }
 
     fn take_with<P: Policy>(&self, need: u64) -> Option<crate::freelist::Segment> {
@@ -214,7 +223,7 @@ impl Lists {
                     assert!(
                         matches!(
                             block::decode(self.b.word(off).load(Ordering::Relaxed)),
-                            Word::Free { .. }
+                            HeaderWord::Free { .. }
                         ),
                         "listed node {off} is not free"
                     );
@@ -234,6 +243,6 @@ impl Lists {
     }
 }
 
-fn live_word(gen: u32) -> u64 {
-    block::live(SEGMENT - 8, gen, LiveState::Published, 0)
+fn live_word(generation: u32) -> u64 {
+    block::live(SEGMENT - 8, generation, LiveState::Published, 0)
 }

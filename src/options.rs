@@ -1,34 +1,8 @@
 //! [`Options`]: how an arena is created or opened.
 
-use crate::arena::Arena;
-use crate::error::Error;
-use std::path::Path;
+pub use crate::format::Freelist;
 
-/// How freed space is reused once the main memory is used up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-#[repr(u8)]
-pub enum Freelist {
-    /// No reuse: once the main memory is used up the arena stays full.
-    None = 0,
-    /// Largest segment first (a segment from the largest non-empty size class).
-    #[default]
-    Optimistic = 1,
-    /// Best fit: a segment from the smallest size class that holds the request.
-    Pessimistic = 2,
-}
-
-impl Freelist {
-    pub(crate) fn from_u8(v: u8) -> Option<Freelist> {
-        match v {
-            0 => Some(Freelist::None),
-            1 => Some(Freelist::Optimistic),
-            2 => Some(Freelist::Pessimistic),
-            _ => None,
-        }
-    }
-}
-
-/// Builder for an [`Arena`]: sizes, freelist policy and file behaviour.
+/// Builder for an [`Arena`](crate::Arena): sizes, freelist policy and file behaviour.
 ///
 /// ```
 /// use parena::{Freelist, Options};
@@ -90,7 +64,7 @@ impl Options {
 
     /// Total size in bytes, header included (rounded up to 4096). On reopen of a file, a larger
     /// value grows the file; a smaller one is kept as is unless it is below what is allocated,
-    /// which is refused with [`Error::Shrink`].
+    /// which is refused with [`Error::Shrink`](crate::Error::Shrink).
     pub fn capacity(mut self, bytes: u64) -> Options {
         self.capacity = Some(bytes);
         self
@@ -115,26 +89,26 @@ impl Options {
         self
     }
 
-    /// Bytes of user-reserved area after the header ([`Arena::reserved`]).
+    /// Bytes of user-reserved area after the header ([`Arena::reserved`](crate::Arena::reserved)).
     pub fn reserved(mut self, bytes: u32) -> Options {
         self.reserved = Some(bytes);
         self
     }
 
-    /// Open without writing: allocation and frees get [`Error::ReadOnly`]; a file is locked shared.
+    /// Open without writing: allocation and frees get [`Error::ReadOnly`](crate::Error::ReadOnly); a file is locked shared.
     pub fn read_only(mut self, yes: bool) -> Options {
         self.read_only = yes;
         self
     }
 
-    /// Fail with [`Error::Exists`] if the file exists.
+    /// Fail with [`Error::Exists`](crate::Error::Exists) if the file exists.
     pub fn create_new(mut self, yes: bool) -> Options {
         self.create_new = yes;
         self
     }
 
     /// Create the file when it is missing (default `true`); with `false` a missing file is an
-    /// [`Error::Io`] of kind `NotFound`.
+    /// [`Error::Io`](crate::Error::Io) of kind `NotFound`.
     pub fn create(mut self, yes: bool) -> Options {
         self.create = yes;
         self
@@ -178,48 +152,5 @@ impl Options {
     pub fn preallocate(mut self, yes: bool) -> Options {
         self.preallocate = yes;
         self
-    }
-
-    /// An arena in an aligned heap buffer.
-    ///
-    /// # Errors
-    /// [`Error::Size`] when the capacity cannot hold the header and a heap.
-    pub fn heap(&self) -> Result<Arena, Error> {
-        Arena::create_in_memory(self, false)
-    }
-
-    /// An arena in an anonymous memory map.
-    ///
-    /// # Errors
-    /// [`Error::Size`] for a capacity too small; [`Error::Io`] when the map fails.
-    pub fn map_anon(&self) -> Result<Arena, Error> {
-        Arena::create_in_memory(self, true)
-    }
-
-    /// A heap arena on a simulated disk that records what `flush` made durable, and can produce
-    /// the image a power cut would leave ([`crate::SimDisk::crash_image`]). For tests.
-    ///
-    /// # Errors
-    /// As [`Options::heap`].
-    #[doc(hidden)]
-    pub fn simulated_disk(&self) -> Result<(Arena, crate::sync::Arc<crate::SimDisk>), Error> {
-        Arena::create_simulated(self)
-    }
-
-    /// Creates the arena file at `path`, or opens it, validates it, and recovers it when its last
-    /// writer did not close it cleanly.
-    ///
-    /// # Errors
-    /// A typed error per header check; [`Error::Locked`] when another writer has it;
-    /// [`Error::NoSpace`] when the disk cannot hold it. A file that fails validation is not
-    /// modified.
-    ///
-    /// # Safety
-    /// The arena maps the file: its bytes are read and written as memory. The caller must make
-    /// sure no other process (or code outside this arena) modifies or truncates the file while it
-    /// is mapped; parena's lock keeps other parena writers out, but not other programs. Truncating
-    /// a mapped file makes accesses raise `SIGBUS`.
-    pub unsafe fn map_file(&self, path: impl AsRef<Path>) -> Result<Arena, Error> {
-        Arena::open_file(self, path.as_ref())
     }
 }

@@ -3,15 +3,47 @@
 //! With `--cfg parena_loom` every atomic, `Arc`, `Mutex` and thread-local used by parena comes from
 //! loom, so the models in `tests/loom.rs` explore real interleavings of the lock-free code.
 
+//!
+//! `clippy.toml` makes this rule a lint: the std types and functions are disallowed everywhere
+//! else. The types are exported as aliases and the functions as wrappers, not re-exported, so a
+//! use through this module names the alias or the wrapper and passes the lint.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+pub(crate) use std::sync::atomic::Ordering;
+
 #[cfg(not(parena_loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync as imp;
 #[cfg(not(parena_loom))]
-pub(crate) use std::sync::{Arc, Mutex};
+use std::sync::atomic as imp_atomic;
 
 #[cfg(parena_loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use loom::sync as imp;
 #[cfg(parena_loom)]
-pub(crate) use loom::sync::{Arc, Mutex};
+use loom::sync::atomic as imp_atomic;
+
+/// An atomic `bool` (std's, or loom's under `--cfg parena_loom`).
+pub(crate) type AtomicBool = imp_atomic::AtomicBool;
+/// An atomic `u64` (std's, or loom's under `--cfg parena_loom`).
+pub(crate) type AtomicU64 = imp_atomic::AtomicU64;
+/// A shared pointer (std's, or loom's under `--cfg parena_loom`).
+pub(crate) type Arc<T> = imp::Arc<T>;
+/// A mutex (std's, or loom's under `--cfg parena_loom`); lock it with [`lock`].
+pub(crate) type Mutex<T> = imp::Mutex<T>;
+
+/// A memory fence (std's, or loom's under `--cfg parena_loom`).
+#[inline]
+pub(crate) fn fence(order: Ordering) {
+    imp_atomic::fence(order);
+}
+
+/// Plain std atomics under every cfg: for process-wide statics (loom's atomics cannot be built in
+/// a `static`), the `GlobalArena` state, and the raw API, whose signatures hand out std's
+/// `AtomicU64`.
+pub(crate) type StdAtomicU64 = std::sync::atomic::AtomicU64;
+/// See [`StdAtomicU64`].
+pub(crate) type StdAtomicU8 = std::sync::atomic::AtomicU8;
+/// The orderings of the std atomics (the same type loom re-exports).
+pub(crate) use std::sync::atomic::Ordering as StdOrdering;
 
 /// Declares a thread-local with std or loom, whichever is in force.
 #[cfg(not(parena_loom))]

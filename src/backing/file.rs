@@ -189,7 +189,8 @@ impl FileId {
 /// In that window a lock this process just released still looks taken. So when the lock is busy
 /// and this process does not hold the file itself, the open retries for a short while before it
 /// reports [`Error::Locked`]; when this process holds it, the answer is `Locked` at once. A plain
-/// `std` mutex: file locks are outside the loom models.
+/// `std` mutex: file locks are outside the loom models (and a `static` needs a `const` constructor).
+#[allow(clippy::disallowed_types)]
 static HELD: std::sync::Mutex<Vec<(FileId, usize)>> = std::sync::Mutex::new(Vec::new());
 
 fn held_list() -> std::sync::MutexGuard<'static, Vec<(FileId, usize)>> {

@@ -31,10 +31,10 @@ impl SimDisk {
         copy_words(b, &mut d, start, end);
     }
 
-    /// The image a power cut would leave now: every flushed page, plus the live contents of each
-    /// page `p` (its byte offset) for which `keep(p)` says the OS happened to write it back.
-    pub fn crash_image(&self, arena: &crate::Arena, mut keep: impl FnMut(u64) -> bool) -> Vec<u8> {
-        let b = &arena.inner.b;
+    /// The image a power cut would leave now over the live memory `b`: every flushed page, plus
+    /// the live contents of each page `p` (its byte offset) for which `keep(p)` says the OS
+    /// happened to write it back. The arena hands its memory in (`SimDisk::crash_image`).
+    pub(crate) fn image_over(&self, b: &Backing, mut keep: impl FnMut(u64) -> bool) -> Vec<u8> {
         let mut img = lock(&self.durable).clone();
         let mut p = 0;
         while p < b.len {
@@ -44,6 +44,14 @@ impl SimDisk {
             p += PAGE;
         }
         img
+    }
+}
+
+impl std::fmt::Debug for SimDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimDisk")
+            .field("len", &lock(&self.durable).len())
+            .finish_non_exhaustive()
     }
 }
 

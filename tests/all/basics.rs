@@ -100,8 +100,9 @@ fn bad_sizes() {
 #[test]
 fn freelist_reuse() {
     for kind in [Freelist::Optimistic, Freelist::Pessimistic] {
+        // Under Miri a smaller heap: the same fills, splits and reuses in a quarter of the steps.
         let arena = Options::new()
-            .capacity(64 << 10)
+            .capacity(if cfg!(miri) { 20 << 10 } else { 64 << 10 })
             .freelist(kind)
             .heap()
             .unwrap();

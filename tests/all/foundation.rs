@@ -357,7 +357,9 @@ fn bad_arguments_are_typed_errors() {
         arena.read(h, usize::MAX, &mut buf),
         Err(Error::OutOfBounds { .. })
     ));
-    for forged in [0u64, 1, 8, u64::MAX, h.to_u64() + 1, h.to_u64() ^ (1 << 40)] {
+    // The last one: the same offset, another generation.
+    let other_gen = parena_testkit::layout::forge_handle(h.offset(), h.generation() ^ 1);
+    for forged in [0u64, 1, 8, u64::MAX, h.to_u64() + 1, other_gen.to_u64()] {
         let f = parena::Handle::from_u64(forged);
         assert!(
             arena.read(f, 0, &mut buf).is_err(),

@@ -1,8 +1,12 @@
 //! Integration tests, one binary (link time on 2 cores).
 
+// Not the library: std's atomics, `Arc` and `Mutex` are fine here (see clippy.toml).
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 #[cfg(all(feature = "async", not(parena_loom)))]
 mod aio;
 mod basics;
+mod bitflips;
 mod coalesce;
 #[cfg(feature = "allocator-api2")]
 mod collections;
@@ -10,7 +14,9 @@ mod corruption;
 mod crash;
 mod engine;
 mod foundation;
+mod handles;
 mod model;
+mod powercut;
 mod powerloss;
 mod regressions;
 mod stress;

@@ -5,12 +5,15 @@
 //! arena must agree on each block's length. After each compact and reopen `verify()` must be clean
 //! and count exactly the model's blocks. A free through a stale handle must be an `Err` and change
 //! nothing (the verify report before and after is the same).
+//!
+//! The model of the live blocks is `parena-testkit`'s, the one the fuzz targets use.
 
-use parena::{Arena, Error, Freelist, Handle, Options};
+use parena::{Arena, Error, Freelist, Options};
+// The nonzero pattern: a reused or overlapping block shows up as a byte that changed.
+use parena_testkit::{pattern_nonzero as pattern, span, Live, Model};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::alloc::Layout;
-use std::collections::BTreeMap;
 use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,20 +49,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The byte at index `i` of a block with pattern seed `seed`: differs between neighbours and
-/// between blocks, and is never the zero a reused or overlapping block would show.
-fn pattern(seed: u8, i: usize) -> u8 {
-    seed.wrapping_add((i as u8).wrapping_mul(31)) | 1
-}
-
-struct Model {
-    /// Data offset -> (handle, length, pattern seed).
-    live: BTreeMap<u64, (Handle, usize, u8)>,
-    /// Handles freed so far.
-    freed: Vec<Handle>,
-    next_seed: u8,
-}
-
 /// Per-case settings drawn by proptest.
 #[derive(Clone, Copy, Debug)]
 struct Settings {
@@ -88,7 +77,7 @@ fn open(b: Backing, o: &Options, path: &Path) -> Arena {
 /// Every live block holds its pattern and has its length; no two overlap (header included).
 fn check_blocks(arena: &Arena, m: &Model) -> Result<(), TestCaseError> {
     let mut prev_end = 0u64;
-    for (&off, &(h, len, seed)) in &m.live {
+    for (&off, &Live { h, len, seed }) in &m.live {
         prop_assert_eq!(h.offset(), off);
         prop_assert!(
             off - 8 >= prev_end,
@@ -97,7 +86,7 @@ fn check_blocks(arena: &Arena, m: &Model) -> Result<(), TestCaseError> {
             off - 8,
             prev_end
         );
-        prev_end = off + (len as u64).div_ceil(8) * 8;
+        prev_end = off - 8 + span(len);
         prop_assert_eq!(arena.len_of(h).map_err(|e| e.to_string()), Ok(len));
         let mut buf = vec![0u8; len];
         arena.read(h, 0, &mut buf).unwrap();
@@ -123,11 +112,12 @@ fn run(backing: Backing, policy: Freelist, set: Settings, ops: &[Op]) -> Result<
         .map_or_else(Default::default, |d| d.path().join("model.parena"));
     let o = options(policy, set);
     let mut arena = Some(open(backing, &o, &path));
+    // Every freed handle is kept for the stale-free steps.
     let mut m = Model {
-        live: BTreeMap::new(),
-        freed: Vec::new(),
-        next_seed: 1,
+        keep_dead: usize::MAX,
+        ..Model::default()
     };
+    let mut next_seed = 1u8;
     for op in ops {
         let a = arena.as_mut().unwrap();
         match *op {
@@ -137,17 +127,19 @@ fn run(backing: Backing, policy: Freelist, set: Settings, ops: &[Op]) -> Result<
                     Ok(mut b) => {
                         prop_assert!(b.iter().all(|&x| x == 0), "fresh block not zeroed");
                         prop_assert_eq!(b.as_ptr() as usize % layout.align(), 0);
-                        let seed = m.next_seed;
-                        m.next_seed = m.next_seed.wrapping_add(37);
+                        let seed = next_seed;
+                        next_seed = next_seed.wrapping_add(37);
                         for (i, x) in b.iter_mut().enumerate() {
                             *x = pattern(seed, i);
                         }
                         let h = b.into_handle();
                         prop_assert!(
-                            m.live.insert(h.offset(), (h, len, seed)).is_none(),
+                            !m.live.contains_key(&h.offset()),
                             "allocation at {} over a live block",
                             h.offset()
                         );
+                        // Also checks it overlaps no live block and its handle is new.
+                        m.insert(h, len, seed);
                     }
                     Err(Error::Full { .. }) => {}
                     Err(e) => return Err(TestCaseError::fail(format!("alloc({len}): {e:?}"))),
@@ -157,17 +149,16 @@ fn run(backing: Backing, policy: Freelist, set: Settings, ops: &[Op]) -> Result<
                 if m.live.is_empty() {
                     continue;
                 }
-                let off = *m.live.keys().nth(i % m.live.len()).unwrap();
-                let (h, _, _) = m.live.remove(&off).unwrap();
+                let h = m.live.values().nth(i % m.live.len()).unwrap().h;
                 prop_assert!(a.free(h).is_ok(), "free of live {:?}", h);
                 prop_assert!(!a.contains(h));
-                m.freed.push(h);
+                m.remove(h);
             }
             Op::FreeStale(i) => {
-                if m.freed.is_empty() {
+                if m.dead.is_empty() {
                     continue;
                 }
-                let h = m.freed[i % m.freed.len()];
+                let h = m.dead[i % m.dead.len()];
                 let before = a.verify().unwrap();
                 let stats = a.stats();
                 let r = a.free(h);
@@ -220,8 +211,8 @@ fn run(backing: Backing, policy: Freelist, set: Settings, ops: &[Op]) -> Result<
     }
     // Free everything: the whole heap comes back.
     let a = arena.as_mut().unwrap();
-    for (_, (h, _, _)) in std::mem::take(&mut m.live) {
-        prop_assert!(a.free(h).is_ok());
+    for (_, l) in std::mem::take(&mut m.live) {
+        prop_assert!(a.free(l.h).is_ok());
     }
     let r = a.compact().unwrap();
     prop_assert!(r.is_clean(), "{:?}", r.problems);

@@ -4,37 +4,9 @@
 //! traced back to the fuzz driver that first saw it.
 
 use parena::{Arena, Error, Freelist, Handle, Options};
+use parena_testkit::layout::{self, reseal_header};
+use parena_testkit::{alloc_filled, expect_refused as refused, intact};
 use std::collections::HashSet;
-
-/// Byte `i` of a block written with `seed` (the fuzz targets' pattern).
-fn pattern(seed: u8, i: usize) -> u8 {
-    seed.wrapping_add(i as u8)
-}
-
-fn alloc_filled(a: &Arena, len: usize, seed: u8) -> Result<Handle, Error> {
-    let mut b = a.alloc(len)?;
-    assert!(b.iter().all(|&x| x == 0), "a new block is not zeroed");
-    for (i, x) in b.iter_mut().enumerate() {
-        *x = pattern(seed, i);
-    }
-    Ok(b.into_handle())
-}
-
-fn intact(a: &Arena, h: Handle, len: usize, seed: u8) {
-    let mut buf = vec![0u8; len];
-    a.read(h, 0, &mut buf).expect("read a live block");
-    assert!(
-        buf.iter().enumerate().all(|(i, &x)| x == pattern(seed, i)),
-        "block {h:?} was damaged"
-    );
-}
-
-fn refused(a: &Arena, h: Handle) {
-    assert!(!a.contains(h), "stale {h:?} is contained");
-    let mut b = [0u8; 1];
-    assert!(a.read(h, 0, &mut b).is_err(), "read through stale {h:?}");
-    assert!(a.free(h).is_err(), "free through stale {h:?}");
-}
 
 /// Allocates `len`-byte blocks until the arena is full; every handle must be new.
 fn fill_up(a: &Arena, len: usize, issued: &mut HashSet<Handle>) -> Vec<(Handle, u8)> {
@@ -254,29 +226,8 @@ fn growth_from_an_unaligned_capacity_keeps_the_heap_walkable() {
     }
 }
 
-/// FNV-1a 64, as the header checksums use.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// Re-seals both header checksums of an arena file (see `docs/format.md`), as `open_bytes` does
-/// when its input asks for it: the file is then trusted as clean.
-fn reseal(f: &mut [u8]) {
-    let sum = fnv1a(&f[..40]);
-    f[40..48].copy_from_slice(&sum.to_le_bytes());
-    let mut words = f[48..2304].to_vec();
-    words[8..24].fill(0); // the state word and the state checksum count as 0
-    let sum = fnv1a(&words);
-    f[64..72].copy_from_slice(&sum.to_le_bytes());
-}
-
 /// `open_bytes` crash-6788e8e1a9092597cdf69e1dd3301e2d6c789ec6: a clean template image whose bump
-/// offset (bytes 80..82) was patched to 4104, checksums re-sealed. Validation accepted the
+/// offset (bytes 80..82, `layout::OFF_BUMP`) was patched to 4104, checksums re-sealed. Validation accepted the
 /// off-grid bump offset (it cuts the first block, 4096..4112, in two), the next chunk was
 /// reserved from 4104, so a new block's header landed inside the old block; freeing the old
 /// block (through a root handle) then wrote its span word over the new block's header while that
@@ -302,9 +253,14 @@ fn off_grid_bump_in_a_trusted_file_never_overlaps() {
         a.set_root(0, first.to_u64()).unwrap();
     }
     let mut f = std::fs::read(&path).unwrap();
-    f[80..82].copy_from_slice(&[0x08, 0x10]);
-    assert_eq!(u64::from_le_bytes(f[80..88].try_into().unwrap()), 4104);
-    reseal(&mut f);
+    let bump = layout::OFF_BUMP;
+    f[bump..bump + 2].copy_from_slice(&[0x08, 0x10]);
+    assert_eq!(
+        u64::from_le_bytes(f[bump..bump + 8].try_into().unwrap()),
+        4104
+    );
+    // Both header checksums re-sealed, as `open_bytes` does when its input asks: trusted as clean.
+    reseal_header(&mut f);
     std::fs::write(&path, &f).unwrap();
     // SAFETY: as above.
     let mut a = unsafe { Options::new().create(false).map_file(&path) }.unwrap();
@@ -351,7 +307,9 @@ fn saturated_reader_count_in_a_trusted_file_does_not_hang_read() {
     };
     let mut f = std::fs::read(&path).unwrap();
     let at = (h.offset() - 8) as usize;
-    let w = u64::from_le_bytes(f[at..at + 8].try_into().unwrap()) | (0xf << 58);
+    let w = u64::from_le_bytes(f[at..at + 8].try_into().unwrap());
+    assert_eq!(layout::decode_live(w), Some((8, h.generation(), 0)));
+    let w = layout::with_readers(w, layout::MAX_READERS);
     f[at..at + 8].copy_from_slice(&w.to_le_bytes());
     std::fs::write(&path, &f).unwrap();
     // SAFETY: as above.

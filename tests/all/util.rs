@@ -7,12 +7,7 @@ use std::process::{Child, Command, Stdio};
 /// FNV-1a of a file's bytes: "the file is unchanged" checks.
 pub fn file_hash(path: &Path) -> (u64, u64) {
     let bytes = std::fs::read(path).unwrap();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in &bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (bytes.len() as u64, h)
+    (bytes.len() as u64, parena_testkit::layout::fnv1a(&bytes))
 }
 
 /// Cuts the power under `arena` (the simulated disk keeps the flushed pages and one in

@@ -37,10 +37,35 @@
 //! aligned 8-byte word, stored with one instruction. Power loss can lose the stores made after the
 //! last flush; see `docs/recovery.md`.
 
-use crate::error::Error;
-use crate::options::Freelist;
+mod validate;
+
 use bytemuck::{Pod, Zeroable};
 use std::mem::{offset_of, size_of};
+
+/// How freed space is reused once the main memory is used up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum Freelist {
+    /// No reuse: once the main memory is used up the arena stays full.
+    None = 0,
+    /// Largest segment first (a segment from the largest non-empty size class).
+    #[default]
+    Optimistic = 1,
+    /// Best fit: a segment from the smallest size class that holds the request.
+    Pessimistic = 2,
+}
+
+impl Freelist {
+    /// The policy stored as byte `v` in a header, if `v` names one.
+    pub(crate) fn from_u8(v: u8) -> Option<Freelist> {
+        match v {
+            0 => Some(Freelist::None),
+            1 => Some(Freelist::Optimistic),
+            2 => Some(Freelist::Pessimistic),
+            _ => None,
+        }
+    }
+}
 
 /// The first 8 bytes of every arena.
 pub const MAGIC: [u8; 8] = *b"\x89PARENA\n";
@@ -50,6 +75,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const ROOT_SLOTS: usize = 16;
 /// Number of free-list size classes.
 pub(crate) const CLASSES: usize = 256;
+/// Largest arena: free-list links (a FREE header's `next`) keep offsets in 38 bits of 8-byte
+/// units (2 TiB); `block` checks its header layout against this.
+pub(crate) const MAX_CAPACITY: u64 = 1 << 41;
 /// Bytes of the fixed header.
 pub const HEADER_SIZE: u64 = 4096;
 /// Alignment of `data_start`.
@@ -166,146 +194,10 @@ impl Geometry {
     }
 }
 
-impl RawHeader {
-    /// A fresh header for an arena of `capacity` bytes.
-    pub(crate) fn new(g: &Geometry, capacity: u64) -> RawHeader {
-        let mut h = RawHeader::zeroed();
-        h.magic = MAGIC;
-        h.format_version = FORMAT_VERSION;
-        h.magic_version = g.magic_version;
-        h.freelist = g.freelist as u8;
-        h.chunk_shift = g.chunk_shift;
-        h.reserved_len = g.reserved_len;
-        h.min_segment = g.min_segment;
-        h.data_start = g.data_start;
-        h.arena_id = g.arena_id;
-        h.header_checksum = h.compute_header_checksum();
-        h.capacity = capacity;
-        h.state = STATE_CLEAN;
-        h.bump = g.data_start;
-        h.high_water = g.data_start;
-        h.gen_seed = 1;
-        h.state_checksum = h.compute_state_checksum();
-        h
-    }
-
-    /// Parses the first `HEADER_SIZE` bytes. Nothing is checked yet.
-    pub(crate) fn parse(bytes: &[u8]) -> RawHeader {
-        debug_assert!(bytes.len() >= HEADER_SIZE as usize);
-        bytemuck::pod_read_unaligned(&bytes[..HEADER_SIZE as usize])
-    }
-
-    pub(crate) fn compute_header_checksum(&self) -> u64 {
-        fnv1a(&bytemuck::bytes_of(self)[..IMMUTABLE_END])
-    }
-
-    pub(crate) fn compute_state_checksum(&self) -> u64 {
-        let bytes = bytemuck::bytes_of(self);
-        state_checksum((OFF_CAPACITY..HEAP_META_END).step_by(8).map(|off| {
-            let o = off as usize;
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&bytes[o..o + 8]);
-            (off, u64::from_le_bytes(w))
-        }))
-    }
-
-    /// Checks every field, in the order that gives the most useful error, against a storage of
-    /// `storage_len` bytes. Reads only; the storage is never touched here.
-    pub(crate) fn validate(&self, storage_len: u64) -> Result<Validated, Error> {
-        if self.magic != MAGIC {
-            return Err(Error::Magic { found: self.magic });
-        }
-        if self.format_version != FORMAT_VERSION {
-            return Err(Error::Version {
-                expected: FORMAT_VERSION,
-                found: self.format_version,
-            });
-        }
-        let computed = self.compute_header_checksum();
-        if computed != self.header_checksum {
-            return Err(Error::Checksum {
-                expected: self.header_checksum,
-                found: computed,
-            });
-        }
-        let freelist = Freelist::from_u8(self.freelist).ok_or(Error::FreelistKind {
-            expected: 255,
-            found: self.freelist,
-        })?;
-        if !(MIN_CHUNK_SHIFT..=MAX_CHUNK_SHIFT).contains(&self.chunk_shift) {
-            return Err(Error::Size {
-                field: "chunk_shift",
-                value: self.chunk_shift.into(),
-            });
-        }
-        if self.data_start != Geometry::data_start_for(self.reserved_len) {
-            return Err(Error::Size {
-                field: "data_start",
-                value: self.data_start,
-            });
-        }
-        if self.min_segment < 16 || self.min_segment % 8 != 0 {
-            return Err(Error::Size {
-                field: "min_segment",
-                value: self.min_segment.into(),
-            });
-        }
-        let cap = self.capacity;
-        if cap % DATA_ALIGN != 0 || cap <= self.data_start || cap > crate::block::MAX_CAPACITY {
-            return Err(Error::Size {
-                field: "capacity",
-                value: cap,
-            });
-        }
-        if cap > storage_len {
-            return Err(Error::Truncated {
-                expected: cap,
-                found: storage_len,
-            });
-        }
-        if self.bump < self.data_start || self.bump > cap || self.bump % 8 != 0 {
-            return Err(Error::Bump {
-                bump: self.bump,
-                capacity: cap,
-            });
-        }
-        let clean = match self.state {
-            STATE_CLEAN => self.state_checksum == self.compute_state_checksum(),
-            STATE_DIRTY => false,
-            found => return Err(Error::State { found }),
-        };
-        let g = Geometry {
-            magic_version: self.magic_version,
-            freelist,
-            chunk_shift: self.chunk_shift,
-            reserved_len: self.reserved_len,
-            min_segment: self.min_segment,
-            data_start: self.data_start,
-            arena_id: self.arena_id,
-        };
-        Ok(Validated {
-            geometry: g,
-            capacity: cap,
-            clean,
-        })
-    }
-}
-
-/// What validation learned.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Validated {
-    pub geometry: Geometry,
-    pub capacity: u64,
-    /// The state word says CLEAN and the mutable words match their checksum.
-    pub clean: bool,
-}
-
-#[cfg(not(target_endian = "little"))]
-compile_error!("parena's on-disk format is little-endian and it maps it in place");
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     fn geometry() -> Geometry {
         Geometry {

@@ -23,22 +23,22 @@
 //! atomics are `std`'s, so this module is not built under `cfg(parena_loom)`, whose atomics are a
 //! side table.
 
-use crate::arena::Arena;
+use super::access::Live;
+use super::Arena;
 use crate::block::Handle;
 use crate::error::Error;
 use crate::layout::WORD;
-use crate::sync::Ordering;
-use std::sync::atomic::AtomicU64;
+use crate::sync::StdAtomicU64;
 
 impl Arena {
     /// The arena offset of bytes `at..at + len` of the live block `h`, checked.
     fn block_range(&self, h: Handle, at: u64, len: u64) -> Result<u64, Error> {
         let inner = &*self.inner;
-        let hdr = inner.locate(h)?;
-        // Acquire: pairs with the Release publish in BlockMut's drop, so the block's initial
-        // contents are visible to whoever uses the range.
-        let w = inner.b.word(hdr).load(Ordering::Acquire);
-        let (block_len, _) = inner.check_live(hdr, w, h, false)?;
+        let Live {
+            hdr,
+            len: block_len,
+            ..
+        } = inner.live(h, false)?;
         match at.checked_add(len) {
             Some(end) if end <= block_len => Ok(hdr + WORD + at),
             _ => Err(Error::OutOfBounds {
@@ -54,7 +54,7 @@ impl Arena {
     fn heap_range(&self, offset: u64, len: u64) -> Result<(), Error> {
         let inner = &*self.inner;
         match offset.checked_add(len) {
-            Some(end) if offset >= inner.g.data_start && end <= inner.capacity => Ok(()),
+            Some(end) if offset >= inner.geom.data_start && end <= inner.capacity => Ok(()),
             _ => Err(Error::OutOfBounds {
                 offset,
                 len,
@@ -97,7 +97,7 @@ impl Arena {
     /// assert!(unsafe { arena.atomic_u64(h, 12) }.is_err()); // not 8-aligned
     /// # Ok::<(), parena::Error>(())
     /// ```
-    pub unsafe fn atomic_u64(&self, h: Handle, at: usize) -> Result<&AtomicU64, Error> {
+    pub unsafe fn atomic_u64(&self, h: Handle, at: usize) -> Result<&StdAtomicU64, Error> {
         let at = at as u64;
         if at % WORD != 0 {
             return Err(Error::OutOfBounds {
@@ -107,7 +107,7 @@ impl Arena {
             });
         }
         let off = self.block_range(h, at, WORD)?;
-        Ok(self.inner.b.word(off))
+        Ok(self.inner.mem.word(off))
     }
 
     /// The 8 bytes at arena offset `offset`, as an atomic word, without checking which block they
@@ -136,7 +136,7 @@ impl Arena {
     /// # Ok::<(), parena::Error>(())
     /// ```
     #[inline]
-    pub unsafe fn atomic_u64_at(&self, offset: u64) -> Result<&AtomicU64, Error> {
+    pub unsafe fn atomic_u64_at(&self, offset: u64) -> Result<&StdAtomicU64, Error> {
         if offset % WORD != 0 {
             return Err(Error::OutOfBounds {
                 offset,
@@ -145,7 +145,7 @@ impl Arena {
             });
         }
         self.heap_range(offset, WORD)?;
-        Ok(self.inner.b.word(offset))
+        Ok(self.inner.mem.word(offset))
     }
 
     /// Bytes `at..at + len` of block `h`, without copying: part of a block whose other parts other
@@ -170,7 +170,7 @@ impl Arena {
         let off = self.block_range(h, at as u64, len as u64)?;
         // SAFETY: inside a live, published block (checked); the caller keeps it from being freed
         // or written while the slice lives.
-        Ok(unsafe { self.inner.b.slice(off, len as u64) })
+        Ok(unsafe { self.inner.mem.slice(off, len as u64) })
     }
 
     /// Bytes `at..at + len` of block `h`, writable, without copying: what threads appending to
@@ -209,7 +209,7 @@ impl Arena {
         let off = self.block_range(h, at as u64, len as u64)?;
         // SAFETY: inside a live, published block of a writable arena (checked); exclusivity of the
         // range is the caller's contract.
-        Ok(unsafe { self.inner.b.slice_mut(off, len as u64) })
+        Ok(unsafe { self.inner.mem.slice_mut(off, len as u64) })
     }
 
     /// `len` bytes at arena offset `offset`, without checking which block they belong to: the fast
@@ -236,14 +236,14 @@ impl Arena {
         self.heap_range(offset, len as u64)?;
         // SAFETY: inside the heap (checked); the caller promises the range is one live block's
         // bytes that nobody writes or frees while the slice lives.
-        Ok(unsafe { self.inner.b.slice(offset, len as u64) })
+        Ok(unsafe { self.inner.mem.slice(offset, len as u64) })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::sync::StdOrdering as Ordering;
     use crate::{Error, Options};
-    use std::sync::atomic::Ordering;
 
     #[test]
     fn checked_access_refuses_stale_and_out_of_range() {

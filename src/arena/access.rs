@@ -1,0 +1,392 @@
+//! Handle checks and access: `free`, `read`, `read_with`, pinning, `get`, `contains`, `len_of`.
+
+use super::{Arena, Inner};
+use crate::block::{self, Handle, Header, HeaderWord, LiveState};
+use crate::cells::with_cell;
+use crate::error::Error;
+use crate::layout::{block_span, WORD};
+use crate::sync::{spin_hint, yield_now, Ordering};
+
+/// How many times `read` re-checks a block whose reader count is full before it answers `Busy`.
+const SATURATED_ROUNDS: u32 = 1 << 16;
+
+impl Arena {
+    /// Frees the block `h` names.
+    ///
+    /// # Errors
+    /// [`Error::Stale`] when `h` no longer names a live block; [`Error::DoubleFree`] when the
+    /// block was already freed; [`Error::Busy`] while its [`BlockMut`](crate::BlockMut) is alive;
+    /// [`Error::OutOfBounds`] for an offset outside the heap; [`Error::ReadOnly`]. Nothing
+    /// changes when an error is returned.
+    pub fn free(&self, h: Handle) -> Result<(), Error> {
+        crate::cells::audit_op!();
+        let inner = &*self.inner;
+        if inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let Live {
+            hdr,
+            word: mut cur,
+            mut len,
+            mut readers,
+        } = inner.live(h, true)?;
+        let w = inner.mem.word(hdr);
+        loop {
+            let dying = Header(cur).with_state(LiveState::Dying).0;
+            // AcqRel: Acquire pairs with the Release publish (BlockMut drop) and with readers'
+            // Release unpin, so every earlier access to the bytes happens before their reuse.
+            match w.compare_exchange_weak(cur, dying, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    if readers == 0 {
+                        with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
+                            inner.release(cell, hdr, len, h.generation());
+                        });
+                    }
+                    // Otherwise the last reader to leave releases the block.
+                    return Ok(());
+                }
+                Err(now) => {
+                    cur = now;
+                    (len, readers) = inner.check_live(hdr, cur, h, true)?;
+                }
+            }
+        }
+    }
+
+    /// Copies bytes `offset..offset + buf.len()` of block `h` into `buf`.
+    ///
+    /// The block is pinned while it is copied, so a concurrent `free` waits for the copy to finish
+    /// before the bytes can be reused: the copy never sees another block's bytes.
+    ///
+    /// # Errors
+    /// As [`Arena::free`] for the handle, and [`Error::OutOfBounds`] when the range is not inside
+    /// the block.
+    pub fn read(&self, h: Handle, offset: usize, buf: &mut [u8]) -> Result<(), Error> {
+        self.read_with(h, |bytes| {
+            let end = (offset as u64).checked_add(buf.len() as u64);
+            match end {
+                Some(e) if e <= bytes.len() as u64 => {
+                    buf.copy_from_slice(&bytes[offset..offset + buf.len()]);
+                    Ok(())
+                }
+                _ => Err(Error::OutOfBounds {
+                    offset: offset as u64,
+                    len: buf.len() as u64,
+                    limit: bytes.len() as u64,
+                }),
+            }
+        })?
+    }
+
+    /// Runs `f` on the bytes of block `h`, pinned: a concurrent `free` of the block waits for
+    /// `f` to return before its bytes can be reused, so `f` never sees another block's bytes.
+    ///
+    /// One header check and one pin for the whole block, where [`Arena::len_of`] followed by
+    /// [`Arena::read`] takes two of each. Keep `f` short: a block has room for 15 pins at a
+    /// time, and a pin held long delays the reuse of a freed block.
+    ///
+    /// # Errors
+    /// As [`Arena::free`] for the handle.
+    ///
+    /// ```
+    /// let arena = parena::Options::new().capacity(1 << 16).heap()?;
+    /// let h = arena.alloc_copy(b"hello")?;
+    /// let mut out = Vec::new();
+    /// arena.read_with(h, |bytes| out.extend_from_slice(bytes))?;
+    /// assert_eq!(out, b"hello");
+    /// arena.free(h)?;
+    /// assert!(arena.read_with(h, |bytes| bytes.len()).is_err());
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    #[inline]
+    pub fn read_with<R>(&self, h: Handle, f: impl FnOnce(&[u8]) -> R) -> Result<R, Error> {
+        let pin = self.pin(h)?;
+        // SAFETY: the block is live and published (checked by `pin`), and pinned until `pin`
+        // drops (after `f` returns or unwinds): no `BlockMut` exists for it, `free` leaves its
+        // bytes alone while a pin is held, and a read-only arena never frees or writes.
+        let bytes = unsafe { self.inner.mem.slice(pin.hdr + WORD, pin.len) };
+        Ok(f(bytes))
+    }
+
+    /// Pins the live block `h` (on a read-only arena, only checks it).
+    fn pin(&self, h: Handle) -> Result<ReadPin<'_>, Error> {
+        let inner = &*self.inner;
+        let Live {
+            hdr,
+            word: mut cur,
+            mut len,
+            mut readers,
+        } = inner.live(h, false)?;
+        let w = inner.mem.word(hdr);
+        let mut saturated = 0u32;
+        loop {
+            if inner.read_only {
+                // Nothing can free or write a block of a read-only arena: the shared file lock
+                // keeps every writer out, and this process refuses writes. No pin needed (and the
+                // map is not writable).
+                return Ok(ReadPin {
+                    arena: self,
+                    hdr,
+                    len,
+                    generation: None,
+                });
+            }
+            if readers == block::MAX_READERS {
+                // Wait for a reader to leave; readers leave after one copy, so this is short.
+                // A count that never moves (a damaged header in a file trusted as clean, or
+                // readers of a crashed process) is not waited on forever.
+                saturated += 1;
+                if saturated > SATURATED_ROUNDS {
+                    return Err(Error::Busy { offset: h.offset() });
+                }
+                if saturated > 64 {
+                    yield_now();
+                } else {
+                    spin_hint();
+                }
+                cur = inner.header_acquire(hdr);
+                (len, readers) = inner.check_live(hdr, cur, h, false)?;
+                continue;
+            }
+            // Acquire: pairs with the Release publish in BlockMut's drop.
+            match w.compare_exchange_weak(
+                cur,
+                Header(cur).with_reader().0,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Ok(ReadPin {
+                        arena: self,
+                        hdr,
+                        len,
+                        generation: Some(h.generation()),
+                    })
+                }
+                Err(now) => {
+                    cur = now;
+                    (len, readers) = inner.check_live(hdr, cur, h, false)?;
+                }
+            }
+        }
+    }
+
+    /// The bytes of block `h`, without copying.
+    ///
+    /// # Errors
+    /// As [`Arena::read`].
+    ///
+    /// # Safety
+    /// While the returned slice lives, the caller must make sure the block is not freed (by any
+    /// thread, through any clone of the arena) and not written through [`Arena::get_mut`].
+    ///
+    /// ```
+    /// let arena = parena::Options::new().capacity(1 << 16).heap()?;
+    /// let h = arena.alloc_copy(b"abc")?;
+    /// // SAFETY: nothing frees or writes `h` while `bytes` lives.
+    /// let bytes = unsafe { arena.get(h)? };
+    /// assert_eq!(bytes, b"abc");
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    pub unsafe fn get(&self, h: Handle) -> Result<&[u8], Error> {
+        let inner = &*self.inner;
+        let Live { hdr, len, .. } = inner.live(h, false)?;
+        // SAFETY: the block is live and published; the caller keeps it from being freed or written.
+        Ok(unsafe { inner.mem.slice(hdr + WORD, len) })
+    }
+
+    /// The bytes of block `h`, mutably, without copying.
+    ///
+    /// # Errors
+    /// As [`Arena::read`], and [`Error::ReadOnly`].
+    ///
+    /// # Safety
+    /// While the returned slice lives, the caller must make sure no other reference to the block's
+    /// bytes exists or is created (no `get`, `get_mut`, `read`) and the block is not freed.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn get_mut(&self, h: Handle) -> Result<&mut [u8], Error> {
+        let inner = &*self.inner;
+        if inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let Live { hdr, len, .. } = inner.live(h, false)?;
+        // SAFETY: live and published; exclusivity is the caller's contract.
+        Ok(unsafe { inner.mem.slice_mut(hdr + WORD, len) })
+    }
+
+    /// Whether `h` names a live, published block.
+    pub fn contains(&self, h: Handle) -> bool {
+        self.inner.live(h, false).is_ok()
+    }
+
+    /// The length of block `h`.
+    ///
+    /// # Errors
+    /// As [`Arena::read`].
+    pub fn len_of(&self, h: Handle) -> Result<usize, Error> {
+        self.inner.live(h, false).map(|l| l.len as usize)
+    }
+}
+
+/// A live block a handle names, as [`Inner::live`] found it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Live {
+    /// Offset of the block's header word.
+    pub hdr: u64,
+    /// The header word as loaded.
+    pub word: u64,
+    /// The block's length in bytes.
+    pub len: u64,
+    /// Readers pinning it.
+    pub readers: u64,
+}
+
+impl Inner {
+    /// The opening of every handle check: locate the header `h` names, load it with Acquire,
+    /// check that it is the live block `h` names (`freeing` selects the error for a block already
+    /// being freed).
+    #[inline]
+    pub(super) fn live(&self, h: Handle, freeing: bool) -> Result<Live, Error> {
+        let hdr = self.locate(h)?;
+        let word = self.header_acquire(hdr);
+        let (len, readers) = self.check_live(hdr, word, h, freeing)?;
+        Ok(Live {
+            hdr,
+            word,
+            len,
+            readers,
+        })
+    }
+
+    /// The header word at `hdr`, loaded for a handle check.
+    #[inline]
+    pub(super) fn header_acquire(&self, hdr: u64) -> u64 {
+        // Acquire: pairs with the Release publish in BlockMut's drop, so the bytes of a block
+        // seen PUBLISHED are visible; and with the Release fence in `release`, so a thread that
+        // sees a block gone also sees what happened before its free.
+        self.mem.word(hdr).load(Ordering::Acquire)
+    }
+
+    /// The header offset a handle names, if it can be a block header at all.
+    #[inline]
+    pub(super) fn locate(&self, h: Handle) -> Result<u64, Error> {
+        let data = h.offset();
+        let bump = self.bump();
+        if data < self.geom.data_start + WORD || data + WORD > bump {
+            return Err(Error::OutOfBounds {
+                offset: data,
+                len: 0,
+                limit: bump,
+            });
+        }
+        Ok(data - WORD)
+    }
+
+    /// Checks that header word `w` at `hdr` is the live block `h` names; returns its length and
+    /// readers. `freeing` selects the error for a block already being freed.
+    #[inline]
+    pub(super) fn check_live(
+        &self,
+        hdr: u64,
+        w: u64,
+        h: Handle,
+        freeing: bool,
+    ) -> Result<(u64, u64), Error> {
+        match block::decode(w) {
+            HeaderWord::Live {
+                len,
+                generation,
+                state,
+                readers,
+            } if generation == h.generation() => {
+                let span_ok = block_span(len)
+                    .and_then(|s| hdr.checked_add(s))
+                    .is_some_and(|e| e <= self.bump());
+                if !span_ok || len == 0 {
+                    return Err(Error::Corrupt {
+                        offset: hdr,
+                        word: w,
+                    });
+                }
+                match state {
+                    LiveState::Published => Ok((len, readers)),
+                    LiveState::Pending | LiveState::Reserved => {
+                        Err(Error::Busy { offset: hdr + WORD })
+                    }
+                    LiveState::Dying if freeing => Err(Error::DoubleFree { offset: hdr + WORD }),
+                    LiveState::Dying => Err(Error::Stale {
+                        expected: h.generation(),
+                        found: generation,
+                    }),
+                }
+            }
+            HeaderWord::Live { generation, .. } => Err(Error::Stale {
+                expected: h.generation(),
+                found: generation,
+            }),
+            HeaderWord::Free { generation, .. }
+                if freeing && generation == block::next_gen(h.generation(), false) =>
+            {
+                Err(Error::DoubleFree { offset: hdr + WORD })
+            }
+            HeaderWord::Free { generation, .. } => Err(Error::Stale {
+                expected: h.generation(),
+                found: generation,
+            }),
+            _ => Err(Error::Stale {
+                expected: h.generation(),
+                found: 0,
+            }),
+        }
+    }
+
+    /// Leaves a block pinned by `read`; the last reader of a block freed meanwhile releases it.
+    pub(super) fn unpin(&self, hdr: u64, generation: u32, lane: usize) {
+        let w = self.mem.word(hdr);
+        let mut cur = w.load(Ordering::Relaxed);
+        loop {
+            // Release: our copy happens before the block's reuse; pairs with the Acquire CAS in
+            // `free` (or with the Acquire below when we are the one to release it).
+            match w.compare_exchange_weak(
+                cur,
+                Header(cur).without_reader().0,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        if let HeaderWord::Live {
+            len,
+            state: LiveState::Dying,
+            readers: 1,
+            ..
+        } = block::decode(cur)
+        {
+            with_cell(self.uid, lane, &self.cells, |cell| {
+                self.release(cell, hdr, len, generation)
+            });
+        }
+    }
+}
+
+/// A reader's pin on a block, from `Arena::pin`; unpins on drop (also when the reader unwinds).
+struct ReadPin<'a> {
+    arena: &'a Arena,
+    hdr: u64,
+    len: u64,
+    /// The block's generation; `None` when nothing was pinned (a read-only arena).
+    generation: Option<u32>,
+}
+
+impl Drop for ReadPin<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(generation) = self.generation {
+            self.arena
+                .inner
+                .unpin(self.hdr, generation, self.arena.lane());
+        }
+    }
+}

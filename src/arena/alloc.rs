@@ -1,0 +1,354 @@
+//! The allocation engine: the public `alloc*` calls, the per-thread fast path, the slow path
+//! (chunk refill, large blocks, free lists, coalescing rounds) and the per-thread cache take.
+
+use super::{Arena, BlockMut, Inner};
+use crate::block::{self, Handle, HeaderWord, LiveState, MAX_BLOCK_LEN};
+use crate::cells::{audit_op, bump_counter, cache_head, cache_parts, with_cell, ChunkCell};
+use crate::error::Error;
+use crate::format::Freelist;
+use crate::freelist::{exact_class, Optimistic, Pessimistic, Prepared, Unlisted};
+use crate::layout::{align_up, MAX_ALIGN, WORD};
+use crate::sync::Ordering;
+use std::alloc::Layout;
+/// How many times an allocation that found the arena exhausted waits for or runs a coalescing
+/// pass and tries the free lists again before it answers `Full`.
+const COALESCE_ROUNDS: u32 = 3;
+
+impl Arena {
+    /// Allocates `len` zeroed bytes, aligned to 8.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`], [`Error::TooLarge`], [`Error::ReadOnly`], or [`Error::Full`] when
+    /// neither the main memory nor the free lists can hold it, even after merging neighbouring
+    /// free segments (see [`Stats::coalesced`](crate::Stats::coalesced)). [`Error::Corrupt`] when a free list is found
+    /// damaged; [`Error::Io`] when a file arena cannot make a merge durable (nothing is merged
+    /// then).
+    ///
+    /// ```
+    /// let arena = parena::Options::new().capacity(1 << 16).heap()?;
+    /// let b = arena.alloc(100)?;
+    /// assert_eq!(b.len(), 100);
+    /// assert!(b.iter().all(|&x| x == 0));
+    /// assert!(arena.alloc(0).is_err());
+    /// assert!(arena.alloc(usize::MAX).is_err());
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    #[inline]
+    pub fn alloc(&self, len: usize) -> Result<BlockMut<'_>, Error> {
+        self.alloc_aligned(len as u64, WORD)
+    }
+
+    /// Allocates zeroed bytes for `layout`; any power-of-two alignment up to [`MAX_ALIGN`].
+    ///
+    /// # Errors
+    /// As [`Arena::alloc`], and [`Error::BadAlign`] above [`MAX_ALIGN`].
+    ///
+    /// ```
+    /// use std::alloc::Layout;
+    /// let arena = parena::Options::new().capacity(1 << 20).heap()?;
+    /// let b = arena.alloc_layout(Layout::from_size_align(10, 256).unwrap())?;
+    /// assert_eq!(b.as_ptr() as usize % 256, 0);
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    #[inline]
+    pub fn alloc_layout(&self, layout: Layout) -> Result<BlockMut<'_>, Error> {
+        if layout.align() > MAX_ALIGN {
+            return Err(Error::BadAlign {
+                align: layout.align(),
+            });
+        }
+        self.alloc_aligned(layout.size() as u64, (layout.align() as u64).max(WORD))
+    }
+
+    /// Allocates a block holding a copy of `bytes` and returns its handle.
+    ///
+    /// # Errors
+    /// As [`Arena::alloc`].
+    pub fn alloc_copy(&self, bytes: &[u8]) -> Result<Handle, Error> {
+        let mut b = self.alloc(bytes.len())?;
+        b.copy_from_slice(bytes);
+        Ok(b.into_handle())
+    }
+
+    #[inline]
+    pub(super) fn alloc_aligned(&self, len: u64, align: u64) -> Result<BlockMut<'_>, Error> {
+        audit_op!();
+        let inner = &*self.inner;
+        if len == 0 {
+            return Err(Error::ZeroSize);
+        }
+        if len > MAX_BLOCK_LEN {
+            return Err(Error::TooLarge {
+                requested: len,
+                max: MAX_BLOCK_LEN,
+            });
+        }
+        if inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let span = len.div_ceil(WORD) * WORD + WORD;
+        let (hdr, generation) = with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
+            inner.alloc_in(cell, len, span, align)
+        })?;
+        Ok(BlockMut {
+            inner,
+            hdr,
+            len,
+            generation,
+        })
+    }
+}
+
+impl Inner {
+    /// The allocation fast path: bump inside the calling thread's chunk.
+    #[inline]
+    pub(super) fn alloc_in(
+        &self,
+        cell: &ChunkCell,
+        len: u64,
+        span: u64,
+        align: u64,
+    ) -> Result<(u64, u32), Error> {
+        if align == WORD {
+            if let Some(class) = exact_class(span).filter(|_| self.thread_cache) {
+                let head = cell.cache[class].load(Ordering::Relaxed);
+                if head != 0 {
+                    return self.alloc_from_cache(cell, len, span, class, head);
+                }
+            }
+            let cur = cell.cur.load(Ordering::Relaxed);
+            let end = cell.end.load(Ordering::Relaxed);
+            debug_assert!(cur <= end, "chunk cell cur {cur} past end {end}");
+            if cur != 0 && span <= end - cur {
+                let generation = cell.generation.load(Ordering::Relaxed) as u32;
+                // Invariant Z: `cur..end` is zero, so the block needs no zeroing.
+                // SAFETY: `cur` is 8-aligned (chunk starts and spans are) and
+                // `cur + 8 <= cur + span <= end <= capacity`, the backing's length.
+                let w = unsafe { self.mem.word_unchecked(cur) };
+                w.store(
+                    block::live(len, generation, LiveState::Pending, 0),
+                    Ordering::Relaxed,
+                );
+                cell.cur.store(cur + span, Ordering::Relaxed);
+                bump_counter(&cell.counters.allocs, 1);
+                bump_counter(&cell.counters.alloc_bytes, len);
+                return Ok((cur, generation));
+            }
+        }
+        self.alloc_slow(cell, len, span, align)
+    }
+
+    #[cold]
+    #[inline(never)]
+    pub(super) fn alloc_slow(
+        &self,
+        cell: &ChunkCell,
+        len: u64,
+        span: u64,
+        align: u64,
+    ) -> Result<(u64, u32), Error> {
+        let slack = if align > WORD { align + WORD } else { 0 };
+        let chunk = self.geom.chunk();
+        let r = if span + slack <= chunk / 4 {
+            match self.chunks().bump_in_cell(cell, len, span, align) {
+                Some(r) => Some(r),
+                None => {
+                    self.chunks().return_chunk(cell);
+                    match self.chunks().reserve(chunk) {
+                        Some((start, end)) => {
+                            cell.start.store(start, Ordering::Relaxed);
+                            cell.cur.store(start, Ordering::Relaxed);
+                            cell.end.store(end, Ordering::Relaxed);
+                            cell.generation
+                                .store(self.fresh_gen(true).into(), Ordering::Relaxed);
+                            self.chunks().bump_in_cell(cell, len, span, align)
+                        }
+                        None => None,
+                    }
+                }
+            }
+        } else {
+            self.chunks().alloc_large(len, span, align)
+        };
+        let r = match r {
+            Some(r) => Some(r),
+            None => match self.geom.freelist {
+                Freelist::None => None,
+                Freelist::Optimistic | Freelist::Pessimistic => {
+                    // Acquire: pairs with the Release increment that ends a pass, so a pass
+                    // that ended before this load listed its segments before our take.
+                    let mut seen = self.passes.load(Ordering::Acquire);
+                    let mut r = self.alloc_from_freelist(len, span, align)?;
+                    // While a pass runs the lists look empty to everyone else, so a retry can
+                    // miss what a pass had detached; a few rounds, each after one pass (waited
+                    // for, or run), give it a fair chance.
+                    let mut rounds = 0;
+                    while r.is_none()
+                        && self.coalesce_on
+                        && rounds < COALESCE_ROUNDS
+                        && self.coalesce(cell, &mut seen)?
+                    {
+                        r = self.alloc_from_freelist(len, span, align)?;
+                        rounds += 1;
+                    }
+                    if r.is_some() {
+                        bump_counter(&cell.counters.from_freelist, 1);
+                    }
+                    r
+                }
+            },
+        };
+        match r {
+            Some(r) => {
+                bump_counter(&cell.counters.allocs, 1);
+                bump_counter(&cell.counters.alloc_bytes, len);
+                Ok(r)
+            }
+            None => {
+                bump_counter(&cell.counters.failures, 1);
+                Err(Error::Full {
+                    requested: len,
+                    available: self.capacity - self.bump(),
+                })
+            }
+        }
+    }
+
+    /// Takes a block of exactly `span` bytes from the calling thread's cache (`class` is the
+    /// span's exact class, `head` the class's non-empty head word).
+    pub(super) fn alloc_from_cache(
+        &self,
+        cell: &ChunkCell,
+        len: u64,
+        span: u64,
+        class: usize,
+        head: u64,
+    ) -> Result<(u64, u32), Error> {
+        let (hdr, count) = cache_parts(head);
+        let w = self.mem.word(hdr).load(Ordering::Relaxed);
+        let HeaderWord::Free { next, .. } = block::decode(w) else {
+            // Only a damaged heap gets here: the cache is dropped (its blocks leak until a
+            // repair) and the allocation fails; no panic on an allocator path (invariant A).
+            cell.cache[class].store(0, Ordering::Relaxed);
+            return Err(Error::Corrupt {
+                offset: hdr,
+                word: w,
+            });
+        };
+        cell.cache[class].store(cache_head(next, count - 1), Ordering::Relaxed);
+        // A fresh generation from the arena's counter (through this thread's batch of it, so no
+        // shared atomic here). Not the chunk's generation: that is also the one its bump blocks
+        // carry (a block freed into this cache and taken back would get the generation its stale
+        // handle still has), it is 0 before the cell's first chunk, and a `next_gen` chain runs
+        // into generations the counter hands out later.
+        let generation = self.cell_gen(cell);
+        // Commit as RESERVED (same span: exact class), then zero, then hand out: a crash in
+        // between leaves a block recovery reclaims.
+        self.mem.word(hdr).store(
+            block::live(len, generation, LiveState::Reserved, 0),
+            Ordering::Relaxed,
+        );
+        // SAFETY: the block came off this thread's own cache: no one else references it.
+        unsafe { self.mem.zero(hdr + WORD, span - WORD) };
+        self.mem.word(hdr).store(
+            block::live(len, generation, LiveState::Pending, 0),
+            Ordering::Relaxed,
+        );
+        bump_counter(&cell.counters.allocs, 1);
+        bump_counter(&cell.counters.alloc_bytes, len);
+        bump_counter(&cell.counters.from_cache, 1);
+        Ok((hdr, generation))
+    }
+
+    /// A fresh odd generation from the calling thread's batch of the arena's counter: every
+    /// value is handed out once, like `fresh_gen`, but the shared counter is touched once per
+    /// batch.
+    pub(super) fn cell_gen(&self, cell: &ChunkCell) -> u32 {
+        const BATCH: u64 = 256;
+        let mut next = cell.gen_next.load(Ordering::Relaxed);
+        if next == cell.gen_end.load(Ordering::Relaxed) {
+            next = block::fresh_gen_batch(&self.mem, BATCH);
+            cell.gen_end.store(next + BATCH, Ordering::Relaxed);
+        }
+        cell.gen_next.store(next + 1, Ordering::Relaxed);
+        block::gen_of_seed(next, true)
+    }
+
+    /// Takes a segment from the free lists and carves the block out of it.
+    pub(super) fn alloc_from_freelist(
+        &self,
+        len: u64,
+        span: u64,
+        align: u64,
+    ) -> Result<Option<(u64, u32)>, Error> {
+        // Room in front of the block for its alignment: none, or a filler of at least 16 bytes
+        // (so the segment's span word stays intact until the commit below).
+        let front_of = |off: u64| {
+            let front = align_up(off + WORD, align).map_or(u64::MAX, |d| d - WORD - off);
+            if front != 0 && front < 16 {
+                front + align
+            } else {
+                front
+            }
+        };
+        let fits = |s: &crate::freelist::Segment| {
+            front_of(s.off)
+                .checked_add(span)
+                .is_some_and(|n| n <= s.span)
+        };
+        let limit = self.bump();
+        let seg = match self.geom.freelist {
+            Freelist::None => None,
+            Freelist::Optimistic => self
+                .lists
+                .take::<Optimistic>(&self.mem, span, limit, fits)?,
+            Freelist::Pessimistic => self
+                .lists
+                .take::<Pessimistic>(&self.mem, span, limit, fits)?,
+        };
+        let Some(seg) = seg else { return Ok(None) };
+        let front = front_of(seg.off);
+        let hdr = seg.off + front;
+        let rest = seg.span - front - span;
+        let rem = hdr + span;
+        // The segment's header (and its span word) still describe the whole segment, so a crash
+        // before the commit below leaves it free. Write everything inside it first.
+        let mut listed = None;
+        if rest > 0 {
+            match self
+                .lists
+                .prepare(&self.mem, &self.geom, rem, rest, Unlisted::Filler)
+            {
+                Prepared::List(g) => listed = Some(g),
+                Prepared::Discard(n) => self.add_discarded(n),
+            }
+        }
+        // Always a fresh generation, never `next_gen(seg.generation)`: the offset may have carried a
+        // higher generation before (a chunk's rewinds advance its own), and a stale handle to
+        // that block must not name this one. Fresh generations come from one counter, so every
+        // live generation is issued once (until the 23-bit counter wraps).
+        let generation = self.fresh_gen(true);
+        let reserved = block::live(len, generation, LiveState::Reserved, 0);
+        if front > 0 {
+            self.mem.word(hdr).store(reserved, Ordering::Relaxed);
+            // Commit: the walk now sees the pad, the block and the remainder.
+            self.mem
+                .word(seg.off)
+                .store(block::pad(front), Ordering::Relaxed);
+            self.add_discarded(front);
+        } else {
+            // Commit: the walk now sees the block and the remainder.
+            self.mem.word(hdr).store(reserved, Ordering::Relaxed);
+        }
+        // SAFETY: the segment is ours since the pop; the data range lies inside it.
+        unsafe { self.mem.zero(hdr + WORD, span - WORD) };
+        self.mem.word(hdr).store(
+            block::live(len, generation, LiveState::Pending, 0),
+            Ordering::Relaxed,
+        );
+        if let Some(g) = listed {
+            self.lists.push(&self.mem, rem, rest, g);
+        }
+        Ok(Some((hdr, generation)))
+    }
+}

@@ -1,0 +1,80 @@
+//! [`BlockMut`]: the writer's exclusive view of a freshly allocated block.
+
+use super::Inner;
+use crate::block::{self, Handle, LiveState};
+use crate::layout::WORD;
+use crate::sync::Ordering;
+use std::ops::{Deref, DerefMut};
+/// An exclusive, freshly allocated (zeroed) block. Derefs to its bytes.
+///
+/// While it lives the block is *pending*: `read`, `get` and `free` of its handle get
+/// [`Error::Busy`](crate::Error::Busy), so nothing else sees the bytes while they are written. Dropping it publishes
+/// the block.
+pub struct BlockMut<'a> {
+    pub(super) inner: &'a Inner,
+    pub(super) hdr: u64,
+    pub(super) len: u64,
+    pub(super) generation: u32,
+}
+
+impl BlockMut<'_> {
+    /// The block's handle (usable by others once this `BlockMut` is dropped).
+    #[inline]
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.hdr + WORD, self.generation)
+    }
+
+    /// Offset of the block's first byte from the start of the arena.
+    #[inline]
+    pub fn offset(&self) -> u64 {
+        self.hdr + WORD
+    }
+
+    /// Publishes the block and returns its handle.
+    #[inline]
+    pub fn into_handle(self) -> Handle {
+        self.handle()
+    }
+}
+
+impl Deref for BlockMut<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        // SAFETY: in bounds (allocated); PENDING: no one else reads or writes these bytes.
+        unsafe { self.inner.mem.slice(self.hdr + WORD, self.len) }
+    }
+}
+
+impl DerefMut for BlockMut<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: in bounds, writable (allocation refuses read-only arenas); PENDING: exclusive,
+        // and `&mut self` makes this the only live borrow of the bytes.
+        unsafe { self.inner.mem.slice_mut(self.hdr + WORD, self.len) }
+    }
+}
+
+impl Drop for BlockMut<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: `hdr` is the header of a block allocated inside the heap: 8-aligned, and
+        // `hdr + 8 <= hdr + span <= capacity`, the backing's length.
+        let w = unsafe { self.inner.mem.word_unchecked(self.hdr) };
+        // Release: the bytes written through this BlockMut happen before any `read`, `get` or
+        // `free` that observes PUBLISHED (their Acquire).
+        w.store(
+            block::live(self.len, self.generation, LiveState::Published, 0),
+            Ordering::Release,
+        );
+    }
+}
+
+impl std::fmt::Debug for BlockMut<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockMut")
+            .field("handle", &self.handle())
+            .field("len", &self.len)
+            .finish()
+    }
+}

@@ -1,0 +1,133 @@
+//! Coalescing passes while the arena is shared: one at a time, rate-limited by activity.
+
+use super::Inner;
+use crate::cells::{bump_counter, for_each_thread_cell, in_step, ChunkCell, Step};
+use crate::error::Error;
+use crate::sync::{spin_hint, yield_now, AtomicBool, Ordering};
+impl Inner {
+    /// Merges physically adjacent listed free segments, for an allocation that found the main
+    /// memory and the free lists exhausted. Returns whether the free lists are worth another try:
+    /// a pass ended (this thread's, or another's it waited for) after `seen` passes, the count the
+    /// caller read before its last try; `seen` is brought up to date.
+    ///
+    /// The calling thread's caches of freed blocks (every lane) go to the shared lists first.
+    /// One pass runs at a time; a thread that arrives during one waits for it to end instead of
+    /// running its own. So an allocation that finds the arena exhausted may wait for another
+    /// thread (the pass always ends: it waits for nothing itself); allocations that find memory
+    /// never do. A pass costs about one cache miss per listed segment, so after a pass that
+    /// detached `n` segments the next one waits until the threads have allocated or freed `n`
+    /// blocks since: the cost stays a constant share of the work (plus the sort's `log n`), and
+    /// requests refused in between get `Full`. See `FreeLists::coalesce` and docs/design.md.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn coalesce(&self, cell: &ChunkCell, seen: &mut u64) -> Result<bool, Error> {
+        // Invariant A (`cells.rs`): a call that re-entered parena from inside a step of this
+        // thread (a pass, a walk of its cells) neither runs a pass nor waits for one: the pass it
+        // would wait for may be its own.
+        if in_step() {
+            return Ok(false);
+        }
+        let _step = Step::enter();
+        // Acquire: as the load in `alloc_slow`.
+        let ended = self.passes.load(Ordering::Acquire);
+        if ended != *seen {
+            *seen = ended;
+            return Ok(true);
+        }
+        // The rate limit first: a refused allocation between passes costs a few loads, and
+        // leaves this thread's caches of freed blocks alone.
+        if ended > 0 && !self.pass_due() {
+            return Ok(false);
+        }
+        if self.thread_cache {
+            self.drain_cache(cell)?;
+            let mut drained = Ok(());
+            for_each_thread_cell(self.uid, |c| {
+                if let Err(e) = self.drain_cache(c) {
+                    drained = Err(e);
+                }
+            });
+            drained?;
+        }
+        if self.lists.none_listed() {
+            return Ok(false);
+        }
+        // Acquire: pairs with the Release store that ended the previous pass (`PassGuard`), so
+        // this pass starts after it.
+        if self
+            .coalescing
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            let mut rounds = 0u32;
+            // Acquire: pairs with the Release store ending the pass: the segments it listed again
+            // are pushed before our retry.
+            while self.coalescing.load(Ordering::Acquire) {
+                rounds += 1;
+                if rounds > 64 {
+                    yield_now();
+                } else {
+                    spin_hint();
+                }
+            }
+            // Relaxed: the count was raised before the flag's Release store our load read.
+            *seen = self.passes.load(Ordering::Relaxed);
+            return Ok(true);
+        }
+        let _pass = PassGuard(&self.coalescing);
+        // A pass may have ended between our load and our CAS (Relaxed: ordered by the CAS's
+        // Acquire, as above).
+        let ended = self.passes.load(Ordering::Relaxed);
+        if ended != *seen {
+            *seen = ended;
+            return Ok(true);
+        }
+        let activity = self.activity();
+        if ended > 0 && !self.pass_due() {
+            return Ok(false);
+        }
+        let (merged, detached) = self.lists.coalesce(
+            &self.mem,
+            self.bump(),
+            || self.fresh_gen(false),
+            |off, len| self.mem.flush(off, len),
+        )?;
+        self.activity_at_pass.store(activity, Ordering::Relaxed);
+        self.pass_cost.store(detached, Ordering::Relaxed);
+        bump_counter(&cell.counters.coalesced, merged);
+        // Release: the pushes of this pass happen before a later `alloc_slow`'s take that reads
+        // the new count (its Acquire load), which therefore need not wait for another pass.
+        *seen = self.passes.fetch_add(1, Ordering::Release) + 1;
+        // Even a pass that merged nothing is worth a retry: the caller's last try may have met
+        // the lists while an earlier pass had them detached.
+        Ok(true)
+    }
+
+    /// Allocations and frees of every thread so far: how much the lists may have changed.
+    pub(super) fn activity(&self) -> u64 {
+        self.cells.fold(0u64, |n, c| {
+            n.wrapping_add(c.counters.allocs.load(Ordering::Relaxed))
+                .wrapping_add(c.counters.frees.load(Ordering::Relaxed))
+        })
+    }
+
+    /// Whether the threads have done as much since the last pass as that pass detached (the
+    /// rate limit of `coalesce`).
+    pub(super) fn pass_due(&self) -> bool {
+        self.activity()
+            .wrapping_sub(self.activity_at_pass.load(Ordering::Relaxed))
+            >= self.pass_cost.load(Ordering::Relaxed)
+    }
+}
+
+/// Ends a coalescing pass when dropped (also when the pass returns early or unwinds), so threads
+/// waiting for it never wait forever.
+struct PassGuard<'a>(&'a AtomicBool);
+
+impl Drop for PassGuard<'_> {
+    fn drop(&mut self) {
+        // Release: the pass's pushes happen before the waiters' retries and the next pass; pairs
+        // with the Acquire load of the waiters and the Acquire CAS that starts a pass.
+        self.0.store(false, Ordering::Release);
+    }
+}

@@ -1,0 +1,195 @@
+//! Flush, verify, compact, image, close and the close protocol on drop.
+
+use super::{Arena, Inner};
+use crate::backing::SimDisk;
+use crate::cells::{audit_op, for_each_thread_cell};
+use crate::error::Error;
+use crate::format::{
+    self, RawHeader, HEADER_SIZE, OFF_CAPACITY, OFF_HIGH_WATER, OFF_STATE, OFF_STATE_CHECKSUM,
+    STATE_CLEAN,
+};
+use crate::recovery::{self, Report};
+use crate::sync::Ordering;
+impl Arena {
+    /// Makes everything written so far durable: the heap, then the header. A no-op for heap and
+    /// anonymous arenas.
+    ///
+    /// # Errors
+    /// [`Error::Io`] from `msync`.
+    pub fn flush(&self) -> Result<(), Error> {
+        audit_op!();
+        let inner = &*self.inner;
+        if inner.thread_cache && !inner.read_only {
+            // The calling thread's cached blocks go to the shared lists, so what is flushed
+            // lists them.
+            let mut drained = Ok(());
+            for_each_thread_cell(inner.uid, |cell| {
+                if let Err(e) = inner.drain_cache(cell) {
+                    drained = Err(e);
+                }
+            });
+            drained?;
+        }
+        let bump = inner.bump();
+        inner
+            .mem
+            .flush(inner.geom.data_start, bump - inner.geom.data_start)?;
+        inner.mem.flush(0, inner.geom.data_start)
+    }
+
+    /// Makes bytes `offset..offset + len` of the arena durable (not the header; see
+    /// [`Arena::flush_header`]).
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] outside the arena; [`Error::Io`].
+    pub fn flush_range(&self, offset: u64, len: u64) -> Result<(), Error> {
+        self.inner.check_range(offset, len)?;
+        self.inner.mem.flush(offset, len)
+    }
+
+    /// Makes the header (bump offset, free lists, roots) and the reserved area durable.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn flush_header(&self) -> Result<(), Error> {
+        self.inner.mem.flush(0, self.inner.geom.data_start)
+    }
+
+    /// Starts write-back of the whole arena and returns without waiting (`MS_ASYNC`).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn flush_background(&self) -> Result<(), Error> {
+        self.inner.mem.flush_async(0, self.inner.bump())
+    }
+
+    /// Starts write-back of `offset..offset + len` without waiting.
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`]; [`Error::Io`].
+    pub fn flush_range_background(&self, offset: u64, len: u64) -> Result<(), Error> {
+        self.inner.check_range(offset, len)?;
+        self.inner.mem.flush_async(offset, len)
+    }
+
+    /// Walks the heap and the free lists and reports what it found, without changing anything.
+    ///
+    /// # Errors
+    /// [`Error::Shared`] if other clones exist (the walk needs the heap to hold still).
+    pub fn verify(&mut self) -> Result<Report, Error> {
+        let inner = self.exclusive()?;
+        Ok(recovery::verify(
+            &inner.mem,
+            &inner.geom,
+            &inner.lists,
+            inner.bump(),
+        ))
+    }
+
+    /// Merges adjacent free space, returns the unused tails of every thread's chunk, rebuilds the
+    /// free lists and moves the bump offset back over free space at the end of the heap.
+    ///
+    /// # Errors
+    /// [`Error::Shared`] if other clones exist; [`Error::ReadOnly`]; [`Error::Corrupt`] when the
+    /// heap cannot be walked (then nothing was changed).
+    pub fn compact(&mut self) -> Result<Report, Error> {
+        let inner = self.exclusive()?;
+        if inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        recovery::check(&inner.mem, &inner.geom, inner.bump())?;
+        inner.return_all_chunks();
+        recovery::repair(&inner.mem, &inner.geom, inner.capacity, &inner.lists, false)
+    }
+
+    /// Writes the whole arena as an image that opens as a clean file arena.
+    ///
+    /// # Errors
+    /// [`Error::Shared`] if other clones exist; [`Error::Io`] from `out`.
+    pub fn write_image(&mut self, mut out: impl std::io::Write) -> Result<(), Error> {
+        let inner = self.exclusive()?;
+        if !inner.read_only {
+            inner.return_all_chunks();
+        }
+        let mut header = inner.header_snapshot();
+        header.state = STATE_CLEAN;
+        header.state_checksum = header.compute_state_checksum();
+        out.write_all(bytemuck::bytes_of(&header))?;
+        // SAFETY: in bounds; `get_mut` proved no other clone can write while we copy.
+        let rest = unsafe { inner.mem.slice(HEADER_SIZE, inner.capacity - HEADER_SIZE) };
+        out.write_all(rest)?;
+        Ok(())
+    }
+
+    /// Closes the arena now, reporting errors that `drop` would have to ignore.
+    ///
+    /// # Errors
+    /// [`Error::Shared`] (and nothing happens) if other clones exist; [`Error::Io`] from the
+    /// final flush.
+    pub fn close(mut self) -> Result<(), Error> {
+        let inner = self.exclusive()?;
+        inner.close()
+    }
+}
+
+impl Inner {
+    pub(super) fn header_snapshot(&self) -> RawHeader {
+        let mut bytes = vec![0u8; HEADER_SIZE as usize];
+        for off in (0..HEADER_SIZE).step_by(8) {
+            let w = self.mem.word(off).load(Ordering::Relaxed);
+            bytes[off as usize..off as usize + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        RawHeader::parse(&bytes)
+    }
+
+    /// The close protocol: chunk tails back, data durable, then the clean mark durable.
+    pub(super) fn close(&mut self) -> Result<(), Error> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.return_all_chunks();
+        let bump = self.bump();
+        let hw = self.mem.word(OFF_HIGH_WATER);
+        hw.store(hw.load(Ordering::Relaxed).max(bump), Ordering::Relaxed);
+        self.mem
+            .flush(self.geom.data_start, bump - self.geom.data_start)?;
+        let sum = format::state_checksum(
+            (OFF_CAPACITY..format::HEAP_META_END)
+                .step_by(8)
+                .map(|off| (off, self.mem.word(off).load(Ordering::Relaxed))),
+        );
+        self.mem
+            .word(OFF_STATE_CHECKSUM)
+            .store(sum, Ordering::Relaxed);
+        self.mem
+            .word(OFF_STATE)
+            .store(STATE_CLEAN, Ordering::Relaxed);
+        self.mem.flush(0, self.geom.data_start)?;
+        // Mark the arena closed so the drop does not repeat the protocol.
+        self.read_only = true;
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Errors cannot be reported from drop; `Arena::close` reports them. On failure the arena
+        // stays marked dirty and the next open recovers it.
+        let _ = self.close();
+    }
+}
+
+impl SimDisk {
+    /// The image a power cut would leave now: every flushed page, plus the live contents of each
+    /// page `p` (its byte offset) for which `keep(p)` says the OS happened to write it back.
+    pub fn crash_image(&self, arena: &Arena, keep: impl FnMut(u64) -> bool) -> Vec<u8> {
+        arena.inner.crash_image(self, keep)
+    }
+}
+
+impl Inner {
+    /// This arena's memory as the simulated disk `disk` would leave it after a power cut.
+    fn crash_image(&self, disk: &SimDisk, keep: impl FnMut(u64) -> bool) -> Vec<u8> {
+        disk.image_over(&self.mem, keep)
+    }
+}

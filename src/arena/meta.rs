@@ -1,0 +1,241 @@
+//! Roots, the user-reserved area, [`Stats`] and [`HeaderInfo`].
+
+use super::Arena;
+use crate::error::Error;
+use crate::format::Freelist;
+use crate::format::{HEADER_SIZE, OFF_DISCARDED, OFF_ROOTS, ROOT_SLOTS, STATE_CLEAN};
+use crate::sync::Ordering;
+/// Counters and sizes of an arena at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Total bytes, header included.
+    pub capacity: u64,
+    /// First heap byte.
+    pub data_start: u64,
+    /// Heap bytes reserved so far (`bump - data_start`).
+    pub allocated: u64,
+    /// Heap bytes never reserved (`capacity - bump`).
+    pub remaining: u64,
+    /// Blocks allocated and not freed, by this process since open.
+    pub live_blocks: u64,
+    /// Bytes in those blocks (as requested).
+    pub live_bytes: u64,
+    /// Bytes in fillers and remainders too small to list, and chunk tails given up.
+    pub discarded: u64,
+    /// Successful allocations since open.
+    pub allocations: u64,
+    /// Of which served by bumping.
+    pub from_bump: u64,
+    /// Of which served from the free lists.
+    pub from_freelist: u64,
+    /// Of which served from a per-thread cache of freed blocks.
+    pub from_cache: u64,
+    /// Frees since open.
+    pub frees: u64,
+    /// Frees that moved a bump offset back.
+    pub rewinds: u64,
+    /// Allocations refused with `Full`.
+    pub failures: u64,
+    /// Free segments merged into a physically adjacent one by coalescing passes (run when an
+    /// allocation found the main memory and the free lists exhausted).
+    pub coalesced: u64,
+}
+
+impl Arena {
+    /// Root slot `i` (`0..ROOT_SLOTS`), persisted in the header: where a structure keeps its entry
+    /// point (a head node's offset, a sequence number).
+    ///
+    /// # Panics
+    /// If `i >= ROOT_SLOTS`.
+    pub fn root(&self, i: usize) -> u64 {
+        assert!(i < ROOT_SLOTS, "root slot {i} out of 0..{ROOT_SLOTS}");
+        // Acquire: pairs with the Release in `set_root`; what was published through the root is
+        // visible.
+        self.inner
+            .mem
+            .word(OFF_ROOTS + 8 * i as u64)
+            .load(Ordering::Acquire)
+    }
+
+    /// Sets root slot `i`.
+    ///
+    /// # Errors
+    /// [`Error::ReadOnly`]; [`Error::OutOfBounds`] if `i >= ROOT_SLOTS`.
+    pub fn set_root(&self, i: usize, value: u64) -> Result<(), Error> {
+        self.root_word(i)?.store(value, Ordering::Release);
+        Ok(())
+    }
+
+    /// Compare-and-swap on root slot `i`; returns the previous value on failure.
+    ///
+    /// # Errors
+    /// As [`Arena::set_root`]; `Ok(Err(found))` when the slot did not hold `current`.
+    pub fn compare_exchange_root(
+        &self,
+        i: usize,
+        current: u64,
+        new: u64,
+    ) -> Result<Result<u64, u64>, Error> {
+        // AcqRel: publishes like `set_root` and observes like `root`.
+        Ok(self
+            .root_word(i)?
+            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire))
+    }
+
+    pub(super) fn root_word(&self, i: usize) -> Result<&crate::sync::AtomicU64, Error> {
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if i >= ROOT_SLOTS {
+            return Err(Error::OutOfBounds {
+                offset: i as u64,
+                len: 1,
+                limit: ROOT_SLOTS as u64,
+            });
+        }
+        Ok(self.inner.mem.word(OFF_ROOTS + 8 * i as u64))
+    }
+
+    /// Length of the user-reserved area.
+    pub fn reserved_len(&self) -> usize {
+        self.inner.geom.reserved_len as usize
+    }
+
+    /// The user-reserved area. Writing it needs the only clone ([`Arena::reserved_mut`]), so
+    /// nothing writes it while this borrow lives.
+    pub fn reserved(&self) -> &[u8] {
+        // SAFETY: in bounds (header size + reserved_len <= data_start < capacity); written only
+        // through `reserved_mut`, which needs `&mut` on the only clone, so never while `&self` is
+        // borrowed from any clone.
+        unsafe {
+            self.inner
+                .mem
+                .slice(HEADER_SIZE, self.inner.geom.reserved_len.into())
+        }
+    }
+
+    /// The user-reserved area, writable.
+    ///
+    /// # Errors
+    /// [`Error::Shared`] if other clones exist; [`Error::ReadOnly`].
+    pub fn reserved_mut(&mut self) -> Result<&mut [u8], Error> {
+        let inner = self.exclusive()?;
+        if inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        // SAFETY: in bounds; `get_mut` proved this is the only clone and we hold it mutably.
+        Ok(unsafe {
+            inner
+                .mem
+                .slice_mut(HEADER_SIZE, inner.geom.reserved_len.into())
+        })
+    }
+
+    /// Counters and sizes now.
+    pub fn stats(&self) -> Stats {
+        crate::cells::audit_op!();
+        let inner = &*self.inner;
+        let bump = inner.bump();
+        let mut s = Stats {
+            capacity: inner.capacity,
+            data_start: inner.geom.data_start,
+            allocated: bump - inner.geom.data_start,
+            remaining: inner.capacity - bump,
+            discarded: inner.mem.word(OFF_DISCARDED).load(Ordering::Relaxed),
+            ..Stats::default()
+        };
+        let mut freed_bytes = 0u64;
+        let mut alloc_bytes = 0u64;
+        // A fold under the registry's lock, not a copy of the list: `stats` allocates nothing
+        // (invariant A, `cells.rs`), so it is safe on `GlobalArena::arena()`.
+        inner.cells.fold((), |(), c| {
+            let k = &c.counters;
+            s.allocations += k.allocs.load(Ordering::Relaxed);
+            alloc_bytes += k.alloc_bytes.load(Ordering::Relaxed);
+            s.from_freelist += k.from_freelist.load(Ordering::Relaxed);
+            s.from_cache += k.from_cache.load(Ordering::Relaxed);
+            s.frees += k.frees.load(Ordering::Relaxed);
+            freed_bytes += k.free_bytes.load(Ordering::Relaxed);
+            s.failures += k.failures.load(Ordering::Relaxed);
+            s.rewinds += k.rewinds.load(Ordering::Relaxed);
+            s.coalesced += k.coalesced.load(Ordering::Relaxed);
+        });
+        s.from_bump = s.allocations.saturating_sub(s.from_freelist + s.from_cache);
+        s.live_blocks = s.allocations.saturating_sub(s.frees);
+        s.live_bytes = alloc_bytes.saturating_sub(freed_bytes);
+        s
+    }
+}
+
+/// The header of an open arena, as [`Arena::header`] reads it: for inspection and debugging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeaderInfo {
+    /// Format version of the file.
+    pub format_version: u32,
+    /// The user's magic version.
+    pub magic_version: u16,
+    /// Freelist policy.
+    pub freelist: Freelist,
+    /// Per-thread chunk size in bytes.
+    pub chunk_size: u64,
+    /// Length of the user-reserved area.
+    pub reserved_len: u32,
+    /// Smallest listed free segment.
+    pub min_segment: u32,
+    /// First heap byte.
+    pub data_start: u64,
+    /// Random id set at create.
+    pub arena_id: u64,
+    /// Total bytes.
+    pub capacity: u64,
+    /// The state word says clean (only ever true for an arena opened read-only after a clean
+    /// close: a writable open marks the arena dirty).
+    pub clean: bool,
+    /// Writable opens so far.
+    pub open_count: u64,
+    /// End of the reserved heap.
+    pub bump: u64,
+    /// Heap at or past this offset was never written.
+    pub high_water: u64,
+    /// Bytes counted as discarded.
+    pub discarded: u64,
+    /// The persisted root slots.
+    pub roots: [u64; ROOT_SLOTS],
+}
+
+impl Arena {
+    /// The header's fields now.
+    pub fn header(&self) -> HeaderInfo {
+        let h = self.inner.header_snapshot();
+        HeaderInfo {
+            format_version: h.format_version,
+            magic_version: h.magic_version,
+            freelist: self.inner.geom.freelist,
+            chunk_size: self.inner.geom.chunk(),
+            reserved_len: h.reserved_len,
+            min_segment: h.min_segment,
+            data_start: h.data_start,
+            arena_id: h.arena_id,
+            capacity: h.capacity,
+            clean: h.state == STATE_CLEAN,
+            open_count: h.open_count,
+            bump: h.bump,
+            high_water: h.high_water,
+            discarded: h.discarded,
+            roots: h.roots,
+        }
+    }
+}
+
+impl Stats {
+    /// Share of allocations served by a per-thread cache (0 when there were none).
+    pub fn cache_hit_rate(&self) -> f64 {
+        if self.allocations == 0 {
+            0.0
+        } else {
+            self.from_cache as f64 / self.allocations as f64
+        }
+    }
+}

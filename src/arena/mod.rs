@@ -1,0 +1,286 @@
+//! [`Arena`]: the public API over the unsafe core.
+//!
+//! The core (`Inner`) works in byte offsets from the arena's base; every pointer comes from
+//! [`Backing`]. The public layer checks every argument and hands out only what the block-state
+//! protocol (see `block`) makes exclusive ([`BlockMut`]) or immutable (`read` pins the block).
+//!
+//! ## Orderings of the block-state protocol
+//!
+//! | op | ordering | pairs with |
+//! | --- | --- | --- |
+//! | alloc: store PENDING header | Relaxed | the handle reaches other threads only through the user's own synchronisation |
+//! | `BlockMut` drop: store PUBLISHED | Release | Acquire CAS in `free` / `read`: the writes made through the `BlockMut` happen before any read or reuse |
+//! | free: CAS to DYING | AcqRel | Release of the publish and of readers leaving; Acquire for the reuse that follows |
+//! | read: pin CAS | Acquire | the publish (see above) |
+//! | read: unpin CAS | Release | the Acquire CAS in `free` (or the last reader's own release): the copy happens before reuse |
+//! | roots | Acquire / Release | user data published through a root |
+
+mod access;
+mod alloc;
+mod block_mut;
+mod coalesce;
+mod lifecycle;
+mod meta;
+mod open;
+#[cfg(not(parena_loom))]
+mod raw;
+mod release;
+mod resize;
+
+pub use crate::cells::LANES;
+pub use block_mut::BlockMut;
+pub use meta::{HeaderInfo, Stats};
+
+use crate::backing::{Backing, BackingKind};
+use crate::bump::Chunks;
+use crate::cells::CellRegistry;
+use crate::error::Error;
+use crate::format::Freelist;
+use crate::format::{Geometry, OFF_BUMP};
+use crate::freelist::FreeLists;
+use crate::recovery::Report;
+use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
+use std::path::Path;
+/// A persistent, lock-free arena: one region of memory (heap buffer, anonymous map or file map)
+/// that many threads allocate from at once.
+///
+/// Cloning is cheap and shares the arena; the arena closes (final flush, clean mark, unlock) when
+/// the last clone is dropped.
+///
+/// # File maps
+/// A file-backed arena maps the file into memory. Its bytes are the file's bytes: if another
+/// process, or code outside parena, modifies or truncates the file while it is mapped, the arena's
+/// reads may see those changes (or fault), which no type can rule out; that is why
+/// [`Options::map_file`](crate::Options::map_file) is `unsafe`. parena's own lock keeps other parena writers out.
+///
+/// ```
+/// use parena::Options;
+/// let arena = Options::new().capacity(1 << 20).heap()?;
+/// let mut block = arena.alloc(5)?;
+/// block.copy_from_slice(b"hello");
+/// let h = block.handle();
+/// drop(block);
+/// let mut buf = [0u8; 5];
+/// arena.read(h, 0, &mut buf)?;
+/// assert_eq!(&buf, b"hello");
+/// arena.free(h)?;
+/// assert!(arena.read(h, 0, &mut buf).is_err());
+/// # Ok::<(), parena::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Arena {
+    pub(crate) inner: Arc<Inner>,
+    /// The allocation lane this clone bumps from (`< LANES`); see [`Arena::with_lane`].
+    pub(crate) lane: u8,
+}
+
+/// The core of an open arena, shared by its clones. Its fields are private to `arena`; the rest
+/// of the crate goes through methods.
+pub(crate) struct Inner {
+    /// The memory: the one door to raw pointers and to the atomics in the mapped bytes.
+    mem: Backing,
+    /// The fixed geometry read from (or written to) the header.
+    geom: Geometry,
+    /// Total bytes; fixed while open. Always `> data_start`, a multiple of 4096.
+    capacity: u64,
+    /// Process-unique id of this open arena (never reused), keys the per-thread cells.
+    uid: u64,
+    /// Opened read-only, or closed (the close protocol ran).
+    read_only: bool,
+    /// Freed blocks are zeroed (`Options::zero_on_free`).
+    zero_on_free: bool,
+    /// Per-thread caches of freed blocks are on (never with `Freelist::None`).
+    thread_cache: bool,
+    /// The shared free lists, one per size class.
+    lists: FreeLists,
+    /// Every chunk cell handed out for this arena.
+    cells: CellRegistry,
+    /// Coalescing passes are on (`Options::coalesce`).
+    coalesce_on: bool,
+    /// Set while a thread runs a coalescing pass (`Inner::coalesce`); one pass at a time.
+    coalescing: AtomicBool,
+    /// Coalescing passes completed since open.
+    passes: AtomicU64,
+    /// The arena's activity (allocations and frees of all threads) when the last pass ended.
+    activity_at_pass: AtomicU64,
+    /// Segments the last pass detached: the next pass waits for that much activity.
+    pass_cost: AtomicU64,
+    /// The last writer closed the arena cleanly.
+    was_clean: bool,
+    /// Opened read-only while dirty: recovery runs at the next writable open.
+    recovery_pending: bool,
+    /// What recovery did at open, when it ran.
+    recovery: Option<Report>,
+    /// What a layer above the arena attached (`crate::hook`). Must stay declared after `mem`:
+    /// fields drop in order, so it is dropped after the close protocol and after the file is
+    /// unlocked.
+    pub(crate) hook: crate::hook::HookSlot,
+}
+
+impl Arena {
+    /// Whether the last writer closed the arena cleanly (always `true` for a new arena).
+    pub fn was_clean(&self) -> bool {
+        self.inner.was_clean
+    }
+
+    /// A read-only open of an arena that was not closed cleanly: recovery will run at the next
+    /// writable open.
+    pub fn recovery_pending(&self) -> bool {
+        self.inner.recovery_pending
+    }
+
+    /// What recovery did at open, when it ran.
+    pub fn recovery_report(&self) -> Option<&Report> {
+        self.inner.recovery.as_ref()
+    }
+
+    /// The random id written at create; the same after every reopen.
+    pub fn id(&self) -> u64 {
+        self.inner.geom.arena_id
+    }
+
+    /// A clone of this arena whose allocations bump from lane `lane` (`0..LANES`).
+    ///
+    /// Every thread bumps small blocks out of a private chunk, one chunk per lane. A structure
+    /// that allocates two kinds of block, such as skiplist nodes and their values, can give each
+    /// kind a lane: the nodes a search walks then sit next to each other instead of being spread
+    /// out by the values allocated between them, and a search touches fewer cache lines and pages.
+    /// Lanes change where blocks go, nothing else: a block allocated through one clone is read
+    /// and freed through any clone, and blocks a clone frees refill its own lane's per-thread cache.
+    /// `Arena::clone` keeps the lane; a new arena starts in lane 0.
+    ///
+    /// # Panics
+    /// If `lane >= LANES`.
+    ///
+    /// ```
+    /// let arena = parena::Options::new().capacity(1 << 20).heap()?;
+    /// let values = arena.with_lane(1);
+    /// let a = arena.alloc(24)?.into_handle();
+    /// let v = values.alloc_copy(b"a value")?;
+    /// let b = arena.alloc(24)?.into_handle();
+    /// // `a` and `b` are neighbours: the value went to lane 1's chunk.
+    /// assert_eq!(b.offset() - a.offset(), 32);
+    /// assert_eq!(arena.len_of(v)?, 7);
+    /// arena.free(v)?; // through any clone
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    pub fn with_lane(&self, lane: usize) -> Arena {
+        assert!(lane < LANES, "lane {lane} out of 0..{LANES}");
+        Arena {
+            inner: self.inner.clone(),
+            lane: lane as u8,
+        }
+    }
+
+    /// The allocation lane of this clone; see [`Arena::with_lane`].
+    #[inline]
+    pub fn lane(&self) -> usize {
+        usize::from(self.lane)
+    }
+
+    /// Whether two `Arena`s are clones of one open arena.
+    pub fn same_arena(a: &Arena, b: &Arena) -> bool {
+        Arc::ptr_eq(&a.inner, &b.inner)
+    }
+
+    /// Which memory holds the arena.
+    pub fn backing(&self) -> BackingKind {
+        self.inner.mem.kind()
+    }
+
+    /// Total bytes, header included.
+    pub fn capacity(&self) -> u64 {
+        self.inner.capacity
+    }
+
+    /// The freelist policy.
+    pub fn freelist(&self) -> Freelist {
+        self.inner.geom.freelist
+    }
+
+    /// Whether the arena was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// The file behind a file arena (canonical path).
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.mem.path()
+    }
+
+    /// The core, when this is the only clone: what exclusive passes (`verify`, `compact`,
+    /// `reserved_mut`, `write_image`, `close`) need so that no other thread touches the heap.
+    pub(super) fn exclusive(&mut self) -> Result<&mut Inner, Error> {
+        // A layer above may hold another way to reach the core (`open_async`'s registry keeps a
+        // `Weak`, which makes `get_mut` fail and could mint a clone during the borrow): let it
+        // give that up first when this is the only clone (see `crate::hook`).
+        self.inner
+            .hook
+            .detach(|| Arc::strong_count(&self.inner) == 1);
+        Arc::get_mut(&mut self.inner).ok_or(Error::Shared)
+    }
+}
+
+impl std::fmt::Debug for Arena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arena")
+            .field("backing", &self.backing())
+            .field("capacity", &self.inner.capacity)
+            .field("bump", &self.inner.bump())
+            .field("freelist", &self.inner.geom.freelist)
+            .field("read_only", &self.inner.read_only)
+            .finish()
+    }
+}
+
+impl Inner {
+    /// The arena's fixed geometry.
+    #[cfg(all(feature = "async", not(parena_loom)))]
+    #[inline]
+    pub(crate) fn geom(&self) -> &Geometry {
+        &self.geom
+    }
+
+    /// Process-unique id of this open arena.
+    #[cfg(all(feature = "async", not(parena_loom)))]
+    #[inline]
+    pub(crate) fn uid(&self) -> u64 {
+        self.uid
+    }
+
+    /// Chunk reservation over this arena's heap (`bump`).
+    #[inline]
+    pub(super) fn chunks(&self) -> Chunks<'_> {
+        Chunks {
+            mem: &self.mem,
+            geom: &self.geom,
+            capacity: self.capacity,
+            lists: &self.lists,
+        }
+    }
+
+    #[inline]
+    pub(super) fn bump(&self) -> u64 {
+        self.mem.word(OFF_BUMP).load(Ordering::Relaxed)
+    }
+
+    pub(super) fn check_range(&self, offset: u64, len: u64) -> Result<(), Error> {
+        match offset.checked_add(len) {
+            Some(e) if e <= self.capacity => Ok(()),
+            _ => Err(Error::OutOfBounds {
+                offset,
+                len,
+                limit: self.capacity,
+            }),
+        }
+    }
+
+    /// A new generation for a header at a position with no history we can trust.
+    pub(super) fn fresh_gen(&self, odd: bool) -> u32 {
+        crate::block::fresh_gen(&self.mem, odd)
+    }
+
+    pub(super) fn add_discarded(&self, n: u64) {
+        crate::freelist::add_discarded(&self.mem, n);
+    }
+}

@@ -1,0 +1,338 @@
+//! Create, open and validate: from options or a file to an open [`Arena`].
+
+use super::{Arena, Inner};
+use crate::backing::{Backing, OpenedFile};
+use crate::cells::CellRegistry;
+use crate::error::Error;
+use crate::format::Freelist;
+use crate::format::{
+    self, Geometry, RawHeader, DATA_ALIGN, HEADER_SIZE, MAX_CAPACITY, MAX_CHUNK_SHIFT,
+    MIN_CHUNK_SHIFT, OFF_CAPACITY, OFF_OPEN_COUNT, OFF_STATE, STATE_DIRTY,
+};
+use crate::freelist::FreeLists;
+use crate::layout::align_up;
+use crate::options::{Options, DEFAULT_CAPACITY};
+use crate::recovery::{self, Report};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, StdAtomicU64, StdOrdering};
+use std::path::Path;
+/// The next arena uid (process-wide; never reused).
+static NEXT_UID: StdAtomicU64 = StdAtomicU64::new(1);
+
+fn new_uid() -> u64 {
+    NEXT_UID.fetch_add(1, StdOrdering::Relaxed)
+}
+
+/// A random arena id (not cryptographic): hashed time, process id, address and a counter.
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(new_uid());
+    // (Miri runs isolated from the clock and the process table; `RandomState`'s keys still
+    // differ per run.)
+    #[cfg(not(miri))]
+    h.write_u32(std::process::id());
+    #[cfg(not(miri))]
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.finish() | 1
+}
+
+impl Geometry {
+    pub(super) fn from_options(o: &Options, capacity: u64) -> Result<Geometry, Error> {
+        let reserved = o.reserved.unwrap_or(0);
+        let data_start = Geometry::data_start_for(reserved);
+        if capacity < data_start + (1 << MIN_CHUNK_SHIFT) || capacity > MAX_CAPACITY {
+            return Err(Error::Size {
+                field: "capacity",
+                value: capacity,
+            });
+        }
+        let heap = capacity - data_start;
+        let chunk_shift = match o.chunk_size {
+            Some(c) => {
+                let c = u64::from(c);
+                if !c.is_power_of_two()
+                    || !(1 << MIN_CHUNK_SHIFT..=1 << MAX_CHUNK_SHIFT).contains(&c)
+                {
+                    return Err(Error::Size {
+                        field: "chunk_size",
+                        value: c,
+                    });
+                }
+                c.trailing_zeros() as u8
+            }
+            None => {
+                let per_thread = (heap / 64).max(1);
+                (63 - per_thread.leading_zeros() as u8).clamp(MIN_CHUNK_SHIFT, 16)
+            }
+        };
+        let min_segment = o.min_segment_size.clamp(16, 1 << 20).div_ceil(8) * 8;
+        Ok(Geometry {
+            magic_version: o.magic_version,
+            freelist: o.freelist.unwrap_or_default(),
+            chunk_shift,
+            reserved_len: reserved,
+            min_segment,
+            data_start,
+            arena_id: random_id(),
+        })
+    }
+}
+
+fn requested_capacity(o: &Options) -> Result<u64, Error> {
+    let c = o.capacity.unwrap_or(DEFAULT_CAPACITY);
+    align_up(c, DATA_ALIGN).ok_or(Error::Size {
+        field: "capacity",
+        value: c,
+    })
+}
+
+impl Arena {
+    fn create_in_memory(o: &Options, anon: bool) -> Result<Arena, Error> {
+        if o.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let capacity = requested_capacity(o)?;
+        let g = Geometry::from_options(o, capacity)?;
+        let b = if anon {
+            Backing::anon(capacity)?
+        } else {
+            Backing::heap(capacity)?
+        };
+        let mut raw = RawHeader::new(&g, capacity);
+        raw.state = STATE_DIRTY;
+        raw.open_count = 1;
+        // SAFETY: the backing was just created; nothing else can see it.
+        unsafe { b.write(0, bytemuck::bytes_of(&raw)) };
+        Ok(Arena::from_parts(b, g, capacity, o, true, false, None))
+    }
+
+    /// A heap arena on a simulated disk, for power-loss tests.
+    fn create_simulated(o: &Options) -> Result<(Arena, Arc<crate::backing::SimDisk>), Error> {
+        let capacity = requested_capacity(o)?;
+        let g = Geometry::from_options(o, capacity)?;
+        let (b, disk) = Backing::sim(capacity)?;
+        let mut raw = RawHeader::new(&g, capacity);
+        raw.state = STATE_DIRTY;
+        raw.open_count = 1;
+        // SAFETY: the backing was just created; nothing else can see it.
+        unsafe { b.write(0, bytemuck::bytes_of(&raw)) };
+        // As a file create would: the header is durable before the arena is used.
+        b.flush(0, HEADER_SIZE)?;
+        Ok((
+            Arena::from_parts(b, g, capacity, o, true, false, None),
+            disk,
+        ))
+    }
+
+    pub(super) fn from_parts(
+        b: Backing,
+        g: Geometry,
+        capacity: u64,
+        o: &Options,
+        was_clean: bool,
+        recovery_pending: bool,
+        recovery: Option<Report>,
+    ) -> Arena {
+        let lists = FreeLists::load(&b, g.data_start);
+        Arena {
+            lane: 0,
+            inner: Arc::new(Inner {
+                read_only: b.read_only(),
+                mem: b,
+                geom: g,
+                capacity,
+                uid: new_uid(),
+                zero_on_free: o.zero_on_free,
+                thread_cache: o.thread_cache && g.freelist != Freelist::None,
+                lists,
+                cells: CellRegistry::default(),
+                coalesce_on: o.coalesce,
+                coalescing: AtomicBool::new(false),
+                passes: AtomicU64::new(0),
+                activity_at_pass: AtomicU64::new(0),
+                pass_cost: AtomicU64::new(0),
+                was_clean,
+                recovery_pending,
+                recovery,
+                hook: Default::default(),
+            }),
+        }
+    }
+
+    pub(crate) fn open_file(o: &Options, path: &Path) -> Result<Arena, Error> {
+        let f = OpenedFile::open(path, o.read_only, o.create, o.create_new)?;
+        if f.fresh {
+            return Arena::create_file(o, f);
+        }
+        let file_len = f.len()?;
+        let mut buf = vec![0u8; HEADER_SIZE as usize];
+        let n = f.read_prefix(&mut buf)?;
+        if n < 8 || buf[..8] != format::MAGIC {
+            let mut found = [0u8; 8];
+            found[..n.min(8)].copy_from_slice(&buf[..n.min(8)]);
+            return Err(Error::Magic { found });
+        }
+        if (n as u64) < HEADER_SIZE {
+            return Err(Error::Truncated {
+                expected: HEADER_SIZE,
+                found: file_len,
+            });
+        }
+        let raw = RawHeader::parse(&buf);
+        let v = raw.validate(file_len)?;
+        let g = v.geometry;
+        if g.magic_version != o.magic_version {
+            return Err(Error::MagicVersion {
+                expected: o.magic_version,
+                found: g.magic_version,
+            });
+        }
+        if let Some(k) = o.freelist {
+            if k != g.freelist {
+                return Err(Error::FreelistKind {
+                    expected: k as u8,
+                    found: g.freelist as u8,
+                });
+            }
+        }
+        if let Some(r) = o.reserved {
+            if r != g.reserved_len {
+                return Err(Error::Reserved {
+                    expected: r,
+                    found: g.reserved_len,
+                });
+            }
+        }
+        let mut capacity = v.capacity;
+        if let Some(want) = o.capacity {
+            let want = align_up(want, DATA_ALIGN).ok_or(Error::Size {
+                field: "capacity",
+                value: want,
+            })?;
+            if want < raw.bump {
+                return Err(Error::Shrink {
+                    requested: want,
+                    allocated: raw.bump,
+                });
+            }
+            if want > capacity {
+                if o.read_only {
+                    return Err(Error::ReadOnly);
+                }
+                if want > MAX_CAPACITY {
+                    return Err(Error::Size {
+                        field: "capacity",
+                        value: want,
+                    });
+                }
+                capacity = want;
+            }
+        }
+        // Everything above only read. A dirty arena is walked (still read-only) before anything
+        // is written, so a heap that cannot be recovered leaves the file untouched.
+        if !v.clean && !o.read_only {
+            let probe = Backing::file(f.dup_read_only()?, v.capacity)?;
+            recovery::check(&probe, &g, raw.bump)?;
+            drop(probe);
+            return Arena::open_writable(o, f, g, v.capacity, capacity, false);
+        }
+        if o.read_only {
+            let b = Backing::file(f, v.capacity)?;
+            return Ok(Arena::from_parts(
+                b, g, v.capacity, o, v.clean, !v.clean, None,
+            ));
+        }
+        Arena::open_writable(o, f, g, v.capacity, capacity, true)
+    }
+
+    pub(super) fn open_writable(
+        o: &Options,
+        f: OpenedFile,
+        g: Geometry,
+        old_capacity: u64,
+        capacity: u64,
+        clean: bool,
+    ) -> Result<Arena, Error> {
+        if capacity > old_capacity || f.len()? < capacity {
+            f.resize(capacity, o.preallocate)?;
+        }
+        let b = Backing::file(f, capacity)?;
+        // Mark dirty (and the new capacity) and make that durable before the first change.
+        b.word(OFF_STATE).store(STATE_DIRTY, Ordering::Relaxed);
+        b.word(OFF_CAPACITY).store(capacity, Ordering::Relaxed);
+        b.word(OFF_OPEN_COUNT).fetch_add(1, Ordering::Relaxed);
+        b.flush(0, HEADER_SIZE)?;
+        let report = if clean {
+            None
+        } else {
+            let lists = FreeLists::load(&b, g.data_start);
+            Some(recovery::repair(&b, &g, capacity, &lists, true)?)
+        };
+        Ok(Arena::from_parts(b, g, capacity, o, clean, false, report))
+    }
+
+    pub(super) fn create_file(o: &Options, f: OpenedFile) -> Result<Arena, Error> {
+        let capacity = requested_capacity(o)?;
+        let g = Geometry::from_options(o, capacity)?;
+        // Written DIRTY and open once, as the open that follows would mark it: one durable write
+        // of the header instead of a clean header, then the mark.
+        let mut raw = RawHeader::new(&g, capacity);
+        raw.state = STATE_DIRTY;
+        raw.open_count = 1;
+        if let Err(e) = f.format(capacity, o.preallocate, bytemuck::bytes_of(&raw)) {
+            // The file held nothing (it was created or empty): give it back as it was.
+            let _ = f.file.set_len(0);
+            return Err(e);
+        }
+        let b = Backing::file(f, capacity)?;
+        Ok(Arena::from_parts(b, g, capacity, o, true, false, None))
+    }
+}
+
+/// The ways to create or open an arena (the builder's terminal calls).
+impl Options {
+    /// An arena in an aligned heap buffer.
+    ///
+    /// # Errors
+    /// [`Error::Size`] when the capacity cannot hold the header and a heap.
+    pub fn heap(&self) -> Result<Arena, Error> {
+        Arena::create_in_memory(self, false)
+    }
+
+    /// An arena in an anonymous memory map.
+    ///
+    /// # Errors
+    /// [`Error::Size`] for a capacity too small; [`Error::Io`] when the map fails.
+    pub fn map_anon(&self) -> Result<Arena, Error> {
+        Arena::create_in_memory(self, true)
+    }
+
+    /// A heap arena on a simulated disk that records what `flush` made durable, and can produce
+    /// the image a power cut would leave ([`crate::SimDisk::crash_image`]). For tests.
+    ///
+    /// # Errors
+    /// As [`Options::heap`].
+    #[doc(hidden)]
+    pub fn simulated_disk(&self) -> Result<(Arena, Arc<crate::backing::SimDisk>), Error> {
+        Arena::create_simulated(self)
+    }
+
+    /// Creates the arena file at `path`, or opens it, validates it, and recovers it when its last
+    /// writer did not close it cleanly.
+    ///
+    /// # Errors
+    /// A typed error per header check; [`Error::Locked`] when another writer has it;
+    /// [`Error::NoSpace`] when the disk cannot hold it. A file that fails validation is not
+    /// modified.
+    ///
+    /// # Safety
+    /// The arena maps the file: its bytes are read and written as memory. The caller must make
+    /// sure no other process (or code outside this arena) modifies or truncates the file while it
+    /// is mapped; parena's lock keeps other parena writers out, but not other programs. Truncating
+    /// a mapped file makes accesses raise `SIGBUS`.
+    pub unsafe fn map_file(&self, path: impl AsRef<Path>) -> Result<Arena, Error> {
+        Arena::open_file(self, path.as_ref())
+    }
+}

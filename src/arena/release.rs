@@ -1,0 +1,112 @@
+//! Release of freed blocks: rewind of the thread's own chunk, the per-thread cache (the local
+//! free) and the shared free lists.
+
+use super::Inner;
+use crate::block::{self, HeaderWord};
+use crate::cells::{bump_counter, cache_head, cache_parts, ChunkCell, CACHE_DEPTH};
+use crate::error::Error;
+use crate::format::Freelist;
+use crate::freelist::exact_class;
+use crate::layout::{block_span, WORD};
+use crate::sync::{fence, Ordering};
+
+impl Inner {
+    /// Hands every block in the cell's cache to the shared free lists.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when a cached block's header is not FREE (a damaged heap): the rest of
+    /// that class's cache is left off the lists (leaked until a repair), the other classes are
+    /// drained. Never panics (invariant A, `cells.rs`).
+    pub(super) fn drain_cache(&self, cell: &ChunkCell) -> Result<(), Error> {
+        let mut result = Ok(());
+        for slot in &cell.cache {
+            let (mut off, _) = cache_parts(slot.load(Ordering::Relaxed));
+            slot.store(0, Ordering::Relaxed);
+            while off != 0 {
+                let w = self.mem.word(off).load(Ordering::Relaxed);
+                let HeaderWord::Free { generation, next } = block::decode(w) else {
+                    result = Err(Error::Corrupt {
+                        offset: off,
+                        word: w,
+                    });
+                    break;
+                };
+                let span = self.mem.word(off + WORD).load(Ordering::Relaxed);
+                self.lists.push(&self.mem, off, span, generation);
+                off = next;
+            }
+        }
+        result
+    }
+
+    /// Retires every thread's chunk. Needs exclusive access (no clone in use).
+    pub(super) fn return_all_chunks(&mut self) {
+        for c in self.cells.all() {
+            // A damaged cache leaks its blocks until the next repair; the pass goes on.
+            let _ = self.drain_cache(&c);
+            self.chunks().return_chunk(&c);
+        }
+    }
+
+    /// Gives back a block the caller has moved to DYING with no readers: rewinds the cell's bump
+    /// when it is the last block of the cell's chunk, else lists it.
+    pub(super) fn release(&self, cell: &ChunkCell, hdr: u64, len: u64, generation: u32) {
+        let Some(span) = block_span(len) else {
+            // `check_live` vetted `len` before the block became DYING: not reached. Leaking the
+            // block is the answer that cannot panic on an allocator path (invariant A).
+            return;
+        };
+        // Release fence: the header stores below (FREE, a rewind's 0, a list push) are plain
+        // stores after the DYING CAS, so they head no release sequence of their own. With the
+        // fence, a thread whose Acquire load of this header sees the block gone (`read`, `len_of`
+        // refusing the handle) also sees everything that happened before the free, such as the
+        // user's swap that retired the handle. Pairs with the Acquire header loads in `read`,
+        // `len_of`, `contains`, `get` and `free`.
+        fence(Ordering::Release);
+        bump_counter(&cell.counters.frees, 1);
+        bump_counter(&cell.counters.free_bytes, len);
+        if cell.ends_with(hdr, span) {
+            // The block ends where this thread's chunk is bumped to: move the bump back, keeping
+            // invariant Z (everything from `cur` on is zero). Data first, header last.
+            // SAFETY: the block is DYING with no readers: ours alone.
+            unsafe { self.mem.zero(hdr + WORD, span - WORD) };
+            self.mem.word(hdr).store(0, Ordering::Relaxed);
+            cell.cur.store(hdr, Ordering::Relaxed);
+            // A fresh generation, not the next one after the cell's: the chain of a chunk's
+            // rewinds would run into generations the counter hands out later, and a block at this
+            // offset could then get a generation a stale handle still carries.
+            cell.generation
+                .store(self.fresh_gen(true).into(), Ordering::Relaxed);
+            bump_counter(&cell.counters.rewinds, 1);
+            return;
+        }
+        if self.zero_on_free {
+            // SAFETY: as above.
+            unsafe { self.mem.zero(hdr + WORD, span - WORD) };
+        }
+        let free_gen = block::next_gen(generation, false);
+        if let Some(class) = exact_class(span).filter(|_| self.thread_cache) {
+            let slot = &cell.cache[class];
+            let (first, count) = cache_parts(slot.load(Ordering::Relaxed));
+            if count < CACHE_DEPTH {
+                // The span word first, then the FREE header: a walk sees a whole free segment.
+                self.mem.word(hdr + WORD).store(span, Ordering::Relaxed);
+                self.mem
+                    .word(hdr)
+                    .store(block::free(free_gen, first), Ordering::Relaxed);
+                slot.store(cache_head(hdr, count + 1), Ordering::Relaxed);
+                return;
+            }
+        }
+        match self.geom.freelist {
+            Freelist::None => {
+                self.mem.word(hdr + WORD).store(span, Ordering::Relaxed);
+                self.mem
+                    .word(hdr)
+                    .store(block::free(free_gen, 0), Ordering::Relaxed);
+                self.add_discarded(span);
+            }
+            _ => self.lists.push(&self.mem, hdr, span, free_gen),
+        }
+    }
+}

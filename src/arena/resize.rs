@@ -1,0 +1,122 @@
+//! Pointers and in-place resizing for the allocator interfaces. Resizing in place: the last block of the calling
+//! thread's chunk grows or shrinks by moving the chunk's cursor; any other block shrinks by giving
+//! its cut-off tail back.
+
+use super::{Arena, Inner};
+use crate::block::{self, Handle, Header, HeaderWord, LiveState};
+use crate::cells::with_cell;
+use crate::freelist::Unlisted;
+use crate::layout::{block_span, WORD};
+use crate::sync::Ordering;
+use std::ptr::NonNull;
+
+impl Arena {
+    /// A pointer to byte `off` of the arena (for the allocator interfaces, which hand out
+    /// pointers instead of handles).
+    pub(crate) fn data_ptr(&self, off: u64) -> *mut u8 {
+        self.inner.mem.ptr(off)
+    }
+
+    /// The data offset of a pointer `allocate_ptr` returned.
+    pub(crate) fn offset_of(&self, p: NonNull<u8>) -> u64 {
+        (p.as_ptr().addr() - self.inner.mem.ptr(0).addr()) as u64
+    }
+
+    /// Whether `p` points into this arena's heap.
+    pub(crate) fn owns(&self, p: *const u8) -> bool {
+        let base = self.inner.mem.ptr(0).addr();
+        let a = p.addr();
+        a > base && ((a - base) as u64) < self.inner.capacity
+    }
+
+    /// The handle of the live block whose data starts at `off`.
+    pub(crate) fn handle_at(&self, off: u64) -> Option<Handle> {
+        if off < self.inner.geom.data_start + WORD || off % WORD != 0 || off >= self.inner.capacity
+        {
+            return None;
+        }
+        match block::decode(self.inner.header_acquire(off - WORD)) {
+            HeaderWord::Live { generation, .. } => Some(Handle::new(off, generation)),
+            _ => None,
+        }
+    }
+
+    /// Resizes a block in place from `old` to `new` bytes; `false` when it cannot.
+    ///
+    /// # Safety
+    /// `p` came from `allocate_ptr` on this arena, holds `old` bytes, and the caller has it
+    /// exclusively.
+    pub(crate) unsafe fn resize_in_place(&self, p: NonNull<u8>, old: usize, new: usize) -> bool {
+        crate::cells::audit_op!();
+        if old == 0 || new == 0 || new as u64 > block::MAX_BLOCK_LEN {
+            return false;
+        }
+        let inner = &*self.inner;
+        let off = self.offset_of(p);
+        let hdr = off - WORD;
+        let (old_span, new_span) = match (block_span(old as u64), block_span(new as u64)) {
+            (Some(a), Some(b)) => (a, b),
+            _ => return false,
+        };
+        with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
+            if cell.ends_with(hdr, old_span) {
+                let end = cell.end.load(Ordering::Relaxed);
+                if hdr + new_span > end {
+                    return false;
+                }
+                if new_span < old_span {
+                    // Invariant Z: what goes back behind `cur` must read zero.
+                    // SAFETY: the tail is part of the block, which the caller holds exclusively.
+                    unsafe { inner.mem.zero(hdr + new_span, old_span - new_span) };
+                }
+                // Growing: `cur..end` is zero (invariant Z), so the new bytes already read zero.
+                set_len(inner, hdr, new as u64);
+                cell.cur.store(hdr + new_span, Ordering::Relaxed);
+                return true;
+            }
+            if new_span > old_span {
+                return false;
+            }
+            if new_span < old_span {
+                give_back_tail(inner, hdr + new_span, old_span - new_span);
+            }
+            set_len(inner, hdr, new as u64);
+            true
+        })
+    }
+}
+
+/// Stores a new length in a live block's header, keeping its generation, state and readers.
+pub(super) fn set_len(inner: &Inner, hdr: u64, len: u64) {
+    let w = inner.mem.word(hdr);
+    let mut cur = w.load(Ordering::Relaxed);
+    loop {
+        debug_assert!(matches!(
+            block::decode(cur),
+            HeaderWord::Live {
+                state: LiveState::Published,
+                ..
+            }
+        ));
+        // Release: the bytes written under the old length happen before any reader that sees
+        // the new one (pairs with the Acquire loads in `read`/`free`).
+        match w.compare_exchange_weak(
+            cur,
+            Header(cur).with_len(len).0,
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return,
+            Err(now) => cur = now,
+        }
+    }
+}
+
+/// Turns `off..off + span`, cut from the end of a block the caller owns, into free space. The
+/// tail's header is written before the block's new length commits, so a walk sees one or the other.
+pub(super) fn give_back_tail(inner: &Inner, off: u64, span: u64) {
+    let unlisted = inner
+        .lists
+        .give_back(&inner.mem, &inner.geom, off, span, Unlisted::Filler);
+    inner.add_discarded(unlisted);
+}

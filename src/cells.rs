@@ -1,0 +1,491 @@
+//! Per-thread chunk cells and the thread-local that finds them: each thread keeps, per open arena
+//! and lane, one [`ChunkCell`] (its current chunk, its cache of freed blocks, its counters); the
+//! arena's [`CellRegistry`] holds every cell it handed out so that exclusive passes reach them all.
+//! How chunks are reserved and bumped is in `bump`.
+//!
+//! ## Allocator paths (invariant A)
+//!
+//! Everything `GlobalAlloc` and `allocator_api2::Allocator` can reach (allocation, free, resize,
+//! the exhausted path with its coalescing pass, cache drains, `flush`, `stats`) makes no heap
+//! allocation, cannot panic, and never waits for something the calling thread itself holds. The one
+//! exception to "no allocation" is a thread's first use of an arena lane, which registers a
+//! [`ChunkCell`] (an `Arc` and a slot); [`Step`] marks it, so `GlobalArena` sends it to the system
+//! allocator. The steps that hold something exclusive (this thread's slot list, the registry's lock,
+//! the coalescing pass) run under a [`Step`], and a call that arrives while one is on the stack
+//! (re-entry through the global allocator) neither waits for it nor takes it again: `GlobalArena`
+//! serves it from the system allocator, and the exhausted path skips the pass and answers `Full`.
+//! See docs/design.md, "Allocator paths".
+//!
+//! ## Orderings
+//!
+//! | word | op | ordering | why |
+//! | --- | --- | --- | --- |
+//! | cell `cur`/`end`/`generation` | load/store | Relaxed | one writer; exclusive passes see them through the `Arc` drop / `&mut` hand-over |
+//! | cell `abandoned` | store / CAS | Release / Acquire | hands a cell (and its chunk state) from a departing thread to the next owner |
+
+use crate::freelist::EXACT_CLASSES;
+use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering};
+use crossbeam_utils::CachePadded;
+use std::cell::RefCell;
+use std::ptr::NonNull;
+
+/// Size classes with a per-thread cache: the exact classes (`freelist::exact_class`).
+const CACHE_CLASSES: usize = EXACT_CLASSES;
+/// Most blocks one class of one thread's cache keeps; more go to the shared free lists.
+pub(crate) const CACHE_DEPTH: u64 = 64;
+const CACHE_OFF_MASK: u64 = (1 << 48) - 1;
+
+/// A cache head word: the first cached block's header offset and how many are cached.
+#[inline]
+pub(crate) const fn cache_head(off: u64, count: u64) -> u64 {
+    (count << 48) | off
+}
+
+/// `(offset, count)` of a cache head word.
+#[inline]
+pub(crate) const fn cache_parts(w: u64) -> (u64, u64) {
+    (w & CACHE_OFF_MASK, w >> 48)
+}
+
+/// One thread's current chunk in one arena, its cache of freed blocks, and its counters.
+pub(crate) struct ChunkCell {
+    /// Next unallocated byte of the chunk; 0 when the cell holds no chunk.
+    /// Always within `chunk start..=end`.
+    pub cur: AtomicU64,
+    /// End of the chunk (a chunk boundary or the capacity); 0 when none.
+    pub end: AtomicU64,
+    /// Start of the chunk; rewinds never go below it.
+    pub start: AtomicU64,
+    /// Generation given to blocks bumped in this chunk (odd). Changes on every rewind, so a
+    /// handle to a rewound block never matches the block that reuses its offset.
+    pub generation: AtomicU64,
+    /// Set when no thread owns the cell; a thread that needs a cell may adopt it.
+    pub abandoned: AtomicBool,
+    /// A batch of the arena's generation counter this thread hands out alone (for blocks taken
+    /// from its cache): the next value and the end of the batch. Owner-only, `Relaxed`.
+    pub gen_next: AtomicU64,
+    pub gen_end: AtomicU64,
+    /// Per exact size class: a stack of blocks this thread freed, linked through their FREE
+    /// headers (`block::free`, `next`) and kept off the shared lists, so a thread that frees and
+    /// allocates the same sizes touches no shared atomic. Each is a walkable FREE segment, so a
+    /// crash leaves them as free space for recovery. Owner-only, `Relaxed` like `cur`.
+    pub cache: [AtomicU64; CACHE_CLASSES],
+    pub counters: Counters,
+}
+
+impl ChunkCell {
+    /// Whether the block at `hdr` spanning `span` bytes is the last one bumped in this cell's
+    /// chunk: the one a rewind (or an in-place resize) may move the cursor back over. Owner only.
+    #[inline]
+    pub(crate) fn ends_with(&self, hdr: u64, span: u64) -> bool {
+        let cur = self.cur.load(Ordering::Relaxed);
+        cur != 0 && cur == hdr + span && hdr >= self.start.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for ChunkCell {
+    fn default() -> Self {
+        ChunkCell {
+            cur: AtomicU64::new(0),
+            end: AtomicU64::new(0),
+            start: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            abandoned: AtomicBool::new(false),
+            gen_next: AtomicU64::new(0),
+            gen_end: AtomicU64::new(0),
+            cache: std::array::from_fn(|_| AtomicU64::new(0)),
+            counters: Counters::default(),
+        }
+    }
+}
+
+/// Per-thread counters, summed by `Arena::stats`. Each is written by one thread at a time with a
+/// `Relaxed` load and store (no read-modify-write on the hot path).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub allocs: AtomicU64,
+    pub alloc_bytes: AtomicU64,
+    pub from_freelist: AtomicU64,
+    pub from_cache: AtomicU64,
+    pub frees: AtomicU64,
+    pub free_bytes: AtomicU64,
+    pub failures: AtomicU64,
+    pub rewinds: AtomicU64,
+    /// Free segments this thread's coalescing passes merged into a neighbour.
+    pub coalesced: AtomicU64,
+}
+
+/// Adds `n` to a counter only its owner thread writes.
+#[inline]
+pub(crate) fn bump_counter(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+pub(crate) type Cell = Arc<CachePadded<ChunkCell>>;
+
+/// The cells an arena has handed out, so that close and `compact` can reach every chunk.
+#[derive(Default)]
+pub(crate) struct CellRegistry {
+    cells: Mutex<Vec<Cell>>,
+}
+
+impl CellRegistry {
+    /// A cell for the calling thread: an abandoned one if there is one, else a new one.
+    #[cold]
+    #[inline(never)]
+    fn acquire(&self) -> Cell {
+        let _step = Step::enter();
+        let mut cells = lock(&self.cells);
+        for c in cells.iter() {
+            // Acquire: pairs with the Release store in `abandon`, so the previous owner's stores to
+            // the cell are visible to the new owner.
+            if c.abandoned
+                .compare_exchange(true, false, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return c.clone();
+            }
+        }
+        let c: Cell = Arc::new(CachePadded::new(ChunkCell::default()));
+        cells.push(c.clone());
+        c
+    }
+
+    /// Every cell, for exclusive passes and stats.
+    pub(crate) fn all(&self) -> Vec<Cell> {
+        let _step = Step::enter();
+        lock(&self.cells).clone()
+    }
+
+    /// Folds `f` over every cell, under the registry's lock, without copying the list.
+    pub(crate) fn fold<T>(&self, init: T, f: impl FnMut(T, &Cell) -> T) -> T {
+        let _step = Step::enter();
+        lock(&self.cells).iter().fold(init, f)
+    }
+}
+
+fn abandon(c: &Cell) {
+    // Release: publishes this thread's last stores to the cell to whoever adopts it (Acquire CAS in
+    // `CellRegistry::acquire`).
+    c.abandoned.store(true, Ordering::Release);
+}
+
+#[cfg(not(parena_loom))]
+std::thread_local! {
+    /// How many [`Step`]s are on this thread's stack. No destructor, so usable at thread exit.
+    static STEP: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+#[cfg(parena_loom)]
+loom::thread_local! {
+    static STEP: std::cell::Cell<u32> = std::cell::Cell::new(0);
+}
+
+/// Marks an exclusive step of the calling thread (its slot list borrowed, the registry locked, a
+/// coalescing pass running) for as long as it lives; see invariant A.
+pub(crate) struct Step(());
+
+impl Step {
+    #[inline]
+    pub(crate) fn enter() -> Step {
+        let _ = STEP.try_with(|d| d.set(d.get() + 1));
+        Step(())
+    }
+}
+
+impl Drop for Step {
+    #[inline]
+    fn drop(&mut self) {
+        let _ = STEP.try_with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Whether the calling thread is inside a [`Step`] (a thread whose thread-locals are gone counts as
+/// inside: nothing may rely on them).
+#[inline]
+pub(crate) fn in_step() -> bool {
+    STEP.try_with(|d| d.get() > 0).unwrap_or(true)
+}
+
+/// Test support for invariant A (cargo feature `alloc-audit`, off by default: without it none of
+/// this is compiled and the entry points pay nothing). Every entry point an allocator interface can
+/// reach holds an [`audit::Op`] while it runs; a test's `#[global_allocator]` asks
+/// [`audit::depth`] and aborts if it is entered while an operation is on the stack. The one
+/// allowed allocation, a thread's cell registration (and `GlobalArena`'s creation of its arena),
+/// runs under an [`audit::Exempt`].
+#[cfg(feature = "alloc-audit")]
+pub mod audit {
+    use std::cell::Cell;
+
+    std::thread_local! {
+        static DEPTH: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// How many parena operations are on the calling thread's stack (0 inside an `Exempt`).
+    pub fn depth() -> u32 {
+        DEPTH.try_with(Cell::get).unwrap_or(0)
+    }
+
+    /// One parena operation on the stack, for as long as it lives.
+    pub(crate) struct Op(());
+
+    impl Op {
+        pub(crate) fn enter() -> Op {
+            let _ = DEPTH.try_with(|d| d.set(d.get() + 1));
+            Op(())
+        }
+    }
+
+    impl Drop for Op {
+        fn drop(&mut self) {
+            let _ = DEPTH.try_with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+
+    /// An allowed allocation (see the module docs): the depth reads 0 until it is dropped.
+    pub(crate) struct Exempt(u32);
+
+    impl Exempt {
+        pub(crate) fn enter() -> Exempt {
+            Exempt(DEPTH.try_with(|d| d.replace(0)).unwrap_or(0))
+        }
+    }
+
+    impl Drop for Exempt {
+        fn drop(&mut self) {
+            let _ = DEPTH.try_with(|d| d.set(self.0));
+        }
+    }
+}
+
+/// Marks a parena operation reachable from an allocator interface (`audit::Op`); expands to
+/// nothing without the `alloc-audit` feature.
+macro_rules! audit_op {
+    () => {
+        #[cfg(feature = "alloc-audit")]
+        let _audit = $crate::cells::audit::Op::enter();
+    };
+}
+pub(crate) use audit_op;
+
+/// Marks an allowed allocation (`audit::Exempt`); nothing without the `alloc-audit` feature.
+macro_rules! audit_exempt {
+    () => {
+        #[cfg(feature = "alloc-audit")]
+        let _audit_exempt = $crate::cells::audit::Exempt::enter();
+    };
+}
+pub(crate) use audit_exempt;
+
+/// Slots per thread: a thread that uses more arenas at once than this hands cells back and forth.
+const SLOTS: usize = 8;
+
+/// Allocation lanes per thread and arena (see [`crate::Arena::with_lane`]): each lane has its own
+/// chunk cell, so the blocks a thread allocates in one lane sit next to each other whatever it
+/// allocates in the others.
+pub const LANES: usize = 4;
+
+struct Slot {
+    arena: u64,
+    /// This thread's cell for each lane, taken on the lane's first use.
+    cells: [Option<Cell>; LANES],
+}
+
+impl Slot {
+    fn abandon(&mut self) {
+        for c in self.cells.iter_mut().filter_map(Option::take) {
+            abandon(&c);
+        }
+    }
+}
+
+struct ThreadCells {
+    slots: RefCell<Vec<Slot>>,
+}
+
+impl Drop for ThreadCells {
+    fn drop(&mut self) {
+        // The fast path must not hand out cells this thread is giving up.
+        // (Under loom the thread-locals are destroyed in any order; a `FAST` already gone needs no
+        // clearing.)
+        let _ = FAST.try_with(Fast::clear);
+        for mut s in self.slots.get_mut().drain(..) {
+            s.abandon();
+        }
+    }
+}
+
+crate::sync::parena_thread_local! {
+    static CELLS: ThreadCells = ThreadCells { slots: RefCell::new(Vec::new()) };
+}
+
+/// The cells of the calling thread's first slot, for the fast path: one thread-local load and a
+/// compare, where `CELLS` needs a lazy-initialisation check, a `RefCell` borrow and a `Vec` index.
+///
+/// Invariant F: `arena` is 0 (no arena has uid 0) or equals `slots[0].arena` of this thread's
+/// `CELLS`, and then `cells[l]` points to the cell in `slots[0].cells[l]` (null when `None`).
+/// Everything that changes `slots[0]` (`with_cell_slow`, the drop of `CELLS`) restores it.
+struct Fast {
+    arena: std::cell::Cell<u64>,
+    cells: [std::cell::Cell<*const ChunkCell>; LANES],
+}
+
+impl Fast {
+    fn clear(&self) {
+        self.arena.set(0);
+        for c in &self.cells {
+            c.set(std::ptr::null());
+        }
+    }
+
+    /// Points at the cells of `slot`, which becomes this thread's first slot.
+    fn set(&self, slot: &Slot) {
+        self.arena.set(slot.arena);
+        for (f, c) in self.cells.iter().zip(&slot.cells) {
+            f.set(
+                c.as_ref()
+                    .map_or(std::ptr::null(), |c| &***c as *const ChunkCell),
+            );
+        }
+    }
+}
+
+// No destructor, so it stays usable while other thread-locals (`CELLS` included) are destroyed.
+#[cfg(not(parena_loom))]
+std::thread_local! {
+    static FAST: Fast = const {
+        Fast {
+            arena: std::cell::Cell::new(0),
+            cells: [const { std::cell::Cell::new(std::ptr::null()) }; LANES],
+        }
+    };
+}
+#[cfg(parena_loom)]
+loom::thread_local! {
+    static FAST: Fast = Fast {
+        arena: std::cell::Cell::new(0),
+        cells: std::array::from_fn(|_| std::cell::Cell::new(std::ptr::null())),
+    };
+}
+
+/// Runs `f` with the calling thread's cell for lane `lane` (`< LANES`) of the arena whose
+/// process-unique id is `arena`.
+///
+/// `f` must not call `with_cell` again: the cell is this thread's only while no slot changes.
+#[inline]
+pub(crate) fn with_cell<R>(
+    arena: u64,
+    lane: usize,
+    registry: &CellRegistry,
+    f: impl FnOnce(&ChunkCell) -> R,
+) -> R {
+    // The thread-local lookup only finds the cell; `f` runs after it. Running `f` inside
+    // `try_with` returned `R` through `Result<Option<R>, _>`, and the compiler copied it through
+    // the stack with overlapping loads that defeat store forwarding: ~40 ns per allocation
+    // (issue 7; see docs/performance.md).
+    let hit = FAST
+        .try_with(|fast| {
+            if fast.arena.get() == arena {
+                NonNull::new(fast.cells[lane].get().cast_mut())
+            } else {
+                None
+            }
+        })
+        .ok()
+        .flatten();
+    match hit {
+        Some(cell) => {
+            // SAFETY: by invariant F the pointer is the cell in this thread's first slot for
+            // `arena`, taken from a live `Arc<ChunkCell>`. `registry` (borrowed for this whole
+            // call) holds an `Arc` of every cell it ever handed out and never drops one, and this
+            // slot's cell came from `registry` (slots are keyed by the arena's never-reused uid),
+            // so the cell outlives `f`. Only shared references to it exist (its fields are
+            // atomics), and this thread owns it: it is abandoned only by this thread, in
+            // `with_cell_slow` or at thread exit, neither of which can run during `f`.
+            f(unsafe { cell.as_ref() })
+        }
+        None => with_cell_slow(arena, lane, registry, f),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn with_cell_slow<R>(
+    arena: u64,
+    lane: usize,
+    registry: &CellRegistry,
+    f: impl FnOnce(&ChunkCell) -> R,
+) -> R {
+    let step = Step::enter();
+    let cell = CELLS.try_with(|t| {
+        // The registration of a new cell (slot list growth, `CellRegistry::acquire`) is the one
+        // allocation invariant A allows.
+        audit_exempt!();
+        // Borrowed already only if this thread re-entered parena from inside a walk of its slots
+        // (`for_each_thread_cell`): treated like a thread whose thread-locals are gone, below.
+        let mut slots = t.slots.try_borrow_mut().ok()?;
+        match slots.iter().position(|s| s.arena == arena) {
+            Some(i) => {
+                let s = slots.remove(i);
+                slots.insert(0, s);
+            }
+            None => {
+                if slots.len() == SLOTS {
+                    if let Some(mut old) = slots.pop() {
+                        // Never the first slot (SLOTS > 1), so invariant F still holds.
+                        old.abandon();
+                    }
+                }
+                slots.insert(
+                    0,
+                    Slot {
+                        arena,
+                        cells: Default::default(),
+                    },
+                );
+            }
+        }
+        let c = slots[0].cells[lane]
+            .get_or_insert_with(|| registry.acquire())
+            .clone();
+        // Invariant F: the first slot changed.
+        // (If `FAST` is gone, which only loom's thread-locals allow, the fast path is never
+        // taken again on this thread.)
+        let _ = FAST.try_with(|fast| fast.set(&slots[0]));
+        Some(c)
+    });
+    drop(step);
+    match cell {
+        Ok(Some(c)) => f(&c),
+        // The thread is exiting and its thread-locals are gone (or its slot list is borrowed by a
+        // walk this call re-entered): borrow a cell for this one call.
+        Ok(None) | Err(_) => {
+            let c = {
+                audit_exempt!();
+                registry.acquire()
+            };
+            let r = f(&c);
+            abandon(&c);
+            r
+        }
+    }
+}
+
+/// Runs `f` on each cell the calling thread holds in the arena `arena` (one per lane it used).
+///
+/// `f` runs while the thread's slot list is borrowed, under a [`Step`]: it must not call
+/// `with_cell` (a re-entrant allocation through `GlobalArena` is sent to the system allocator).
+pub(crate) fn for_each_thread_cell(arena: u64, mut f: impl FnMut(&ChunkCell)) {
+    let _step = Step::enter();
+    let _ = CELLS.try_with(|t| {
+        // `try_borrow`: a walk that re-enters itself finds the list borrowed and skips it.
+        if let Ok(slots) = t.slots.try_borrow() {
+            for c in slots
+                .iter()
+                .filter(|s| s.arena == arena)
+                .flat_map(|s| s.cells.iter().flatten())
+            {
+                f(c);
+            }
+        }
+    });
+}

@@ -1,0 +1,96 @@
+//! Giving free space back: the one place that turns a run of bytes the caller owns into free
+//! space, listed or not. Chunk tails, a block's cut-off tail, the remainder of a carved segment
+//! and the runs recovery gathers all come here.
+
+use super::FreeLists;
+use crate::backing::Backing;
+use crate::block;
+use crate::format::{Freelist, Geometry, OFF_DISCARDED};
+use crate::sync::Ordering;
+
+/// How space that is not listed is left for the heap walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unlisted {
+    /// The bytes are already zero (a chunk tail): the walk reads them as a gap; nothing is written.
+    Gap,
+    /// A filler (PAD header).
+    Filler,
+    /// A FREE segment (span word, then header, fresh generation) when it is at least 16 bytes,
+    /// else a filler.
+    Segment,
+}
+
+/// What [`FreeLists::prepare`] made of a run of free space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Prepared {
+    /// A FREE segment with this generation, written and ready to push.
+    List(u32),
+    /// Left unlisted: this many bytes count as discarded.
+    Discard(u64),
+}
+
+impl FreeLists {
+    /// Gives back `off..off + span`, which the caller owns: listed with a fresh (even)
+    /// generation when the policy lists and the span reaches `min_segment`, otherwise left as
+    /// `unlisted` says. Returns the bytes left unlisted, for the caller's discarded count.
+    pub(crate) fn give_back(
+        &self,
+        mem: &Backing,
+        geom: &Geometry,
+        off: u64,
+        span: u64,
+        unlisted: Unlisted,
+    ) -> u64 {
+        match self.prepare(mem, geom, off, span, unlisted) {
+            Prepared::List(generation) => {
+                self.push(mem, off, span, generation);
+                0
+            }
+            Prepared::Discard(n) => n,
+        }
+    }
+
+    /// The first half of [`FreeLists::give_back`]: writes what makes `off..off + span` walkable
+    /// free space, without listing it yet. For a caller that must commit something else (the
+    /// header of the block carved in front) before the segment may be pushed.
+    pub(crate) fn prepare(
+        &self,
+        mem: &Backing,
+        geom: &Geometry,
+        off: u64,
+        span: u64,
+        unlisted: Unlisted,
+    ) -> Prepared {
+        let listed =
+            geom.freelist != Freelist::None && span >= 16 && span >= u64::from(geom.min_segment);
+        match unlisted {
+            _ if listed => {
+                let generation = block::fresh_gen(mem, false);
+                write_free(mem, off, span, generation);
+                return Prepared::List(generation);
+            }
+            Unlisted::Gap => {}
+            Unlisted::Segment if span >= 16 => {
+                write_free(mem, off, span, block::fresh_gen(mem, false));
+            }
+            Unlisted::Filler | Unlisted::Segment => {
+                mem.word(off).store(block::pad(span), Ordering::Relaxed);
+            }
+        }
+        Prepared::Discard(span)
+    }
+}
+
+/// A FREE segment's span word, then its header: a walk sees a whole segment or none.
+fn write_free(mem: &Backing, off: u64, span: u64, generation: u32) {
+    mem.word(off + 8).store(span, Ordering::Relaxed);
+    mem.word(off)
+        .store(block::free(generation, 0), Ordering::Relaxed);
+}
+
+/// Adds `n` bytes to the header's count of discarded space.
+pub(crate) fn add_discarded(mem: &Backing, n: u64) {
+    if n > 0 {
+        mem.word(OFF_DISCARDED).fetch_add(n, Ordering::Relaxed);
+    }
+}

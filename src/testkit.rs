@@ -1,0 +1,161 @@
+//! Not part of the API; no semver guarantee; for parena's own tests and fuzz targets.
+//!
+//! The on-disk layout and the packed words are private to the crate. Tests that build or patch
+//! arena files (the `open_bytes` fuzz target, the regression tests) and tests that forge handles
+//! need a few of those facts; this module hands them out as thin wrappers over the crate's own
+//! definitions (`crate::format`, `crate::block`), so there is one copy of each. The shared model,
+//! the byte patterns and the checks built on them live in the `parena-testkit` path crate.
+
+use crate::block::{self, Handle, LiveState};
+use crate::format::{self, RawHeader};
+use std::mem::offset_of;
+
+/// Bytes of the fixed header.
+pub const HEADER_SIZE: usize = format::HEADER_SIZE as usize;
+/// Offset of the header checksum; it covers the bytes before it.
+pub const OFF_HEADER_CHECKSUM: usize = offset_of!(RawHeader, header_checksum);
+/// Offset of the capacity word, the first mutable word (and the first the state checksum covers).
+pub const OFF_CAPACITY: usize = format::OFF_CAPACITY as usize;
+/// Offset of the clean/dirty state word.
+pub const OFF_STATE: usize = format::OFF_STATE as usize;
+/// Offset of the state checksum.
+pub const OFF_STATE_CHECKSUM: usize = format::OFF_STATE_CHECKSUM as usize;
+/// Offset of the bump offset word.
+pub const OFF_BUMP: usize = format::OFF_BUMP as usize;
+/// Offset of the root slots.
+pub const OFF_ROOTS: usize = format::OFF_ROOTS as usize;
+/// End of the words the state checksum covers.
+pub const HEAP_META_END: usize = format::HEAP_META_END as usize;
+/// The state word of a cleanly closed arena.
+pub const STATE_CLEAN: u64 = format::STATE_CLEAN;
+/// The state word of an arena that is open (or was not closed cleanly).
+pub const STATE_DIRTY: u64 = format::STATE_DIRTY;
+
+/// FNV-1a 64, the checksum of the header.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    format::fnv1a(bytes)
+}
+
+/// Recomputes the header checksum of an arena file after its first bytes were edited, so the
+/// immutable fields validate. Files too short to hold it are left alone.
+pub fn reseal_header_checksum(file: &mut [u8]) {
+    const END: usize = OFF_HEADER_CHECKSUM + 8;
+    if file.len() >= END {
+        let sum = fnv1a(&file[..OFF_HEADER_CHECKSUM]);
+        file[OFF_HEADER_CHECKSUM..END].copy_from_slice(&sum.to_le_bytes());
+    }
+}
+
+/// Recomputes the state checksum of an arena file after its mutable words were edited, so a
+/// CLEAN state word is believed. Files too short to hold the words it covers are left alone.
+pub fn reseal_state_checksum(file: &mut [u8]) {
+    if file.len() >= HEAP_META_END {
+        let words = (OFF_CAPACITY..HEAP_META_END).step_by(8).map(|off| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&file[off..off + 8]);
+            (off as u64, u64::from_le_bytes(w))
+        });
+        let sum = format::state_checksum(words);
+        file[OFF_STATE_CHECKSUM..OFF_STATE_CHECKSUM + 8].copy_from_slice(&sum.to_le_bytes());
+    }
+}
+
+/// Reseals both header checksums after editing bytes: the file is then trusted as clean (when
+/// its state word says CLEAN).
+pub fn reseal_header(file: &mut [u8]) {
+    reseal_header_checksum(file);
+    reseal_state_checksum(file);
+}
+
+/// A handle with these bits: the data offset (a multiple of 8) and the generation, each cut to
+/// the width the handle keeps, packed as the crate packs real handles. It need not name a block.
+pub fn forge_handle(offset: u64, generation: u32) -> Handle {
+    let all = Handle::from_u64(u64::MAX);
+    Handle::new(offset & all.offset(), generation & all.generation())
+}
+
+/// The most readers a block header can count.
+pub const MAX_READERS: u64 = block::MAX_READERS;
+
+/// A LIVE, published block header word of `len` bytes, generation `generation`, `readers`
+/// readers.
+pub fn live_word(len: u64, generation: u32, readers: u64) -> u64 {
+    block::live(len, generation, LiveState::Published, readers)
+}
+
+/// The same LIVE header word with its reader count set to `readers` (at most [`MAX_READERS`]).
+pub fn with_readers(word: u64, readers: u64) -> u64 {
+    debug_assert!(readers <= MAX_READERS, "{readers} readers do not fit");
+    block::Header(word).with_readers(readers).0
+}
+
+/// Length, generation and reader count of a LIVE header word; `None` for any other word.
+pub fn decode_live(word: u64) -> Option<(u64, u32, u64)> {
+    match block::decode(word) {
+        block::HeaderWord::Live {
+            len,
+            generation,
+            readers,
+            ..
+        } => Some((len, generation, readers)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Geometry;
+    use crate::options::Freelist;
+
+    /// A header edited byte by byte and resealed is trusted as clean, with the edit in place.
+    #[test]
+    fn resealed_header_validates_clean() {
+        let g = Geometry {
+            magic_version: 1,
+            freelist: Freelist::Optimistic,
+            chunk_shift: 12,
+            reserved_len: 0,
+            min_segment: 16,
+            data_start: Geometry::data_start_for(0),
+            arena_id: 7,
+        };
+        let mut bytes = bytemuck::bytes_of(&RawHeader::new(&g, 1 << 20)).to_vec();
+        bytes[OFF_BUMP..OFF_BUMP + 8].copy_from_slice(&(g.data_start + 64).to_le_bytes());
+        assert!(!RawHeader::parse(&bytes).validate(1 << 20).unwrap().clean);
+        reseal_header(&mut bytes);
+        let h = RawHeader::parse(&bytes);
+        assert!(h.validate(1 << 20).unwrap().clean);
+        assert_eq!(h.bump, g.data_start + 64);
+        // The immutable part: an edit without a reseal is refused, with one it validates.
+        bytes[12] ^= 1;
+        assert!(RawHeader::parse(&bytes).validate(1 << 20).is_err());
+        reseal_header(&mut bytes);
+        assert_eq!(
+            RawHeader::parse(&bytes)
+                .validate(1 << 20)
+                .unwrap()
+                .geometry
+                .magic_version,
+            0
+        );
+    }
+
+    #[test]
+    fn forged_handles_pack_as_real_ones() {
+        assert_eq!(forge_handle(4104, 5), Handle::new(4104, 5));
+        let h = forge_handle(u64::MAX, u32::MAX);
+        assert_eq!(h.to_u64(), u64::MAX);
+        assert_eq!(forge_handle(1 << 43, 1 << 24), Handle::NULL);
+    }
+
+    #[test]
+    fn reader_count_round_trips() {
+        let w = live_word(8, 3, 0);
+        assert_eq!(decode_live(w), Some((8, 3, 0)));
+        let full = with_readers(w, MAX_READERS);
+        assert_eq!(decode_live(full), Some((8, 3, MAX_READERS)));
+        assert_eq!(with_readers(full, 0), w);
+        assert_eq!(decode_live(block::free(2, 0)), None);
+    }
+}

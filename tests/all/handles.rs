@@ -1,0 +1,118 @@
+//! Forged, foreign and wrapped handles: no safe call may reach bytes its caller does not own.
+//!
+//! Each test reproduces one way a handle check can be fooled today, from the public API only. They
+//! are the acceptance tests of the exact handle check (docs/metadata.md, section 4) and are ignored
+//! until it lands: `cargo test --test all handles -- --ignored` shows which still fail.
+
+use parena::{Error, Handle, Options};
+
+/// The header word parena writes before a published block of `len` bytes with generation `g`
+/// (today's encoding: kind LIVE in the top two bits, generation above the length).
+fn live_header(len: u64, g: u64) -> u64 {
+    (1 << 62) | (g << 32) | len
+}
+
+/// A handle naming `offset` with generation `g`, built from bits as a user could.
+fn forge(offset: u64, g: u64) -> Handle {
+    Handle::from_u64((g << 40) | (offset / 8))
+}
+
+#[test]
+#[ignore = "issue 15: a header forged in user bytes is accepted"]
+fn a_header_forged_inside_a_block_is_refused() {
+    let arena = Options::new().capacity(1 << 20).heap().unwrap();
+    let mut a = arena.alloc(64).unwrap();
+    // Header-shaped user bytes at the start of the block, for every generation a guesser would
+    // try first.
+    a[..8].copy_from_slice(&live_header(8, 1).to_le_bytes());
+    let inner = a.offset() + 8;
+    let h = a.into_handle();
+    for g in 0..4 {
+        let forged = forge(inner, g);
+        assert!(
+            arena.free(forged).is_err(),
+            "a forged header at {inner} (generation {g}) was freed"
+        );
+        assert!(arena.len_of(forged).is_err());
+        assert!(!arena.contains(forged));
+    }
+    // The real block is untouched and still the only owner of its bytes.
+    let mut buf = [0u8; 8];
+    arena.read(h, 0, &mut buf).unwrap();
+    assert_eq!(u64::from_le_bytes(buf), live_header(8, 1));
+}
+
+#[test]
+#[ignore = "issue 15: handles of one arena are accepted by another"]
+fn a_handle_from_another_arena_is_refused() {
+    let a = Options::new().capacity(1 << 20).heap().unwrap();
+    let b = Options::new().capacity(1 << 20).heap().unwrap();
+    let ha = a.alloc_copy(b"from a").unwrap();
+    let hb = b.alloc_copy(b"from b").unwrap();
+    assert_ne!(
+        ha, hb,
+        "two fresh arenas hand out the same handle for their first block"
+    );
+    assert!(b.read_with(ha, |_| ()).is_err());
+    assert!(b.free(ha).is_err());
+    assert_eq!(b.read_with(hb, <[u8]>::to_vec).unwrap(), b"from b");
+}
+
+#[test]
+#[ignore = "issue 15: the 24-bit generation wraps after 2^24 reuses"]
+#[cfg_attr(miri, ignore = "2^24 cycles")]
+fn a_stale_handle_stays_stale_after_2_pow_24_reuses() {
+    let arena = Options::new()
+        .capacity(1 << 20)
+        .thread_cache(false)
+        .heap()
+        .unwrap();
+    let first = arena.alloc_copy(&[1u8; 16]).unwrap();
+    arena.free(first).unwrap();
+    for i in 0..(1u64 << 24) + 10 {
+        let h = arena.alloc_copy(&[2u8; 16]).unwrap();
+        assert_eq!(
+            h.offset(),
+            first.offset(),
+            "reuse left the offset at cycle {i}"
+        );
+        assert_ne!(
+            h.generation(),
+            first.generation(),
+            "cycle {i}: the stale handle's generation came back: it now names a new block"
+        );
+        arena.free(h).unwrap();
+    }
+    assert!(matches!(
+        arena.free(first),
+        Err(Error::Stale { .. } | Error::DoubleFree { .. })
+    ));
+}
+
+#[cfg(feature = "allocator-api2")]
+#[test]
+#[ignore = "issue 15: allocator-interface blocks are reachable by handles"]
+fn allocator_blocks_are_off_limits_to_handles() {
+    use allocator_api2::vec::Vec as AVec;
+    let arena = Options::new().capacity(1 << 20).heap().unwrap();
+    let marker = arena.alloc_copy(&[0u8; 8]).unwrap();
+    let mut v: AVec<u8, &parena::Arena> = AVec::with_capacity_in(64, &arena);
+    v.extend_from_slice(&[7u8; 64]);
+    // The Vec's buffer lies just after `marker`: every offset there, with every generation a
+    // guesser would try first, must be refused.
+    for off in (marker.offset() + 8..marker.offset() + 512).step_by(8) {
+        for g in 0..4 {
+            let guess = forge(off, g);
+            assert!(
+                arena.read_with(guess, |_| ()).is_err(),
+                "the Vec's buffer was readable through a forged handle at {off}"
+            );
+            assert!(
+                arena.free(guess).is_err(),
+                "the Vec's buffer was freed through a forged handle at {off}"
+            );
+        }
+    }
+    v.push(8);
+    assert!(v[..64].iter().all(|&b| b == 7));
+}

@@ -1,0 +1,796 @@
+//! The layer table of `docs/design.md`, enforced.
+//!
+//! Every `.rs` file under `src/` has one row in the table, in exactly this form:
+//!
+//! ```text
+//! | `src/path/file.rs` | N | what it owns |
+//! ```
+//!
+//! and may use only files whose layer number is lower than or equal to its own. An edge to a
+//! higher number fails, and so does any cycle (which, with no edge running up, can only join files
+//! of one layer): dependencies point one way. The test also fails when a file under `src/` has no
+//! row, or a row names a file that does not exist.
+//!
+//! The edges are read from the source text, with comments and the contents of string and char
+//! literals blanked out:
+//! - `use` trees (`use crate::{a::X, b::{Y, Z}};`, `pub(crate) use ...`), expanded to paths;
+//! - paths in code that start with `crate::`, `super::` or `self::`, or with the name of a child
+//!   module the file declares (`mod flush;` then `flush::forget(..)`);
+//! - `super::` climbs one module per step: out of `src/aio/open.rs` it reaches `src/aio/mod.rs`'s
+//!   module, out of `src/aio/mod.rs` the crate root; inside an inline module (`mod tests { .. }`)
+//!   the first steps stay in the same file, which is not an edge.
+//!
+//! A path resolves to the file of its longest prefix that is a module with a file
+//! (`crate::freelist::policy::Policy` is `src/freelist/policy.rs`, `crate::arena::Inner` is
+//! `src/arena.rs` or `src/arena/mod.rs`). Declaring a module (`mod x;`) is not an edge: only using
+//! it is.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// One crate-internal path found in a file, made absolute (from the crate root).
+#[derive(Clone, Debug)]
+struct Use {
+    line: usize,
+    /// The path as written (after expanding `use` groups).
+    path: String,
+    /// Its segments from the crate root (`super`, `self` and child names resolved).
+    abs: Vec<String>,
+    /// Whether it comes from a `use` at the top of the file, which makes its last segment a name
+    /// of this module that others can reach (`crate::Arena` through `pub use arena::Arena`).
+    top_use: bool,
+}
+
+/// One crate-internal use of another file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Edge {
+    from: String,
+    line: usize,
+    /// The path as written (after expanding `use` groups).
+    path: String,
+    to: String,
+}
+
+/// Edges of the current layout that the layering does not allow yet, each with the change that
+/// removes it. An edge listed here is left out of both checks; a listed edge that no longer occurs
+/// fails the test, so the list only shrinks.
+const KNOWN: &[(&str, &str, &str)] = &[];
+
+/// Parses the rows `| `src/...rs` | N | ... |` of a markdown document.
+fn parse_table(doc: &str) -> Result<BTreeMap<String, u32>, Vec<String>> {
+    let mut rows = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (i, line) in doc.lines().enumerate() {
+        let cells: Vec<&str> = line.trim().split('|').map(str::trim).collect();
+        // "| a | b | c |" splits into ["", a, b, c, ""].
+        if cells.len() < 5 || !cells[0].is_empty() {
+            continue;
+        }
+        let Some(file) = cells[1]
+            .strip_prefix('`')
+            .and_then(|c| c.strip_suffix('`'))
+            .filter(|f| f.starts_with("src/") && f.ends_with(".rs"))
+        else {
+            continue;
+        };
+        match cells[2].parse::<u32>() {
+            Ok(layer) => {
+                if rows.insert(file.to_string(), layer).is_some() {
+                    errors.push(format!(
+                        "docs/design.md:{}: `{file}` has a second row",
+                        i + 1
+                    ));
+                }
+            }
+            Err(_) => errors.push(format!(
+                "docs/design.md:{}: `{file}`: layer `{}` is not a number",
+                i + 1,
+                cells[2]
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(rows)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `src` with comments and the contents of string and char literals replaced by spaces (newlines
+/// kept, so line numbers and byte positions still match).
+fn strip(src: &str) -> String {
+    let c: Vec<char> = src.chars().collect();
+    let mut out = String::with_capacity(src.len());
+    let blank = |out: &mut String, ch: char| out.push(if ch == '\n' { '\n' } else { ' ' });
+    let mut i = 0;
+    while i < c.len() {
+        let next = c.get(i + 1).copied();
+        if c[i] == '/' && next == Some('/') {
+            while i < c.len() && c[i] != '\n' {
+                blank(&mut out, c[i]);
+                i += 1;
+            }
+        } else if c[i] == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < c.len() {
+                if c[i] == '/' && c.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    out.push_str("  ");
+                    i += 2;
+                } else if c[i] == '*' && c.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    out.push_str("  ");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    blank(&mut out, c[i]);
+                    i += 1;
+                }
+            }
+        } else if c[i] == 'r'
+            && (next == Some('"') || next == Some('#'))
+            && (i == 0 || !is_ident(c[i - 1]))
+        {
+            // A raw string r"..." or r#"..."#.
+            let mut j = i + 1;
+            while c.get(j) == Some(&'#') {
+                j += 1;
+            }
+            if c.get(j) != Some(&'"') {
+                out.push(c[i]);
+                i += 1;
+                continue;
+            }
+            let hashes = j - i - 1;
+            out.extend(std::iter::repeat_n(' ', j - i + 1));
+            i = j + 1;
+            while i < c.len() {
+                if c[i] == '"' && (1..=hashes).all(|k| c.get(i + k) == Some(&'#')) {
+                    out.extend(std::iter::repeat_n(' ', hashes + 1));
+                    i += hashes + 1;
+                    break;
+                }
+                blank(&mut out, c[i]);
+                i += 1;
+            }
+        } else if c[i] == '"' {
+            out.push(' ');
+            i += 1;
+            while i < c.len() && c[i] != '"' {
+                if c[i] == '\\' {
+                    blank(&mut out, c[i]);
+                    i += 1;
+                }
+                if i < c.len() {
+                    blank(&mut out, c[i]);
+                    i += 1;
+                }
+            }
+            out.push(' ');
+            i += 1;
+        } else if c[i] == '\'' && next == Some('\\') {
+            // An escaped char literal: '\n', '\'', '\u{7f}'.
+            out.push_str("  ");
+            i += 2;
+            while i < c.len() && c[i] != '\'' {
+                out.push(' ');
+                i += 1;
+            }
+            out.push(' ');
+            i += 1;
+        } else if c[i] == '\'' && c.get(i + 2) == Some(&'\'') {
+            // A char literal '{' (a lifetime 'a is never followed by a quote).
+            out.push_str("   ");
+            i += 3;
+        } else {
+            out.push(c[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn is_ident(ch: char) -> bool {
+    ch.is_alphanumeric() || ch == '_'
+}
+
+/// The module path of a file under `src/`: `src/lib.rs` is `[]`, `src/aio/mod.rs` is `["aio"]`,
+/// `src/aio/open.rs` is `["aio", "open"]`.
+fn module_of(file: &str) -> Vec<String> {
+    let rel = file.strip_prefix("src/").unwrap_or(file);
+    let rel = rel.strip_suffix(".rs").unwrap_or(rel);
+    let mut parts: Vec<String> = rel.split('/').map(String::from).collect();
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
+        parts.pop();
+    }
+    parts
+}
+
+/// The file of the longest prefix of `path` that has one, and the prefix's length.
+fn file_of(path: &[String], files: &BTreeSet<String>) -> Option<(String, usize)> {
+    (0..=path.len()).rev().find_map(|n| {
+        let p = path[..n].join("/");
+        let candidates = if n == 0 {
+            vec!["src/lib.rs".to_string()]
+        } else {
+            vec![format!("src/{p}.rs"), format!("src/{p}/mod.rs")]
+        };
+        candidates
+            .into_iter()
+            .find(|c| files.contains(c))
+            .map(|c| (c, n))
+    })
+}
+
+/// The file that defines what `abs` names: the file of its longest module prefix, followed
+/// through that file's top-level `use` of the next segment, if any (re-exports such as
+/// `crate::Arena`, or a child's `super::X` where the parent imported `X`).
+fn resolve(
+    abs: &[String],
+    files: &BTreeSet<String>,
+    imports: &BTreeMap<String, BTreeMap<String, Vec<String>>>,
+) -> Option<String> {
+    let mut abs = abs.to_vec();
+    let mut seen = BTreeSet::new();
+    loop {
+        let (file, n) = file_of(&abs, files)?;
+        let next = abs
+            .get(n)
+            .and_then(|name| imports.get(&file).and_then(|m| m.get(name)));
+        match next {
+            Some(target) if seen.insert(abs.clone()) => {
+                let mut followed = target.clone();
+                followed.extend(abs[n + 1..].iter().cloned());
+                abs = followed;
+            }
+            _ => return Some(file),
+        }
+    }
+}
+
+/// Expands a `use` tree (the text between `use` and `;`) into its paths, as `::`-joined segments.
+fn expand_use(tree: &str) -> Vec<String> {
+    fn go(s: &[char], i: &mut usize, prefix: &str, out: &mut Vec<String>) {
+        let mut cur = prefix.to_string();
+        while *i < s.len() {
+            match s[*i] {
+                '{' => {
+                    *i += 1;
+                    loop {
+                        go(s, i, &cur, out);
+                        if *i < s.len() && s[*i] == ',' {
+                            *i += 1;
+                            continue;
+                        }
+                        break;
+                    }
+                    if *i < s.len() && s[*i] == '}' {
+                        *i += 1;
+                    }
+                    return;
+                }
+                ',' | '}' => break,
+                ch if ch.is_whitespace() => *i += 1,
+                _ => {
+                    let start = *i;
+                    while *i < s.len()
+                        && !matches!(s[*i], '{' | '}' | ',')
+                        && !s[*i].is_whitespace()
+                    {
+                        *i += 1;
+                    }
+                    let word: String = s[start..*i].iter().collect();
+                    if word == "as" {
+                        // Skip the alias.
+                        while *i < s.len() && s[*i].is_whitespace() {
+                            *i += 1;
+                        }
+                        while *i < s.len() && is_ident(s[*i]) {
+                            *i += 1;
+                        }
+                        continue;
+                    }
+                    cur.push_str(&word);
+                }
+            }
+        }
+        if !cur.is_empty() && cur != prefix {
+            out.push(cur);
+        }
+    }
+    let s: Vec<char> = tree.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    go(&s, &mut i, "", &mut out);
+    out
+}
+
+/// The crate-internal edges of `file` (its source `src`), resolved against `files`.
+/// The crate-internal paths of `file` (its source `src`), made absolute.
+fn uses_of(file: &str, src: &str) -> Result<Vec<Use>, String> {
+    let code = strip(src);
+    let chars: Vec<char> = code.chars().collect();
+    let module = module_of(file);
+    let line_at = |pos: usize| chars[..pos].iter().filter(|&&c| c == '\n').count() + 1;
+
+    // Words, with their positions, and the brace depth at each.
+    let mut children = BTreeSet::new();
+    // (position, inline module depth, path, from a top-level `use`)
+    let mut found: Vec<(usize, usize, String, bool)> = Vec::new();
+    let mut depth = 0usize;
+    let mut inline: Vec<usize> = Vec::new(); // brace depths that opened an inline `mod`
+    let mut pending_mod = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let ch = chars[i];
+        if ch == '{' {
+            depth += 1;
+            if pending_mod {
+                inline.push(depth);
+                pending_mod = false;
+            }
+            i += 1;
+            continue;
+        }
+        if ch == '}' {
+            if inline.last() == Some(&depth) {
+                inline.pop();
+            }
+            depth = depth
+                .checked_sub(1)
+                .ok_or_else(|| format!("{file}:{}: unbalanced `}}`", line_at(i)))?;
+            i += 1;
+            continue;
+        }
+        if ch == ';' {
+            pending_mod = false;
+        }
+        if !is_ident(ch) || (i > 0 && (is_ident(chars[i - 1]) || chars[i - 1] == '$')) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && is_ident(chars[i]) {
+            i += 1;
+        }
+        let word: String = chars[start..i].iter().collect();
+        let preceded_by_colons = start >= 2 && chars[start - 2..start] == [':', ':'];
+        if word == "mod" {
+            // `mod name;` declares a child file; `mod name {` opens an inline module.
+            let rest: String = chars[i..]
+                .iter()
+                .take_while(|&&c| c != ';' && c != '{')
+                .collect();
+            let name = rest.trim();
+            match chars.get(i + rest.chars().count()) {
+                Some(';') if depth == 0 => {
+                    children.insert(name.to_string());
+                }
+                Some('{') => pending_mod = true,
+                _ => {}
+            }
+            continue;
+        }
+        if word == "use" {
+            let end = chars[i..]
+                .iter()
+                .position(|&c| c == ';')
+                .map_or(chars.len(), |p| i + p);
+            let tree: String = chars[i..end].iter().collect();
+            for path in expand_use(&tree) {
+                found.push((start, inline.len(), path, depth == 0));
+            }
+            i = end;
+            continue;
+        }
+        if preceded_by_colons {
+            continue;
+        }
+        // A path in code: word(::word)*.
+        let mut path = word;
+        while chars.get(i) == Some(&':') && chars.get(i + 1) == Some(&':') {
+            let s = i + 2;
+            let mut e = s;
+            while e < chars.len() && is_ident(chars[e]) {
+                e += 1;
+            }
+            if e == s {
+                break;
+            }
+            path.push_str("::");
+            path.extend(&chars[s..e]);
+            i = e;
+        }
+        if path.contains("::") {
+            found.push((start, inline.len(), path, false));
+        }
+    }
+    if depth != 0 {
+        return Err(format!(
+            "{file}: unbalanced braces (depth {depth} at the end)"
+        ));
+    }
+
+    let mut uses = Vec::new();
+    for (pos, inline_depth, path, top_use) in found {
+        let segs: Vec<String> = path.split("::").map(String::from).collect();
+        let mut target: Vec<String>;
+        let rest: &[String];
+        match segs[0].as_str() {
+            "crate" => {
+                target = Vec::new();
+                rest = &segs[1..];
+            }
+            "super" => {
+                let ups = segs.iter().take_while(|s| *s == "super").count();
+                if ups <= inline_depth {
+                    continue; // stays in this file
+                }
+                let climb = ups - inline_depth;
+                if climb > module.len() {
+                    return Err(format!(
+                        "{file}:{}: `{path}` climbs above the crate root",
+                        line_at(pos)
+                    ));
+                }
+                target = module[..module.len() - climb].to_vec();
+                rest = &segs[ups..];
+            }
+            "self" if inline_depth == 0 => {
+                target = module.clone();
+                rest = &segs[1..];
+            }
+            first if inline_depth == 0 && children.contains(first) => {
+                target = module.clone();
+                rest = &segs[..];
+            }
+            _ => continue,
+        }
+        target.extend(rest.iter().filter(|s| *s != "*" && *s != "self").cloned());
+        uses.push(Use {
+            line: line_at(pos),
+            path,
+            abs: target,
+            top_use,
+        });
+    }
+    Ok(uses)
+}
+
+/// Checks `sources` (path under the crate, text) against the layer table in `doc`, leaving out
+/// the edges in `known` (from, to, why); returns one message per problem.
+fn check(
+    doc: &str,
+    sources: &BTreeMap<String, String>,
+    known: &[(&str, &str, &str)],
+) -> Vec<String> {
+    let table = match parse_table(doc) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let mut problems = Vec::new();
+    let files: BTreeSet<String> = sources.keys().cloned().collect();
+    for f in &files {
+        if !table.contains_key(f) {
+            problems.push(format!("{f}: no row in the layer table of docs/design.md"));
+        }
+    }
+    for f in table.keys() {
+        if !files.contains(f) {
+            problems.push(format!(
+                "docs/design.md: the layer table names `{f}`, which does not exist"
+            ));
+        }
+    }
+    let mut uses = BTreeMap::new();
+    for (f, src) in sources {
+        match uses_of(f, src) {
+            Ok(u) => {
+                uses.insert(f.clone(), u);
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    let imports: BTreeMap<String, BTreeMap<String, Vec<String>>> = uses
+        .iter()
+        .map(|(f, us)| {
+            let names = us
+                .iter()
+                .filter(|u| u.top_use && u.abs.last().is_some_and(|l| l != "*" && l != "self"))
+                .map(|u| (u.abs.last().unwrap().clone(), u.abs.clone()))
+                .collect();
+            (f.clone(), names)
+        })
+        .collect();
+    let mut graph: BTreeMap<String, Vec<Edge>> = BTreeMap::new();
+    let mut used_known = BTreeSet::new();
+    for (f, us) in &uses {
+        for u in us {
+            let Some(to) = resolve(&u.abs, &files, &imports) else {
+                continue;
+            };
+            if &to == f {
+                continue;
+            }
+            if let Some(k) = known.iter().position(|(a, b, _)| a == f && *b == to) {
+                used_known.insert(k);
+                continue;
+            }
+            let e = Edge {
+                from: f.clone(),
+                line: u.line,
+                path: u.path.clone(),
+                to,
+            };
+            if let (Some(&a), Some(&b)) = (table.get(&e.from), table.get(&e.to)) {
+                if b > a {
+                    problems.push(format!(
+                        "{}:{}: `{}` runs up: {} (layer {a}) uses {} (layer {b})",
+                        e.from, e.line, e.path, e.from, e.to
+                    ));
+                }
+            }
+            graph.entry(e.from.clone()).or_default().push(e);
+        }
+    }
+    for (k, (a, b, _)) in known.iter().enumerate() {
+        if !used_known.contains(&k) {
+            problems.push(format!(
+                "tests/layering.rs: the known edge {a} -> {b} no longer occurs: delete it from KNOWN"
+            ));
+        }
+    }
+    problems.extend(cycles(&graph));
+    if std::env::var_os("LAYERING_SUGGEST").is_some() {
+        eprintln!("{}", suggest(&graph, &files));
+    }
+    problems
+}
+
+/// The unit a cycle may stay inside: the directory of a file under `src/x/` (a directory module:
+/// its `mod.rs` re-exports its files, which reach shared items through `super::`), or the file
+/// itself at the top of `src/`.
+fn unit(file: &str) -> &str {
+    match file.rfind('/') {
+        Some(i) if &file[..i] != "src" => &file[..i],
+        _ => file,
+    }
+}
+
+/// One message per cycle of files that leaves a directory module: each strongly connected set of
+/// files spanning more than one [`unit`], with the edges that join it.
+fn cycles(graph: &BTreeMap<String, Vec<Edge>>) -> Vec<String> {
+    fn reach<'g>(from: &'g str, graph: &'g BTreeMap<String, Vec<Edge>>) -> BTreeSet<&'g str> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![from];
+        while let Some(f) = todo.pop() {
+            for e in graph.get(f).into_iter().flatten() {
+                if seen.insert(e.to.as_str()) {
+                    todo.push(&e.to);
+                }
+            }
+        }
+        seen
+    }
+    let reached: BTreeMap<&str, BTreeSet<&str>> = graph
+        .keys()
+        .map(|f| (f.as_str(), reach(f, graph)))
+        .collect();
+    let mut done = BTreeSet::new();
+    let mut out = Vec::new();
+    for (&f, r) in &reached {
+        if done.contains(f) || !r.contains(f) {
+            continue;
+        }
+        let scc: BTreeSet<&str> = r
+            .iter()
+            .copied()
+            .filter(|g| reached.get(g).is_some_and(|rg| rg.contains(f)))
+            .collect();
+        done.extend(scc.iter().copied());
+        if scc.iter().map(|g| unit(g)).collect::<BTreeSet<_>>().len() < 2 {
+            continue;
+        }
+        // The first edge between each pair of files, in file order.
+        let mut pairs = BTreeSet::new();
+        let edges: Vec<String> = scc
+            .iter()
+            .flat_map(|g| graph.get(*g).into_iter().flatten())
+            .filter(|e| scc.contains(e.to.as_str()) && unit(&e.from) != unit(&e.to))
+            .filter(|e| pairs.insert((e.from.as_str(), e.to.as_str())))
+            .map(|e| format!("{}:{}: `{}` -> {}", e.from, e.line, e.path, e.to))
+            .collect();
+        out.push(format!("cycle: {}", edges.join("; ")));
+    }
+    out
+}
+
+/// A layer table the edges allow (each file one above the highest file it uses in another
+/// directory module, equal to those in its own), printed when `LAYERING_SUGGEST` is set.
+fn suggest(graph: &BTreeMap<String, Vec<Edge>>, files: &BTreeSet<String>) -> String {
+    let mut layer: BTreeMap<&str, u32> = files.iter().map(|f| (f.as_str(), 0)).collect();
+    for _ in 0..=files.len() {
+        let mut changed = false;
+        for e in graph.values().flatten() {
+            let need = layer[e.to.as_str()] + u32::from(unit(&e.from) != unit(&e.to));
+            if layer[e.from.as_str()] < need {
+                layer.insert(&e.from, need);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut rows: Vec<(u32, &str)> = layer.into_iter().map(|(f, l)| (l, f)).collect();
+    rows.sort();
+    rows.iter()
+        .map(|(l, f)| format!("| `{f}` | {l} | |"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn read_sources(dir: &Path, root: &Path, out: &mut BTreeMap<String, String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            read_sources(&path, root, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.insert(rel, std::fs::read_to_string(&path).unwrap());
+        }
+    }
+}
+
+#[test]
+fn src_follows_the_layer_table() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/design.md")).unwrap();
+    let mut sources = BTreeMap::new();
+    read_sources(&root.join("src"), root, &mut sources);
+    assert!(
+        sources.contains_key("src/lib.rs"),
+        "no src/lib.rs under {root:?}"
+    );
+    let problems = check(&doc, &sources, KNOWN);
+    assert!(
+        problems.is_empty(),
+        "the layering of src/ breaks the table in docs/design.md:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// The check itself: a synthetic table and sources with one of each problem.
+#[test]
+fn check_catches_planted_violations() {
+    let doc = "\
+| file | layer | owns |
+| --- | --- | --- |
+| `src/lib.rs` | 9 | root |
+| `src/low.rs` | 0 | bottom |
+| `src/high.rs` | 2 | top |
+| `src/dir/mod.rs` | 1 | a directory module |
+| `src/dir/child.rs` | 1 | its child |
+| `src/a.rs` | 1 | one of a cycle |
+| `src/b.rs` | 1 | the other |
+| `src/gone.rs` | 1 | a row without a file |
+";
+    let src = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+            .collect()
+    };
+    let clean = [
+        (
+            "src/lib.rs",
+            "mod low; mod high; mod dir; mod a; mod b;\npub use high::Top;\n",
+        ),
+        (
+            "src/low.rs",
+            "// use crate::high::Top;\n/* crate::high::X */ const S: &str = \"crate::high::Y\";\n\
+             fn f() -> char { '{' }\n#[cfg(test)]\nmod tests {\n    use super::*;\n}\n",
+        ),
+        (
+            "src/high.rs",
+            "use crate::{low, dir::child::C};\npub struct Top;\n",
+        ),
+        (
+            "src/dir/mod.rs",
+            "mod child;\nuse crate::low::L;\nfn g() { child::f() }\n",
+        ),
+        (
+            "src/dir/child.rs",
+            "use super::super::low::L;\npub fn f() {}\n",
+        ),
+        ("src/a.rs", "pub fn a() {}\n"),
+        ("src/b.rs", "pub fn b() { crate::a::a() }\n"),
+    ];
+    let doc_ok = doc.replace("| `src/gone.rs` | 1 | a row without a file |\n", "");
+    assert_eq!(check(&doc_ok, &src(&clean), &[]), Vec::<String>::new());
+
+    // An edge running up, in a grouped `use` inside a non-test inline module.
+    let mut bad = src(&clean);
+    bad.insert(
+        "src/low.rs".into(),
+        "fn f() {}\nmod inner {\n    use crate::{dir::{child::C, self}};\n}\n".into(),
+    );
+    let p = check(&doc_ok, &bad, &[]);
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("src/low.rs:3: `crate::dir::child::C` runs up")),
+        "{p:#?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("src/low.rs:3: `crate::dir::self` runs up")),
+        "{p:#?}"
+    );
+
+    // `super::` out of a child file is its directory module (layer 1 from layer 0: up).
+    let mut bad = src(&clean);
+    bad.insert(
+        "src/low.rs".into(),
+        "mod inner { fn f() { super::super::high::g() } }\n".into(),
+    );
+    let p = check(&doc_ok, &bad, &[]);
+    assert!(
+        p.iter()
+            .any(|m| m.contains("src/low.rs:1: `super::super::high::g` runs up")),
+        "{p:#?}"
+    );
+
+    // A cycle between two files of one layer.
+    let mut bad = src(&clean);
+    bad.insert(
+        "src/a.rs".into(),
+        "use crate::b::b;\npub fn a() {}\n".into(),
+    );
+    let p = check(&doc_ok, &bad, &[]);
+    assert!(
+        p.iter().any(|m| m.starts_with("cycle:")
+            && m.contains("src/a.rs:1")
+            && m.contains("src/b.rs:1")),
+        "{p:#?}"
+    );
+
+    // A row without a file, and a file without a row.
+    let mut bad = src(&clean);
+    bad.insert("src/extra.rs".into(), "fn x() {}\n".into());
+    let p = check(doc, &bad, &[]);
+    assert!(
+        p.iter()
+            .any(|m| m.contains("`src/gone.rs`, which does not exist")),
+        "{p:#?}"
+    );
+    assert!(
+        p.iter().any(|m| m.starts_with("src/extra.rs: no row")),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn use_trees_expand() {
+    assert_eq!(
+        expand_use(" crate::{a::X, b::{Y as Z, self}, c::*}"),
+        [
+            "crate::a::X",
+            "crate::b::Y",
+            "crate::b::self",
+            "crate::c::*"
+        ]
+    );
+    assert_eq!(
+        expand_use(" super::registry::Entry"),
+        ["super::registry::Entry"]
+    );
+}
