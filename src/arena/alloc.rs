@@ -225,7 +225,11 @@ impl Inner {
         head: u64,
     ) -> Result<(u64, u32), Error> {
         let (hdr, count) = cache_parts(head);
-        let w = self.mem.word(hdr).load(Ordering::Relaxed);
+        let w = if self.cached_in_heap(hdr, span) {
+            self.mem.word(hdr).load(Ordering::Relaxed)
+        } else {
+            0
+        };
         let HeaderWord::Free { next, .. } = block::decode(w) else {
             // Only a damaged heap gets here: the cache is dropped (its blocks leak until a
             // repair) and the allocation fails; no panic on an allocator path (invariant A).
@@ -235,7 +239,7 @@ impl Inner {
                 word: w,
             });
         };
-        cell.cache[class].store(cache_head(next, count - 1), Ordering::Relaxed);
+        cell.cache[class].store(cache_head(next, count.saturating_sub(1)), Ordering::Relaxed);
         // A fresh generation from the arena's counter (through this thread's batch of it, so no
         // shared atomic here). Not the chunk's generation: that is also the one its bump blocks
         // carry (a block freed into this cache and taken back would get the generation its stale

@@ -23,7 +23,16 @@ impl Inner {
             let (mut off, _) = cache_parts(slot.load(Ordering::Relaxed));
             slot.store(0, Ordering::Relaxed);
             while off != 0 {
-                let w = self.mem.word(off).load(Ordering::Relaxed);
+                // A cached block is an exact-class FREE segment inside the heap; anything else
+                // (a damaged heap) ends this class's drain instead of a bounds panic.
+                let (w, span) = if self.cached_in_heap(off, 16) {
+                    (
+                        self.mem.word(off).load(Ordering::Relaxed),
+                        self.mem.word(off + WORD).load(Ordering::Relaxed),
+                    )
+                } else {
+                    (0, 0)
+                };
                 let HeaderWord::Free { generation, next } = block::decode(w) else {
                     result = Err(Error::Corrupt {
                         offset: off,
@@ -31,12 +40,30 @@ impl Inner {
                     });
                     break;
                 };
-                let span = self.mem.word(off + WORD).load(Ordering::Relaxed);
+                if span < 16
+                    || span % WORD != 0
+                    || exact_class(span).is_none()
+                    || !self.cached_in_heap(off, span)
+                {
+                    result = Err(Error::Corrupt {
+                        offset: off + WORD,
+                        word: span,
+                    });
+                    break;
+                }
                 self.lists.push(&self.mem, off, span, generation);
                 off = next;
             }
         }
         result
+    }
+
+    /// Whether a cached block of `span` bytes at header offset `off` can lie in the heap (checked
+    /// before its words are read, so a damaged cache link is an error, not a bounds panic).
+    pub(super) fn cached_in_heap(&self, off: u64, span: u64) -> bool {
+        off % WORD == 0
+            && off >= self.geom.data_start
+            && off.checked_add(span).is_some_and(|e| e <= self.capacity)
     }
 
     /// Retires every thread's chunk. Needs exclusive access (no clone in use).
