@@ -42,5 +42,5 @@ if [ ${#args[@]} -eq 0 ] && [ -z "${MIRI_FULL:-}" ]; then
           --skip coalesce::own_cached_blocks_are_merged)
 fi
 # Bounded: Miri is thousands of times slower than native code.
-timeout -k 30 "${MIRI_TIMEOUT:-2400}" cargo +nightly miri test --lib --test all -- "${args[@]}"
+timeout -k 30 "${MIRI_TIMEOUT:-2400}" cargo +nightly miri test -p parena --lib --test all -- "${args[@]}"
 echo "miri: done in $(( $(date +%s) - start )) s (MIRIFLAGS=$MIRIFLAGS)"

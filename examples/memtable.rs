@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release --example memtable                 # 1,000,000 keys
-//! cargo run --release --example memtable -- --keys 100000 --threads 4 --path /tmp/m.arena
+//! cargo run --release --example memtable -- --keys 100000 --threads 4 --path /tmp/m.arena  # kept
 //! ```
 //!
 //! The skiplist itself is `examples/common/memtable.rs` (shared with the tests and the bench).
@@ -16,8 +16,16 @@
 mod memtable;
 
 use memtable::Memtable;
-use parena::{Error, Options};
+use parena::Options;
+use parena_examples::{at, Args, Flag};
 use std::path::PathBuf;
+
+/// What one run does.
+struct Run {
+    keys: u64,
+    threads: u64,
+    path: PathBuf,
+}
 use std::time::Instant;
 
 /// Root slot holding the memtable's head.
@@ -48,51 +56,42 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-struct Args {
-    keys: u64,
-    threads: u64,
-    path: PathBuf,
-    keep: bool,
+const FLAGS: &[Flag] = &[
+    Flag {
+        name: "keys",
+        help: "entries to insert",
+        default: 1_000_000,
+    },
+    Flag {
+        name: "threads",
+        help: "inserting threads",
+        default: 2,
+    },
+];
+
+fn main() {
+    parena_examples::main_with("memtable", run);
 }
 
-fn args() -> Args {
-    let mut a = Args {
-        keys: 1_000_000,
-        threads: 2,
-        path: std::env::temp_dir().join(format!("parena-memtable-{}.arena", std::process::id())),
-        keep: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().unwrap_or_else(|| usage(&flag));
-        match flag.as_str() {
-            "--keys" => a.keys = val().parse().unwrap_or_else(|_| usage("--keys")),
-            "--threads" => a.threads = val().parse().unwrap_or_else(|_| usage("--threads")),
-            "--path" => a.path = val().into(),
-            "--keep" => a.keep = true,
-            _ => usage(&flag),
-        }
-    }
-    a.threads = a.threads.max(1);
-    a
-}
-
-fn usage(bad: &str) -> ! {
-    eprintln!(
-        "bad argument {bad}\nusage: memtable [--keys N] [--threads T] [--path FILE] [--keep]"
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse(
+        "memtable",
+        "a lock-free skiplist memtable in a file arena: fill, close, reopen, read back",
+        FLAGS,
     );
-    std::process::exit(2)
-}
-
-fn main() -> Result<(), Error> {
-    let a = args();
-    let _ = std::fs::remove_file(&a.path);
+    args.check_fresh()?;
+    let a = Run {
+        keys: args.get("keys"),
+        threads: args.get("threads").max(1),
+        path: args.path.clone(),
+    };
     // Nodes ~56 bytes, values ~72 with their headers; room to spare.
     let capacity = a.keys * 192 + (16 << 20);
 
     let t = Instant::now();
-    // SAFETY: the file is ours (a fresh path) and nothing else maps or changes it meanwhile.
-    let arena = unsafe { Options::new().capacity(capacity).map_file(&a.path)? };
+    let opts = Options::new().capacity(capacity).create_new(true);
+    // SAFETY: the file is new (create_new) and nothing else maps or changes it meanwhile.
+    let arena = unsafe { opts.map_file(&a.path) }.map_err(at(&a.path))?;
     // SAFETY: the arena is new and only this memtable uses it.
     let table = unsafe { Memtable::open_or_create(arena, SLOT)? };
     let open_time = t.elapsed();
@@ -197,9 +196,7 @@ fn main() -> Result<(), Error> {
         count
     );
     drop(table);
-    if !a.keep {
-        let _ = std::fs::remove_file(&a.path);
-    }
+    args.finish();
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release --example wal
-//! cargo run --release --example wal -- --records 1000000 --threads 4 --syncs 2000
+//! cargo run --release --example wal -- --records 1000000 --threads 4 --syncs 2000 --path FILE
 //! ```
 //!
 //! The log itself is `examples/common/wal.rs` (shared with the tests).
@@ -16,6 +16,7 @@
 mod wal;
 
 use parena::{Error, Options};
+use parena_examples::{Args, Flag};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -42,48 +43,62 @@ fn decode(p: &[u8]) -> Option<(u32, u64)> {
     (payload(t, i) == p).then_some((t, i))
 }
 
-struct Args {
+const FLAGS: &[Flag] = &[
+    Flag {
+        name: "records",
+        help: "records appended without waiting for a sync",
+        default: 200_000,
+    },
+    Flag {
+        name: "threads",
+        help: "appending threads",
+        default: 4,
+    },
+    Flag {
+        name: "syncs",
+        help: "records appended each waiting for its sync",
+        default: 2_000,
+    },
+];
+
+/// What one run does.
+struct Run {
     records: u64,
     threads: u32,
     syncs: u64,
     path: PathBuf,
 }
 
-fn args() -> Args {
-    let mut a = Args {
-        records: 200_000,
-        threads: 4,
-        syncs: 2_000,
-        path: std::env::temp_dir().join(format!("parena-wal-{}.arena", std::process::id())),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().unwrap_or_else(|| usage(&flag));
-        match flag.as_str() {
-            "--records" => a.records = val().parse().unwrap_or_else(|_| usage("--records")),
-            "--threads" => a.threads = val().parse().unwrap_or_else(|_| usage("--threads")),
-            "--syncs" => a.syncs = val().parse().unwrap_or_else(|_| usage("--syncs")),
-            "--path" => a.path = val().into(),
-            _ => usage(&flag),
-        }
+/// A failed open, with the path it was about.
+#[derive(Debug)]
+struct PathError(PathBuf, Error);
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0.display(), self.1)
     }
-    a.threads = a.threads.max(1);
-    a
 }
 
-fn usage(bad: &str) -> ! {
-    eprintln!(
-        "bad argument {bad}\nusage: wal [--records N] [--threads T] [--syncs S] [--path FILE]"
-    );
-    std::process::exit(2)
+impl std::error::Error for PathError {}
+
+impl From<Error> for PathError {
+    fn from(e: Error) -> Self {
+        PathError(PathBuf::new(), e)
+    }
 }
 
 /// Opens the arena at `path` and its log, checking every replayed record; returns the log,
 /// the replay report, the per-thread counts and the replay time.
-fn open(a: &Args, capacity: u64) -> Result<(Wal, wal::ReplayInfo, Vec<u64>, f64), Error> {
+fn open(
+    a: &Run,
+    create: bool,
+    capacity: u64,
+) -> Result<(Wal, wal::ReplayInfo, Vec<u64>, f64), PathError> {
     let t = Instant::now();
-    // SAFETY: the file is ours and nothing else maps or changes it while it is open.
-    let arena = unsafe { Options::new().capacity(capacity).map_file(&a.path)? };
+    let opts = Options::new().capacity(capacity).create_new(create);
+    // SAFETY: the file is ours (created by this run) and nothing else maps or changes it while
+    // it is open.
+    let arena = unsafe { opts.map_file(&a.path) }.map_err(|e| PathError(a.path.clone(), e))?;
     let mut expect_seq = 1;
     let mut next_of = vec![0u64; a.threads as usize];
     // SAFETY: the arena holds only this log.
@@ -103,11 +118,25 @@ fn open(a: &Args, capacity: u64) -> Result<(Wal, wal::ReplayInfo, Vec<u64>, f64)
     Ok((log, info, next_of, t.elapsed().as_secs_f64()))
 }
 
-fn main() -> Result<(), Error> {
-    let a = args();
-    let _ = std::fs::remove_file(&a.path);
+fn main() {
+    parena_examples::main_with("wal", run);
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse(
+        "wal",
+        "a write-ahead log in a file arena: appends, group commit, replay, a torn tail",
+        FLAGS,
+    );
+    args.check_fresh()?;
+    let a = Run {
+        records: args.get("records"),
+        threads: u32::try_from(args.get("threads").max(1))?,
+        syncs: args.get("syncs"),
+        path: args.path.clone(),
+    };
     let capacity = (a.records + a.syncs) * 256 + (64 << 20);
-    let (log, _, _, open_secs) = open(&a, capacity)?;
+    let (log, _, _, open_secs) = open(&a, true, capacity)?;
     println!(
         "wal: {} threads, {} records then {} synced appends",
         a.threads, a.records, a.syncs
@@ -176,7 +205,7 @@ fn main() -> Result<(), Error> {
     file.write_all_at(&vec![0u8; half as usize], torn_at + half)?;
     drop(file);
 
-    let (log, info, counts, replay_secs) = open(&a, capacity)?;
+    let (log, info, counts, replay_secs) = open(&a, false, capacity)?;
     assert_eq!(info.records, total, "every acknowledged record, once");
     assert_eq!(info.last_seq, seq - 1, "the torn record is not replayed");
     assert!(info.torn, "the torn tail is reported");
@@ -194,7 +223,7 @@ fn main() -> Result<(), Error> {
     log.sync()?;
     assert_eq!(resumed, seq, "the torn record's number is reused");
     drop(log);
-    let (log, info, _, _) = open(&a, capacity)?;
+    let (log, info, _, _) = open(&a, false, capacity)?;
     assert_eq!(info.last_seq, seq);
     assert!(!info.torn);
     println!("  resumed           seq {resumed} appended and replayed after the tear");
@@ -203,6 +232,6 @@ fn main() -> Result<(), Error> {
         log.arena().stats().allocated
     );
     drop(log);
-    let _ = std::fs::remove_file(&a.path);
+    args.finish();
     Ok(())
 }

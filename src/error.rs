@@ -10,11 +10,15 @@ use std::io;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// The arena has no room for the request.
+    /// The arena has no room for the request: the main memory is used up and no free segment
+    /// (after merging neighbours, when `Options::coalesce` is on) holds it.
     Full {
         /// Bytes asked for.
         requested: u64,
-        /// Bytes of main memory not yet reserved (before headers and alignment).
+        /// Bytes of main memory not yet reserved by any thread (`capacity - bump`), counted
+        /// before block headers and alignment. Space on the free lists and in other threads'
+        /// chunks is not included, and a request of exactly `available` bytes does not fit
+        /// (it needs a header too): a hint of how far the arena is from full, not a promise.
         available: u64,
     },
     /// A size of zero was asked for.
@@ -153,8 +157,33 @@ pub enum Error {
         /// Which option.
         option: &'static str,
     },
+    /// A map setting (`Options::populate`, `huge_pages`, `lock_memory`, `remove_on_drop`) was
+    /// asked for on a backing that has no map to apply it to (a heap buffer).
+    Unsupported {
+        /// Which option.
+        option: &'static str,
+        /// The backing it was asked for.
+        backing: crate::kinds::BackingKind,
+    },
+    /// The operating system refused a map setting: an `mlock` limit (`RLIMIT_MEMLOCK`) for
+    /// `lock_memory`, transparent huge pages switched off for `huge_pages`, a kernel older than
+    /// 5.14 (no `MADV_POPULATE_*`) for `populate`. The arena is not opened.
+    Refused {
+        /// Which option.
+        option: &'static str,
+        /// What the system call (or the kernel setting) said.
+        error: io::Error,
+    },
     /// A system call failed.
     Io(io::Error),
+}
+
+/// The name of a freelist kind as stored in the header (`Freelist as u8`), for messages.
+fn freelist_name(v: u8) -> String {
+    crate::kinds::Freelist::from_u8(v).map_or_else(
+        || format!("(unknown kind {v})"),
+        |k| format!("{k:?}").to_lowercase(),
+    )
 }
 
 impl fmt::Display for Error {
@@ -207,8 +236,21 @@ impl fmt::Display for Error {
                     "header checksum {found:#x} does not match stored {expected:#x}"
                 )
             }
+            Error::FreelistKind {
+                expected: 255,
+                found,
+            } => {
+                write!(
+                    f,
+                    "the header names freelist kind {found}, which this build does not know"
+                )
+            }
             Error::FreelistKind { expected, found } => {
-                write!(f, "freelist kind {found}, expected {expected}")
+                let (found, expected) = (freelist_name(*found), freelist_name(*expected));
+                write!(
+                    f,
+                    "the arena was created with freelist {found}, {expected} was asked for"
+                )
             }
             Error::Size { field, value } => {
                 write!(f, "header field {field} = {value} is impossible")
@@ -241,6 +283,15 @@ impl fmt::Display for Error {
                     "option {option} conflicts with the arena already open at this path"
                 )
             }
+            Error::Unsupported { option, backing } => {
+                write!(
+                    f,
+                    "option {option} needs a map; a {backing:?} arena has none"
+                )
+            }
+            Error::Refused { option, error } => {
+                write!(f, "the system refused option {option}: {error}")
+            }
             Error::Io(e) => write!(f, "i/o error: {e}"),
         }
     }
@@ -250,6 +301,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) => Some(e),
+            Error::Refused { error, .. } => Some(error),
             _ => None,
         }
     }
@@ -262,5 +314,31 @@ impl From<io::Error> for Error {
             Some(28) | Some(122) => Error::NoSpace,
             _ => Error::Io(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::Error;
+
+    #[test]
+    fn freelist_kinds_are_named() {
+        let e = Error::FreelistKind {
+            expected: 2,
+            found: 1,
+        };
+        assert_eq!(
+            e.to_string(),
+            "the arena was created with freelist optimistic, pessimistic was asked for"
+        );
+        let e = Error::FreelistKind {
+            expected: 255,
+            found: 9,
+        };
+        assert!(
+            e.to_string()
+                .contains("kind 9, which this build does not know"),
+            "{e}"
+        );
     }
 }

@@ -1,5 +1,15 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs, missing_debug_implementations)]
+// docs.rs builds with `--cfg docsrs` and every feature (Cargo.toml's [package.metadata.docs.rs]);
+// `doc_cfg` then marks each feature-gated item ("Available on crate feature async only").
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// `parena_loom` is a test-only cfg: no badge for it.
+#![cfg_attr(docsrs, doc(auto_cfg(hide(parena_loom))))]
+
+/// The code in `docs/guide.md`, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide.md")]
+pub struct GuideDoctests;
 
 #[cfg(all(feature = "async", not(parena_loom)))]
 mod aio;
@@ -13,6 +23,7 @@ mod error;
 mod format;
 mod freelist;
 mod hook;
+mod kinds;
 mod layout;
 #[cfg(parena_loom)]
 #[doc(hidden)]
@@ -24,7 +35,7 @@ mod sync;
 pub mod testkit;
 
 pub use alloc_api::GlobalArena;
-pub use arena::{Arena, BlockMut, HeaderInfo, Stats, LANES};
+pub use arena::{Arena, BlockMut, HeaderInfo, LiveBlock, Stats, LANES};
 pub use backing::BackingKind;
 #[doc(hidden)]
 pub use backing::SimDisk;

@@ -1,5 +1,8 @@
 //! [`Options`]: how an arena is created or opened.
 
+use crate::backing::MapSettings;
+#[cfg(doc)]
+use crate::error::Error;
 pub use crate::format::Freelist;
 
 /// Builder for an [`Arena`](crate::Arena): sizes, freelist policy and file behaviour.
@@ -30,6 +33,8 @@ pub struct Options {
     pub(crate) coalesce: bool,
     pub(crate) chunk_size: Option<u32>,
     pub(crate) preallocate: bool,
+    /// Applied to the map once the arena is open (see [`Options::populate`] and the next three).
+    pub(crate) map: MapSettings,
 }
 
 /// Capacity used when none is given: 64 MiB.
@@ -59,12 +64,16 @@ impl Options {
             coalesce: true,
             chunk_size: None,
             preallocate: true,
+            map: MapSettings::default(),
         }
     }
 
     /// Total size in bytes, header included (rounded up to 4096). On reopen of a file, a larger
     /// value grows the file; a smaller one is kept as is unless it is below what is allocated,
-    /// which is refused with [`Error::Shrink`](crate::Error::Shrink).
+    /// which is refused with [`Error::Shrink`].
+    ///
+    /// Without it, a new arena gets [`DEFAULT_CAPACITY`] and a reopened file keeps the capacity
+    /// in its header: a reopen never grows a file to the default. The largest capacity is 2 TiB.
     pub fn capacity(mut self, bytes: u64) -> Options {
         self.capacity = Some(bytes);
         self
@@ -95,20 +104,22 @@ impl Options {
         self
     }
 
-    /// Open without writing: allocation and frees get [`Error::ReadOnly`](crate::Error::ReadOnly); a file is locked shared.
+    /// Open without writing: allocation and frees get [`Error::ReadOnly`]; a file is locked shared.
     pub fn read_only(mut self, yes: bool) -> Options {
         self.read_only = yes;
         self
     }
 
-    /// Fail with [`Error::Exists`](crate::Error::Exists) if the file exists.
+    /// Fail with [`Error::Exists`] if the file exists.
     pub fn create_new(mut self, yes: bool) -> Options {
         self.create_new = yes;
         self
     }
 
     /// Create the file when it is missing (default `true`); with `false` a missing file is an
-    /// [`Error::Io`](crate::Error::Io) of kind `NotFound`.
+    /// [`Error::Io`] of kind `NotFound`, and an existing empty file is not formatted either: it
+    /// is refused as not an arena ([`Error::Magic`]) and left empty. (With `true`, an empty file
+    /// is taken as a new arena, like a missing one.)
     pub fn create(mut self, yes: bool) -> Options {
         self.create = yes;
         self
@@ -151,6 +162,65 @@ impl Options {
     /// error then, not a `SIGBUS` on a later write. `false` leaves the file sparse.
     pub fn preallocate(mut self, yes: bool) -> Options {
         self.preallocate = yes;
+        self
+    }
+
+    /// Fault every page of the map in at open (what `MAP_POPULATE` does), so the first touches of
+    /// the arena take no page faults. An anonymous map gets its pages allocated; a file map reads
+    /// the file into the page cache and maps it (without dirtying it). Default `false`.
+    ///
+    /// For `map_anon` and `map_file`; a heap arena gets [`Error::Unsupported`]. A kernel older
+    /// than Linux 5.14 (no `MADV_POPULATE_READ`/`WRITE`) refuses it with [`Error::Refused`].
+    ///
+    /// ```
+    /// let arena = parena::Options::new().capacity(1 << 20).populate(true).map_anon()?;
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    pub fn populate(mut self, yes: bool) -> Options {
+        self.map.populate = yes;
+        self
+    }
+
+    /// Ask for transparent huge pages for the map (`madvise(MADV_HUGEPAGE)`): fewer TLB misses on
+    /// a large arena. Advice, not a guarantee: the kernel backs the map with 2 MiB pages where it
+    /// can. Default `false`.
+    ///
+    /// # Errors (at open)
+    /// [`Error::Refused`] when the kernel has transparent huge pages switched off
+    /// (`/sys/kernel/mm/transparent_hugepage/enabled` is `never`) or rejects the advice;
+    /// [`Error::Unsupported`] for a heap arena.
+    pub fn huge_pages(mut self, yes: bool) -> Options {
+        self.map.huge_pages = yes;
+        self
+    }
+
+    /// Lock the whole map in RAM (`mlock`) so the arena is never paged out; unlocked when the
+    /// arena closes. Default `false`.
+    ///
+    /// # Errors (at open)
+    /// [`Error::Refused`] when the map is larger than the process may lock (`RLIMIT_MEMLOCK`,
+    /// often 8 MiB without `CAP_IPC_LOCK`); [`Error::Unsupported`] for a heap arena.
+    pub fn lock_memory(mut self, yes: bool) -> Options {
+        self.map.lock_memory = yes;
+        self
+    }
+
+    /// Remove the arena's file when the arena closes (its last clone drops), after the clean
+    /// close: for scratch arenas that should not outlive the process. A crash leaves the file.
+    /// Default `false`. For `map_file`; [`Error::Unsupported`] for an anonymous map or a heap.
+    ///
+    /// ```
+    /// let path = std::env::temp_dir().join(format!("parena-doc-rod-{}", std::process::id()));
+    /// let opts = parena::Options::new().capacity(1 << 20).remove_on_drop(true);
+    /// // SAFETY: nothing else maps or modifies this file while the arena is open.
+    /// let arena = unsafe { opts.map_file(&path)? };
+    /// assert!(path.exists());
+    /// drop(arena);
+    /// assert!(!path.exists());
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    pub fn remove_on_drop(mut self, yes: bool) -> Options {
+        self.map.remove_on_drop = yes;
         self
     }
 }

@@ -42,6 +42,9 @@ pub(crate) fn fence(order: Ordering) {
 pub(crate) type StdAtomicU64 = std::sync::atomic::AtomicU64;
 /// See [`StdAtomicU64`].
 pub(crate) type StdAtomicU8 = std::sync::atomic::AtomicU8;
+/// See [`StdAtomicU64`]: a flag that is no part of a lock-free protocol (the loom models never
+/// reach it).
+pub(crate) type StdAtomicBool = std::sync::atomic::AtomicBool;
 /// The orderings of the std atomics (the same type loom re-exports).
 pub(crate) use std::sync::atomic::Ordering as StdOrdering;
 

@@ -186,7 +186,7 @@ async fn open_shared(o: Options, path: PathBuf) -> Result<Arena, Error> {
             Claim::Open(ticket) => {
                 let (o2, p2) = (o.clone(), path.clone());
                 let opened = blocking::unblock(move || {
-                    let arena = Arena::open_file(&o2, &p2)?;
+                    let arena = o2.with_map_settings(Arena::open_file(&o2, &p2)?)?;
                     Ok::<_, Error>(Opened { arena, ticket })
                 })
                 .await?;

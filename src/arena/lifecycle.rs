@@ -2,14 +2,29 @@
 
 use super::{Arena, Inner};
 use crate::backing::SimDisk;
+use crate::block::{Handle, LiveState};
 use crate::cells::{audit_op, for_each_thread_cell};
 use crate::error::Error;
 use crate::format::{
-    self, RawHeader, HEADER_SIZE, OFF_CAPACITY, OFF_HIGH_WATER, OFF_STATE, OFF_STATE_CHECKSUM,
-    STATE_CLEAN,
+    self, RawHeader, HEADER_SIZE, OFF_BUMP, OFF_CAPACITY, OFF_DISCARDED, OFF_HIGH_WATER, OFF_STATE,
+    OFF_STATE_CHECKSUM, STATE_CLEAN,
 };
+use crate::layout::WORD;
 use crate::recovery::{self, Report};
 use crate::sync::Ordering;
+
+/// One live block, as [`Arena::live_blocks`] lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LiveBlock {
+    /// Its handle (offset and generation).
+    pub handle: Handle,
+    /// Its length in bytes, as allocated.
+    pub len: u64,
+    /// Its `BlockMut` was never dropped: the writer had not finished (or had not published it)
+    /// when the arena was closed or the process died. Its bytes are whatever the writer got to.
+    pub pending: bool,
+}
 impl Arena {
     /// Makes everything written so far durable: the heap, then the header. A no-op for heap and
     /// anonymous arenas.
@@ -84,6 +99,87 @@ impl Arena {
             &inner.lists,
             inner.bump(),
         ))
+    }
+
+    /// Every live block, in heap order: its handle, length and whether it is still pending (its
+    /// `BlockMut` was out when the arena was last closed or crashed, or is out now on this
+    /// process — impossible here, since this needs the only clone). After a crash this is how an
+    /// engine finds blocks it allocated but never linked into its structures (orphans), and how a
+    /// tool dumps an arena's contents.
+    ///
+    /// ```
+    /// let mut arena = parena::Options::new().capacity(1 << 20).heap()?;
+    /// let a = arena.alloc_copy(b"one")?;
+    /// let b = arena.alloc_copy(b"two")?;
+    /// arena.free(a)?;
+    /// let live = arena.live_blocks()?;
+    /// assert_eq!(live.len(), 1);
+    /// assert_eq!((live[0].handle, live[0].len, live[0].pending), (b, 3, false));
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Shared`] if other clones exist (the walk needs the heap to hold still);
+    /// [`Error::Corrupt`] when the heap cannot be walked.
+    pub fn live_blocks(&mut self) -> Result<Vec<LiveBlock>, Error> {
+        let inner = self.exclusive()?;
+        let mut out = Vec::new();
+        recovery::walk(&inner.mem, &inner.geom, inner.bump(), |r| {
+            if let recovery::Region::Live {
+                off,
+                len,
+                generation,
+                state: state @ (LiveState::Published | LiveState::Pending),
+                ..
+            } = r
+            {
+                out.push(LiveBlock {
+                    handle: Handle::new(off + WORD, generation),
+                    len,
+                    pending: state == LiveState::Pending,
+                });
+            }
+        })
+        .map_err(recovery::Problem::into_error)?;
+        Ok(out)
+    }
+
+    /// Frees every block at once and moves the bump offset back to the start of the heap, like
+    /// `bumpalo`'s `reset`: the arena is empty afterwards, with its roots and reserved area as
+    /// they were. The old heap is zeroed, so no old header survives and every old handle is
+    /// refused (`Stale` or `OutOfBounds`) until a new block starts at its offset; a new block there
+    /// takes a generation from the arena's counter, which only moves forward.
+    ///
+    /// Costs a write of the heap used so far. A file arena's clear is durable at the next
+    /// `flush()`; a crash before that recovers either the old blocks or an empty heap, never a mix
+    /// that does not walk (the bump offset is lowered before the heap is zeroed).
+    ///
+    /// ```
+    /// let mut arena = parena::Options::new().capacity(1 << 20).heap()?;
+    /// let old = arena.alloc_copy(b"gone after clear")?;
+    /// arena.clear()?;
+    /// assert!(arena.read_with(old, |_| ()).is_err());
+    /// assert_eq!(arena.stats().allocated, 0);
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Shared`] if other clones exist; [`Error::ReadOnly`].
+    pub fn clear(&mut self) -> Result<(), Error> {
+        let inner = self.exclusive()?;
+        if inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        inner.return_all_chunks();
+        inner.lists.clear_all(&inner.mem);
+        let start = inner.geom.data_start;
+        let bump = inner.bump();
+        inner.mem.word(OFF_BUMP).store(start, Ordering::Relaxed);
+        inner.mem.word(OFF_DISCARDED).store(0, Ordering::Relaxed);
+        // SAFETY: `start..bump` is the heap in use, in bounds and writable (not read-only, checked
+        // above); `&mut` on the only clone means no other thread touches it.
+        unsafe { inner.mem.zero(start, bump - start) };
+        Ok(())
     }
 
     /// Merges adjacent free space, returns the unused tails of every thread's chunk, rebuilds the

@@ -5,25 +5,34 @@ use crate::error::Error;
 use crate::format::Freelist;
 use crate::format::{HEADER_SIZE, OFF_DISCARDED, OFF_ROOTS, ROOT_SLOTS, STATE_CLEAN};
 use crate::sync::Ordering;
+
 /// Counters and sizes of an arena at one moment.
+///
+/// Two kinds of number, named apart: **file-wide** (`capacity`, `data_start`, `allocated`,
+/// `remaining`, `discarded`), read from the header, the same for every process that opens the
+/// file; and **this process since open** (everything else), counted by the threads of this
+/// process on this `Arena` (and its clones) and starting at zero at every open. So after a reopen
+/// `live_blocks` is 0 although the file holds blocks: the heap walk counts those
+/// ([`Arena::verify`], `parena inspect FILE`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Total bytes, header included.
+    /// File-wide: total bytes, header included.
     pub capacity: u64,
-    /// First heap byte.
+    /// File-wide: first heap byte.
     pub data_start: u64,
-    /// Heap bytes reserved so far (`bump - data_start`).
+    /// File-wide: heap bytes reserved so far (`bump - data_start`).
     pub allocated: u64,
-    /// Heap bytes never reserved (`capacity - bump`).
+    /// File-wide: heap bytes never reserved (`capacity - bump`).
     pub remaining: u64,
-    /// Blocks allocated and not freed, by this process since open.
+    /// This process since open: blocks allocated and not freed (blocks that were in the file at
+    /// open are not counted; see above).
     pub live_blocks: u64,
     /// Bytes in those blocks (as requested).
     pub live_bytes: u64,
-    /// Bytes in fillers and remainders too small to list, and chunk tails given up.
+    /// File-wide: bytes in fillers and remainders too small to list, and chunk tails given up.
     pub discarded: u64,
-    /// Successful allocations since open.
+    /// This process since open: successful allocations.
     pub allocations: u64,
     /// Of which served by bumping.
     pub from_bump: u64,
@@ -31,7 +40,7 @@ pub struct Stats {
     pub from_freelist: u64,
     /// Of which served from a per-thread cache of freed blocks.
     pub from_cache: u64,
-    /// Frees since open.
+    /// This process since open: frees.
     pub frees: u64,
     /// Frees that moved a bump offset back.
     pub rewinds: u64,
@@ -47,9 +56,31 @@ impl Arena {
     /// point (a head node's offset, a sequence number).
     ///
     /// # Panics
-    /// If `i >= ROOT_SLOTS`.
+    /// If `i >= ROOT_SLOTS` (a slot number is a constant of the program; [`Arena::try_root`]
+    /// returns an error instead).
     pub fn root(&self, i: usize) -> u64 {
         assert!(i < ROOT_SLOTS, "root slot {i} out of 0..{ROOT_SLOTS}");
+        self.load_root(i)
+    }
+
+    /// Root slot `i`, or [`Error::OutOfBounds`] when `i >= ROOT_SLOTS`: [`Arena::root`] for a slot
+    /// number that comes from data.
+    ///
+    /// ```
+    /// let arena = parena::Options::new().capacity(1 << 20).heap()?;
+    /// assert_eq!(arena.try_root(0)?, 0);
+    /// assert!(arena.try_root(parena::ROOT_SLOTS).is_err());
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] for a slot past the last.
+    pub fn try_root(&self, i: usize) -> Result<u64, Error> {
+        root_slot(i)?;
+        Ok(self.load_root(i))
+    }
+
+    fn load_root(&self, i: usize) -> u64 {
         // Acquire: pairs with the Release in `set_root`; what was published through the root is
         // visible.
         self.inner
@@ -87,14 +118,7 @@ impl Arena {
         if self.inner.read_only {
             return Err(Error::ReadOnly);
         }
-        if i >= ROOT_SLOTS {
-            return Err(Error::OutOfBounds {
-                offset: i as u64,
-                len: 1,
-                limit: ROOT_SLOTS as u64,
-            });
-        }
-        Ok(self.inner.mem.word(OFF_ROOTS + 8 * i as u64))
+        Ok(self.inner.mem.word(root_slot(i)?))
     }
 
     /// Length of the user-reserved area.
@@ -184,7 +208,7 @@ pub struct HeaderInfo {
     pub reserved_len: u32,
     /// Smallest listed free segment.
     pub min_segment: u32,
-    /// First heap byte.
+    /// File-wide: first heap byte.
     pub data_start: u64,
     /// Random id set at create.
     pub arena_id: u64,
@@ -238,4 +262,16 @@ impl Stats {
             self.from_cache as f64 / self.allocations as f64
         }
     }
+}
+
+/// The header offset of root slot `i`, or [`Error::OutOfBounds`] past the last slot.
+fn root_slot(i: usize) -> Result<u64, Error> {
+    if i >= ROOT_SLOTS {
+        return Err(Error::OutOfBounds {
+            offset: i as u64,
+            len: 1,
+            limit: ROOT_SLOTS as u64,
+        });
+    }
+    Ok(OFF_ROOTS + 8 * i as u64)
 }

@@ -29,6 +29,7 @@ mod resize;
 
 pub use crate::cells::LANES;
 pub use block_mut::BlockMut;
+pub use lifecycle::LiveBlock;
 pub use meta::{HeaderInfo, Stats};
 
 use crate::backing::{Backing, BackingKind};

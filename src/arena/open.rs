@@ -298,7 +298,7 @@ impl Options {
     /// # Errors
     /// [`Error::Size`] when the capacity cannot hold the header and a heap.
     pub fn heap(&self) -> Result<Arena, Error> {
-        Arena::create_in_memory(self, false)
+        self.with_map_settings(Arena::create_in_memory(self, false)?)
     }
 
     /// An arena in an anonymous memory map.
@@ -306,7 +306,13 @@ impl Options {
     /// # Errors
     /// [`Error::Size`] for a capacity too small; [`Error::Io`] when the map fails.
     pub fn map_anon(&self) -> Result<Arena, Error> {
-        Arena::create_in_memory(self, true)
+        if self.map.remove_on_drop {
+            return Err(Error::Unsupported {
+                option: "remove_on_drop",
+                backing: crate::BackingKind::Anon,
+            });
+        }
+        self.with_map_settings(Arena::create_in_memory(self, true)?)
     }
 
     /// A heap arena on a simulated disk that records what `flush` made durable, and can produce
@@ -333,6 +339,14 @@ impl Options {
     /// is mapped; parena's lock keeps other parena writers out, but not other programs. Truncating
     /// a mapped file makes accesses raise `SIGBUS`.
     pub unsafe fn map_file(&self, path: impl AsRef<Path>) -> Result<Arena, Error> {
-        Arena::open_file(self, path.as_ref())
+        self.with_map_settings(Arena::open_file(self, path.as_ref())?)
+    }
+
+    /// Applies the map settings (`populate`, `huge_pages`, `lock_memory`, `remove_on_drop`) to a
+    /// freshly opened arena; on failure the arena is dropped (closed as usual) and the error
+    /// returned.
+    pub(crate) fn with_map_settings(&self, arena: Arena) -> Result<Arena, Error> {
+        arena.inner.mem.apply(self.map)?;
+        Ok(arena)
     }
 }

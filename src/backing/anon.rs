@@ -1,7 +1,8 @@
 //! The anonymous memory map.
 
+use super::{setting, MapSettings};
 use crate::error::Error;
-use memmap2::{MmapMut, MmapOptions};
+use memmap2::{Advice, MmapMut, MmapOptions};
 use std::ptr::NonNull;
 
 /// A private anonymous map; the kernel hands it out zeroed, page by page on first touch.
@@ -20,6 +21,21 @@ impl AnonMap {
         let mut map = MmapOptions::new().len(size).map_anon()?;
         let base = NonNull::new(map.as_mut_ptr()).expect("a map is never at address 0");
         Ok(AnonMap { map, base })
+    }
+
+    /// See [`super::Backing::apply`]. `remove_on_drop` has nothing to remove here.
+    pub(super) fn apply(&self, s: MapSettings) -> Result<(), Error> {
+        if s.populate {
+            // Write-populate: the kernel allocates the (zeroed) pages now, not on first touch.
+            setting("populate", || self.map.advise(Advice::PopulateWrite))?;
+        }
+        if s.huge_pages {
+            setting("huge_pages", || self.map.advise(Advice::HugePage))?;
+        }
+        if s.lock_memory {
+            setting("lock_memory", || self.map.lock())?;
+        }
+        Ok(())
     }
 
     pub(super) fn base(&self) -> NonNull<u8> {

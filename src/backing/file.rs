@@ -8,8 +8,9 @@
 //!   flushed may reach the disk at any time, in any order, or not at all before a power loss;
 //! - an aligned 8-byte store is never torn by a process crash.
 
+use super::{setting, MapSettings};
 use crate::error::Error;
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -84,8 +85,10 @@ impl OpenedFile {
         let id = FileId::of(&file)?;
         take_lock(&file, lock, id)?;
         let held = Held::register(id);
-        // With the lock held, an empty file holds no arena; a writer may make it one.
-        let fresh = !existed || (!read_only && file.metadata()?.len() == 0);
+        // With the lock held, an empty file holds no arena; a writer allowed to create one may make
+        // it one. With `create(false)` an existing empty file is left alone (and refused as not an
+        // arena by the header check), as the option promises.
+        let fresh = !existed || (!read_only && create && file.metadata()?.len() == 0);
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         Ok(OpenedFile {
             _held: Some(held),
@@ -251,12 +254,14 @@ impl Drop for Held {
     }
 }
 
-/// A shared, writable (or read-only) map of a whole arena file.
+/// A shared, writable map of a whole arena file, or a private one for a read-only open.
 pub(super) struct FileMap {
     map: MmapRaw,
     /// `map`'s first byte, taken once.
     base: NonNull<u8>,
     opened: OpenedFile,
+    /// Remove the file at `opened.path` when this map is dropped (`Options::remove_on_drop`).
+    remove_on_drop: crate::sync::StdAtomicBool,
 }
 
 impl FileMap {
@@ -268,12 +273,46 @@ impl FileMap {
         let mut o = MmapOptions::new();
         o.len(size);
         let map = if opened.read_only {
-            o.map_raw_read_only(&opened.file)?
+            // A private (copy-on-write) map, writable in memory though nothing writes it: the
+            // handle checks and pins load the header words atomically, and Rust requires memory
+            // behind an atomic to be writable; a private map gives that without any path to the
+            // file (the descriptor is read-only too).
+            // SAFETY: the file's contents may change under the map only if another process breaks
+            // the contract `Options::map_file` states (no one else modifies the file while it is
+            // mapped); parena itself never writes through this map.
+            MmapRaw::from(unsafe { o.map_copy(&opened.file)? })
         } else {
             o.map_raw(&opened.file)?
         };
         let base = NonNull::new(map.as_mut_ptr()).expect("a map is never at address 0");
-        Ok(FileMap { map, base, opened })
+        Ok(FileMap {
+            map,
+            base,
+            opened,
+            remove_on_drop: crate::sync::StdAtomicBool::new(false),
+        })
+    }
+
+    /// See [`super::Backing::apply`].
+    pub(super) fn apply(&self, s: MapSettings) -> Result<(), Error> {
+        if s.populate {
+            // Read-populate, as `MAP_POPULATE` does for a shared file map: the file's pages come
+            // into the page cache and the page tables now; a write-populate would dirty every
+            // page and make the next flush write the whole file.
+            setting("populate", || self.map.advise(Advice::PopulateRead))?;
+        }
+        if s.huge_pages {
+            setting("huge_pages", || self.map.advise(Advice::HugePage))?;
+        }
+        if s.lock_memory {
+            setting("lock_memory", || self.map.lock())?;
+        }
+        if s.remove_on_drop {
+            // Relaxed: read only by `drop`, which runs after every other use of the map.
+            self.remove_on_drop
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     pub(super) fn base(&self) -> NonNull<u8> {
@@ -292,5 +331,16 @@ impl FileMap {
 
     pub(super) fn path(&self) -> &Path {
         &self.opened.path
+    }
+}
+
+impl Drop for FileMap {
+    /// With `remove_on_drop`, removes the file. The arena has closed it by then (the header is
+    /// marked clean before the backing goes); the lock is released when `opened` closes right
+    /// after, so a writer waiting on this path finds no file rather than this one.
+    fn drop(&mut self) {
+        if *self.remove_on_drop.get_mut() {
+            let _ = std::fs::remove_file(&self.opened.path);
+        }
     }
 }

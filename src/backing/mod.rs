@@ -21,16 +21,55 @@ use crate::error::Error;
 use crate::sync::AtomicU64;
 use std::ptr::NonNull;
 
-/// Which memory holds the arena.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackingKind {
-    /// An aligned heap buffer.
-    Heap,
-    /// An anonymous memory map.
-    Anon,
-    /// A file map.
-    File,
+/// What to do with a map once it is made: [`crate::Options::populate`], `huge_pages`,
+/// `lock_memory` and `remove_on_drop`. All off by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MapSettings {
+    /// Fault every page in now (`MADV_POPULATE_*`, what `MAP_POPULATE` does at map time).
+    pub populate: bool,
+    /// Ask for transparent huge pages (`MADV_HUGEPAGE`).
+    pub huge_pages: bool,
+    /// Keep the map in RAM (`mlock`).
+    pub lock_memory: bool,
+    /// Remove the file when the map goes (file maps only).
+    pub remove_on_drop: bool,
 }
+
+impl MapSettings {
+    /// The first setting that is on, by its option name (for errors on backings that have none).
+    fn first_on(&self) -> Option<&'static str> {
+        [
+            (self.populate, "populate"),
+            (self.huge_pages, "huge_pages"),
+            (self.lock_memory, "lock_memory"),
+            (self.remove_on_drop, "remove_on_drop"),
+        ]
+        .into_iter()
+        .find_map(|(on, name)| on.then_some(name))
+    }
+}
+
+/// Whether the kernel has transparent huge pages switched off altogether.
+fn huge_pages_disabled() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| s.contains("[never]"))
+}
+
+/// Runs one map setting's system call; a refusal becomes [`Error::Refused`] naming the option.
+fn setting(option: &'static str, call: impl FnOnce() -> std::io::Result<()>) -> Result<(), Error> {
+    if option == "huge_pages" && huge_pages_disabled() {
+        return Err(Error::Refused {
+            option,
+            error: std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "transparent huge pages are off (/sys/kernel/mm/transparent_hugepage/enabled)",
+            ),
+        });
+    }
+    call().map_err(|error| Error::Refused { option, error })
+}
+
+pub use crate::kinds::BackingKind;
 
 enum Store {
     Heap(#[allow(dead_code)] vec::HeapBuf),
@@ -119,6 +158,27 @@ impl Backing {
             // SAFETY: `i * 8 + 8 <= len`; the backing was just created and nothing else uses it.
             unsafe { std::ptr::copy_nonoverlapping(self.ptr(i as u64 * 8), bytes.as_mut_ptr(), 8) };
             w.store(u64::from_le_bytes(bytes), crate::sync::Ordering::Relaxed);
+        }
+    }
+
+    /// Applies `s` to the map: faults pages in, asks for huge pages, locks the map in RAM, marks
+    /// the file for removal when the backing is dropped, in that order.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when a setting is on for a heap buffer (they are for maps);
+    /// [`Error::Refused`] when the OS refuses one (an `mlock` limit, huge pages switched off, a
+    /// kernel without `MADV_POPULATE_*`).
+    pub(crate) fn apply(&self, s: MapSettings) -> Result<(), Error> {
+        match &self.store {
+            Store::Anon(m) => m.apply(s),
+            Store::File(m) => m.apply(s),
+            Store::Heap(_) | Store::Sim(..) => match s.first_on() {
+                Some(option) => Err(Error::Unsupported {
+                    option,
+                    backing: self.kind(),
+                }),
+                None => Ok(()),
+            },
         }
     }
 

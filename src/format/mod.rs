@@ -42,30 +42,7 @@ mod validate;
 use bytemuck::{Pod, Zeroable};
 use std::mem::{offset_of, size_of};
 
-/// How freed space is reused once the main memory is used up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-#[repr(u8)]
-pub enum Freelist {
-    /// No reuse: once the main memory is used up the arena stays full.
-    None = 0,
-    /// Largest segment first (a segment from the largest non-empty size class).
-    #[default]
-    Optimistic = 1,
-    /// Best fit: a segment from the smallest size class that holds the request.
-    Pessimistic = 2,
-}
-
-impl Freelist {
-    /// The policy stored as byte `v` in a header, if `v` names one.
-    pub(crate) fn from_u8(v: u8) -> Option<Freelist> {
-        match v {
-            0 => Some(Freelist::None),
-            1 => Some(Freelist::Optimistic),
-            2 => Some(Freelist::Pessimistic),
-            _ => None,
-        }
-    }
-}
+pub use crate::kinds::Freelist;
 
 /// The first 8 bytes of every arena.
 pub const MAGIC: [u8; 8] = *b"\x89PARENA\n";

@@ -27,7 +27,10 @@ impl RawHeader {
         h.state = STATE_CLEAN;
         h.bump = g.data_start;
         h.high_water = g.data_start;
-        h.gen_seed = 1;
+        // The generation counter starts at the arena's random id, so two arenas hand out different
+        // generations from their first block on: a handle of one arena is refused by another
+        // unless their counters meet (probability about 2^-23 per handle; docs/design.md).
+        h.gen_seed = g.arena_id;
         h.state_checksum = h.compute_state_checksum();
         h
     }

@@ -135,7 +135,7 @@ pub enum Problem {
 }
 
 impl Problem {
-    fn into_error(self) -> Error {
+    pub(crate) fn into_error(self) -> Error {
         match self {
             Problem::BadHeader { offset, word } => Error::Corrupt { offset, word },
             Problem::Overrun { offset, span, .. } => Error::Corrupt { offset, word: span },

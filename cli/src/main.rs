@@ -1,0 +1,149 @@
+//! `parena`: looks inside arena files without changing them.
+//!
+//! ```sh
+//! cargo install --path cli
+//! parena inspect FILE          # header, usage by kind, free-segment sizes, heap walk
+//! parena verify FILE           # the heap walk only; exit status 1 when it finds a problem
+//! parena inspect --json FILE   # one JSON object, for scripts
+//! ```
+//!
+//! Every subcommand is one entry in [`COMMANDS`] and one function `fn(&Invocation) -> Outcome`;
+//! a new one (such as `salvage`) is added there and nowhere else.
+//!
+//! The tool uses only parena's public API, opening read-only: a file a writer holds is refused
+//! (`Locked`), and a file left dirty by a crash is reported as such and left for the next writable
+//! open to repair.
+
+mod json;
+mod report;
+
+use parena::{Arena, Error, Options};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// One subcommand.
+struct Command {
+    name: &'static str,
+    about: &'static str,
+    run: fn(&Invocation) -> Outcome,
+}
+
+/// The subcommands, in the order `--help` lists them.
+const COMMANDS: &[Command] = &[
+    Command {
+        name: "inspect",
+        about: "print the header, usage by kind, free-segment sizes and the heap walk",
+        run: report::inspect,
+    },
+    Command {
+        name: "verify",
+        about: "walk the heap and the free lists; exit status 1 when a problem is found",
+        run: report::verify,
+    },
+];
+
+/// Exit status: everything as it should be.
+const OK: u8 = 0;
+/// Exit status: the file opened but the walk found problems.
+const PROBLEMS: u8 = 1;
+/// Exit status: bad usage, or the file could not be opened as an arena.
+const FAILED: u8 = 2;
+
+/// What a subcommand was asked to do.
+pub struct Invocation {
+    /// The arena file.
+    pub path: PathBuf,
+    /// Print JSON instead of text.
+    pub json: bool,
+    /// The `magic_version` the arena was created with.
+    pub magic_version: u16,
+}
+
+/// How a subcommand ended: its exit status (output already printed).
+pub struct Outcome(u8);
+
+impl Invocation {
+    /// Opens the file read-only; an error names the path and says what to do where it can.
+    pub fn open(&self) -> Result<Arena, String> {
+        let opts = Options::new()
+            .read_only(true)
+            .magic_version(self.magic_version);
+        // SAFETY: the user points us at a file that nothing truncates while we look; a writer in
+        // any process holds the file's lock, so a concurrent parena writer makes this open fail
+        // with `Locked` instead of mapping a changing file.
+        let opened = unsafe { opts.map_file(&self.path) };
+        opened.map_err(|e| {
+            let p = self.path.display();
+            match e {
+                Error::MagicVersion { found, .. } => format!(
+                    "{p}: created with magic_version {found}; run again with --magic-version {found}"
+                ),
+                Error::Locked => format!("{p}: a writer holds this arena open; close it first"),
+                e => format!("{p}: not openable as a parena arena: {e}"),
+            }
+        })
+    }
+}
+
+fn usage() -> String {
+    let mut s = String::from(
+        "parena: look inside parena arena files (opens read-only, never changes them)\n\n\
+         usage: parena COMMAND [--json] [--magic-version N] FILE\n\ncommands:\n",
+    );
+    for c in COMMANDS {
+        s += &format!("  {:<10} {}\n", c.name, c.about);
+    }
+    s += "\noptions:\n  --json               one JSON object on stdout instead of text\n  \
+          --magic-version N    the user format version the arena was created with (default 0)\n  \
+          -h, --help           print this\n\nexit status: 0 clean, 1 problems found, 2 not opened or bad usage\n\n";
+    s += report::GLOSSARY;
+    s
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("parena: {msg}\n(parena --help for usage)");
+    ExitCode::from(FAILED)
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mut command = None;
+    let mut path = None;
+    let mut json = false;
+    let mut magic_version = 0;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => {
+                print!("{}", usage());
+                return ExitCode::from(OK);
+            }
+            "--json" => json = true,
+            "--magic-version" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(v) => magic_version = v,
+                None => return fail("--magic-version needs a number from 0 to 65535"),
+            },
+            flag if flag.starts_with('-') && flag != "-" => {
+                return fail(&format!("unknown option {flag:?}"))
+            }
+            word if command.is_none() => match COMMANDS.iter().find(|c| c.name == word) {
+                Some(c) => command = Some(c),
+                None => return fail(&format!("unknown command {word:?}")),
+            },
+            file if path.is_none() => path = Some(PathBuf::from(file)),
+            extra => return fail(&format!("unexpected argument {extra:?}")),
+        }
+    }
+    let Some(command) = command else {
+        eprint!("{}", usage());
+        return ExitCode::from(FAILED);
+    };
+    let Some(path) = path else {
+        return fail(&format!("{} needs a FILE", command.name));
+    };
+    let inv = Invocation {
+        path,
+        json,
+        magic_version,
+    };
+    ExitCode::from((command.run)(&inv).0)
+}
