@@ -26,6 +26,7 @@ pub struct Options {
     pub(crate) magic_version: u16,
     pub(crate) reserved: Option<u32>,
     pub(crate) read_only: bool,
+    pub(crate) map_copy: bool,
     pub(crate) create_new: bool,
     pub(crate) create: bool,
     pub(crate) zero_on_free: bool,
@@ -57,6 +58,7 @@ impl Options {
             magic_version: 0,
             reserved: None,
             read_only: false,
+            map_copy: false,
             create_new: false,
             create: true,
             zero_on_free: false,
@@ -107,6 +109,37 @@ impl Options {
     /// Open without writing: allocation and frees get [`Error::ReadOnly`]; a file is locked shared.
     pub fn read_only(mut self, yes: bool) -> Options {
         self.read_only = yes;
+        self
+    }
+
+    /// Open an existing arena file as a private, copy-on-write map (`MAP_PRIVATE`): the arena is
+    /// writable, but nothing it does reaches the file. For a scratch copy of a snapshot, a
+    /// what-if run over real data, or a test. Default `false`.
+    ///
+    /// The file is opened for reading and locked shared (other readers may open it; a writer gets
+    /// [`Error::Locked`] while the copy is open). The file must hold an arena: `create` and
+    /// `create_new` do not apply. A dirty file is recovered in the copy's memory. `flush` makes
+    /// nothing durable, a larger `capacity` is refused with [`Error::ReadOnly`] (the file cannot
+    /// grow), and whatever the copy changed is gone when it closes.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("parena-doc-copy-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("db");
+    /// // SAFETY: nothing else maps or modifies this file while an arena has it open.
+    /// let h = unsafe { parena::Options::new().capacity(1 << 20).map_file(&path)? }.alloc_copy(b"kept")?;
+    /// let copy = unsafe { parena::Options::new().map_copy(true).map_file(&path)? };
+    /// copy.free(h)?;                       // only in the copy
+    /// copy.alloc_copy(b"scratch")?;
+    /// drop(copy);
+    /// let arena = unsafe { parena::Options::new().map_file(&path)? };
+    /// assert_eq!(arena.read_with(h, <[u8]>::to_vec)?, b"kept");
+    /// # drop(arena);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_copy(mut self, yes: bool) -> Options {
+        self.map_copy = yes;
         self
     }
 

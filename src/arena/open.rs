@@ -162,7 +162,13 @@ impl Arena {
     }
 
     pub(crate) fn open_file(o: &Options, path: &Path) -> Result<Arena, Error> {
-        let f = OpenedFile::open(path, o.read_only, o.create, o.create_new)?;
+        let f = if o.map_copy {
+            // A copy reads the file and writes only its private map: an existing arena, locked
+            // shared.
+            OpenedFile::open(path, true, false, false)?
+        } else {
+            OpenedFile::open(path, o.read_only, o.create, o.create_new)?
+        };
         if f.fresh {
             return Arena::create_file(o, f);
         }
@@ -218,7 +224,7 @@ impl Arena {
                 });
             }
             if want > capacity {
-                if o.read_only {
+                if o.read_only || o.map_copy {
                     return Err(Error::ReadOnly);
                 }
                 if want > MAX_CAPACITY {
@@ -255,10 +261,15 @@ impl Arena {
         capacity: u64,
         clean: bool,
     ) -> Result<Arena, Error> {
-        if capacity > old_capacity || f.len()? < capacity {
-            f.resize(capacity, o.preallocate)?;
-        }
-        let b = Backing::file(f, capacity)?;
+        let b = if o.map_copy {
+            // Validated: the file holds `capacity` bytes, and a copy never grows it.
+            Backing::file_copy(f, capacity)?
+        } else {
+            if capacity > old_capacity || f.len()? < capacity {
+                f.resize(capacity, o.preallocate)?;
+            }
+            Backing::file(f, capacity)?
+        };
         // Mark dirty (and the new capacity) and make that durable before the first change.
         b.word(OFF_STATE).store(STATE_DIRTY, Ordering::Relaxed);
         b.word(OFF_CAPACITY).store(capacity, Ordering::Relaxed);

@@ -5,7 +5,7 @@
 use super::{Arena, Inner};
 use crate::block::{self, Handle, Header, HeaderWord, LiveState};
 use crate::cells::with_cell;
-use crate::freelist::Unlisted;
+use crate::freelist::{Prepared, Unlisted};
 use crate::layout::{block_span, WORD};
 use crate::sync::Ordering;
 use std::ptr::NonNull;
@@ -78,7 +78,27 @@ impl Arena {
                 return false;
             }
             if new_span < old_span {
-                give_back_tail(inner, hdr + new_span, old_span - new_span);
+                // The tail becomes walkable free space first, then the shorter length commits,
+                // and only then may another thread take the tail: a crash at any point leaves the
+                // old length over a tail nobody was given, or the new one.
+                let tail = hdr + new_span;
+                let prepared = inner.lists.prepare(
+                    &inner.mem,
+                    &inner.geom,
+                    tail,
+                    old_span - new_span,
+                    Unlisted::Filler,
+                );
+                set_len(inner, hdr, new as u64);
+                match prepared {
+                    Prepared::List(generation) => {
+                        inner
+                            .lists
+                            .push(&inner.mem, tail, old_span - new_span, generation)
+                    }
+                    Prepared::Discard(n) => inner.add_discarded(n),
+                }
+                return true;
             }
             set_len(inner, hdr, new as u64);
             true
@@ -110,13 +130,4 @@ pub(super) fn set_len(inner: &Inner, hdr: u64, len: u64) {
             Err(now) => cur = now,
         }
     }
-}
-
-/// Turns `off..off + span`, cut from the end of a block the caller owns, into free space. The
-/// tail's header is written before the block's new length commits, so a walk sees one or the other.
-pub(super) fn give_back_tail(inner: &Inner, off: u64, span: u64) {
-    let unlisted = inner
-        .lists
-        .give_back(&inner.mem, &inner.geom, off, span, Unlisted::Filler);
-    inner.add_discarded(unlisted);
 }

@@ -151,6 +151,21 @@ impl Backing {
         Ok(b)
     }
 
+    /// Maps `len` bytes of an opened file privately and writably (copy-on-write): the arena may
+    /// change them, nothing reaches the file. `opened` is a read-only descriptor.
+    pub(crate) fn file_copy(opened: OpenedFile, len: u64) -> Result<Backing, Error> {
+        debug_assert!(
+            opened.read_only,
+            "a copy is mapped from a read-only descriptor"
+        );
+        let map = file::FileMap::new(opened, len)?;
+        let base = map.base();
+        let b = Backing::from_parts(base, len, false, Store::File(map));
+        #[cfg(parena_loom)]
+        b.load_words();
+        Ok(b)
+    }
+
     #[cfg(parena_loom)]
     fn load_words(&self) {
         for (i, w) in self.words.iter().enumerate() {

@@ -149,3 +149,63 @@ fn create_false_leaves_an_empty_file_alone() {
     let a = unsafe { Options::new().capacity(1 << 20).map_file(&path) }.expect("create");
     assert_eq!(a.capacity(), 1 << 20);
 }
+
+/// `map_copy`: a writable arena over a private copy-on-write map; nothing reaches the file, a
+/// dirty file is recovered in memory only, and growth is refused.
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
+fn map_copy_never_writes_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("arena");
+    // SAFETY: a private file in a private directory; no one else maps it.
+    let arena = unsafe { Options::new().capacity(1 << 20).map_file(&path) }.unwrap();
+    let kept: Vec<_> = (0..50u8)
+        .map(|i| arena.alloc_copy(&[i; 64]).unwrap())
+        .collect();
+    // A dirty image (the writer still open), kept as a second file.
+    let dirty = dir.path().join("dirty");
+    std::fs::write(&dirty, std::fs::read(&path).unwrap()).unwrap();
+    drop(arena);
+    for file in [&path, &dirty] {
+        let before = std::fs::read(file).unwrap();
+        // SAFETY: as above.
+        let copy = unsafe { Options::new().map_copy(true).map_file(file) }.unwrap();
+        assert!(!copy.is_read_only());
+        for (i, &h) in kept.iter().enumerate() {
+            assert_eq!(copy.read_with(h, <[u8]>::to_vec).unwrap(), [i as u8; 64]);
+            copy.free(h).unwrap();
+        }
+        for _ in 0..100 {
+            copy.alloc_copy(&[0xee; 200]).unwrap();
+        }
+        copy.flush().unwrap();
+        // A writer is locked out while the copy holds the file; a reader is not.
+        // SAFETY: as above.
+        let writer = unsafe { Options::new().map_file(file) };
+        assert!(matches!(writer, Err(Error::Locked)), "{writer:?}");
+        // SAFETY: as above.
+        let reader = unsafe { Options::new().read_only(true).map_file(file) };
+        assert!(reader.is_ok(), "{reader:?}");
+        drop(reader);
+        drop(copy);
+        assert!(
+            std::fs::read(file).unwrap() == before,
+            "a copy-on-write arena changed {file:?}"
+        );
+    }
+    // SAFETY: as above.
+    let grow = unsafe {
+        Options::new()
+            .map_copy(true)
+            .capacity(4 << 20)
+            .map_file(&path)
+    };
+    assert!(matches!(grow, Err(Error::ReadOnly)), "{grow:?}");
+    // SAFETY: as above.
+    let missing = unsafe {
+        Options::new()
+            .map_copy(true)
+            .map_file(dir.path().join("none"))
+    };
+    assert!(matches!(missing, Err(Error::Io(_))), "{missing:?}");
+}
