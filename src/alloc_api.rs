@@ -9,6 +9,7 @@
 //! becomes free space); otherwise they move.
 
 use crate::arena::Arena;
+use crate::cells::{audit_exempt, audit_op, in_step};
 use crate::format::Freelist;
 use crate::layout::MAX_ALIGN;
 use crate::options::Options;
@@ -24,6 +25,7 @@ impl Arena {
     /// Allocates for `layout` and returns the data pointer (zeroed). Zero-sized layouts get a
     /// dangling, aligned pointer.
     pub(crate) fn allocate_ptr(&self, layout: Layout) -> Result<NonNull<[u8]>, NoMemory> {
+        audit_op!();
         if layout.size() == 0 {
             let dangling = NonNull::new(std::ptr::without_provenance_mut::<u8>(layout.align()))
                 .ok_or(NoMemory)?;
@@ -44,6 +46,7 @@ impl Arena {
     /// # Safety
     /// `p` came from `allocate_ptr` on this arena with `layout`, and is not used afterwards.
     pub(crate) unsafe fn deallocate_ptr(&self, p: NonNull<u8>, layout: Layout) {
+        audit_op!();
         if layout.size() == 0 {
             return;
         }
@@ -162,11 +165,41 @@ mod api2 {
 /// }
 /// ```
 ///
-/// Requests the arena cannot serve (it is full, the alignment is above 4096, or they come while
-/// the arena itself is allocating its own bookkeeping) go to the system allocator; `dealloc` sends
-/// each pointer back to whichever allocator it came from by its address.
-// Built by a `const fn` for a `static`, which loom's atomics cannot be; never under loom.
-#[allow(clippy::disallowed_types)]
+/// # When to use it
+/// For a program whose heap is many small, short-lived objects from several threads (strings,
+/// vectors, map nodes), to get parena's per-thread bump chunks, per-thread caches of freed blocks
+/// and lock-free free lists for every allocation, and a count of what it served. It is not
+/// persistent: the arena is an anonymous map that lives as long as the process. For blocks that
+/// must survive a restart, use an [`Arena`] over a file and its handles.
+///
+/// # Capacity
+/// `capacity` bytes of address space, mapped (not committed) on the first allocation; the memory
+/// is touched as the arena's bump offset advances, and freed blocks are reused through the free
+/// lists and caches but never returned to the operating system. Choose it larger than the
+/// program's peak live heap plus fragmentation (a few GiB of address space cost nothing on a
+/// 64-bit system); the arena cannot grow.
+///
+/// # Exhaustion and fallbacks
+/// A request the arena cannot serve goes to the system allocator, and [`GlobalArena::fallbacks`]
+/// counts it: the arena is full (after its free lists and a coalescing pass, rate-limited, were
+/// tried), the alignment is above [`crate::MAX_ALIGN`], the arena could not be created, or the
+/// request came from inside parena itself (its own bookkeeping: a thread's first allocation
+/// registers that thread, and that registration is served by the system allocator; a call
+/// re-entering the allocator from inside a coalescing pass or a walk of the thread's cells).
+/// `dealloc` and `realloc` send each pointer back to the allocator it came from, by address. So a
+/// full arena degrades to the system allocator, never to a null pointer (unless the system
+/// allocator also fails). No allocator entry point allocates, panics or waits for something its
+/// own thread holds (invariant A; docs/design.md, "Allocator paths").
+///
+/// # What `arena()` is for
+/// [`GlobalArena::arena`] gives the [`Arena`] behind the allocator, for observation and
+/// maintenance that leave its blocks alone: [`Arena::stats`], [`Arena::capacity`],
+/// [`Arena::cache_hit_rate`], [`Arena::flush`] (which hands the calling thread's cached blocks to
+/// the shared lists), and allocating and freeing blocks of its own through `alloc`/`free` (they
+/// come from the same memory). Not for: `free` or `read` of blocks the allocator handed out (their
+/// owners free them through `dealloc`; a handle made up from such a pointer races with them), and
+/// not `compact`, `verify` or `close`, which need the arena exclusively and so cannot get it
+/// through a shared reference anyway.
 pub struct GlobalArena {
     capacity: u64,
     freelist: Freelist,
@@ -199,8 +232,13 @@ std::thread_local! {
     static IN_ARENA: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` marked as inside the arena; `None` if this thread already is (or is exiting).
+/// Runs `f` marked as inside the arena; `None` if this thread already is, is inside one of parena's
+/// exclusive steps (a coalescing pass, a walk of its cells: invariant A in `cells.rs`), or is
+/// exiting.
 fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
+    if in_step() {
+        return None;
+    }
     let entered = IN_ARENA.try_with(|g| !g.replace(true)).unwrap_or(false);
     if !entered {
         return None;
@@ -223,12 +261,26 @@ impl GlobalArena {
         }
     }
 
-    /// The arena, once created (its `stats()` tell what it served).
+    /// The arena, once created (its `stats()` tell what it served); see "What `arena()` is for"
+    /// above.
+    ///
+    /// ```no_run
+    /// use parena::{Freelist, GlobalArena};
+    /// static GLOBAL: GlobalArena = GlobalArena::new(1 << 30, Freelist::Optimistic);
+    /// let s = GLOBAL.arena().map(|a| a.stats());
+    /// ```
     pub fn arena(&self) -> Option<&Arena> {
         self.arena.get()
     }
 
-    /// Allocations the system allocator served instead (the arena was full or busy).
+    /// Allocations the system allocator served instead: the arena was full, the alignment too
+    /// large, or the call came from parena's own bookkeeping (see "Exhaustion and fallbacks").
+    ///
+    /// ```no_run
+    /// use parena::{Freelist, GlobalArena};
+    /// static GLOBAL: GlobalArena = GlobalArena::new(1 << 30, Freelist::Optimistic);
+    /// println!("{} requests went to the system allocator", GLOBAL.fallbacks());
+    /// ```
     pub fn fallbacks(&self) -> u64 {
         self.fallbacks.load(StdOrdering::Relaxed)
     }
@@ -246,6 +298,9 @@ impl GlobalArena {
             .is_ok()
         {
             let made = guarded(|| {
+                // Creating the arena allocates (its `Arc`, a mapping); `guarded` sends that to
+                // the system allocator. Once per process.
+                audit_exempt!();
                 Options::new()
                     .capacity(self.capacity)
                     .freelist(self.freelist)
@@ -283,8 +338,7 @@ unsafe impl std::alloc::GlobalAlloc for GlobalArena {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if let Some(a) = self.arena.get() {
-            if a.owns(ptr) {
-                let p = NonNull::new(ptr).expect("owned pointers are not null");
+            if let Some(p) = NonNull::new(ptr).filter(|_| a.owns(ptr)) {
                 // Our own thread-local slots may be freed while we are inside the arena: those
                 // came from the system allocator, so they never reach here.
                 // SAFETY: forwarded caller contract: `ptr` came from `alloc` with `layout`.

@@ -3,6 +3,19 @@
 //! arena's [`CellRegistry`] holds every cell it handed out so that exclusive passes reach them all.
 //! How chunks are reserved and bumped is in `bump`.
 //!
+//! ## Allocator paths (invariant A)
+//!
+//! Everything `GlobalAlloc` and `allocator_api2::Allocator` can reach (allocation, free, resize,
+//! the exhausted path with its coalescing pass, cache drains, `flush`, `stats`) makes no heap
+//! allocation, cannot panic, and never waits for something the calling thread itself holds. The one
+//! exception to "no allocation" is a thread's first use of an arena lane, which registers a
+//! [`ChunkCell`] (an `Arc` and a slot); [`Step`] marks it, so `GlobalArena` sends it to the system
+//! allocator. The steps that hold something exclusive (this thread's slot list, the registry's lock,
+//! the coalescing pass) run under a [`Step`], and a call that arrives while one is on the stack
+//! (re-entry through the global allocator) neither waits for it nor takes it again: `GlobalArena`
+//! serves it from the system allocator, and the exhausted path skips the pass and answers `Full`.
+//! See docs/design.md, "Allocator paths".
+//!
 //! ## Orderings
 //!
 //! | word | op | ordering | why |
@@ -121,6 +134,7 @@ impl CellRegistry {
     #[cold]
     #[inline(never)]
     fn acquire(&self) -> Cell {
+        let _step = Step::enter();
         let mut cells = lock(&self.cells);
         for c in cells.iter() {
             // Acquire: pairs with the Release store in `abandon`, so the previous owner's stores to
@@ -139,11 +153,13 @@ impl CellRegistry {
 
     /// Every cell, for exclusive passes and stats.
     pub(crate) fn all(&self) -> Vec<Cell> {
+        let _step = Step::enter();
         lock(&self.cells).clone()
     }
 
     /// Folds `f` over every cell, under the registry's lock, without copying the list.
     pub(crate) fn fold<T>(&self, init: T, f: impl FnMut(T, &Cell) -> T) -> T {
+        let _step = Step::enter();
         lock(&self.cells).iter().fold(init, f)
     }
 }
@@ -153,6 +169,112 @@ fn abandon(c: &Cell) {
     // `CellRegistry::acquire`).
     c.abandoned.store(true, Ordering::Release);
 }
+
+#[cfg(not(parena_loom))]
+std::thread_local! {
+    /// How many [`Step`]s are on this thread's stack. No destructor, so usable at thread exit.
+    static STEP: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+#[cfg(parena_loom)]
+loom::thread_local! {
+    static STEP: std::cell::Cell<u32> = std::cell::Cell::new(0);
+}
+
+/// Marks an exclusive step of the calling thread (its slot list borrowed, the registry locked, a
+/// coalescing pass running) for as long as it lives; see invariant A.
+pub(crate) struct Step(());
+
+impl Step {
+    #[inline]
+    pub(crate) fn enter() -> Step {
+        let _ = STEP.try_with(|d| d.set(d.get() + 1));
+        Step(())
+    }
+}
+
+impl Drop for Step {
+    #[inline]
+    fn drop(&mut self) {
+        let _ = STEP.try_with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Whether the calling thread is inside a [`Step`] (a thread whose thread-locals are gone counts as
+/// inside: nothing may rely on them).
+#[inline]
+pub(crate) fn in_step() -> bool {
+    STEP.try_with(|d| d.get() > 0).unwrap_or(true)
+}
+
+/// Test support for invariant A (cargo feature `alloc-audit`, off by default: without it none of
+/// this is compiled and the entry points pay nothing). Every entry point an allocator interface can
+/// reach holds an [`audit::Op`] while it runs; a test's `#[global_allocator]` asks
+/// [`audit::depth`] and aborts if it is entered while an operation is on the stack. The one
+/// allowed allocation, a thread's cell registration (and `GlobalArena`'s creation of its arena),
+/// runs under an [`audit::Exempt`].
+#[cfg(feature = "alloc-audit")]
+pub mod audit {
+    use std::cell::Cell;
+
+    std::thread_local! {
+        static DEPTH: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// How many parena operations are on the calling thread's stack (0 inside an `Exempt`).
+    pub fn depth() -> u32 {
+        DEPTH.try_with(Cell::get).unwrap_or(0)
+    }
+
+    /// One parena operation on the stack, for as long as it lives.
+    pub(crate) struct Op(());
+
+    impl Op {
+        pub(crate) fn enter() -> Op {
+            let _ = DEPTH.try_with(|d| d.set(d.get() + 1));
+            Op(())
+        }
+    }
+
+    impl Drop for Op {
+        fn drop(&mut self) {
+            let _ = DEPTH.try_with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+
+    /// An allowed allocation (see the module docs): the depth reads 0 until it is dropped.
+    pub(crate) struct Exempt(u32);
+
+    impl Exempt {
+        pub(crate) fn enter() -> Exempt {
+            Exempt(DEPTH.try_with(|d| d.replace(0)).unwrap_or(0))
+        }
+    }
+
+    impl Drop for Exempt {
+        fn drop(&mut self) {
+            let _ = DEPTH.try_with(|d| d.set(self.0));
+        }
+    }
+}
+
+/// Marks a parena operation reachable from an allocator interface (`audit::Op`); expands to
+/// nothing without the `alloc-audit` feature.
+macro_rules! audit_op {
+    () => {
+        #[cfg(feature = "alloc-audit")]
+        let _audit = $crate::cells::audit::Op::enter();
+    };
+}
+pub(crate) use audit_op;
+
+/// Marks an allowed allocation (`audit::Exempt`); nothing without the `alloc-audit` feature.
+macro_rules! audit_exempt {
+    () => {
+        #[cfg(feature = "alloc-audit")]
+        let _audit_exempt = $crate::cells::audit::Exempt::enter();
+    };
+}
+pub(crate) use audit_exempt;
 
 /// Slots per thread: a thread that uses more arenas at once than this hands cells back and forth.
 const SLOTS: usize = 8;
@@ -293,8 +415,14 @@ fn with_cell_slow<R>(
     registry: &CellRegistry,
     f: impl FnOnce(&ChunkCell) -> R,
 ) -> R {
+    let step = Step::enter();
     let cell = CELLS.try_with(|t| {
-        let mut slots = t.slots.borrow_mut();
+        // The registration of a new cell (slot list growth, `CellRegistry::acquire`) is the one
+        // allocation invariant A allows.
+        audit_exempt!();
+        // Borrowed already only if this thread re-entered parena from inside a walk of its slots
+        // (`for_each_thread_cell`): treated like a thread whose thread-locals are gone, below.
+        let mut slots = t.slots.try_borrow_mut().ok()?;
         match slots.iter().position(|s| s.arena == arena) {
             Some(i) => {
                 let s = slots.remove(i);
@@ -323,13 +451,18 @@ fn with_cell_slow<R>(
         // (If `FAST` is gone, which only loom's thread-locals allow, the fast path is never
         // taken again on this thread.)
         let _ = FAST.try_with(|fast| fast.set(&slots[0]));
-        c
+        Some(c)
     });
+    drop(step);
     match cell {
-        Ok(c) => f(&c),
-        // The thread is exiting and its thread-locals are gone: borrow a cell for this one call.
-        Err(_) => {
-            let c = registry.acquire();
+        Ok(Some(c)) => f(&c),
+        // The thread is exiting and its thread-locals are gone (or its slot list is borrowed by a
+        // walk this call re-entered): borrow a cell for this one call.
+        Ok(None) | Err(_) => {
+            let c = {
+                audit_exempt!();
+                registry.acquire()
+            };
             let r = f(&c);
             abandon(&c);
             r
@@ -338,18 +471,21 @@ fn with_cell_slow<R>(
 }
 
 /// Runs `f` on each cell the calling thread holds in the arena `arena` (one per lane it used).
+///
+/// `f` runs while the thread's slot list is borrowed, under a [`Step`]: it must not call
+/// `with_cell` (a re-entrant allocation through `GlobalArena` is sent to the system allocator).
 pub(crate) fn for_each_thread_cell(arena: u64, mut f: impl FnMut(&ChunkCell)) {
-    let cells: Vec<Cell> = CELLS
-        .try_with(|t| {
-            t.slots
-                .borrow()
+    let _step = Step::enter();
+    let _ = CELLS.try_with(|t| {
+        // `try_borrow`: a walk that re-enters itself finds the list borrowed and skips it.
+        if let Ok(slots) = t.slots.try_borrow() {
+            for c in slots
                 .iter()
                 .filter(|s| s.arena == arena)
-                .flat_map(|s| s.cells.iter().flatten().cloned())
-                .collect()
-        })
-        .unwrap_or_default();
-    for c in &cells {
-        f(c);
-    }
+                .flat_map(|s| s.cells.iter().flatten())
+            {
+                f(c);
+            }
+        }
+    });
 }

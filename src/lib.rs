@@ -40,6 +40,9 @@ pub use backing::BackingKind;
 #[doc(hidden)]
 pub use backing::SimDisk;
 pub use block::{Handle, MAX_BLOCK_LEN};
+#[cfg(feature = "alloc-audit")]
+#[doc(hidden)]
+pub use cells::audit;
 pub use error::Error;
 pub use format::{FORMAT_VERSION, HEADER_SIZE, MAGIC, ROOT_SLOTS};
 pub use layout::MAX_ALIGN;

@@ -3,7 +3,7 @@
 
 use super::{Arena, BlockMut, Inner};
 use crate::block::{self, Handle, HeaderWord, LiveState, MAX_BLOCK_LEN};
-use crate::cells::{bump_counter, cache_head, cache_parts, with_cell, ChunkCell};
+use crate::cells::{audit_op, bump_counter, cache_head, cache_parts, with_cell, ChunkCell};
 use crate::error::Error;
 use crate::format::Freelist;
 use crate::freelist::{exact_class, Optimistic, Pessimistic, Prepared, Unlisted};
@@ -72,6 +72,7 @@ impl Arena {
 
     #[inline]
     pub(super) fn alloc_aligned(&self, len: u64, align: u64) -> Result<BlockMut<'_>, Error> {
+        audit_op!();
         let inner = &*self.inner;
         if len == 0 {
             return Err(Error::ZeroSize);
@@ -112,7 +113,7 @@ impl Inner {
             if let Some(class) = exact_class(span).filter(|_| self.thread_cache) {
                 let head = cell.cache[class].load(Ordering::Relaxed);
                 if head != 0 {
-                    return Ok(self.alloc_from_cache(cell, len, span, class, head));
+                    return self.alloc_from_cache(cell, len, span, class, head);
                 }
             }
             let cur = cell.cur.load(Ordering::Relaxed);
@@ -222,13 +223,23 @@ impl Inner {
         span: u64,
         class: usize,
         head: u64,
-    ) -> (u64, u32) {
+    ) -> Result<(u64, u32), Error> {
         let (hdr, count) = cache_parts(head);
-        let next = match block::decode(self.mem.word(hdr).load(Ordering::Relaxed)) {
-            HeaderWord::Free { next, .. } => next,
-            w => unreachable!("cached block at {hdr} is {w:?}"),
+        let w = if self.cached_in_heap(hdr, span) {
+            self.mem.word(hdr).load(Ordering::Relaxed)
+        } else {
+            0
         };
-        cell.cache[class].store(cache_head(next, count - 1), Ordering::Relaxed);
+        let HeaderWord::Free { next, .. } = block::decode(w) else {
+            // Only a damaged heap gets here: the cache is dropped (its blocks leak until a
+            // repair) and the allocation fails; no panic on an allocator path (invariant A).
+            cell.cache[class].store(0, Ordering::Relaxed);
+            return Err(Error::Corrupt {
+                offset: hdr,
+                word: w,
+            });
+        };
+        cell.cache[class].store(cache_head(next, count.saturating_sub(1)), Ordering::Relaxed);
         // A fresh generation from the arena's counter (through this thread's batch of it, so no
         // shared atomic here). Not the chunk's generation: that is also the one its bump blocks
         // carry (a block freed into this cache and taken back would get the generation its stale
@@ -250,7 +261,7 @@ impl Inner {
         bump_counter(&cell.counters.allocs, 1);
         bump_counter(&cell.counters.alloc_bytes, len);
         bump_counter(&cell.counters.from_cache, 1);
-        (hdr, generation)
+        Ok((hdr, generation))
     }
 
     /// A fresh odd generation from the calling thread's batch of the arena's counter: every

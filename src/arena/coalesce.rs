@@ -1,7 +1,7 @@
 //! Coalescing passes while the arena is shared: one at a time, rate-limited by activity.
 
 use super::Inner;
-use crate::cells::{bump_counter, for_each_thread_cell, ChunkCell};
+use crate::cells::{bump_counter, for_each_thread_cell, in_step, ChunkCell, Step};
 use crate::error::Error;
 use crate::sync::{spin_hint, yield_now, AtomicBool, Ordering};
 impl Inner {
@@ -21,6 +21,13 @@ impl Inner {
     #[cold]
     #[inline(never)]
     pub(super) fn coalesce(&self, cell: &ChunkCell, seen: &mut u64) -> Result<bool, Error> {
+        // Invariant A (`cells.rs`): a call that re-entered parena from inside a step of this
+        // thread (a pass, a walk of its cells) neither runs a pass nor waits for one: the pass it
+        // would wait for may be its own.
+        if in_step() {
+            return Ok(false);
+        }
+        let _step = Step::enter();
         // Acquire: as the load in `alloc_slow`.
         let ended = self.passes.load(Ordering::Acquire);
         if ended != *seen {
@@ -33,8 +40,14 @@ impl Inner {
             return Ok(false);
         }
         if self.thread_cache {
-            self.drain_cache(cell);
-            for_each_thread_cell(self.uid, |c| self.drain_cache(c));
+            self.drain_cache(cell)?;
+            let mut drained = Ok(());
+            for_each_thread_cell(self.uid, |c| {
+                if let Err(e) = self.drain_cache(c) {
+                    drained = Err(e);
+                }
+            });
+            drained?;
         }
         if self.lists.none_listed() {
             return Ok(false);

@@ -3,7 +3,7 @@
 use super::{Arena, Inner};
 use crate::backing::SimDisk;
 use crate::block::{Handle, LiveState};
-use crate::cells::for_each_thread_cell;
+use crate::cells::{audit_op, for_each_thread_cell};
 use crate::error::Error;
 use crate::format::{
     self, RawHeader, HEADER_SIZE, OFF_BUMP, OFF_CAPACITY, OFF_DISCARDED, OFF_HIGH_WATER, OFF_STATE,
@@ -32,11 +32,18 @@ impl Arena {
     /// # Errors
     /// [`Error::Io`] from `msync`.
     pub fn flush(&self) -> Result<(), Error> {
+        audit_op!();
         let inner = &*self.inner;
         if inner.thread_cache && !inner.read_only {
             // The calling thread's cached blocks go to the shared lists, so what is flushed
             // lists them.
-            for_each_thread_cell(inner.uid, |cell| inner.drain_cache(cell));
+            let mut drained = Ok(());
+            for_each_thread_cell(inner.uid, |cell| {
+                if let Err(e) = inner.drain_cache(cell) {
+                    drained = Err(e);
+                }
+            });
+            drained?;
         }
         let bump = inner.bump();
         inner

@@ -158,6 +158,7 @@ impl Arena {
 
     /// Counters and sizes now.
     pub fn stats(&self) -> Stats {
+        crate::cells::audit_op!();
         let inner = &*self.inner;
         let bump = inner.bump();
         let mut s = Stats {
@@ -170,7 +171,9 @@ impl Arena {
         };
         let mut freed_bytes = 0u64;
         let mut alloc_bytes = 0u64;
-        for c in inner.cells.all() {
+        // A fold under the registry's lock, not a copy of the list: `stats` allocates nothing
+        // (invariant A, `cells.rs`), so it is safe on `GlobalArena::arena()`.
+        inner.cells.fold((), |(), c| {
             let k = &c.counters;
             s.allocations += k.allocs.load(Ordering::Relaxed);
             alloc_bytes += k.alloc_bytes.load(Ordering::Relaxed);
@@ -181,7 +184,7 @@ impl Arena {
             s.failures += k.failures.load(Ordering::Relaxed);
             s.rewinds += k.rewinds.load(Ordering::Relaxed);
             s.coalesced += k.coalesced.load(Ordering::Relaxed);
-        }
+        });
         s.from_bump = s.allocations.saturating_sub(s.from_freelist + s.from_cache);
         s.live_blocks = s.allocations.saturating_sub(s.frees);
         s.live_bytes = alloc_bytes.saturating_sub(freed_bytes);

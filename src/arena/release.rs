@@ -4,6 +4,7 @@
 use super::Inner;
 use crate::block::{self, HeaderWord};
 use crate::cells::{bump_counter, cache_head, cache_parts, ChunkCell, CACHE_DEPTH};
+use crate::error::Error;
 use crate::format::Freelist;
 use crate::freelist::exact_class;
 use crate::layout::{block_span, WORD};
@@ -11,27 +12,65 @@ use crate::sync::{fence, Ordering};
 
 impl Inner {
     /// Hands every block in the cell's cache to the shared free lists.
-    pub(super) fn drain_cache(&self, cell: &ChunkCell) {
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when a cached block's header is not FREE (a damaged heap): the rest of
+    /// that class's cache is left off the lists (leaked until a repair), the other classes are
+    /// drained. Never panics (invariant A, `cells.rs`).
+    pub(super) fn drain_cache(&self, cell: &ChunkCell) -> Result<(), Error> {
+        let mut result = Ok(());
         for slot in &cell.cache {
             let (mut off, _) = cache_parts(slot.load(Ordering::Relaxed));
             slot.store(0, Ordering::Relaxed);
             while off != 0 {
-                let (generation, next) =
-                    match block::decode(self.mem.word(off).load(Ordering::Relaxed)) {
-                        HeaderWord::Free { generation, next } => (generation, next),
-                        w => unreachable!("cached block at {off} is {w:?}"),
-                    };
-                let span = self.mem.word(off + WORD).load(Ordering::Relaxed);
+                // A cached block is an exact-class FREE segment inside the heap; anything else
+                // (a damaged heap) ends this class's drain instead of a bounds panic.
+                let (w, span) = if self.cached_in_heap(off, 16) {
+                    (
+                        self.mem.word(off).load(Ordering::Relaxed),
+                        self.mem.word(off + WORD).load(Ordering::Relaxed),
+                    )
+                } else {
+                    (0, 0)
+                };
+                let HeaderWord::Free { generation, next } = block::decode(w) else {
+                    result = Err(Error::Corrupt {
+                        offset: off,
+                        word: w,
+                    });
+                    break;
+                };
+                if span < 16
+                    || span % WORD != 0
+                    || exact_class(span).is_none()
+                    || !self.cached_in_heap(off, span)
+                {
+                    result = Err(Error::Corrupt {
+                        offset: off + WORD,
+                        word: span,
+                    });
+                    break;
+                }
                 self.lists.push(&self.mem, off, span, generation);
                 off = next;
             }
         }
+        result
+    }
+
+    /// Whether a cached block of `span` bytes at header offset `off` can lie in the heap (checked
+    /// before its words are read, so a damaged cache link is an error, not a bounds panic).
+    pub(super) fn cached_in_heap(&self, off: u64, span: u64) -> bool {
+        off % WORD == 0
+            && off >= self.geom.data_start
+            && off.checked_add(span).is_some_and(|e| e <= self.capacity)
     }
 
     /// Retires every thread's chunk. Needs exclusive access (no clone in use).
     pub(super) fn return_all_chunks(&mut self) {
         for c in self.cells.all() {
-            self.drain_cache(&c);
+            // A damaged cache leaks its blocks until the next repair; the pass goes on.
+            let _ = self.drain_cache(&c);
             self.chunks().return_chunk(&c);
         }
     }
@@ -39,7 +78,11 @@ impl Inner {
     /// Gives back a block the caller has moved to DYING with no readers: rewinds the cell's bump
     /// when it is the last block of the cell's chunk, else lists it.
     pub(super) fn release(&self, cell: &ChunkCell, hdr: u64, len: u64, generation: u32) {
-        let span = block_span(len).expect("a live block's span fits");
+        let Some(span) = block_span(len) else {
+            // `check_live` vetted `len` before the block became DYING: not reached. Leaking the
+            // block is the answer that cannot panic on an allocator path (invariant A).
+            return;
+        };
         // Release fence: the header stores below (FREE, a rewind's 0, a list push) are plain
         // stores after the DYING CAS, so they head no release sequence of their own. With the
         // fence, a thread whose Acquire load of this header sees the block gone (`read`, `len_of`

@@ -1,7 +1,8 @@
-//! Coalescing of the shared lists: detach whole lists, merge physically adjacent segments, list
-//! them again.
+//! Coalescing of the shared lists: detach whole lists into one chain linked through the segments'
+//! own headers, sort it in place, merge physically adjacent segments, list them again. Allocates
+//! nothing (invariant A, `cells.rs`).
 
-use super::{head_off, head_tag, pack_head, FreeLists, Segment};
+use super::{head_off, head_tag, pack_head, FreeLists};
 use crate::backing::Backing;
 use crate::block::{self, HeaderWord};
 use crate::error::Error;
@@ -9,25 +10,29 @@ use crate::format::{OFF_BUMP, OFF_HEADS};
 use crate::sync::Ordering;
 
 impl FreeLists {
-    /// Detaches the whole stack of class `c` with one CAS of its head to empty, and returns its
-    /// segments (head first). The nodes are the caller's from then on, as after a pop.
+    /// Detaches the whole stack of class `c` with one CAS of its head to empty and splices its
+    /// nodes in front of the chain `chain` (linked through the nodes' FREE headers, 0 = empty).
+    /// Returns the new chain head and how many nodes were detached. The nodes are the caller's from
+    /// then on, as after a pop.
     ///
     /// Detaching all nodes at once is ABA-safe without the per-node argument `pop` needs: nothing
     /// is installed but the empty head, and the tag moves on, so a popper that read the old head
     /// fails its CAS whatever it read from the old nodes since. `limit` bounds node offsets as in
-    /// `pop`. A damaged chain is reported as `Error::Corrupt`; its nodes stay off the lists
-    /// (leaked until the next repair), like the node a failing `pop` reports.
+    /// `pop`. A damaged chain is reported as `Error::Corrupt` and `chain` is left as it was; the
+    /// class's nodes stay off the lists (leaked until the next repair), like the node a failing
+    /// `pop` reports. Allocates nothing (invariant A, `cells.rs`).
     pub(crate) fn take_all(
         &self,
         b: &Backing,
         c: usize,
         limit: u64,
-    ) -> Result<Vec<Segment>, Error> {
+        chain: u64,
+    ) -> Result<(u64, u64), Error> {
         let head = self.head(b, c);
         let mut h = head.load(Ordering::Relaxed);
         loop {
             if head_off(h) == 0 {
-                return Ok(Vec::new());
+                return Ok((chain, 0));
             }
             // Acquire: pairs with the Release CAS of every `push` in the head's history (each
             // later pop and push is a read-modify-write, so they all continue those release
@@ -51,8 +56,9 @@ impl FreeLists {
         let limit = limit.max(b.word(OFF_BUMP).load(Ordering::Relaxed));
         // More nodes than 16-byte segments fit below `limit`: the chain loops.
         let mut budget = limit.saturating_sub(self.data_start) / 16;
-        let mut out = Vec::new();
+        let mut n = 0u64;
         let mut off = head_off(h);
+        let mut last = None;
         while off != 0 {
             if off % 8 != 0 || off < self.data_start || off + 16 > limit || budget == 0 {
                 return Err(Error::Corrupt {
@@ -63,7 +69,11 @@ impl FreeLists {
             budget -= 1;
             // Relaxed: made visible by the Acquire CAS above; the node is ours.
             let w = b.word(off).load(Ordering::Relaxed);
-            let HeaderWord::Free { generation, next } = block::decode(w) else {
+            let HeaderWord::Free {
+                generation: gen,
+                next,
+            } = block::decode(w)
+            else {
                 return Err(Error::Corrupt {
                     offset: off,
                     word: w,
@@ -76,20 +86,26 @@ impl FreeLists {
                     word: span,
                 });
             }
-            out.push(Segment {
-                off,
-                span,
-                generation,
-            });
+            n += 1;
+            last = Some((off, gen));
             off = next;
         }
-        Ok(out)
+        if let Some((off, gen)) = last {
+            set_next(b, off, gen, chain);
+        }
+        Ok((head_off(h), n))
     }
 
-    /// Merges the listed segments that touch: detaches every class that may be non-empty, sorts
-    /// the segments by offset, joins each run `a.off + a.span == b.off` into its first segment and
-    /// lists everything again. Returns how many segments were merged into a neighbour, and how
-    /// many were detached (the pass's cost is about that many cache misses plus a sort).
+    /// Merges the listed segments that touch: detaches every class that may be non-empty into one
+    /// chain, sorts the chain by offset, joins each run `a.off + a.span == b.off` into its first
+    /// segment and lists everything again. Returns how many segments were merged into a neighbour,
+    /// and how many were detached (the pass's cost is about that many cache misses times the sort's
+    /// `log n`).
+    ///
+    /// The pass allocates nothing (invariant A, `cells.rs`): the detached segments are linked
+    /// through their own FREE headers (the `next` field, which nothing reads while they are off
+    /// the lists), and sorted there with a bottom-up merge sort over a fixed array of 64 runs.
+    /// Rewriting `next` leaves every header FREE with its span, so a heap walk is unaffected.
     ///
     /// A merge only stores the run's new span in the span word of its first segment, whose FREE
     /// header stays as it is; the headers of the others become bytes inside it. A heap walk after a
@@ -110,12 +126,16 @@ impl FreeLists {
         mut fresh_gen: impl FnMut() -> u32,
         durable: impl FnOnce(u64, u64) -> Result<(), Error>,
     ) -> Result<(u64, u64), Error> {
-        let mut segs = Vec::new();
+        let mut chain = 0u64;
+        let mut detached = 0u64;
         let mut failed = None;
         let mut c = 0;
         while let Some(k) = self.nonempty.first_from(c) {
-            match self.take_all(b, k, limit) {
-                Ok(mut s) => segs.append(&mut s),
+            match self.take_all(b, k, limit, chain) {
+                Ok((h, n)) => {
+                    chain = h;
+                    detached += n;
+                }
                 Err(e) => {
                     failed = Some(e);
                     break;
@@ -123,64 +143,159 @@ impl FreeLists {
             }
             c = k + 1;
         }
-        segs.sort_unstable_by_key(|s| s.off);
+        let chain = sort_chain(b, chain);
+        let span_of = |off: u64| b.word(off + 8).load(Ordering::Relaxed);
         if failed.is_none() {
             // Listed segments never overlap; if these do, a list is damaged: merge nothing.
-            if let Some(w) = segs.windows(2).find(|w| w[0].off + w[0].span > w[1].off) {
-                failed = Some(Error::Corrupt {
-                    offset: w[1].off,
-                    word: w[0].span,
-                });
-            }
-        }
-        // Runs: (index of the first segment, number of segments, total span).
-        let mut runs: Vec<(usize, usize, u64)> = Vec::new();
-        for (i, s) in segs.iter().enumerate() {
-            match runs.last_mut() {
-                Some((first, n, span)) if segs[*first].off + *span == s.off => {
-                    *n += 1;
-                    *span += s.span;
+            let mut off = chain;
+            while off != 0 {
+                let next = next_of(b, off).1;
+                if next != 0 && off + span_of(off) > next {
+                    failed = Some(Error::Corrupt {
+                        offset: next,
+                        word: span_of(off),
+                    });
+                    break;
                 }
-                _ => runs.push((i, 1, s.span)),
+                off = next;
             }
         }
         let mut merged = 0u64;
         let (mut lo, mut hi) = (u64::MAX, 0u64);
-        for &(first, n, span) in &runs {
-            if n > 1 && failed.is_none() {
-                let off = segs[first].off;
-                // The commit of the merge: the first segment's header stays FREE, so a walk reads
-                // the whole run as one segment from here on.
-                b.word(off + 8).store(span, Ordering::Relaxed);
-                merged += n as u64 - 1;
-                lo = lo.min(off);
-                hi = hi.max(off + 16);
+        if failed.is_none() {
+            // Runs: the first segment and the total span so far.
+            let mut run: Option<(u64, u64, u64)> = None; // (first, total, segments)
+            let mut off = chain;
+            loop {
+                let seg = (off != 0).then(|| (off, span_of(off)));
+                match (run, seg) {
+                    (Some((first, total, n)), Some((o, s))) if first + total == o => {
+                        run = Some((first, total + s, n + 1));
+                    }
+                    (prev, seg) => {
+                        if let Some((first, total, n)) = prev {
+                            if n > 1 {
+                                // The commit of the merge: the first segment's header stays FREE,
+                                // so a walk reads the whole run as one segment from here on.
+                                b.word(first + 8).store(total, Ordering::Relaxed);
+                                merged += n - 1;
+                                lo = lo.min(first);
+                                hi = hi.max(first + 16);
+                            }
+                        }
+                        run = seg.map(|(o, s)| (o, s, 1));
+                    }
+                }
+                if off == 0 {
+                    break;
+                }
+                off = next_of(b, off).1;
             }
         }
         if merged > 0 {
             if let Err(e) = durable(lo, hi - lo) {
-                for &(first, n, _) in &runs {
-                    if n > 1 {
-                        let s = segs[first];
-                        b.word(s.off + 8).store(s.span, Ordering::Relaxed);
+                // Put the old spans back: a segment whose span now reaches past the next one in
+                // the sorted chain was a run's first, and its old span ended at that next one.
+                let mut off = chain;
+                while off != 0 {
+                    let next = next_of(b, off).1;
+                    if next != 0 && off + span_of(off) > next {
+                        b.word(off + 8).store(next - off, Ordering::Relaxed);
                     }
+                    off = next;
                 }
                 merged = 0;
                 failed = Some(e);
             }
         }
-        for &(first, n, span) in &runs {
-            if n > 1 && merged > 0 {
-                self.push(b, segs[first].off, span, fresh_gen());
-            } else {
-                for s in &segs[first..first + n] {
-                    self.push(b, s.off, s.span, s.generation);
+        // List everything again: a merged run once (with a fresh generation), the segments inside
+        // it not at all, every other segment as it was.
+        let mut off = chain;
+        while off != 0 {
+            let (gen, mut next) = next_of(b, off);
+            let span = span_of(off);
+            if merged > 0 && next != 0 && off + span > next {
+                while next != 0 && next < off + span {
+                    next = next_of(b, next).1;
                 }
+                self.push(b, off, span, fresh_gen());
+            } else {
+                self.push(b, off, span, gen);
             }
+            off = next;
         }
         match failed {
             Some(e) => Err(e),
-            None => Ok((merged, segs.len() as u64)),
+            None => Ok((merged, detached)),
         }
     }
+}
+
+/// `(generation, next)` of a detached node's FREE header (a chain of the coalescing pass).
+fn next_of(b: &Backing, off: u64) -> (u32, u64) {
+    match block::decode(b.word(off).load(Ordering::Relaxed)) {
+        HeaderWord::Free {
+            generation: gen,
+            next,
+        } => (gen, next),
+        // `take_all` checked every node, and the pass owns them: not reached. Ending the chain
+        // here (leaking the rest until a repair) is the answer that cannot panic.
+        _ => (0, 0),
+    }
+}
+
+/// Points a detached node's FREE header at `next`, keeping its generation.
+fn set_next(b: &Backing, off: u64, gen: u32, next: u64) {
+    b.word(off).store(block::free(gen, next), Ordering::Relaxed);
+}
+
+/// Merges two chains sorted by offset into one.
+fn merge_chains(b: &Backing, mut x: u64, mut y: u64) -> u64 {
+    let mut head = 0u64;
+    let mut tail: Option<(u64, u32)> = None;
+    while x != 0 || y != 0 {
+        let take_x = y == 0 || (x != 0 && x < y);
+        let off = if take_x { x } else { y };
+        let (gen, next) = next_of(b, off);
+        if take_x {
+            x = next;
+        } else {
+            y = next;
+        }
+        match tail {
+            Some((t, tg)) => set_next(b, t, tg, off),
+            None => head = off,
+        }
+        tail = Some((off, gen));
+    }
+    if let Some((t, tg)) = tail {
+        set_next(b, t, tg, 0);
+    }
+    head
+}
+
+/// Sorts a chain of detached nodes by offset in place: a bottom-up merge sort whose pending runs
+/// (of 2^i nodes in slot i) live in a fixed array, so it allocates nothing.
+fn sort_chain(b: &Backing, mut chain: u64) -> u64 {
+    let mut runs = [0u64; 64];
+    while chain != 0 {
+        let (gen, next) = next_of(b, chain);
+        set_next(b, chain, gen, 0);
+        let mut carry = chain;
+        chain = next;
+        for slot in runs.iter_mut() {
+            if *slot == 0 {
+                *slot = carry;
+                carry = 0;
+                break;
+            }
+            carry = merge_chains(b, *slot, carry);
+            *slot = 0;
+        }
+        if carry != 0 {
+            // More than 2^64 nodes: impossible; keep them rather than lose them.
+            runs[63] = merge_chains(b, runs[63], carry);
+        }
+    }
+    runs.iter().fold(0, |acc, &r| merge_chains(b, r, acc))
 }

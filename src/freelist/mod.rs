@@ -34,7 +34,9 @@
 //! while the class holds a segment).
 //!
 //! `take_all` detaches a whole class with one CAS of its head to empty (tag bumped), for the
-//! coalescing pass (`coalesce`), which merges physically adjacent segments and lists them again;
+//! coalescing pass (`coalesce`), which chains the detached segments through their own headers
+//! (no allocation: invariant A in `cells.rs`), sorts the chain, merges physically adjacent
+//! segments and lists them again;
 //! see docs/design.md, "Coalescing while shared".
 //!
 //! ## Orderings
