@@ -9,10 +9,10 @@
 //! becomes free space); otherwise they move.
 
 use crate::arena::Arena;
-use crate::cells::{audit_exempt, audit_op, in_step};
 use crate::format::Freelist;
 use crate::layout::MAX_ALIGN;
 use crate::options::Options;
+use crate::reentry::{audit_exempt, audit_op, in_step};
 use crate::sync::{StdAtomicU64, StdAtomicU8, StdOrdering};
 use std::alloc::Layout;
 use std::ptr::NonNull;
@@ -194,7 +194,7 @@ mod api2 {
 /// # What `arena()` is for
 /// [`GlobalArena::arena`] gives the [`Arena`] behind the allocator, for observation and
 /// maintenance that leave its blocks alone: [`Arena::stats`], [`Arena::capacity`],
-/// [`Arena::cache_hit_rate`], [`Arena::flush`] (which hands the calling thread's cached blocks to
+/// [`Stats::cache_hit_rate`](crate::Stats::cache_hit_rate), [`Arena::flush`] (which hands the calling thread's cached blocks to
 /// the shared lists), and allocating and freeing blocks of its own through `alloc`/`free` (they
 /// come from the same memory). Not for: `free` or `read` of blocks the allocator handed out (their
 /// owners free them through `dealloc`; a handle made up from such a pointer races with them), and

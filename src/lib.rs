@@ -30,6 +30,7 @@ mod layout;
 pub mod loom_hooks;
 mod options;
 mod recovery;
+mod reentry;
 mod sync;
 #[doc(hidden)]
 pub mod testkit;
@@ -40,11 +41,11 @@ pub use backing::BackingKind;
 #[doc(hidden)]
 pub use backing::SimDisk;
 pub use block::{Handle, MAX_BLOCK_LEN};
-#[cfg(feature = "alloc-audit")]
-#[doc(hidden)]
-pub use cells::audit;
 pub use error::Error;
 pub use format::{FORMAT_VERSION, HEADER_SIZE, MAGIC, ROOT_SLOTS};
 pub use layout::MAX_ALIGN;
 pub use options::{Freelist, Options, DEFAULT_CAPACITY};
 pub use recovery::{Problem, Report};
+#[cfg(feature = "alloc-audit")]
+#[doc(hidden)]
+pub use reentry::audit;

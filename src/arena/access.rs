@@ -19,7 +19,7 @@ impl Arena {
     /// [`Error::OutOfBounds`] for an offset outside the heap; [`Error::ReadOnly`]. Nothing
     /// changes when an error is returned.
     pub fn free(&self, h: Handle) -> Result<(), Error> {
-        crate::cells::audit_op!();
+        crate::reentry::audit_op!();
         let inner = &*self.inner;
         if inner.read_only {
             return Err(Error::ReadOnly);

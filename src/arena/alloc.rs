@@ -3,11 +3,12 @@
 
 use super::{Arena, BlockMut, Inner};
 use crate::block::{self, Handle, HeaderWord, LiveState, MAX_BLOCK_LEN};
-use crate::cells::{audit_op, bump_counter, cache_head, cache_parts, with_cell, ChunkCell};
+use crate::cells::{bump_counter, cache_head, cache_parts, with_cell, ChunkCell};
 use crate::error::Error;
 use crate::format::Freelist;
 use crate::freelist::{exact_class, Optimistic, Pessimistic, Prepared, Unlisted};
 use crate::layout::{align_up, MAX_ALIGN, WORD};
+use crate::reentry::audit_op;
 use crate::sync::Ordering;
 use std::alloc::Layout;
 /// How many times an allocation that found the arena exhausted waits for or runs a coalescing

@@ -1,8 +1,9 @@
 //! Coalescing passes while the arena is shared: one at a time, rate-limited by activity.
 
 use super::Inner;
-use crate::cells::{bump_counter, for_each_thread_cell, in_step, ChunkCell, Step};
+use crate::cells::{bump_counter, for_each_thread_cell, ChunkCell};
 use crate::error::Error;
+use crate::reentry::{in_step, Step};
 use crate::sync::{spin_hint, yield_now, AtomicBool, Ordering};
 impl Inner {
     /// Merges physically adjacent listed free segments, for an allocation that found the main

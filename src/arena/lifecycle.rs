@@ -3,7 +3,7 @@
 use super::{Arena, Inner};
 use crate::backing::SimDisk;
 use crate::block::{Handle, LiveState};
-use crate::cells::{audit_op, for_each_thread_cell};
+use crate::cells::for_each_thread_cell;
 use crate::error::Error;
 use crate::format::{
     self, RawHeader, HEADER_SIZE, OFF_BUMP, OFF_CAPACITY, OFF_DISCARDED, OFF_HIGH_WATER, OFF_STATE,
@@ -11,6 +11,7 @@ use crate::format::{
 };
 use crate::layout::WORD;
 use crate::recovery::{self, Report};
+use crate::reentry::audit_op;
 use crate::sync::Ordering;
 
 /// One live block, as [`Arena::live_blocks`] lists it.

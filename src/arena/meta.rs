@@ -158,7 +158,7 @@ impl Arena {
 
     /// Counters and sizes now.
     pub fn stats(&self) -> Stats {
-        crate::cells::audit_op!();
+        crate::reentry::audit_op!();
         let inner = &*self.inner;
         let bump = inner.bump();
         let mut s = Stats {

@@ -47,7 +47,7 @@ impl Arena {
     /// `p` came from `allocate_ptr` on this arena, holds `old` bytes, and the caller has it
     /// exclusively.
     pub(crate) unsafe fn resize_in_place(&self, p: NonNull<u8>, old: usize, new: usize) -> bool {
-        crate::cells::audit_op!();
+        crate::reentry::audit_op!();
         if old == 0 || new == 0 || new as u64 > block::MAX_BLOCK_LEN {
             return false;
         }
