@@ -157,8 +157,10 @@ pub enum Error {
         /// Which option.
         option: &'static str,
     },
-    /// A map setting (`Options::populate`, `huge_pages`, `lock_memory`, `remove_on_drop`) was
-    /// asked for on a backing that has no map to apply it to (a heap buffer).
+    /// An option asked for on an arena it cannot apply to: a map setting (`Options::populate`,
+    /// `huge_pages`, `lock_memory`, `remove_on_drop`) on a backing that has no map (a heap buffer),
+    /// `Options::offset` on a heap or anonymous arena, or `remove_on_drop` on a file arena at an
+    /// offset (it would remove the whole enclosing file).
     Unsupported {
         /// Which option.
         option: &'static str,
@@ -283,12 +285,22 @@ impl fmt::Display for Error {
                     "option {option} conflicts with the arena already open at this path"
                 )
             }
-            Error::Unsupported { option, backing } => {
-                write!(
+            Error::Unsupported { option, backing } => match backing {
+                crate::kinds::BackingKind::File => write!(
+                    f,
+                    "option {option} cannot apply to a file arena at an offset inside a larger file"
+                ),
+                _ if *option == "offset" => {
+                    write!(
+                        f,
+                        "option offset is for file arenas; a {backing:?} arena has no file"
+                    )
+                }
+                _ => write!(
                     f,
                     "option {option} needs a map; a {backing:?} arena has none"
-                )
-            }
+                ),
+            },
             Error::Refused { option, error } => {
                 write!(f, "the system refused option {option}: {error}")
             }

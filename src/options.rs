@@ -27,6 +27,7 @@ pub struct Options {
     pub(crate) reserved: Option<u32>,
     pub(crate) read_only: bool,
     pub(crate) map_copy: bool,
+    pub(crate) offset: u64,
     pub(crate) create_new: bool,
     pub(crate) create: bool,
     pub(crate) zero_on_free: bool,
@@ -59,6 +60,7 @@ impl Options {
             reserved: None,
             read_only: false,
             map_copy: false,
+            offset: 0,
             create_new: false,
             create: true,
             zero_on_free: false,
@@ -109,6 +111,23 @@ impl Options {
     /// Open without writing: allocation and frees get [`Error::ReadOnly`]; a file is locked shared.
     pub fn read_only(mut self, yes: bool) -> Options {
         self.read_only = yes;
+        self
+    }
+
+    /// Map the arena at byte `offset` of the file instead of at its start, for an engine that
+    /// keeps the arena inside a larger file of its own (a superblock before it, say). The arena
+    /// occupies `offset..offset + capacity`; bytes before `offset` are never read or written, and
+    /// a new arena extends the file. `offset` must be a multiple of 4096 and the same at every
+    /// open. Default 0. For `map_file` only.
+    ///
+    /// The lock is on the whole file: two arenas at different offsets of one file cannot both
+    /// have a writer. `remove_on_drop` is refused (it would remove the whole file).
+    ///
+    /// # Errors (at open)
+    /// [`Error::Size`] for an offset that is not a multiple of 4096; [`Error::Unsupported`] for a
+    /// heap or anonymous arena, or with `remove_on_drop`.
+    pub fn offset(mut self, bytes: u64) -> Options {
+        self.offset = bytes;
         self
     }
 

@@ -2,7 +2,9 @@
 //! the open registry, opening the file on the pool, registering the arena, and handing the last
 //! clone's close to the pool (see "The registry" and "Cancellation" in the module docs of `aio`).
 
-use super::registry::{retire, OpenEntry, OpenTicket, Registration, CHANGED, OPEN_REGISTRY};
+use super::registry::{
+    retire, OpenEntry, OpenTicket, OpenedWith, Registration, CHANGED, OPEN_REGISTRY,
+};
 use super::AioHook;
 use crate::arena::Arena;
 use crate::backing::BackingKind;
@@ -58,8 +60,8 @@ fn canonical_key(path: &Path) -> Result<PathBuf, Error> {
     }
 }
 
-/// Whether options `o` may share the open arena `a` (first opened with `zero_on_free`).
-fn check_compatible(o: &Options, a: &Arena, zero_on_free: bool) -> Result<(), Error> {
+/// Whether options `o` may share the open arena `a` (first opened with `first`).
+fn check_compatible(o: &Options, a: &Arena, first: OpenedWith) -> Result<(), Error> {
     if o.create_new {
         return Err(Error::Exists);
     }
@@ -90,10 +92,17 @@ fn check_compatible(o: &Options, a: &Arena, zero_on_free: bool) -> Result<(), Er
             return Err(Error::Conflict { option: "capacity" });
         }
     }
-    if o.zero_on_free != zero_on_free {
+    let now = OpenedWith::of(o);
+    if now.zero_on_free != first.zero_on_free {
         return Err(Error::Conflict {
             option: "zero_on_free",
         });
+    }
+    if now.offset != first.offset {
+        return Err(Error::Conflict { option: "offset" });
+    }
+    if now.map_copy != first.map_copy {
+        return Err(Error::Conflict { option: "map_copy" });
     }
     Ok(())
 }
@@ -109,14 +118,10 @@ fn claim(o: &Options, key: &Path) -> Claim {
                 armed: true,
             })
         }
-        Some(OpenEntry::Open {
-            arena,
-            zero_on_free,
-            ..
-        }) => match arena.upgrade() {
+        Some(OpenEntry::Open { arena, first, .. }) => match arena.upgrade() {
             Some(inner) => {
                 let a = Arena { inner, lane: 0 };
-                match check_compatible(o, &a, *zero_on_free) {
+                match check_compatible(o, &a, *first) {
                     Ok(()) => Claim::Shared(a),
                     Err(e) => Claim::Refused(a, e),
                 }
@@ -159,7 +164,7 @@ impl Opened {
                 OpenEntry::Open {
                     arena: weak,
                     uid,
-                    zero_on_free: o.zero_on_free,
+                    first: OpenedWith::of(o),
                 },
             );
             ticket.armed = false;
@@ -241,7 +246,8 @@ impl Options {
     /// # Errors
     /// As [`Options::map_file`]; and, when the file is already open here: [`Error::Conflict`]
     /// naming the option that differs from the open arena (`read_only`, `freelist`,
-    /// `magic_version`, `reserved`, `zero_on_free`, or a `capacity` larger than the open one),
+    /// `magic_version`, `reserved`, `zero_on_free`, `offset`, `map_copy`, or a `capacity` larger than
+    /// the open one),
     /// [`Error::Exists`] with `create_new`, [`Error::Locked`] while an exclusive pass
     /// (`verify`, `compact`, `reserved_mut`, `write_image`, `close`) holds it.
     ///

@@ -20,6 +20,25 @@ pub(super) static OPEN_REGISTRY: Mutex<OpenRegistry> = Mutex::new(BTreeMap::new(
 /// no change between their look and their wait is missed.
 pub(super) static CHANGED: Event = Event::new();
 
+/// The options of an arena's first `open_async` that later opens must match and that the arena
+/// itself does not keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct OpenedWith {
+    pub(super) zero_on_free: bool,
+    pub(super) offset: u64,
+    pub(super) map_copy: bool,
+}
+
+impl OpenedWith {
+    pub(super) fn of(o: &crate::options::Options) -> OpenedWith {
+        OpenedWith {
+            zero_on_free: o.zero_on_free,
+            offset: o.offset,
+            map_copy: o.map_copy,
+        }
+    }
+}
+
 /// The state of one path in the open registry (see the module docs of `aio`).
 #[derive(Debug)]
 pub(super) enum OpenEntry {
@@ -31,8 +50,9 @@ pub(super) enum OpenEntry {
         arena: Weak<Inner>,
         /// The arena's `Inner::uid`.
         uid: u64,
-        /// What the first opener asked for; later opens must ask the same.
-        zero_on_free: bool,
+        /// What the first opener asked for that the arena does not record; later opens must ask
+        /// the same.
+        first: OpenedWith,
     },
     /// `close_async` is closing the arena.
     Closing {

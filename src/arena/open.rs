@@ -1,7 +1,7 @@
 //! Create, open and validate: from options or a file to an open [`Arena`].
 
 use super::{Arena, Inner};
-use crate::backing::{Backing, OpenedFile};
+use crate::backing::{Backing, BackingKind, OpenedFile};
 use crate::cells::CellRegistry;
 use crate::error::Error;
 use crate::format::Freelist;
@@ -162,12 +162,25 @@ impl Arena {
     }
 
     pub(crate) fn open_file(o: &Options, path: &Path) -> Result<Arena, Error> {
+        if o.offset % DATA_ALIGN != 0 {
+            return Err(Error::Size {
+                field: "offset",
+                value: o.offset,
+            });
+        }
+        if o.offset != 0 && o.map.remove_on_drop {
+            // It would remove the whole file, not just the arena inside it.
+            return Err(Error::Unsupported {
+                option: "remove_on_drop",
+                backing: BackingKind::File,
+            });
+        }
         let f = if o.map_copy {
             // A copy reads the file and writes only its private map: an existing arena, locked
             // shared.
-            OpenedFile::open(path, true, false, false)?
+            OpenedFile::open(path, true, false, false, o.offset)?
         } else {
-            OpenedFile::open(path, o.read_only, o.create, o.create_new)?
+            OpenedFile::open(path, o.read_only, o.create, o.create_new, o.offset)?
         };
         if f.fresh {
             return Arena::create_file(o, f);
@@ -292,9 +305,11 @@ impl Arena {
         let mut raw = RawHeader::new(&g, capacity);
         raw.state = STATE_DIRTY;
         raw.open_count = 1;
+        let before = f.file.metadata()?.len();
         if let Err(e) = f.format(capacity, o.preallocate, bytemuck::bytes_of(&raw)) {
-            // The file held nothing (it was created or empty): give it back as it was.
-            let _ = f.file.set_len(0);
+            // The file held no arena (it was created, or ended at or before the arena's offset):
+            // give it back its old length. Bytes before the offset were never written.
+            let _ = f.file.set_len(before);
             return Err(e);
         }
         let b = Backing::file(f, capacity)?;
@@ -309,6 +324,7 @@ impl Options {
     /// # Errors
     /// [`Error::Size`] when the capacity cannot hold the header and a heap.
     pub fn heap(&self) -> Result<Arena, Error> {
+        self.no_offset(BackingKind::Heap)?;
         self.with_map_settings(Arena::create_in_memory(self, false)?)
     }
 
@@ -317,6 +333,7 @@ impl Options {
     /// # Errors
     /// [`Error::Size`] for a capacity too small; [`Error::Io`] when the map fails.
     pub fn map_anon(&self) -> Result<Arena, Error> {
+        self.no_offset(BackingKind::Anon)?;
         if self.map.remove_on_drop {
             return Err(Error::Unsupported {
                 option: "remove_on_drop",
@@ -351,6 +368,17 @@ impl Options {
     /// a mapped file makes accesses raise `SIGBUS`.
     pub unsafe fn map_file(&self, path: impl AsRef<Path>) -> Result<Arena, Error> {
         self.with_map_settings(Arena::open_file(self, path.as_ref())?)
+    }
+
+    /// `Options::offset` is for file arenas only.
+    fn no_offset(&self, backing: BackingKind) -> Result<(), Error> {
+        if self.offset != 0 {
+            return Err(Error::Unsupported {
+                option: "offset",
+                backing,
+            });
+        }
+        Ok(())
     }
 
     /// Applies the map settings (`populate`, `huge_pages`, `lock_memory`, `remove_on_drop`) to a

@@ -32,7 +32,10 @@ pub(crate) struct OpenedFile {
     pub file: File,
     pub path: PathBuf,
     pub read_only: bool,
-    /// The file was created by this open (or was empty), so it holds no arena yet.
+    /// Where the arena starts in the file (`Options::offset`; a multiple of 4096).
+    pub offset: u64,
+    /// The file was created by this open (or ended at or before `offset`), so it holds no arena
+    /// yet.
     pub fresh: bool,
     pub lock: FileLock,
 }
@@ -44,6 +47,7 @@ impl OpenedFile {
         read_only: bool,
         create: bool,
         create_new: bool,
+        offset: u64,
     ) -> Result<OpenedFile, Error> {
         let mut existed = true;
         let file = if read_only {
@@ -88,13 +92,14 @@ impl OpenedFile {
         // With the lock held, an empty file holds no arena; a writer allowed to create one may make
         // it one. With `create(false)` an existing empty file is left alone (and refused as not an
         // arena by the header check), as the option promises.
-        let fresh = !existed || (!read_only && create && file.metadata()?.len() == 0);
+        let fresh = !existed || (!read_only && create && file.metadata()?.len() <= offset);
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         Ok(OpenedFile {
             _held: Some(held),
             file,
             path,
             read_only,
+            offset,
             fresh,
             lock,
         })
@@ -107,20 +112,25 @@ impl OpenedFile {
             file: self.file.try_clone()?,
             path: self.path.clone(),
             read_only: true,
+            offset: self.offset,
             fresh: false,
             lock: self.lock,
         })
     }
 
+    /// Bytes of the file from the arena's start (`offset`) on.
     pub(crate) fn len(&self) -> Result<u64, Error> {
-        Ok(self.file.metadata()?.len())
+        Ok(self.file.metadata()?.len().saturating_sub(self.offset))
     }
 
-    /// Reads up to `buf.len()` bytes from the start of the file; returns how many were read.
+    /// Reads up to `buf.len()` bytes from the arena's start; returns how many were read.
     pub(crate) fn read_prefix(&self, buf: &mut [u8]) -> Result<usize, Error> {
         let mut done = 0;
         while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], done as u64) {
+            match self
+                .file
+                .read_at(&mut buf[done..], self.offset + done as u64)
+            {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -130,14 +140,14 @@ impl OpenedFile {
         Ok(done)
     }
 
-    /// Sets the file's length to `len` and, with `preallocate`, reserves its blocks; then makes the
-    /// new length durable.
+    /// Sets the arena's length in the file to `len` and, with `preallocate`, reserves its blocks;
+    /// then makes the new length durable.
     pub(crate) fn resize(&self, len: u64, preallocate: bool) -> Result<(), Error> {
         if preallocate {
-            fs4::fs_std::FileExt::allocate(&self.file, len)?;
+            fs4::fs_std::FileExt::allocate(&self.file, self.offset + len)?;
         }
         if self.len()? < len {
-            self.file.set_len(len)?;
+            self.file.set_len(self.offset + len)?;
         }
         self.file.sync_all()?;
         Ok(())
@@ -153,12 +163,12 @@ impl OpenedFile {
     /// parts, since the header names a heap that is all zeros anyway.
     pub(crate) fn format(&self, len: u64, preallocate: bool, header: &[u8]) -> Result<(), Error> {
         if preallocate {
-            fs4::fs_std::FileExt::allocate(&self.file, len)?;
+            fs4::fs_std::FileExt::allocate(&self.file, self.offset + len)?;
         }
         if self.len()? < len {
-            self.file.set_len(len)?;
+            self.file.set_len(self.offset + len)?;
         }
-        self.file.write_all_at(header, 0)?;
+        self.file.write_all_at(header, self.offset)?;
         self.file.sync_all()?;
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
@@ -271,7 +281,7 @@ impl FileMap {
             value: len,
         })?;
         let mut o = MmapOptions::new();
-        o.len(size);
+        o.offset(opened.offset).len(size);
         let map = if opened.read_only {
             // A private (copy-on-write) map, writable in memory though nothing writes it: the
             // handle checks and pins load the header words atomically, and Rust requires memory

@@ -209,3 +209,87 @@ fn map_copy_never_writes_the_file() {
     };
     assert!(matches!(missing, Err(Error::Io(_))), "{missing:?}");
 }
+
+/// `offset`: an arena inside a larger file, after bytes the engine keeps for itself; those bytes
+/// are never touched, clean and dirty reopens find the arena, and misuse gets typed errors.
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
+fn an_arena_at_an_offset_inside_a_larger_file() {
+    const AT: u64 = 3 * 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("engine.db");
+    let superblock: Vec<u8> = (0..AT).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &superblock).unwrap();
+    let opts = || Options::new().capacity(1 << 20).offset(AT);
+    // SAFETY: a private file in a private directory; no one else maps it.
+    let arena = unsafe { opts().map_file(&path) }.unwrap();
+    let handles: Vec<_> = (0..100u8)
+        .map(|i| arena.alloc_copy(&[i; 100]).unwrap())
+        .collect();
+    arena.set_root(0, handles[7].to_u64()).unwrap();
+    // A dirty image (the writer still open).
+    let dirty = dir.path().join("dirty.db");
+    std::fs::write(&dirty, std::fs::read(&path).unwrap()).unwrap();
+    drop(arena);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(
+        &bytes[..AT as usize],
+        &superblock[..],
+        "the bytes before the arena changed"
+    );
+    assert_eq!(&bytes[AT as usize..AT as usize + 8], &parena::MAGIC);
+    assert_eq!(bytes.len() as u64, AT + (1 << 20));
+    for file in [&path, &dirty] {
+        // SAFETY: as above.
+        let mut arena = unsafe { opts().map_file(file) }.unwrap();
+        assert_eq!(arena.was_clean(), file == &path);
+        for (i, &h) in handles.iter().enumerate() {
+            assert_eq!(arena.read_with(h, <[u8]>::to_vec).unwrap(), [i as u8; 100]);
+        }
+        assert_eq!(arena.root(0), handles[7].to_u64());
+        assert!(arena.verify().unwrap().is_clean());
+        drop(arena);
+        let bytes = std::fs::read(file).unwrap();
+        assert_eq!(&bytes[..AT as usize], &superblock[..]);
+    }
+    // At the start of the file there is no arena (the engine's bytes are there).
+    // SAFETY: as above.
+    let at_zero = unsafe { Options::new().create(false).map_file(&path) };
+    assert!(matches!(at_zero, Err(Error::Magic { .. })), "{at_zero:?}");
+    // SAFETY: as above.
+    let odd = unsafe { Options::new().offset(AT + 8).map_file(&path) };
+    assert!(
+        matches!(
+            odd,
+            Err(Error::Size {
+                field: "offset",
+                ..
+            })
+        ),
+        "{odd:?}"
+    );
+    // SAFETY: as above.
+    let rod = unsafe { opts().remove_on_drop(true).map_file(&path) };
+    assert!(
+        matches!(
+            rod,
+            Err(Error::Unsupported {
+                option: "remove_on_drop",
+                ..
+            })
+        ),
+        "{rod:?}"
+    );
+    assert!(path.exists());
+    let heap = Options::new().offset(4096).heap();
+    assert!(
+        matches!(
+            heap,
+            Err(Error::Unsupported {
+                option: "offset",
+                backing: BackingKind::Heap
+            })
+        ),
+        "{heap:?}"
+    );
+}
