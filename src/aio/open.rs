@@ -246,9 +246,8 @@ impl Options {
     /// # Errors
     /// As [`Options::map_file`]; and, when the file is already open here: [`Error::Conflict`]
     /// naming the option that differs from the open arena (`read_only`, `freelist`,
-    /// `magic_version`, `reserved`, `zero_on_free`, `offset`, `map_copy`, or a `capacity` larger than
-    /// the open one),
-    /// [`Error::Exists`] with `create_new`, [`Error::Locked`] while an exclusive pass
+    /// `magic_version`, `reserved`, `zero_on_free`, `offset`, `map_copy`, or a `capacity` larger
+    /// than the open one), [`Error::Exists`] with `create_new`, [`Error::Locked`] while an exclusive pass
     /// (`verify`, `compact`, `reserved_mut`, `write_image`, `close`) holds it.
     ///
     /// # Safety
