@@ -140,15 +140,11 @@ impl Backing {
         Ok(Backing::from_parts(base, len, false, Store::Anon(map)))
     }
 
-    /// Maps `len` bytes of an opened, locked file.
+    /// Maps `len` bytes of an opened, locked file: shared and writable, or, for a read-only
+    /// descriptor, private and read-only to the arena.
     pub(crate) fn file(opened: OpenedFile, len: u64) -> Result<Backing, Error> {
         let read_only = opened.read_only;
-        let map = file::FileMap::new(opened, len)?;
-        let base = map.base();
-        let b = Backing::from_parts(base, len, read_only, Store::File(map));
-        #[cfg(parena_loom)]
-        b.load_words();
-        Ok(b)
+        Backing::map_file(opened, len, read_only)
     }
 
     /// Maps `len` bytes of an opened file privately and writably (copy-on-write): the arena may
@@ -158,9 +154,13 @@ impl Backing {
             opened.read_only,
             "a copy is mapped from a read-only descriptor"
         );
+        Backing::map_file(opened, len, false)
+    }
+
+    fn map_file(opened: OpenedFile, len: u64, read_only: bool) -> Result<Backing, Error> {
         let map = file::FileMap::new(opened, len)?;
         let base = map.base();
-        let b = Backing::from_parts(base, len, false, Store::File(map));
+        let b = Backing::from_parts(base, len, read_only, Store::File(map));
         #[cfg(parena_loom)]
         b.load_words();
         Ok(b)
