@@ -166,7 +166,6 @@ fn run(
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "maps files")]
 #[ignore = "issue 16: damage that still walks is accepted silently"]
 fn one_flipped_bit_is_refused_or_reported_never_silent() {
     let dir = tempfile::tempdir().unwrap();

@@ -30,6 +30,7 @@ fn or_skip(option: &str, r: Result<parena::Arena, Error>) -> Option<parena::Aren
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "madvise and file maps (not in Miri)")]
 fn populate_anon_and_file() {
     let opts = Options::new().capacity(4 << 20).populate(true);
     if let Some(a) = or_skip("populate", opts.map_anon()) {
@@ -49,6 +50,7 @@ fn populate_anon_and_file() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "madvise (not in Miri)")]
 fn huge_pages_anon() {
     let opts = Options::new().capacity(8 << 20).huge_pages(true);
     if let Some(a) = or_skip("huge_pages", opts.map_anon()) {
@@ -57,6 +59,7 @@ fn huge_pages_anon() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "mlock (not in Miri)")]
 fn lock_memory_small_map() {
     // 1 MiB: under the usual 8 MiB RLIMIT_MEMLOCK, so most machines allow it.
     let opts = Options::new().capacity(1 << 20).lock_memory(true);
@@ -73,6 +76,7 @@ fn lock_memory_small_map() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps files")]
 fn remove_on_drop_removes_after_the_last_clone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("scratch.arena");
@@ -131,6 +135,7 @@ impl LiveBlocks for parena::Arena {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps files")]
 fn create_false_leaves_an_empty_file_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("empty");

@@ -267,7 +267,6 @@ fn run_policy(name: &str, cuts: u64) -> Tally {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "spawns and kills processes, maps files")]
 #[ignore = "issue 14: the power-cut guarantee is not met yet; measures with --ignored"]
 fn power_cuts_keep_every_flushed_block() {
     let cuts: u64 = std::env::var("PARENA_POWERCUT_CYCLES")
