@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The loom models of the lock-free free lists (tests/loom.rs), with a bounded number of
-# preemptions per interleaving (default 3). Override with LOOM_MAX_PREEMPTIONS=N; on 2 cores the
-# models take about 5 s at 2 and 25 s at 3, plus the build.
+# preemptions per interleaving (default 3). Override with LOOM_MAX_PREEMPTIONS=N. One model
+# (`coalesce_races_pop_and_push`, whose pass relinks its chain through the segments' headers) is
+# held at 2 unless LOOM_FULL=1: at 3 it alone has 1.8 million interleavings (five minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
