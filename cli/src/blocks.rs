@@ -4,6 +4,8 @@
 use crate::json::{Object, Value};
 use crate::report::bytes;
 use crate::{Invocation, Outcome, FAILED, OK};
+use parena::LiveBlock;
+use std::io::Write;
 
 /// `parena blocks FILE`: one line per live block (handle, offset, generation, length, and
 /// whether its writer had finished), or a JSON object with a `blocks` array.
@@ -43,31 +45,42 @@ pub fn blocks(inv: &Invocation) -> Outcome {
             .set("bytes", total)
             .set("blocks", Value::Array(list));
         println!("{}", out.to_json());
-    } else {
-        println!(
-            "{}: {} live blocks, {}",
-            inv.path.display(),
-            live.len(),
-            bytes(total)
-        );
-        println!(
-            "{:>20}  {:>14}  {:>10}  {:>12}  state",
-            "handle", "offset", "generation", "length"
-        );
-        for b in &live {
-            println!(
-                "{:>20}  {:>14}  {:>10}  {:>12}  {}",
-                b.handle.to_u64(),
-                b.handle.offset(),
-                b.handle.generation(),
-                b.len,
-                if b.pending {
-                    "pending (its writer never finished)"
-                } else {
-                    "published"
-                }
-            );
-        }
+    } else if print_table(inv, &live, total).is_err() {
+        // The reader went away (`parena blocks FILE | head`): nothing more to say.
+        return Outcome(OK);
     }
     Outcome(OK)
+}
+
+/// The text listing, written through one lock of stdout; an error (a closed pipe) ends it.
+fn print_table(inv: &Invocation, live: &[LiveBlock], total: u64) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: {} live blocks, {}",
+        inv.path.display(),
+        live.len(),
+        bytes(total)
+    )?;
+    writeln!(
+        out,
+        "{:>20}  {:>14}  {:>10}  {:>12}  state",
+        "handle", "offset", "generation", "length"
+    )?;
+    for b in live {
+        writeln!(
+            out,
+            "{:>20}  {:>14}  {:>10}  {:>12}  {}",
+            b.handle.to_u64(),
+            b.handle.offset(),
+            b.handle.generation(),
+            b.len,
+            if b.pending {
+                "pending (its writer never finished)"
+            } else {
+                "published"
+            }
+        )?;
+    }
+    out.flush()
 }
