@@ -121,7 +121,14 @@ const IMMUTABLE_END: usize = offset_of!(RawHeader, header_checksum);
 
 /// FNV-1a, 64 bit: detects torn or flipped header bytes (not an adversary).
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a_more(FNV_OFFSET, bytes)
+}
+
+/// The FNV-1a offset basis: the hash of no bytes.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of `bytes` continued from the hash `h` of what came before them.
+fn fnv1a_more(mut h: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
@@ -131,19 +138,14 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// Checksum of the mutable words `48..HEAP_META_END`, reading `state` and `state_checksum` as 0.
 pub(crate) fn state_checksum(words: impl Iterator<Item = (u64, u64)>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (off, w) in words {
+    words.fold(FNV_OFFSET, |h, (off, w)| {
         let w = if off == OFF_STATE || off == OFF_STATE_CHECKSUM {
             0
         } else {
             w
         };
-        for b in w.to_le_bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
+        fnv1a_more(h, &w.to_le_bytes())
+    })
 }
 
 /// The facts of a header that passed validation and never change while the arena is open.
