@@ -255,18 +255,22 @@ mod tests {
     use super::*;
     use crate::aio::tests::{file_arena, poll_once};
 
+    /// Makes `a`'s flush state say that epoch 1 is in flight, and returns that state.
+    fn pretend_epoch_one_in_flight(a: &Arena) -> Arc<FlushState> {
+        let state = flush_state(a);
+        let mut e = lock(&state.epochs);
+        e.started = 1;
+        e.running = true;
+        drop(e);
+        state
+    }
+
     /// Callers that arrive while a flush is in flight are all served by one more flush.
     #[test]
     fn flushes_coalesce() {
         let dir = tempfile::tempdir().unwrap();
         let a = file_arena(&dir);
-        let state = flush_state(&a);
-        {
-            // Pretend epoch 1 is in flight.
-            let mut e = lock(&state.epochs);
-            e.started = 1;
-            e.running = true;
-        }
+        let state = pretend_epoch_one_in_flight(&a);
         let mut calls: Vec<_> = (0..16).map(|_| Box::pin(a.flush_async())).collect();
         for c in &mut calls {
             assert!(poll_once(c).is_pending());
@@ -327,12 +331,7 @@ mod tests {
         ));
         let dir = tempfile::tempdir().unwrap();
         let a = file_arena(&dir);
-        let state = flush_state(&a);
-        {
-            let mut e = lock(&state.epochs);
-            e.started = 1;
-            e.running = true;
-        }
+        let state = pretend_epoch_one_in_flight(&a);
         let mut waiter = Box::pin(a.flush_async());
         assert!(poll_once(&mut waiter).is_pending());
         {

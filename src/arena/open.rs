@@ -162,7 +162,9 @@ impl Arena {
     }
 
     pub(crate) fn open_file(o: &Options, path: &Path) -> Result<Arena, Error> {
-        if o.offset % DATA_ALIGN != 0 {
+        // Aligned, and far enough from the end of the file's offset range that the largest arena
+        // after it still has addresses (every file operation adds the offset).
+        if o.offset % DATA_ALIGN != 0 || o.offset.checked_add(MAX_CAPACITY).is_none() {
             return Err(Error::Size {
                 field: "offset",
                 value: o.offset,
