@@ -34,6 +34,7 @@ use crate::cells::ChunkCell;
 use crate::format::{Geometry, OFF_BUMP, OFF_HIGH_WATER};
 use crate::freelist::{add_discarded, FreeLists, Unlisted};
 use crate::layout::{align_up, WORD};
+use crate::livemap::{self, MapGeom};
 use crate::sync::Ordering;
 
 /// The arena's heap as chunk reservation sees it: the memory, its geometry and capacity, and the
@@ -44,6 +45,8 @@ pub(crate) struct Chunks<'a> {
     pub geom: &'a Geometry,
     /// Total bytes; fixed while open.
     pub capacity: u64,
+    /// The live map, whose owner words a chunk's owner toggles.
+    pub maps: &'a MapGeom,
     pub lists: &'a FreeLists,
 }
 
@@ -72,6 +75,8 @@ impl Chunks<'_> {
             add_discarded(self.mem, hdr - cur);
         }
         let generation = cell.generation.load(Ordering::Relaxed) as u32;
+        // The live bit before the header (docs/metadata.md): a header is never LIVE without it.
+        livemap::owner_toggle(self.mem, self.maps, hdr);
         self.mem.word(hdr).store(
             block::live(len, generation, LiveState::Pending, 0),
             Ordering::Relaxed,
@@ -80,15 +85,16 @@ impl Chunks<'_> {
         Some((hdr, generation))
     }
 
-    /// Reserves whole chunks covering at least `bytes` from the global bump offset, zeroing any
-    /// part that was written before. `None` when the main memory cannot hold them.
+    /// Reserves whole chunks covering `want` bytes from the global bump offset, zeroing any part
+    /// that was written before; the last chunk of the heap may be shorter, as long as it holds
+    /// `need` bytes. `None` when the main memory cannot hold them.
     ///
     /// Chunks start on the fixed grid `data_start + k * chunk`: the heap walk steps over an unused
     /// tail to the next grid line. The bump offset is off the grid only when the capacity was
     /// grown from a value that was not on it; the bytes from there to the next line stay a gap.
-    pub(crate) fn reserve(&self, bytes: u64) -> Option<(u64, u64)> {
+    pub(crate) fn reserve(&self, need: u64, want: u64) -> Option<(u64, u64)> {
         let chunk = self.geom.chunk();
-        let n = align_up(bytes, chunk)?;
+        let n = align_up(want, chunk)?;
         let bump = self.mem.word(OFF_BUMP);
         let mut cur = bump.load(Ordering::Relaxed);
         let (start, end) = loop {
@@ -97,7 +103,7 @@ impl Chunks<'_> {
                 return None;
             }
             let end = start.checked_add(n)?.min(self.capacity);
-            if end - start < bytes {
+            if end - start < need {
                 return None;
             }
             // Relaxed: the RMW order on `bump` alone makes reservations disjoint; see module docs.
@@ -126,7 +132,7 @@ impl Chunks<'_> {
     /// A block larger than a quarter chunk: whole chunks straight from the bump offset.
     pub(crate) fn alloc_large(&self, len: u64, span: u64, align: u64) -> Option<(u64, u32)> {
         let slack = if align > WORD { align } else { 0 };
-        let (start, end) = self.reserve(span + slack)?;
+        let (start, end) = self.reserve(span + slack, span + slack)?;
         let hdr = align_up(start + WORD, align)? - WORD;
         if hdr > start {
             self.mem
@@ -135,6 +141,8 @@ impl Chunks<'_> {
             add_discarded(self.mem, hdr - start);
         }
         let generation = block::fresh_gen(self.mem, true);
+        // The chunks are ours alone since the reservation: their owner-map words too.
+        livemap::owner_toggle(self.mem, self.maps, hdr);
         self.mem.word(hdr).store(
             block::live(len, generation, LiveState::Pending, 0),
             Ordering::Relaxed,

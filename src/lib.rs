@@ -25,6 +25,7 @@ mod freelist;
 mod hook;
 mod kinds;
 mod layout;
+mod livemap;
 #[cfg(parena_loom)]
 #[doc(hidden)]
 pub mod loom_hooks;
@@ -45,7 +46,7 @@ pub use error::Error;
 pub use format::{FORMAT_VERSION, HEADER_SIZE, MAGIC, ROOT_SLOTS};
 pub use layout::MAX_ALIGN;
 pub use options::{Freelist, Options, DEFAULT_CAPACITY};
-pub use recovery::{Problem, Report};
+pub use recovery::{Dropped, Problem, Report};
 #[cfg(feature = "alloc-audit")]
 #[doc(hidden)]
 pub use reentry::audit;

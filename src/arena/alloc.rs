@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::format::Freelist;
 use crate::freelist::{exact_class, Optimistic, Pessimistic, Prepared, Unlisted};
 use crate::layout::{align_up, MAX_ALIGN, WORD};
+use crate::livemap;
 use crate::reentry::audit_op;
 use crate::sync::Ordering;
 use std::alloc::Layout;
@@ -122,9 +123,13 @@ impl Inner {
             debug_assert!(cur <= end, "chunk cell cur {cur} past end {end}");
             if cur != 0 && span <= end - cur {
                 let generation = cell.generation.load(Ordering::Relaxed) as u32;
+                // The live bit first (the chunk's owner-map word is this thread's alone), then
+                // the header: a header is never LIVE without its bit.
+                // SAFETY: `cur < end <= heap_end = maps.base`.
+                unsafe { livemap::owner_toggle_unchecked(&self.mem, &self.maps, cur) };
                 // Invariant Z: `cur..end` is zero, so the block needs no zeroing.
                 // SAFETY: `cur` is 8-aligned (chunk starts and spans are) and
-                // `cur + 8 <= cur + span <= end <= capacity`, the backing's length.
+                // `cur + 8 <= cur + span <= end <= heap_end`, inside the backing.
                 let w = unsafe { self.mem.word_unchecked(cur) };
                 w.store(
                     block::live(len, generation, LiveState::Pending, 0),
@@ -155,7 +160,7 @@ impl Inner {
                 Some(r) => Some(r),
                 None => {
                     self.chunks().return_chunk(cell);
-                    match self.chunks().reserve(chunk) {
+                    match self.chunks().reserve(span + slack, chunk) {
                         Some((start, end)) => {
                             cell.start.store(start, Ordering::Relaxed);
                             cell.cur.store(start, Ordering::Relaxed);
@@ -209,7 +214,7 @@ impl Inner {
                 bump_counter(&cell.counters.failures, 1);
                 Err(Error::Full {
                     requested: len,
-                    available: self.capacity - self.bump(),
+                    available: self.heap_end - self.bump(),
                 })
             }
         }
@@ -247,6 +252,8 @@ impl Inner {
         // handle still has), it is 0 before the cell's first chunk, and a `next_gen` chain runs
         // into generations the counter hands out later.
         let generation = self.cell_gen(cell);
+        // The block may lie in any thread's chunk: its live bit goes in the shared map.
+        livemap::shared_toggle(&self.mem, &self.maps, hdr);
         // Commit as RESERVED (same span: exact class), then zero, then hand out: a crash in
         // between leaves a block recovery reclaims.
         self.mem.word(hdr).store(
@@ -334,6 +341,7 @@ impl Inner {
         // live generation is issued once (until the 23-bit counter wraps).
         let generation = self.fresh_gen(true);
         let reserved = block::live(len, generation, LiveState::Reserved, 0);
+        livemap::shared_toggle(&self.mem, &self.maps, hdr);
         if front > 0 {
             self.mem.word(hdr).store(reserved, Ordering::Relaxed);
             // Commit: the walk now sees the pad, the block and the remainder.

@@ -10,9 +10,10 @@ use crate::format::{
     OFF_STATE_CHECKSUM, STATE_CLEAN,
 };
 use crate::layout::WORD;
+use crate::livemap;
 use crate::recovery::{self, Report};
 use crate::reentry::audit_op;
-use crate::sync::Ordering;
+use crate::sync::{lock, Ordering};
 
 /// One live block, as [`Arena::live_blocks`] lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,8 +28,10 @@ pub struct LiveBlock {
     pub pending: bool,
 }
 impl Arena {
-    /// Makes everything written so far durable: the heap, then the header. A no-op for heap and
-    /// anonymous arenas.
+    /// Makes everything written so far durable: the heap and its live map, then a copy of the
+    /// live map and a meta slot naming it (docs/metadata.md, section 5). Every block allocated
+    /// before the call and not freed after it survives a power cut from then on, at the same
+    /// handle. A no-op for heap and anonymous arenas.
     ///
     /// # Errors
     /// [`Error::Io`] from `msync`.
@@ -46,15 +49,14 @@ impl Arena {
             });
             drained?;
         }
-        let bump = inner.bump();
-        inner
-            .mem
-            .flush(inner.geom.data_start, bump - inner.geom.data_start)?;
-        inner.mem.flush(0, inner.geom.data_start)
+        inner.flush_layout()
     }
 
     /// Makes bytes `offset..offset + len` of the arena durable (not the header; see
-    /// [`Arena::flush_header`]).
+    /// [`Arena::flush_header`]). Bytes only: a block allocated since the last [`Arena::flush`] is
+    /// not protected from a power cut by a range flush of its bytes (its place in the layout is
+    /// durable only once a full `flush` has returned). A write-ahead log therefore allocates a
+    /// segment, calls `flush()` once, and then appends into it with `flush_range`.
     ///
     /// # Errors
     /// [`Error::OutOfBounds`] outside the arena; [`Error::Io`].
@@ -180,6 +182,7 @@ impl Arena {
         // SAFETY: `start..bump` is the heap in use, in bounds and writable (not read-only, checked
         // above); `&mut` on the only clone means no other thread touches it.
         unsafe { inner.mem.zero(start, bump - start) };
+        livemap::rebuild(&inner.mem, &inner.maps, []);
         Ok(())
     }
 
@@ -230,6 +233,16 @@ impl Arena {
 }
 
 impl Inner {
+    /// The durable part of a flush, under the flush lock.
+    pub(super) fn flush_layout(&self) -> Result<(), Error> {
+        if !self.mem.durable() {
+            return Ok(());
+        }
+        let _one = lock(&self.flush_lock);
+        livemap::flush_layout(&self.mem, &self.maps, self.geom.data_start, self.capacity)?;
+        Ok(())
+    }
+
     pub(super) fn header_snapshot(&self) -> RawHeader {
         let mut bytes = vec![0u8; HEADER_SIZE as usize];
         for off in (0..HEADER_SIZE).step_by(8) {
@@ -248,8 +261,7 @@ impl Inner {
         let bump = self.bump();
         let hw = self.mem.word(OFF_HIGH_WATER);
         hw.store(hw.load(Ordering::Relaxed).max(bump), Ordering::Relaxed);
-        self.mem
-            .flush(self.geom.data_start, bump - self.geom.data_start)?;
+        self.flush_layout()?;
         let sum = format::state_checksum(
             (OFF_CAPACITY..format::HEAP_META_END)
                 .step_by(8)

@@ -8,7 +8,7 @@ use crate::sync::Ordering;
 
 /// Counters and sizes of an arena at one moment.
 ///
-/// Two kinds of number, named apart: **file-wide** (`capacity`, `data_start`, `allocated`,
+/// Two kinds of number, named apart: **file-wide** (`capacity`, `data_start`, `heap_end`, `allocated`,
 /// `remaining`, `discarded`), read from the header, the same for every process that opens the
 /// file; and **this process since open** (everything else), counted by the threads of this
 /// process on this `Arena` (and its clones) and starting at zero at every open. So after a reopen
@@ -21,9 +21,12 @@ pub struct Stats {
     pub capacity: u64,
     /// File-wide: first heap byte.
     pub data_start: u64,
+    /// File-wide: end of the heap. The live and flush maps (1/16 of the capacity, rounded up to
+    /// a page) fill `heap_end..capacity`.
+    pub heap_end: u64,
     /// File-wide: heap bytes reserved so far (`bump - data_start`).
     pub allocated: u64,
-    /// File-wide: heap bytes never reserved (`capacity - bump`).
+    /// File-wide: heap bytes never reserved (`heap_end - bump`).
     pub remaining: u64,
     /// This process since open: blocks allocated and not freed (blocks that were in the file at
     /// open are not counted; see above).
@@ -164,8 +167,9 @@ impl Arena {
         let mut s = Stats {
             capacity: inner.capacity,
             data_start: inner.geom.data_start,
+            heap_end: inner.heap_end,
             allocated: bump - inner.geom.data_start,
-            remaining: inner.capacity - bump,
+            remaining: inner.heap_end - bump,
             discarded: inner.mem.word(OFF_DISCARDED).load(Ordering::Relaxed),
             ..Stats::default()
         };

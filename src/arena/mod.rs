@@ -39,8 +39,9 @@ use crate::error::Error;
 use crate::format::Freelist;
 use crate::format::{Geometry, OFF_BUMP};
 use crate::freelist::FreeLists;
+use crate::livemap::MapGeom;
 use crate::recovery::Report;
-use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
 use std::path::Path;
 /// A persistent, lock-free arena: one region of memory (heap buffer, anonymous map or file map)
 /// that many threads allocate from at once.
@@ -84,6 +85,12 @@ pub(crate) struct Inner {
     geom: Geometry,
     /// Total bytes; fixed while open. Always `> data_start`, a multiple of 4096.
     capacity: u64,
+    /// Where the live and flush maps lie; `maps.heap_end()` ends the heap.
+    maps: MapGeom,
+    /// End of the heap (`maps.base`): every block, segment and chunk lies below it.
+    heap_end: u64,
+    /// Serialises the flush protocol (one flush map and meta slot written at a time).
+    flush_lock: Mutex<()>,
     /// Process-unique id of this open arena (never reused), keys the per-thread cells.
     uid: u64,
     /// Opened read-only, or closed (the close protocol ran).
@@ -255,7 +262,8 @@ impl Inner {
         Chunks {
             mem: &self.mem,
             geom: &self.geom,
-            capacity: self.capacity,
+            capacity: self.heap_end,
+            maps: &self.maps,
             lists: &self.lists,
         }
     }
@@ -267,11 +275,11 @@ impl Inner {
 
     pub(super) fn check_range(&self, offset: u64, len: u64) -> Result<(), Error> {
         match offset.checked_add(len) {
-            Some(e) if e <= self.capacity => Ok(()),
+            Some(e) if e <= self.heap_end => Ok(()),
             _ => Err(Error::OutOfBounds {
                 offset,
                 len,
-                limit: self.capacity,
+                limit: self.heap_end,
             }),
         }
     }

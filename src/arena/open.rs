@@ -7,13 +7,14 @@ use crate::error::Error;
 use crate::format::Freelist;
 use crate::format::{
     self, Geometry, RawHeader, DATA_ALIGN, HEADER_SIZE, MAX_CAPACITY, MAX_CHUNK_SHIFT,
-    MIN_CHUNK_SHIFT, OFF_CAPACITY, OFF_OPEN_COUNT, OFF_STATE, STATE_DIRTY,
+    MIN_CHUNK_SHIFT, OFF_CAPACITY, OFF_HIGH_WATER, OFF_OPEN_COUNT, OFF_STATE, STATE_DIRTY,
 };
 use crate::freelist::FreeLists;
 use crate::layout::align_up;
+use crate::livemap::{self, MapGeom};
 use crate::options::{Options, DEFAULT_CAPACITY};
 use crate::recovery::{self, Report};
-use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, StdAtomicU64, StdOrdering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, StdAtomicU64, StdOrdering};
 use std::path::Path;
 /// The next arena uid (process-wide; never reused).
 static NEXT_UID: StdAtomicU64 = StdAtomicU64::new(1);
@@ -42,13 +43,13 @@ impl Geometry {
     pub(super) fn from_options(o: &Options, capacity: u64) -> Result<Geometry, Error> {
         let reserved = o.reserved.unwrap_or(0);
         let data_start = Geometry::data_start_for(reserved);
-        if capacity < data_start + (1 << MIN_CHUNK_SHIFT) || capacity > MAX_CAPACITY {
+        if capacity > MAX_CAPACITY || capacity < data_start + format::heap_minimum(capacity) {
             return Err(Error::Size {
                 field: "capacity",
                 value: capacity,
             });
         }
-        let heap = capacity - data_start;
+        let heap = format::heap_end(capacity) - data_start;
         let chunk_shift = match o.chunk_size {
             Some(c) => {
                 let c = u64::from(c);
@@ -143,6 +144,9 @@ impl Arena {
                 mem: b,
                 geom: g,
                 capacity,
+                maps: MapGeom::for_capacity(capacity),
+                heap_end: MapGeom::for_capacity(capacity).heap_end(),
+                flush_lock: Mutex::new(()),
                 uid: new_uid(),
                 zero_on_free: o.zero_on_free,
                 thread_cache: o.thread_cache && g.freelist != Freelist::None,
@@ -251,13 +255,21 @@ impl Arena {
                 capacity = want;
             }
         }
-        // Everything above only read. A dirty arena is walked (still read-only) before anything
+        if capacity > v.capacity && format::heap_end(capacity) < v.capacity {
+            // The maps move to the end of the grown arena; they must not overlap the old ones
+            // (which a cut during the growth still needs).
+            return Err(Error::Size {
+                field: "capacity",
+                value: capacity,
+            });
+        }
+        // Everything above only read. A dirty arena is planned (still read-only) before anything
         // is written, so a heap that cannot be recovered leaves the file untouched.
         if !v.clean && !o.read_only {
             let probe = Backing::file(f.dup_read_only()?, v.capacity)?;
-            recovery::check(&probe, &g, raw.bump)?;
+            let plan = recovery::cut::plan(&probe, &g, v.capacity)?;
             drop(probe);
-            return Arena::open_writable(o, f, g, v.capacity, capacity, false);
+            return Arena::open_writable(o, f, g, v.capacity, capacity, Some(plan));
         }
         if o.read_only {
             let b = Backing::file(f, v.capacity)?;
@@ -265,7 +277,7 @@ impl Arena {
                 b, g, v.capacity, o, v.clean, !v.clean, None,
             ));
         }
-        Arena::open_writable(o, f, g, v.capacity, capacity, true)
+        Arena::open_writable(o, f, g, v.capacity, capacity, None)
     }
 
     pub(super) fn open_writable(
@@ -274,28 +286,52 @@ impl Arena {
         g: Geometry,
         old_capacity: u64,
         capacity: u64,
-        clean: bool,
+        plan: Option<recovery::cut::Plan>,
     ) -> Result<Arena, Error> {
-        let b = if o.map_copy {
+        let clean = plan.is_none();
+        let grow = capacity > old_capacity && !o.map_copy;
+        let at_old = if o.map_copy {
             // Validated: the file holds `capacity` bytes, and a copy never grows it.
-            Backing::file_copy(f, capacity)?
+            Backing::file_copy(f.dup_read_only()?, old_capacity)?
         } else {
-            if capacity > old_capacity || f.len()? < capacity {
-                f.resize(capacity, o.preallocate)?;
+            if f.len()? < old_capacity {
+                f.resize(old_capacity, o.preallocate)?;
             }
-            Backing::file(f, capacity)?
+            Backing::file(f.dup()?, old_capacity)?
         };
-        // Mark dirty (and the new capacity) and make that durable before the first change.
+        let b = at_old;
+        // Mark dirty and make that durable before the first change.
         b.word(OFF_STATE).store(STATE_DIRTY, Ordering::Relaxed);
-        b.word(OFF_CAPACITY).store(capacity, Ordering::Relaxed);
         b.word(OFF_OPEN_COUNT).fetch_add(1, Ordering::Relaxed);
         b.flush(0, HEADER_SIZE)?;
-        let report = if clean {
-            None
-        } else {
-            let lists = FreeLists::load(&b, g.data_start);
-            Some(recovery::repair(&b, &g, capacity, &lists, true)?)
+        let report = match plan {
+            None => None,
+            Some(plan) => {
+                let dropped = recovery::cut::apply(&b, &plan);
+                let lists = FreeLists::load(&b, g.data_start);
+                let mut r = recovery::repair(&b, &g, old_capacity, &lists, true)?;
+                r.dropped = dropped;
+                r.flushed_blocks = plan.fixed;
+                Some(r)
+            }
         };
+        if !grow {
+            return Ok(Arena::from_parts(
+                b,
+                g,
+                old_capacity,
+                o,
+                clean,
+                false,
+                report,
+            ));
+        }
+        let bump = b.word(format::OFF_BUMP).load(Ordering::Relaxed);
+        let words = livemap::live_words(&b, &MapGeom::for_capacity(old_capacity), bump);
+        drop(b);
+        f.resize(capacity, o.preallocate)?;
+        let b = Backing::file(f, capacity)?;
+        grow_maps(&b, &g, old_capacity, capacity, &words)?;
         Ok(Arena::from_parts(b, g, capacity, o, clean, false, report))
     }
 
@@ -317,6 +353,26 @@ impl Arena {
         let b = Backing::file(f, capacity)?;
         Ok(Arena::from_parts(b, g, capacity, o, true, false, None))
     }
+}
+
+/// Grows a file arena (recovered, with nothing in flight) from `old` to `new` bytes: the maps move
+/// to the end of the grown file, past the old ones, and become durable before a meta slot names
+/// the new capacity; only then does the header's capacity change. A cut at any point reopens at
+/// one of the two capacities with its own maps whole.
+fn grow_maps(b: &Backing, g: &Geometry, old: u64, new: u64, words: &[u64]) -> Result<(), Error> {
+    let maps = MapGeom::for_capacity(new);
+    livemap::set_live_words(b, &maps, words);
+    // The old map region is heap now: below the high-water mark, so it is zeroed when taken.
+    let hw = b.word(OFF_HIGH_WATER);
+    hw.store(hw.load(Ordering::Relaxed).max(old), Ordering::Relaxed);
+    // Both flush maps hold the layout before the first meta slot for `new` names one of them.
+    let bump = b.word(format::OFF_BUMP).load(Ordering::Relaxed);
+    livemap::copy_to_flushed(b, &maps, 0, g.data_start, bump);
+    livemap::copy_to_flushed(b, &maps, 1, g.data_start, bump);
+    livemap::flush_layout(b, &maps, g.data_start, new)?;
+    b.word(OFF_CAPACITY).store(new, Ordering::Relaxed);
+    b.flush(0, HEADER_SIZE)?;
+    Ok(())
 }
 
 /// The ways to create or open an arena (the builder's terminal calls).

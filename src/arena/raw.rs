@@ -49,16 +49,16 @@ impl Arena {
         }
     }
 
-    /// Checks that `offset..offset + len` lies inside the heap (`data_start..capacity`).
+    /// Checks that `offset..offset + len` lies inside the heap (`data_start..heap_end`, the heap before the maps).
     #[inline]
     fn heap_range(&self, offset: u64, len: u64) -> Result<(), Error> {
         let inner = &*self.inner;
         match offset.checked_add(len) {
-            Some(end) if offset >= inner.geom.data_start && end <= inner.capacity => Ok(()),
+            Some(end) if offset >= inner.geom.data_start && end <= inner.heap_end => Ok(()),
             _ => Err(Error::OutOfBounds {
                 offset,
                 len,
-                limit: inner.capacity,
+                limit: inner.heap_end,
             }),
         }
     }
@@ -117,7 +117,7 @@ impl Arena {
     ///
     /// # Errors
     /// [`Error::OutOfBounds`] when `offset` is not a multiple of 8 or the word is not inside the
-    /// heap (`data_start..capacity`).
+    /// heap (`data_start..heap_end`, the heap before the maps).
     ///
     /// # Safety
     /// The word must lie inside a live (published) block that is not freed while the reference
@@ -141,7 +141,7 @@ impl Arena {
             return Err(Error::OutOfBounds {
                 offset,
                 len: WORD,
-                limit: self.inner.capacity,
+                limit: self.inner.heap_end,
             });
         }
         self.heap_range(offset, WORD)?;
@@ -217,7 +217,7 @@ impl Arena {
     /// reached through links).
     ///
     /// # Errors
-    /// [`Error::OutOfBounds`] when the range is not inside the heap (`data_start..capacity`).
+    /// [`Error::OutOfBounds`] when the range is not inside the heap (`data_start..heap_end`, the heap before the maps).
     ///
     /// # Safety
     /// The range must lie inside one live (published) block that is not freed while the slice

@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::format::Freelist;
 use crate::freelist::exact_class;
 use crate::layout::{block_span, WORD};
+use crate::livemap;
 use crate::sync::{fence, Ordering};
 
 impl Inner {
@@ -63,7 +64,7 @@ impl Inner {
     pub(super) fn cached_in_heap(&self, off: u64, span: u64) -> bool {
         off % WORD == 0
             && off >= self.geom.data_start
-            && off.checked_add(span).is_some_and(|e| e <= self.capacity)
+            && off.checked_add(span).is_some_and(|e| e <= self.heap_end)
     }
 
     /// Retires every thread's chunk. Needs exclusive access (no clone in use).
@@ -93,6 +94,8 @@ impl Inner {
         bump_counter(&cell.counters.frees, 1);
         bump_counter(&cell.counters.free_bytes, len);
         if cell.ends_with(hdr, span) {
+            // The block lies in this thread's own chunk: its owner-map word is ours.
+            livemap::owner_toggle(&self.mem, &self.maps, hdr);
             // The block ends where this thread's chunk is bumped to: move the bump back, keeping
             // invariant Z (everything from `cur` on is zero). Data first, header last.
             // SAFETY: the block is DYING with no readers: ours alone.
@@ -107,6 +110,8 @@ impl Inner {
             bump_counter(&cell.counters.rewinds, 1);
             return;
         }
+        // The block is DYING: no longer live for the map either (before it becomes free space).
+        livemap::shared_toggle(&self.mem, &self.maps, hdr);
         if self.zero_on_free {
             // SAFETY: as above.
             unsafe { self.mem.zero(hdr + WORD, span - WORD) };

@@ -118,6 +118,15 @@ impl OpenedFile {
         })
     }
 
+    /// A second descriptor on the same open file, as writable as this one (it shares the lock):
+    /// for a map that is dropped before this descriptor is mapped again (a growth).
+    pub(crate) fn dup(&self) -> Result<OpenedFile, Error> {
+        Ok(OpenedFile {
+            read_only: self.read_only,
+            ..self.dup_read_only()?
+        })
+    }
+
     /// Bytes of the file from the arena's start (`offset`) on.
     pub(crate) fn len(&self) -> Result<u64, Error> {
         Ok(self.file.metadata()?.len().saturating_sub(self.offset))

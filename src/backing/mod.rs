@@ -209,6 +209,16 @@ impl Backing {
         self.read_only
     }
 
+    /// Whether [`Backing::flush`] makes anything durable: a writable file map, or the simulated
+    /// disk.
+    pub(crate) fn durable(&self) -> bool {
+        match &self.store {
+            Store::File(_) => !self.read_only,
+            Store::Sim(..) => true,
+            _ => false,
+        }
+    }
+
     /// The atomic word at byte offset `off`.
     ///
     /// Every word that more than one thread may touch at once (header fields, block headers, free

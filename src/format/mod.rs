@@ -29,9 +29,20 @@
 //!    112    16  spare            -         zero
 //!    128   128  roots[16]        user      persisted root slots
 //!    256  2048  heads[256]       free      free-list heads, one per size class (tag | offset)
-//!   2304  1792  padding          -         zero
+//!   2304   256  meta slot 0      flush     the layout as of a flush (see below)
+//!   2560   256  meta slot 1      flush     the other one: each flush writes the older slot
+//!   2816  1280  padding          -         zero
 //!   4096     R  reserved area    user
+//!  data_start   heap             alloc     blocks, free segments, fillers
+//!  heap_end     maps             alloc     live maps A and B, flush maps F0 and F1 (livemap)
+//!  capacity
 //! ```
+//!
+//! A meta slot is eight words: `epoch`, `map` (which flush map, 0 or 1, holds this flush's
+//! live starts), `capacity`, `bump`, `high_water`, `discarded`, `gen_seed`, and an FNV-1a checksum
+//! of the seven before it and the slot's index; the rest of its 256 bytes is zero. The valid slot
+//! with the larger epoch describes the last completed flush. The maps lie at the end of the
+//! arena: `heap_end = capacity - region_len(capacity)` (`livemap::MapGeom`).
 //!
 //! A crash can leave any mutable field half-way through a protocol, never half-written: each is an
 //! aligned 8-byte word, stored with one instruction. Power loss can lose the stores made after the
@@ -47,7 +58,7 @@ pub use crate::kinds::Freelist;
 /// The first 8 bytes of every arena.
 pub const MAGIC: [u8; 8] = *b"\x89PARENA\n";
 /// The format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Number of persisted root slots.
 pub const ROOT_SLOTS: usize = 16;
 /// Number of free-list size classes.
@@ -93,7 +104,8 @@ pub(crate) struct RawHeader {
     pub spare: [u64; 2],
     pub roots: [u64; ROOT_SLOTS],
     pub heads: [u64; CLASSES],
-    pub padding: [u64; 224],
+    pub meta: [[u64; META_SLOT_WORDS]; 2],
+    pub padding: [u64; 160],
 }
 
 const _: () = assert!(size_of::<RawHeader>() as u64 == HEADER_SIZE);
@@ -101,7 +113,87 @@ const _: () = assert!(offset_of!(RawHeader, header_checksum) == 40);
 const _: () = assert!(offset_of!(RawHeader, capacity) == 48);
 const _: () = assert!(offset_of!(RawHeader, roots) == 128);
 const _: () = assert!(offset_of!(RawHeader, heads) == 256);
-const _: () = assert!(offset_of!(RawHeader, padding) == 2304);
+const _: () = assert!(offset_of!(RawHeader, meta) == 2304);
+const _: () = assert!(offset_of!(RawHeader, padding) == 2816);
+
+/// Words in one meta slot (256 bytes; eight are used).
+pub(crate) const META_SLOT_WORDS: usize = 32;
+/// Byte offset of meta slot 0; slot 1 follows it.
+pub(crate) const OFF_META: u64 = offset_of!(RawHeader, meta) as u64;
+
+/// Bytes of the map region at the end of an arena of `capacity` bytes: four bitmaps of one bit
+/// per 8 bytes of the arena, rounded up to a page (`livemap`).
+pub(crate) const fn map_region_len(capacity: u64) -> u64 {
+    (capacity.div_ceil(512) * 8 * 4).div_ceil(DATA_ALIGN) * DATA_ALIGN
+}
+
+/// End of the heap of an arena of `capacity` bytes: where its maps begin.
+pub(crate) const fn heap_end(capacity: u64) -> u64 {
+    capacity - map_region_len(capacity)
+}
+
+/// The least an arena of `capacity` bytes needs after `data_start`: its maps and one smallest
+/// chunk of heap.
+pub(crate) const fn heap_minimum(capacity: u64) -> u64 {
+    map_region_len(capacity) + (1 << MIN_CHUNK_SHIFT)
+}
+
+/// The layout as of one completed flush, as a meta slot records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Meta {
+    /// Flushes so far; the valid slot with the larger epoch wins.
+    pub epoch: u64,
+    /// Which flush map (0 or 1) holds the live starts of this flush.
+    pub map: u64,
+    pub capacity: u64,
+    pub bump: u64,
+    pub high_water: u64,
+    pub discarded: u64,
+    pub gen_seed: u64,
+}
+
+impl Meta {
+    /// The slot's first eight words, checksum last.
+    pub(crate) fn encode(&self, slot: u64) -> [u64; 8] {
+        let w = [
+            self.epoch,
+            self.map,
+            self.capacity,
+            self.bump,
+            self.high_water,
+            self.discarded,
+            self.gen_seed,
+            0,
+        ];
+        let mut out = w;
+        out[7] = meta_checksum(&w[..7], slot);
+        out
+    }
+
+    /// A slot's words back to a `Meta`, or `None` when its checksum does not match (a slot never
+    /// written, or torn by a power cut).
+    pub(crate) fn decode(w: &[u64; 8], slot: u64) -> Option<Meta> {
+        if w[7] != meta_checksum(&w[..7], slot) || w[0] == 0 || w[1] > 1 {
+            return None;
+        }
+        Some(Meta {
+            epoch: w[0],
+            map: w[1],
+            capacity: w[2],
+            bump: w[3],
+            high_water: w[4],
+            discarded: w[5],
+            gen_seed: w[6],
+        })
+    }
+}
+
+fn meta_checksum(words: &[u64], slot: u64) -> u64 {
+    let h = words
+        .iter()
+        .fold(FNV_OFFSET, |h, w| fnv1a_more(h, &w.to_le_bytes()));
+    fnv1a_more(h, &slot.to_le_bytes())
+}
 
 /// Byte offsets of the mutable words, for the atomic accessor.
 pub(crate) const OFF_CAPACITY: u64 = offset_of!(RawHeader, capacity) as u64;

@@ -2,9 +2,9 @@
 //! then does the arena trust its [`Geometry`].
 
 use super::{
-    fnv1a, state_checksum, Freelist, Geometry, RawHeader, DATA_ALIGN, FORMAT_VERSION, HEADER_SIZE,
-    HEAP_META_END, IMMUTABLE_END, MAGIC, MAX_CAPACITY, MAX_CHUNK_SHIFT, MIN_CHUNK_SHIFT,
-    OFF_CAPACITY, STATE_CLEAN, STATE_DIRTY,
+    fnv1a, heap_end, heap_minimum, state_checksum, Freelist, Geometry, Meta, RawHeader, DATA_ALIGN,
+    FORMAT_VERSION, HEADER_SIZE, HEAP_META_END, IMMUTABLE_END, MAGIC, MAX_CAPACITY,
+    MAX_CHUNK_SHIFT, MIN_CHUNK_SHIFT, OFF_CAPACITY, STATE_CLEAN, STATE_DIRTY,
 };
 use crate::error::Error;
 use bytemuck::Zeroable;
@@ -31,6 +31,16 @@ impl RawHeader {
         // generations from their first block on: a handle of one arena is refused by another
         // unless their counters meet (probability about 2^-23 per handle; docs/design.md).
         h.gen_seed = g.arena_id;
+        let first = Meta {
+            epoch: 1,
+            map: 0,
+            capacity,
+            bump: h.bump,
+            high_water: h.high_water,
+            discarded: 0,
+            gen_seed: h.gen_seed,
+        };
+        h.meta[0][..8].copy_from_slice(&first.encode(0));
         h.state_checksum = h.compute_state_checksum();
         h
     }
@@ -97,7 +107,8 @@ impl RawHeader {
             });
         }
         let cap = self.capacity;
-        if cap % DATA_ALIGN != 0 || cap <= self.data_start || cap > MAX_CAPACITY {
+        if cap % DATA_ALIGN != 0 || cap > MAX_CAPACITY || cap < self.data_start + heap_minimum(cap)
+        {
             return Err(Error::Size {
                 field: "capacity",
                 value: cap,
@@ -109,7 +120,7 @@ impl RawHeader {
                 found: storage_len,
             });
         }
-        if self.bump < self.data_start || self.bump > cap || self.bump % 8 != 0 {
+        if self.bump < self.data_start || self.bump > heap_end(cap) || self.bump % 8 != 0 {
             return Err(Error::Bump {
                 bump: self.bump,
                 capacity: cap,

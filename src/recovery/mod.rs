@@ -24,6 +24,7 @@
 //! Leaks are therefore bounded by the operations in flight: at most one block per thread that was
 //! between writing a PENDING header and returning from `alloc`.
 
+pub(crate) mod cut;
 mod repair;
 mod walk;
 
@@ -70,12 +71,30 @@ pub struct Report {
     pub free_histogram: [u64; 32],
     /// Everything that is not as it should be.
     pub problems: Vec<Problem>,
+    /// What recovery could not vouch for and turned into free space: heap regions whose blocks
+    /// were allocated after the last flush and whose metadata a power cut left partly written,
+    /// and LIVE headers the live map does not record. Never a block live at the last flush
+    /// (docs/recovery.md).
+    pub dropped: Vec<Dropped>,
+    /// Recovery only: of the live blocks, those the last flush's map vouched for (live at that
+    /// flush, not freed since). The rest were allocated after it and walked whole.
+    pub flushed_blocks: u64,
+}
+
+/// A heap region recovery dropped (see [`Report::dropped`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Dropped {
+    /// Offset of its first byte (a header word).
+    pub offset: u64,
+    /// Its length in bytes.
+    pub len: u64,
 }
 
 impl Report {
-    /// No problems found.
+    /// No problems found and nothing dropped.
     pub fn is_clean(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.dropped.is_empty()
     }
 }
 

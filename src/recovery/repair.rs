@@ -7,6 +7,7 @@ use crate::error::Error;
 use crate::format::Freelist;
 use crate::format::{Geometry, OFF_BUMP, OFF_DISCARDED, OFF_HIGH_WATER};
 use crate::freelist::{FreeLists, Unlisted};
+use crate::livemap::{self, MapGeom};
 use crate::sync::Ordering;
 
 /// Rebuilds the free lists from a walk, merging every run of free space (free segments, fillers,
@@ -20,7 +21,10 @@ pub(crate) fn repair(
     recovering: bool,
 ) -> Result<Report, Error> {
     let bump0 = b.word(OFF_BUMP).load(Ordering::Relaxed);
+    let maps = MapGeom::for_capacity(capacity);
     let mut r = Report::default();
+    // The live map is rebuilt from the walk: cleared here, a bit set for every block kept.
+    livemap::rebuild(b, &maps, []);
     lists.clear_all(b);
     let mut discarded = 0u64;
     // The run of free space being gathered: start, end, pieces in it.
@@ -73,6 +77,7 @@ pub(crate) fn repair(
         {
             r.live_blocks += 1;
             r.live_bytes += len;
+            livemap::owner_toggle(b, &maps, off);
             if recovering && (readers != 0 || state != LiveState::Published) {
                 b.word(off).store(
                     block::live(len, generation, LiveState::Published, 0),
@@ -115,7 +120,8 @@ pub(crate) fn repair(
     }
     r.leaked_bytes = discarded;
     r.bump = bump;
-    b.flush(g.data_start, bump0 - g.data_start)?;
-    b.flush(0, g.data_start)?;
+    // The new layout becomes the durable one (a flush map and a meta slot), so a later cut
+    // returns to it.
+    livemap::flush_layout(b, &maps, g.data_start, capacity)?;
     Ok(r)
 }

@@ -310,7 +310,7 @@ fn full_carries_the_numbers() {
         .heap()
         .unwrap();
     let s = arena.stats();
-    assert_eq!(s.remaining, s.capacity - s.data_start);
+    assert_eq!(s.remaining, s.heap_end - s.data_start);
     let big = (s.remaining - 64) as usize;
     let h = arena.alloc(big).unwrap().into_handle();
     let left = arena.stats().remaining;

@@ -1,0 +1,354 @@
+//! The live map and the flush maps: an out-of-line record of where live blocks start, which user
+//! bytes cannot write and which a power cut cannot tear (docs/metadata.md).
+//!
+//! Four bitmaps sit at the end of the arena, after the heap (`MapGeom::base..capacity`). Each
+//! holds one bit per 8-byte unit of the arena (bit `off / 8`), so a bitmap word covers 512 bytes:
+//!
+//! - **owner map** (`A`): toggled with a plain load and store, only by the thread that owns the
+//!   chunk the word lies in (the chunk grid is 512-byte aligned and a chunk is at least 512 bytes,
+//!   so one word never spans two chunks), and by exclusive passes. The allocation fast path writes
+//!   only this one.
+//! - **shared map** (`B`): toggled with `fetch_xor` by everything else (a free, a cache refill, a
+//!   carve from the free lists).
+//! - **flush maps** (`F0`, `F1`): `A ^ B` as of a completed `flush()`, written only inside `flush()`
+//!   into the copy the newest meta slot does not name.
+//!
+//! A header position `off` starts a live block exactly when `A(off) ^ B(off)` is set. Every change
+//! of that fact (an allocation, a free, a rewind) is one toggle by the one thread that makes the
+//! change, so the two maps never need to agree with each other, only their exclusive-or with the
+//! heap.
+//!
+//! ## Orderings
+//!
+//! | word | op | ordering | why |
+//! | --- | --- | --- | --- |
+//! | owner map | load + store | Relaxed | one writer (the chunk's owner); readers that must see a bit are ordered after its writer by the allocation's own hand-over (the user's synchronisation, or a flush on the same thread) |
+//! | shared map | `fetch_xor` | Relaxed | the RMW order makes concurrent toggles of different bits in one word compose; the same ordering argument as the owner map |
+//! | flush maps | load / store | Relaxed | written only under the flush lock; read only by exclusive passes |
+
+use crate::backing::Backing;
+use crate::error::Error;
+use crate::format::{
+    map_region_len, Meta, HEADER_SIZE, META_SLOT_WORDS, OFF_BUMP, OFF_DISCARDED, OFF_GEN_SEED,
+    OFF_HIGH_WATER, OFF_META,
+};
+use crate::layout::WORD;
+use crate::sync::Ordering;
+
+/// Bytes of arena one bitmap word covers.
+const WORD_COVERS: u64 = 64 * WORD;
+/// Bytes of one meta slot.
+const META_SLOT_BYTES: u64 = META_SLOT_WORDS as u64 * WORD;
+#[cfg(test)]
+const PAGE: u64 = 4096;
+
+/// Where the four bitmaps of an arena of a given capacity lie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MapGeom {
+    /// First byte of the map region; also the end of the heap.
+    pub base: u64,
+    /// Words in each bitmap.
+    pub words: u64,
+}
+
+impl MapGeom {
+    /// The maps of an arena of `capacity` bytes (a multiple of 4096).
+    pub(crate) const fn for_capacity(capacity: u64) -> MapGeom {
+        let words = capacity.div_ceil(WORD_COVERS);
+        MapGeom {
+            base: capacity - Self::region_len(capacity),
+            words,
+        }
+    }
+
+    /// Bytes of the map region for an arena of `capacity` bytes: four bitmaps, rounded up to a
+    /// page.
+    pub(crate) const fn region_len(capacity: u64) -> u64 {
+        map_region_len(capacity)
+    }
+
+    /// End of the heap: the first byte of the maps.
+    #[inline]
+    pub(crate) const fn heap_end(&self) -> u64 {
+        self.base
+    }
+
+    /// Byte offset of the owner map's word covering `off`.
+    #[inline]
+    pub(crate) const fn owner_word(&self, off: u64) -> u64 {
+        self.base + (off / WORD_COVERS) * WORD
+    }
+
+    /// Byte offset of the shared map's word covering `off`.
+    #[inline]
+    pub(crate) const fn shared_word(&self, off: u64) -> u64 {
+        self.base + (self.words + off / WORD_COVERS) * WORD
+    }
+
+    /// Byte offset of flush map `which`'s (0 or 1) word number `i`.
+    #[inline]
+    pub(crate) const fn flushed_word_at(&self, which: u64, i: u64) -> u64 {
+        self.base + ((2 + which) * self.words + i) * WORD
+    }
+
+    /// Byte range `(offset, len)` of flush map `which`'s words covering `0..end`.
+    pub(crate) const fn flushed_range(&self, which: u64, end: u64) -> (u64, u64) {
+        (
+            self.flushed_word_at(which, 0),
+            end.div_ceil(WORD_COVERS) * WORD,
+        )
+    }
+
+    /// Byte ranges of the owner and shared maps covering `0..end`, for a flush.
+    pub(crate) const fn live_ranges(&self, end: u64) -> [(u64, u64); 2] {
+        let len = end.div_ceil(WORD_COVERS) * WORD;
+        [(self.base, len), (self.base + self.words * WORD, len)]
+    }
+}
+
+/// The bit of `off` inside its bitmap word.
+#[inline]
+pub(crate) const fn bit_of(off: u64) -> u64 {
+    1 << ((off / WORD) % 64)
+}
+
+/// Toggles `off`'s bit in the owner map. The caller owns the chunk the word lies in (or the
+/// arena exclusively).
+#[inline]
+pub(crate) fn owner_toggle(mem: &Backing, m: &MapGeom, off: u64) {
+    let w = mem.word(m.owner_word(off));
+    w.store(w.load(Ordering::Relaxed) ^ bit_of(off), Ordering::Relaxed);
+}
+
+/// [`owner_toggle`] without the bounds check, for the allocation fast path.
+///
+/// # Safety
+/// `off` lies in the heap (`off < m.base`), so its owner-map word is inside the backing.
+#[inline]
+pub(crate) unsafe fn owner_toggle_unchecked(mem: &Backing, m: &MapGeom, off: u64) {
+    debug_assert!(off < m.base);
+    // SAFETY: `off < base` makes `owner_word(off) < base + words * 8`, inside the map region,
+    // which lies inside the backing (the caller's contract); it is a multiple of 8.
+    let w = unsafe { mem.word_unchecked(m.owner_word(off)) };
+    w.store(w.load(Ordering::Relaxed) ^ bit_of(off), Ordering::Relaxed);
+}
+
+/// Toggles `off`'s bit in the shared map.
+#[inline]
+pub(crate) fn shared_toggle(mem: &Backing, m: &MapGeom, off: u64) {
+    mem.word(m.shared_word(off))
+        .fetch_xor(bit_of(off), Ordering::Relaxed);
+}
+
+/// Whether a live block starts at header offset `off` (`off` inside the heap).
+#[inline]
+pub(crate) fn is_live(mem: &Backing, m: &MapGeom, off: u64) -> bool {
+    live_word(mem, m, off / WORD_COVERS) & bit_of(off) != 0
+}
+
+/// Word `i` of the live map (`A ^ B`).
+#[inline]
+pub(crate) fn live_word(mem: &Backing, m: &MapGeom, i: u64) -> u64 {
+    let a = mem.word(m.base + i * WORD).load(Ordering::Relaxed);
+    let b = mem
+        .word(m.base + (m.words + i) * WORD)
+        .load(Ordering::Relaxed);
+    a ^ b
+}
+
+/// Word `i` of flush map `which`.
+#[inline]
+pub(crate) fn flushed_word(mem: &Backing, m: &MapGeom, which: u64, i: u64) -> u64 {
+    mem.word(m.flushed_word_at(which, i))
+        .load(Ordering::Relaxed)
+}
+
+/// Copies the live map's words covering `from..to` into flush map `which`, storing only the words
+/// that differ (so a page whose bits did not change is not dirtied). Returns the words stored.
+/// Callers hold the flush lock.
+pub(crate) fn copy_to_flushed(mem: &Backing, m: &MapGeom, which: u64, from: u64, to: u64) -> u64 {
+    let mut stored = 0;
+    for i in from / WORD_COVERS..to.div_ceil(WORD_COVERS) {
+        let live = live_word(mem, m, i);
+        let f = mem.word(m.flushed_word_at(which, i));
+        if f.load(Ordering::Relaxed) != live {
+            f.store(live, Ordering::Relaxed);
+            stored += 1;
+        }
+    }
+    stored
+}
+
+/// Rewrites the live map from scratch: every bit clear, then one set per start `starts` yields.
+/// Exclusive passes only (recovery, `compact`, `clear`).
+pub(crate) fn rebuild(mem: &Backing, m: &MapGeom, starts: impl IntoIterator<Item = u64>) {
+    for i in 0..2 * m.words {
+        let w = mem.word(m.base + i * WORD);
+        if w.load(Ordering::Relaxed) != 0 {
+            w.store(0, Ordering::Relaxed);
+        }
+    }
+    for s in starts {
+        owner_toggle(mem, m, s);
+    }
+}
+
+/// The live map's words covering `0..end` (`A ^ B`), for moving the map (a growth).
+pub(crate) fn live_words(mem: &Backing, m: &MapGeom, end: u64) -> Vec<u64> {
+    (0..end.div_ceil(WORD_COVERS))
+        .map(|i| live_word(mem, m, i))
+        .collect()
+}
+
+/// Sets the live map to `words` (from word 0 on; the rest clear). Exclusive passes only.
+pub(crate) fn set_live_words(mem: &Backing, m: &MapGeom, words: &[u64]) {
+    rebuild(mem, m, []);
+    for (i, &w) in words.iter().enumerate() {
+        if w != 0 {
+            mem.word(m.base + i as u64 * WORD)
+                .store(w, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The live starts in `from..to`, in order, by walking the live map.
+pub(crate) fn starts_in(mem: &Backing, m: &MapGeom, from: u64, to: u64) -> Vec<u64> {
+    bits_in(|i| live_word(mem, m, i), from, to)
+}
+
+/// The starts flush map `which` records in `from..to`, in order.
+pub(crate) fn flushed_starts_in(
+    mem: &Backing,
+    m: &MapGeom,
+    which: u64,
+    from: u64,
+    to: u64,
+) -> Vec<u64> {
+    bits_in(|i| flushed_word(mem, m, which, i), from, to)
+}
+
+fn bits_in(word: impl Fn(u64) -> u64, from: u64, to: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    for i in from / WORD_COVERS..to.div_ceil(WORD_COVERS) {
+        let mut w = word(i);
+        while w != 0 {
+            let b = u64::from(w.trailing_zeros());
+            w &= w - 1;
+            let off = i * WORD_COVERS + b * WORD;
+            if off >= from && off < to {
+                out.push(off);
+            }
+        }
+    }
+    out
+}
+
+/// The flush protocol's durable part (docs/metadata.md, section 5): the heap and the live maps
+/// below the bump offset, then the flush map the newest meta slot does not name, then a meta slot
+/// naming it. A cut at any point leaves the previous slot and its flush map untouched, so the
+/// durable layout is always exactly one flush's. Callers hold the arena's flush lock (or the arena
+/// exclusively). Returns the flush-map words stored.
+pub(crate) fn flush_layout(
+    mem: &Backing,
+    m: &MapGeom,
+    data_start: u64,
+    capacity: u64,
+) -> Result<u64, Error> {
+    if !mem.durable() {
+        return Ok(0);
+    }
+    let word = |off: u64| mem.word(off).load(Ordering::Relaxed);
+    let bump = word(OFF_BUMP);
+    mem.flush(data_start, bump - data_start)?;
+    for (off, len) in m.live_ranges(bump) {
+        mem.flush(off, len)?;
+    }
+    mem.flush(0, data_start)?;
+    let (slot, epoch, map) = match newest_meta(mem) {
+        Some((slot, meta)) => (1 - slot, meta.epoch + 1, 1 - meta.map),
+        None => (0, 1, 0),
+    };
+    let stored = copy_to_flushed(mem, m, map, data_start, bump);
+    let (off, len) = m.flushed_range(map, bump);
+    mem.flush(off, len)?;
+    let meta = Meta {
+        epoch,
+        map,
+        capacity,
+        bump,
+        high_water: word(OFF_HIGH_WATER),
+        discarded: word(OFF_DISCARDED),
+        gen_seed: word(OFF_GEN_SEED),
+    };
+    write_meta(mem, slot, &meta);
+    mem.flush(0, HEADER_SIZE)?;
+    Ok(stored)
+}
+
+/// The newest valid meta slot: `(slot index, meta)`, or `None` when neither slot is valid.
+pub(crate) fn newest_meta(mem: &Backing) -> Option<(u64, Meta)> {
+    let read = |slot: u64| {
+        let mut w = [0u64; 8];
+        for (i, x) in w.iter_mut().enumerate() {
+            *x = mem
+                .word(OFF_META + slot * META_SLOT_BYTES + i as u64 * WORD)
+                .load(Ordering::Relaxed);
+        }
+        Meta::decode(&w, slot).map(|m| (slot, m))
+    };
+    match (read(0), read(1)) {
+        (Some(a), Some(b)) => Some(if b.1.epoch > a.1.epoch { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Writes meta slot `slot` (the caller makes it durable).
+pub(crate) fn write_meta(mem: &Backing, slot: u64, meta: &Meta) {
+    for (i, w) in meta.encode(slot).iter().enumerate() {
+        mem.word(OFF_META + slot * META_SLOT_BYTES + i as u64 * WORD)
+            .store(*w, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_fits_inside_the_capacity() {
+        for cap in [8192u64, 64 << 10, 1 << 20, 4 << 20, 1 << 30, 1 << 41] {
+            let m = MapGeom::for_capacity(cap);
+            assert_eq!(m.base % PAGE, 0);
+            assert!(m.words * WORD_COVERS >= cap);
+            assert!(m.flushed_word_at(1, m.words - 1) + WORD <= cap);
+            assert!(m.owner_word(m.base - 8) < m.shared_word(0));
+            assert_eq!(MapGeom::region_len(cap), cap - m.base);
+        }
+    }
+
+    #[test]
+    fn toggles_compose() {
+        let cap = 64 << 10;
+        let mem = Backing::heap(cap).unwrap();
+        let m = MapGeom::for_capacity(cap);
+        let a = 8192;
+        let b = 8192 + 40;
+        owner_toggle(&mem, &m, a);
+        shared_toggle(&mem, &m, b);
+        assert!(is_live(&mem, &m, a) && is_live(&mem, &m, b));
+        shared_toggle(&mem, &m, a);
+        assert!(!is_live(&mem, &m, a));
+        owner_toggle(&mem, &m, a);
+        assert!(
+            is_live(&mem, &m, a),
+            "a toggle in either map flips the fact"
+        );
+        assert_eq!(starts_in(&mem, &m, 0, m.base), vec![a, b]);
+        assert_eq!(copy_to_flushed(&mem, &m, 1, 0, m.base), 1);
+        assert_eq!(copy_to_flushed(&mem, &m, 1, 0, m.base), 0);
+        assert_eq!(flushed_starts_in(&mem, &m, 1, 0, m.base), vec![a, b]);
+        assert!(flushed_starts_in(&mem, &m, 0, 0, m.base).is_empty());
+        rebuild(&mem, &m, [b + 8]);
+        assert_eq!(starts_in(&mem, &m, 0, m.base), vec![b + 8]);
+    }
+}
