@@ -72,10 +72,11 @@ impl Chunks<'_> {
             self.mem
                 .word(cur)
                 .store(block::pad(hdr - cur), Ordering::Relaxed);
+            livemap::owner_toggle(self.mem, self.maps, cur);
             add_discarded(self.mem, hdr - cur);
         }
         let generation = cell.generation.load(Ordering::Relaxed) as u32;
-        // The live bit before the header (docs/metadata.md): a header is never LIVE without it.
+        // The start bit before the header (docs/metadata.md): a header is never LIVE without it.
         livemap::owner_toggle(self.mem, self.maps, hdr);
         self.mem.word(hdr).store(
             block::live(len, generation, LiveState::Pending, 0),
@@ -138,6 +139,7 @@ impl Chunks<'_> {
             self.mem
                 .word(start)
                 .store(block::pad(hdr - start), Ordering::Relaxed);
+            livemap::owner_toggle(self.mem, self.maps, start);
             add_discarded(self.mem, hdr - start);
         }
         let generation = block::fresh_gen(self.mem, true);

@@ -1,5 +1,6 @@
-//! The live map and the flush maps: an out-of-line record of where live blocks start, which user
-//! bytes cannot write and which a power cut cannot tear (docs/metadata.md).
+//! The start map and the flush maps: an out-of-line record of where the heap's entries (blocks,
+//! free segments, fillers) start, which user bytes cannot write and which a power cut cannot tear
+//! (docs/metadata.md).
 //!
 //! Four bitmaps sit at the end of the arena, after the heap (`MapGeom::base..capacity`). Each
 //! holds one bit per 8-byte unit of the arena (bit `off / 8`), so a bitmap word covers 512 bytes:
@@ -8,15 +9,16 @@
 //!   chunk the word lies in (the chunk grid is 512-byte aligned and a chunk is at least 512 bytes,
 //!   so one word never spans two chunks), and by exclusive passes. The allocation fast path writes
 //!   only this one.
-//! - **shared map** (`B`): toggled with `fetch_xor` by everything else (a free, a cache refill, a
-//!   carve from the free lists).
+//! - **shared map** (`B`): toggled with `fetch_xor` by everything else (a carve from the free
+//!   lists, free space given back, a merge).
 //! - **flush maps** (`F0`, `F1`): `A ^ B` as of a completed `flush()`, written only inside `flush()`
 //!   into the copy the newest meta slot does not name.
 //!
-//! A header position `off` starts a live block exactly when `A(off) ^ B(off)` is set. Every change
-//! of that fact (an allocation, a free, a rewind) is one toggle by the one thread that makes the
-//! change, so the two maps never need to agree with each other, only their exclusive-or with the
-//! heap.
+//! An entry starts at `off` exactly when `A(off) ^ B(off)` is set (the *start map*). Every change
+//! of that fact (a bump, a split, free space given back, a merge, a rewind) is one toggle by the
+//! one thread that makes the change, so the two maps never need to agree with each other, only
+//! their exclusive-or with the heap. A free keeps its block's start (the FREE segment starts where
+//! the block did), so freeing toggles nothing.
 //!
 //! ## Orderings
 //!
@@ -140,13 +142,13 @@ pub(crate) fn shared_toggle(mem: &Backing, m: &MapGeom, off: u64) {
         .fetch_xor(bit_of(off), Ordering::Relaxed);
 }
 
-/// Whether a live block starts at header offset `off` (`off` inside the heap).
+/// Whether an entry starts at header offset `off` (`off` inside the heap).
 #[inline]
-pub(crate) fn is_live(mem: &Backing, m: &MapGeom, off: u64) -> bool {
+pub(crate) fn is_start(mem: &Backing, m: &MapGeom, off: u64) -> bool {
     live_word(mem, m, off / WORD_COVERS) & bit_of(off) != 0
 }
 
-/// Word `i` of the live map (`A ^ B`).
+/// Word `i` of the start map (`A ^ B`).
 #[inline]
 pub(crate) fn live_word(mem: &Backing, m: &MapGeom, i: u64) -> u64 {
     let a = mem.word(m.base + i * WORD).load(Ordering::Relaxed);
@@ -211,7 +213,7 @@ pub(crate) fn set_live_words(mem: &Backing, m: &MapGeom, words: &[u64]) {
     }
 }
 
-/// The live starts in `from..to`, in order, by walking the live map.
+/// The starts in `from..to`, in order, by walking the start map.
 pub(crate) fn starts_in(mem: &Backing, m: &MapGeom, from: u64, to: u64) -> Vec<u64> {
     bits_in(|i| live_word(mem, m, i), from, to)
 }
@@ -335,12 +337,12 @@ mod tests {
         let b = 8192 + 40;
         owner_toggle(&mem, &m, a);
         shared_toggle(&mem, &m, b);
-        assert!(is_live(&mem, &m, a) && is_live(&mem, &m, b));
+        assert!(is_start(&mem, &m, a) && is_start(&mem, &m, b));
         shared_toggle(&mem, &m, a);
-        assert!(!is_live(&mem, &m, a));
+        assert!(!is_start(&mem, &m, a));
         owner_toggle(&mem, &m, a);
         assert!(
-            is_live(&mem, &m, a),
+            is_start(&mem, &m, a),
             "a toggle in either map flips the fact"
         );
         assert_eq!(starts_in(&mem, &m, 0, m.base), vec![a, b]);

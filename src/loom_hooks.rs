@@ -65,7 +65,7 @@ impl Lists {
                 Ordering::Relaxed,
             );
         }
-        let fl = FreeLists::load(&b, HEADER_SIZE);
+        let fl = FreeLists::load(&b, HEADER_SIZE, None);
         Lists { b, fl, limit, segs }
     }
 

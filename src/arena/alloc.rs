@@ -123,7 +123,7 @@ impl Inner {
             debug_assert!(cur <= end, "chunk cell cur {cur} past end {end}");
             if cur != 0 && span <= end - cur {
                 let generation = cell.generation.load(Ordering::Relaxed) as u32;
-                // The live bit first (the chunk's owner-map word is this thread's alone), then
+                // The start bit first (the chunk's owner-map word is this thread's alone), then
                 // the header: a header is never LIVE without its bit.
                 // SAFETY: `cur < end <= heap_end = maps.base`.
                 unsafe { livemap::owner_toggle_unchecked(&self.mem, &self.maps, cur) };
@@ -252,8 +252,6 @@ impl Inner {
         // handle still has), it is 0 before the cell's first chunk, and a `next_gen` chain runs
         // into generations the counter hands out later.
         let generation = self.cell_gen(cell);
-        // The block may lie in any thread's chunk: its live bit goes in the shared map.
-        livemap::shared_toggle(&self.mem, &self.maps, hdr);
         // Commit as RESERVED (same span: exact class), then zero, then hand out: a crash in
         // between leaves a block recovery reclaims.
         self.mem.word(hdr).store(
@@ -341,8 +339,9 @@ impl Inner {
         // live generation is issued once (until the 23-bit counter wraps).
         let generation = self.fresh_gen(true);
         let reserved = block::live(len, generation, LiveState::Reserved, 0);
-        livemap::shared_toggle(&self.mem, &self.maps, hdr);
         if front > 0 {
+            // A new entry behind the filler: its start bit before its header.
+            livemap::shared_toggle(&self.mem, &self.maps, hdr);
             self.mem.word(hdr).store(reserved, Ordering::Relaxed);
             // Commit: the walk now sees the pad, the block and the remainder.
             self.mem

@@ -136,7 +136,7 @@ impl Arena {
         recovery_pending: bool,
         recovery: Option<Report>,
     ) -> Arena {
-        let lists = FreeLists::load(&b, g.data_start);
+        let lists = FreeLists::load(&b, g.data_start, Some(MapGeom::for_capacity(capacity)));
         Arena {
             lane: 0,
             inner: Arc::new(Inner {
@@ -308,7 +308,8 @@ impl Arena {
             None => None,
             Some(plan) => {
                 let dropped = recovery::cut::apply(&b, &plan);
-                let lists = FreeLists::load(&b, g.data_start);
+                let lists =
+                    FreeLists::load(&b, g.data_start, Some(MapGeom::for_capacity(old_capacity)));
                 let mut r = recovery::repair(&b, &g, old_capacity, &lists, true)?;
                 r.dropped = dropped;
                 r.flushed_blocks = plan.fixed;

@@ -94,7 +94,8 @@ impl Inner {
         bump_counter(&cell.counters.frees, 1);
         bump_counter(&cell.counters.free_bytes, len);
         if cell.ends_with(hdr, span) {
-            // The block lies in this thread's own chunk: its owner-map word is ours.
+            // The entry goes away: its start bit with it (the block lies in this thread's own
+            // chunk, so the owner-map word is ours).
             livemap::owner_toggle(&self.mem, &self.maps, hdr);
             // The block ends where this thread's chunk is bumped to: move the bump back, keeping
             // invariant Z (everything from `cur` on is zero). Data first, header last.
@@ -110,8 +111,6 @@ impl Inner {
             bump_counter(&cell.counters.rewinds, 1);
             return;
         }
-        // The block is DYING: no longer live for the map either (before it becomes free space).
-        livemap::shared_toggle(&self.mem, &self.maps, hdr);
         if self.zero_on_free {
             // SAFETY: as above.
             unsafe { self.mem.zero(hdr + WORD, span - WORD) };

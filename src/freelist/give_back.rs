@@ -67,9 +67,11 @@ impl FreeLists {
             _ if listed => {
                 let generation = block::fresh_gen(mem, false);
                 write_free(mem, off, span, generation);
+                self.toggle_start(mem, off);
                 return Prepared::List(generation);
             }
-            Unlisted::Gap => {}
+            // Nothing is written: the walk reads the zero word as a gap, which is no entry.
+            Unlisted::Gap => return Prepared::Discard(span),
             Unlisted::Segment if span >= 16 => {
                 write_free(mem, off, span, block::fresh_gen(mem, false));
             }
@@ -77,6 +79,8 @@ impl FreeLists {
                 mem.word(off).store(block::pad(span), Ordering::Relaxed);
             }
         }
+        // A new entry: its header first, then its start bit.
+        self.toggle_start(mem, off);
         Prepared::Discard(span)
     }
 }

@@ -216,6 +216,8 @@ impl FreeLists {
             let span = span_of(off);
             if merged > 0 && next != 0 && off + span > next {
                 while next != 0 && next < off + span {
+                    // Absorbed: its header is bytes inside the run now, no longer an entry.
+                    self.toggle_start(b, next);
                     next = next_of(b, next).1;
                 }
                 self.push(b, off, span, fresh_gen());

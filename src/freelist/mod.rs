@@ -68,6 +68,7 @@ use crate::backing::Backing;
 use crate::block::{self, HeaderWord};
 use crate::error::Error;
 use crate::format::{CLASSES, OFF_BUMP, OFF_HEADS};
+use crate::livemap::{self, MapGeom};
 use crate::sync::{AtomicU64, Ordering};
 
 /// A segment taken off a list: the caller owns `off..off + span`.
@@ -84,14 +85,26 @@ pub(crate) struct FreeLists {
     nonempty: Bitmap,
     /// Offsets of list nodes must lie in `data_start..limit`.
     data_start: u64,
+    /// The arena's start map, which giving back and merging keep up to date (`None` only for
+    /// the loom models' bare heaps).
+    pub(crate) maps: Option<MapGeom>,
 }
 
 impl FreeLists {
+    /// Toggles `off`'s bit in the start map (an entry begins or ends there).
+    #[inline]
+    pub(crate) fn toggle_start(&self, b: &Backing, off: u64) {
+        if let Some(m) = &self.maps {
+            livemap::shared_toggle(b, m, off);
+        }
+    }
+
     /// Reads the heads of an arena just opened (O(classes), not O(heap)).
-    pub(crate) fn load(b: &Backing, data_start: u64) -> FreeLists {
+    pub(crate) fn load(b: &Backing, data_start: u64, maps: Option<MapGeom>) -> FreeLists {
         let fl = FreeLists {
             nonempty: Bitmap::new(),
             data_start,
+            maps,
         };
         for c in 0..CLASSES {
             if head_off(fl.head(b, c).load(Ordering::Relaxed)) != 0 {

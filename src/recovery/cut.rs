@@ -74,7 +74,7 @@ pub(crate) fn plan(b: &Backing, g: &Geometry, capacity: u64) -> Result<Plan, Err
     let mut fixed = Vec::new();
     for (i, &s) in starts.iter().enumerate() {
         let extent = starts.get(i + 1).copied().unwrap_or(bump_f);
-        if !livemap::is_live(b, &maps, s) {
+        if !livemap::is_start(b, &maps, s) {
             continue;
         }
         if let HeaderWord::Live { len, .. } = block::decode(b.word(s).load(Ordering::Relaxed)) {
@@ -153,7 +153,7 @@ fn walk_part(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &
                     break;
                 };
                 if matches!(state, LiveState::Published | LiveState::Pending)
-                    && !livemap::is_live(b, maps, q)
+                    && !livemap::is_start(b, maps, q)
                 {
                     p.unvouched.push((q, span));
                 }

@@ -151,6 +151,16 @@ pub enum Problem {
         /// Offset of the segment.
         offset: u64,
     },
+    /// An entry of the heap walk that the start map does not record.
+    StartMissing {
+        /// Offset of its header.
+        offset: u64,
+    },
+    /// A start the start map records where the heap walk finds no entry.
+    StartExtra {
+        /// Offset of the bit.
+        offset: u64,
+    },
 }
 
 impl Problem {
@@ -162,9 +172,10 @@ impl Problem {
                 offset: offset + 8,
                 word: span,
             },
-            Problem::ListBadNode { offset, .. } | Problem::ListedTwice { offset } => {
-                Error::Corrupt { offset, word: 0 }
-            }
+            Problem::ListBadNode { offset, .. }
+            | Problem::ListedTwice { offset }
+            | Problem::StartMissing { offset }
+            | Problem::StartExtra { offset } => Error::Corrupt { offset, word: 0 },
             Problem::ListCycle { class } | Problem::ListWrongClass { class, .. } => {
                 Error::Corrupt {
                     offset: crate::format::OFF_HEADS + 8 * class as u64,

@@ -6,6 +6,7 @@ use crate::block::{self, HeaderWord, LiveState};
 use crate::error::Error;
 use crate::format::{Geometry, CLASSES};
 use crate::freelist::{class_of, FreeLists, ListWalk};
+use crate::livemap;
 use crate::sync::Ordering;
 use std::collections::HashMap;
 
@@ -97,25 +98,57 @@ pub(crate) fn verify(b: &Backing, g: &Geometry, lists: &FreeLists, bump: u64) ->
         ..Report::default()
     };
     let mut free: HashMap<u64, u64> = HashMap::new();
-    let walked = walk(b, g, bump, |e| match e {
-        Region::Live { len, state, .. } => {
-            r.live_blocks += 1;
-            r.live_bytes += len;
-            if state == LiveState::Pending {
-                r.pending_blocks += 1;
+    let mut entries: Vec<u64> = Vec::new();
+    let walked = walk(b, g, bump, |e| {
+        if let Region::Live { off, .. } | Region::Free { off, .. } | Region::Pad { off, .. } = e {
+            entries.push(off);
+        }
+        match e {
+            Region::Live { len, state, .. } => {
+                r.live_blocks += 1;
+                r.live_bytes += len;
+                if state == LiveState::Pending {
+                    r.pending_blocks += 1;
+                }
             }
+            Region::Free { off, span, .. } => {
+                r.free_segments += 1;
+                r.free_bytes += span;
+                r.free_histogram[histogram_bucket(span)] += 1;
+                free.insert(off, span);
+            }
+            Region::Pad { span, .. } => r.leaked_bytes += span,
+            Region::Gap { span, .. } => r.gap_bytes += span,
         }
-        Region::Free { off, span, .. } => {
-            r.free_segments += 1;
-            r.free_bytes += span;
-            r.free_histogram[histogram_bucket(span)] += 1;
-            free.insert(off, span);
-        }
-        Region::Pad { span, .. } => r.leaked_bytes += span,
-        Region::Gap { span, .. } => r.gap_bytes += span,
     });
     if let Err(p) = walked {
         r.problems.push(p);
+    }
+    if let Some(maps) = &lists.maps {
+        // The start map against the walk: the same set of entry offsets, none above the bump.
+        let starts = livemap::starts_in(b, maps, g.data_start, maps.heap_end());
+        let (mut i, mut j) = (0, 0);
+        while i < entries.len() || j < starts.len() {
+            match (entries.get(i), starts.get(j)) {
+                (Some(&e), Some(&s)) if e == s => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(&e), Some(&s)) if e < s => {
+                    r.problems.push(Problem::StartMissing { offset: e });
+                    i += 1;
+                }
+                (Some(&e), None) => {
+                    r.problems.push(Problem::StartMissing { offset: e });
+                    i += 1;
+                }
+                (_, Some(&s)) => {
+                    r.problems.push(Problem::StartExtra { offset: s });
+                    j += 1;
+                }
+                (None, None) => break,
+            }
+        }
     }
     let mut seen: HashMap<u64, ()> = HashMap::new();
     for c in 0..CLASSES {

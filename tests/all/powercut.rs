@@ -134,10 +134,13 @@ fn child_powercut_worker() {
             std::thread::sleep(Duration::from_millis(3 + rng.below(12)));
             let _paused = gate.write().unwrap();
             if rng.below(3) == 0 {
-                // A snapshot between flushes: pages at a version other than the last.
+                // A snapshot between flushes: pages at a version other than the last. Named by
+                // the flush it follows, so a snapshot left over from before a flush (a kill
+                // before its removal) is never taken for a version since that flush.
+                let e = epoch.load(std::sync::atomic::Ordering::Relaxed);
                 publish(
                     &dir,
-                    &format!("snap.{snap}"),
+                    &format!("snap.{e}.{snap}"),
                     &fs::read(dir.join("arena")).unwrap(),
                 );
                 snap += 1;
@@ -155,7 +158,7 @@ fn child_powercut_worker() {
             publish(&dir, "flushed.live", format!("{e}\n{list}").as_bytes());
             publish(&dir, "flushed", &[&e.to_le_bytes()[..], &image].concat());
             for k in 0..snap {
-                let _ = fs::remove_file(dir.join(format!("snap.{k}")));
+                let _ = fs::remove_file(dir.join(format!("snap.{}.{k}", e - 1)));
             }
             snap = 0;
         }
@@ -218,7 +221,7 @@ fn run_policy(name: &str, cuts: u64) -> Tally {
         // Versions of each page since the flush: the snapshots, then the file at the cut.
         let mut versions: Vec<Vec<u8>> = Vec::new();
         for k in 0.. {
-            match fs::read(dir.path().join(format!("snap.{k}"))) {
+            match fs::read(dir.path().join(format!("snap.{epoch}.{k}"))) {
                 Ok(v) => versions.push(v),
                 Err(_) => break,
             }
