@@ -35,8 +35,9 @@ impl Arena {
             return Err(NoMemory);
         }
         let b = self.alloc_layout(layout).map_err(|_| NoMemory)?;
-        let off = b.offset();
-        drop(b); // published: the caller owns the bytes through the pointer from here on
+        // Published as FOREIGN: the caller owns the bytes through the pointer from here on, and
+        // no handle reaches them (every handle operation refuses the block).
+        let off = b.publish_foreign();
         let p = NonNull::new(self.data_ptr(off)).ok_or(NoMemory)?;
         Ok(NonNull::slice_from_raw_parts(p, layout.size()))
     }
@@ -50,7 +51,9 @@ impl Arena {
         if layout.size() == 0 {
             return;
         }
-        let freed = self.handle_at(self.offset_of(p)).map(|h| self.free(h));
+        let freed = self
+            .handle_at(self.offset_of(p))
+            .map(|h| self.free_as(h, crate::arena::Mode::Foreign));
         debug_assert!(
             matches!(freed, Some(Ok(()))),
             "deallocate of a pointer parena did not hand out: {freed:?}"

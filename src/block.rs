@@ -6,7 +6,7 @@
 //! ```text
 //!  63 62 61      58 57  56 55                      32 31                              0
 //! +-----+----------+------+--------------------------+---------------------------------+
-//! | 0 1 | readers  |state |   generation (odd)       |        length in bytes          |  LIVE
+//! | 0 1 |F|readers |state |   generation (odd)       |        length in bytes          |  LIVE
 //! +-----+----------+------+--------------------------+---------------------------------+
 //!  63 62 61                         38 37                                               0
 //! +-----+-------------------------------+-----------------------------------------------+
@@ -22,6 +22,8 @@
 //! A FREE segment keeps its span (bytes, header included) in the word after the header; the
 //! lock-free list reads only header words of nodes it does not own, so it never reads memory a
 //! user may be writing. A LIVE block's span is `8 + round_up(len, 8)`.
+//!
+//! `F` (bit 61) marks a block of the allocator interfaces (`FOREIGN`): handles never reach it.
 //!
 //! LIVE states: `PUBLISHED` (readable and freeable), `PENDING` (a [`crate::BlockMut`] is out),
 //! `RESERVED` (being initialised by the allocator, never handed out: recovery reclaims it), `DYING`
@@ -48,7 +50,17 @@ const STATE_SHIFT: u32 = 56;
 const STATE_MASK: u64 = 0b11;
 const READERS_SHIFT: u32 = 58;
 /// The most readers one block can have pinned at once; more wait for one to leave.
-pub(crate) const MAX_READERS: u64 = 0b1111;
+pub(crate) const MAX_READERS: u64 = 0b111;
+/// Set in the LIVE word of a block the allocator interfaces (`Allocator`, `GlobalArena`) handed
+/// out: every handle operation refuses it; only their own deallocation frees it. The state-word
+/// helpers (`Header`) and the reader count leave it as it is.
+pub(crate) const FOREIGN: u64 = 1 << 61;
+
+/// Whether a LIVE word belongs to a block of the allocator interfaces.
+#[inline]
+pub(crate) const fn is_foreign(w: u64) -> bool {
+    w >> KIND_SHIFT == KIND_LIVE && w & FOREIGN != 0
+}
 
 const NEXT_BITS: u32 = 38;
 const NEXT_MASK: u64 = (1 << NEXT_BITS) - 1;

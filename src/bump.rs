@@ -113,6 +113,9 @@ impl Chunks<'_> {
                 Err(now) => cur = now,
             }
         };
+        // No entry starts in a chunk nobody has reserved; the map says so even where a damaged
+        // (or tampered) bump or high-water word lets a reservation cover old entries.
+        livemap::clear_range(self.mem, self.maps, start, end);
         let hw = self.mem.word(OFF_HIGH_WATER).load(Ordering::Relaxed);
         if cur < hw {
             let z_end = end.min(hw);

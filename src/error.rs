@@ -42,6 +42,13 @@ pub enum Error {
         /// Generation found in the block header (0 when there is no live block header there).
         found: u32,
     },
+    /// The handle names a block that the allocator interfaces (`Allocator` for `&Arena`,
+    /// `GlobalArena`) handed out as a pointer: handles never reach those, and only the
+    /// interface's own deallocation frees them.
+    Foreign {
+        /// Offset the handle names.
+        offset: u64,
+    },
     /// The block was already freed.
     DoubleFree {
         /// Offset the handle names.
@@ -212,6 +219,10 @@ impl fmt::Display for Error {
                 write!(f, "stale handle: generation {expected}, block has {found}")
             }
             Error::DoubleFree { offset } => write!(f, "block at {offset} was already freed"),
+            Error::Foreign { offset } => write!(
+                f,
+                "block at {offset} belongs to an allocator interface; only its deallocation frees it"
+            ),
             Error::Busy { offset } => write!(f, "block at {offset} is being written or freed"),
             Error::OutOfBounds { offset, len, limit } => {
                 write!(

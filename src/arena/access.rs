@@ -5,6 +5,7 @@ use crate::block::{self, Handle, Header, HeaderWord, LiveState};
 use crate::cells::with_cell;
 use crate::error::Error;
 use crate::layout::{block_span, WORD};
+use crate::livemap;
 use crate::sync::{spin_hint, yield_now, Ordering};
 
 /// How many times `read` re-checks a block whose reader count is full before it answers `Busy`.
@@ -20,6 +21,12 @@ impl Arena {
     /// changes when an error is returned.
     pub fn free(&self, h: Handle) -> Result<(), Error> {
         crate::reentry::audit_op!();
+        self.free_as(h, Mode::Free)
+    }
+
+    /// `free` for a handle API call (`Mode::Free`) or for the allocator interfaces' own
+    /// deallocation (`Mode::Foreign`).
+    pub(crate) fn free_as(&self, h: Handle, mode: Mode) -> Result<(), Error> {
         let inner = &*self.inner;
         if inner.read_only {
             return Err(Error::ReadOnly);
@@ -29,7 +36,7 @@ impl Arena {
             word: mut cur,
             mut len,
             mut readers,
-        } = inner.live(h, true)?;
+        } = inner.live(h, mode)?;
         let w = inner.mem.word(hdr);
         loop {
             let dying = Header(cur).with_state(LiveState::Dying).0;
@@ -47,7 +54,7 @@ impl Arena {
                 }
                 Err(now) => {
                     cur = now;
-                    (len, readers) = inner.check_live(hdr, cur, h, true)?;
+                    (len, readers) = inner.check_live(hdr, cur, h, mode)?;
                 }
             }
         }
@@ -116,7 +123,7 @@ impl Arena {
             word: mut cur,
             mut len,
             mut readers,
-        } = inner.live(h, false)?;
+        } = inner.live(h, Mode::Read)?;
         let w = inner.mem.word(hdr);
         let mut saturated = 0u32;
         loop {
@@ -145,7 +152,7 @@ impl Arena {
                     spin_hint();
                 }
                 cur = inner.header_acquire(hdr);
-                (len, readers) = inner.check_live(hdr, cur, h, false)?;
+                (len, readers) = inner.check_live(hdr, cur, h, Mode::Read)?;
                 continue;
             }
             // Acquire: pairs with the Release publish in BlockMut's drop.
@@ -165,7 +172,7 @@ impl Arena {
                 }
                 Err(now) => {
                     cur = now;
-                    (len, readers) = inner.check_live(hdr, cur, h, false)?;
+                    (len, readers) = inner.check_live(hdr, cur, h, Mode::Read)?;
                 }
             }
         }
@@ -190,7 +197,7 @@ impl Arena {
     /// ```
     pub unsafe fn get(&self, h: Handle) -> Result<&[u8], Error> {
         let inner = &*self.inner;
-        let Live { hdr, len, .. } = inner.live(h, false)?;
+        let Live { hdr, len, .. } = inner.live(h, Mode::Read)?;
         // SAFETY: the block is live and published; the caller keeps it from being freed or written.
         Ok(unsafe { inner.mem.slice(hdr + WORD, len) })
     }
@@ -209,14 +216,14 @@ impl Arena {
         if inner.read_only {
             return Err(Error::ReadOnly);
         }
-        let Live { hdr, len, .. } = inner.live(h, false)?;
+        let Live { hdr, len, .. } = inner.live(h, Mode::Read)?;
         // SAFETY: live and published; exclusivity is the caller's contract.
         Ok(unsafe { inner.mem.slice_mut(hdr + WORD, len) })
     }
 
     /// Whether `h` names a live, published block.
     pub fn contains(&self, h: Handle) -> bool {
-        self.inner.live(h, false).is_ok()
+        self.inner.live(h, Mode::Read).is_ok()
     }
 
     /// The length of block `h`.
@@ -224,8 +231,19 @@ impl Arena {
     /// # Errors
     /// As [`Arena::read`].
     pub fn len_of(&self, h: Handle) -> Result<usize, Error> {
-        self.inner.live(h, false).map(|l| l.len as usize)
+        self.inner.live(h, Mode::Read).map(|l| l.len as usize)
     }
+}
+
+/// What a handle check is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A read, a pin, a length: the block must be PUBLISHED.
+    Read,
+    /// `free` through a handle.
+    Free,
+    /// The allocator interfaces' own deallocation: the one path that may free a FOREIGN block.
+    Foreign,
 }
 
 /// A live block a handle names, as [`Inner::live`] found it.
@@ -246,10 +264,10 @@ impl Inner {
     /// check that it is the live block `h` names (`freeing` selects the error for a block already
     /// being freed).
     #[inline]
-    pub(super) fn live(&self, h: Handle, freeing: bool) -> Result<Live, Error> {
+    pub(super) fn live(&self, h: Handle, mode: Mode) -> Result<Live, Error> {
         let hdr = self.locate(h)?;
         let word = self.header_acquire(hdr);
-        let (len, readers) = self.check_live(hdr, word, h, freeing)?;
+        let (len, readers) = self.check_live(hdr, word, h, mode)?;
         Ok(Live {
             hdr,
             word,
@@ -267,7 +285,9 @@ impl Inner {
         self.mem.word(hdr).load(Ordering::Acquire)
     }
 
-    /// The header offset a handle names, if it can be a block header at all.
+    /// The header offset a handle names, if an entry starts there: the start map (outside the
+    /// heap's user bytes) must record one before the word is read at all, so an offset that user
+    /// bytes could make look like a header is refused whatever those bytes say.
     #[inline]
     pub(super) fn locate(&self, h: Handle) -> Result<u64, Error> {
         let data = h.offset();
@@ -279,7 +299,14 @@ impl Inner {
                 limit: bump,
             });
         }
-        Ok(data - WORD)
+        let hdr = data - WORD;
+        if !livemap::is_start(&self.mem, &self.maps, hdr) {
+            return Err(Error::Stale {
+                expected: h.generation(),
+                found: 0,
+            });
+        }
+        Ok(hdr)
     }
 
     /// Checks that header word `w` at `hdr` is the live block `h` names; returns its length and
@@ -290,8 +317,12 @@ impl Inner {
         hdr: u64,
         w: u64,
         h: Handle,
-        freeing: bool,
+        mode: Mode,
     ) -> Result<(u64, u64), Error> {
+        let freeing = mode != Mode::Read;
+        if block::is_foreign(w) && mode != Mode::Foreign {
+            return Err(Error::Foreign { offset: hdr + WORD });
+        }
         match block::decode(w) {
             HeaderWord::Live {
                 len,

@@ -55,6 +55,22 @@ impl DerefMut for BlockMut<'_> {
     }
 }
 
+impl BlockMut<'_> {
+    /// Publishes the block as FOREIGN (a block of the allocator interfaces, which handles never
+    /// reach) instead of PUBLISHED, and returns its data offset.
+    pub(crate) fn publish_foreign(self) -> u64 {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: as in `drop`: the header of a block allocated inside the heap.
+        let w = unsafe { this.inner.mem.word_unchecked(this.hdr) };
+        // Release: as in `drop`.
+        w.store(
+            block::live(this.len, this.generation, LiveState::Published, 0) | block::FOREIGN,
+            Ordering::Release,
+        );
+        this.hdr + WORD
+    }
+}
+
 impl Drop for BlockMut<'_> {
     #[inline]
     fn drop(&mut self) {

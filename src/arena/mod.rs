@@ -28,6 +28,7 @@ mod release;
 mod resize;
 
 pub use crate::cells::LANES;
+pub(crate) use access::Mode;
 pub use block_mut::BlockMut;
 pub use lifecycle::LiveBlock;
 pub use meta::{HeaderInfo, Stats};

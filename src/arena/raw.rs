@@ -38,7 +38,7 @@ impl Arena {
             hdr,
             len: block_len,
             ..
-        } = inner.live(h, false)?;
+        } = inner.live(h, super::Mode::Read)?;
         match at.checked_add(len) {
             Some(end) if end <= block_len => Ok(hdr + WORD + at),
             _ => Err(Error::OutOfBounds {

@@ -79,8 +79,10 @@ pub(crate) fn repair(
             r.live_bytes += len;
             livemap::owner_toggle(b, &maps, off);
             if recovering && (readers != 0 || state != LiveState::Published) {
+                // A block of the allocator interfaces stays one (FOREIGN kept).
+                let foreign = b.word(off).load(Ordering::Relaxed) & block::FOREIGN;
                 b.word(off).store(
-                    block::live(len, generation, LiveState::Published, 0),
+                    block::live(len, generation, LiveState::Published, 0) | foreign,
                     Ordering::Relaxed,
                 );
             }
