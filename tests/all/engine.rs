@@ -3,10 +3,10 @@
 
 #[allow(dead_code)]
 #[path = "../../examples/common/memtable.rs"]
-mod memtable;
+pub(crate) mod memtable;
 #[allow(dead_code)]
 #[path = "../../examples/common/wal.rs"]
-mod wal;
+pub(crate) mod wal;
 
 use crate::util::{spawn_child, Rng};
 use memtable::Memtable;
@@ -20,10 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wal::{record_span, ReplayInfo, Wal};
 
-const MEMTABLE_SLOT: usize = 0;
-const WAL_SLOT: usize = 1;
+pub(crate) const MEMTABLE_SLOT: usize = 0;
+pub(crate) const WAL_SLOT: usize = 1;
 
-fn key(i: u64) -> [u8; 16] {
+pub(crate) fn key(i: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
     k[8..].copy_from_slice(&i.to_be_bytes());
@@ -31,7 +31,7 @@ fn key(i: u64) -> [u8; 16] {
 }
 
 /// A self-describing value: key index, version, then a pattern of both; 16 to 100 bytes.
-fn value(i: u64, version: u64) -> Vec<u8> {
+pub(crate) fn value(i: u64, version: u64) -> Vec<u8> {
     let len = 16 + ((i * 31 + version * 7) % 85) as usize;
     let mut v = Vec::with_capacity(len);
     v.extend_from_slice(&i.to_le_bytes());
@@ -41,7 +41,7 @@ fn value(i: u64, version: u64) -> Vec<u8> {
 }
 
 /// The (index, version) of a well-formed value.
-fn parse_value(v: &[u8]) -> (u64, u64) {
+pub(crate) fn parse_value(v: &[u8]) -> (u64, u64) {
     let i = u64::from_le_bytes(v[..8].try_into().unwrap());
     let version = u64::from_le_bytes(v[8..16].try_into().unwrap());
     assert_eq!(v, value(i, version), "value bytes are not a whole value");
@@ -53,7 +53,7 @@ fn open_file(path: &Path, capacity: u64) -> Arena {
     unsafe { Options::new().capacity(capacity).map_file(path) }.unwrap()
 }
 
-fn open_memtable(arena: Arena) -> Memtable {
+pub(crate) fn open_memtable(arena: Arena) -> Memtable {
     // SAFETY: the arena holds only this memtable.
     unsafe { Memtable::open_or_create(arena, MEMTABLE_SLOT).unwrap() }
 }
@@ -168,7 +168,7 @@ fn memtable_readers_never_see_a_freed_value() {
 }
 
 /// A payload that says who wrote it: `tag`, `n`, then 0 to 120 bytes derived from both.
-fn payload(tag: u64, n: u64) -> Vec<u8> {
+pub(crate) fn payload(tag: u64, n: u64) -> Vec<u8> {
     let h = (tag ^ n.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut p = Vec::new();
     p.extend_from_slice(&tag.to_le_bytes());
@@ -177,7 +177,7 @@ fn payload(tag: u64, n: u64) -> Vec<u8> {
     p
 }
 
-fn parse_payload(p: &[u8]) -> (u64, u64) {
+pub(crate) fn parse_payload(p: &[u8]) -> (u64, u64) {
     let tag = u64::from_le_bytes(p[..8].try_into().unwrap());
     let n = u64::from_le_bytes(p[8..16].try_into().unwrap());
     assert_eq!(p, payload(tag, n), "payload damaged");
