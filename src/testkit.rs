@@ -74,6 +74,11 @@ pub fn forge_handle(offset: u64, generation: u32) -> Handle {
     Handle::new(offset & all.offset(), generation & all.generation())
 }
 
+/// The arena offset of a pointer into `arena` (a block the allocator interfaces handed out).
+pub fn offset_of_ptr(arena: &crate::Arena, p: *const u8) -> u64 {
+    (p.addr() - arena.data_ptr(0).addr()) as u64
+}
+
 /// The most readers a block header can count.
 pub const MAX_READERS: u64 = block::MAX_READERS;
 

@@ -33,11 +33,10 @@
 //! Appenders on any number of threads take a short lock that assigns the sequence number and
 //! the position and copies the record in (the log's order is one point of serialisation
 //! whatever the scheme; the payload's checksum is computed before the lock). `sync` flushes the
-//! bytes written since the last sync, segment by segment, then the arena header (which holds the
-//! bump offset that keeps a new segment allocated after a crash), and returns the last sequence
-//! number now durable. Concurrent syncs share work: one that finds its records already flushed by
-//! another returns at once (group commit). Starting a new segment makes the segment and its link
-//! durable before any record goes into it.
+//! bytes written since the last sync, segment by segment, then the arena header, and returns the
+//! last sequence number now durable. Concurrent syncs share work: one that finds its records already flushed by
+//! another returns at once (group commit). Starting a new segment runs a full `Arena::flush`, so
+//! the segment's place in the arena's layout survives a power cut, before any record goes into it.
 
 use parena::{Arena, Error, Handle};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -243,11 +242,10 @@ impl Wal {
         let mut b = self.arena.alloc(self.segment_len)?;
         b[8..16].copy_from_slice(&first_seq.to_le_bytes());
         let h = b.into_handle();
-        // The block's header word (8 bytes before its data) and the segment header, then the
-        // arena header whose bump offset keeps the block allocated after a crash.
-        self.arena
-            .flush_range(h.offset() - 8, 8 + SEGMENT_HEADER as u64)?;
-        self.arena.flush_header()?;
+        // A full flush: the segment's place in the layout (its start in the flush map) becomes
+        // durable with its header, so a power cut keeps the block; a range flush of its bytes
+        // alone would not (docs/recovery.md). Appends into it then need only range flushes.
+        self.arena.flush()?;
         Ok(h)
     }
 

@@ -1,6 +1,6 @@
 //! Simulated power loss: only flushed pages (plus a random subset of the others) survive. The open
 //! must succeed and every record acknowledged by a completed `flush()` must be intact (the
-//! power-cut guarantee, docs/metadata.md; not met yet: issue 14).
+//! power-cut guarantee, docs/recovery.md).
 
 use crate::util::{power_cut, Rng};
 use parena::{Error, Handle, Options};
@@ -12,10 +12,6 @@ fn byte(seq: u64, i: usize) -> u8 {
 
 #[test]
 #[cfg_attr(miri, ignore = "maps files")]
-#[cfg_attr(
-    not(miri),
-    ignore = "issue 14: power-cut guarantee; run with --ignored"
-)]
 fn flushed_records_survive_power_loss() {
     let dir = tempfile::tempdir().unwrap();
     let (mut opened, mut refused, mut lost, mut checked) = (0, 0, 0u64, 0u64);
