@@ -18,6 +18,13 @@
 //! The file map lives in a temp dir on `/dev/shm` when there is one, so that closing it does not
 //! write back to a disk; the mapping code path is the same as on a disk file system.
 //!
+//! `read/32B/1t`: reading one 32 B block, copied into a buffer on the stack: parena's
+//! `read_with` and `read` (both check the handle's header and pin the block for the copy) beside
+//! `rarena-allocator`'s `get_bytes` at a kept offset (no check) and the floor (a copy out of a
+//! plain buffer at a kept offset). 4,096 blocks are allocated and written untimed; one iteration
+//! reads the next of them in allocation order, so the blocks stay in cache and the time is the
+//! read path itself, not memory latency.
+//!
 //! `PARENA_BENCH_QUICK=1` shrinks batches (used with `-- --test` by `.ci/bench-quick.sh`).
 
 // Not the library: std's atomics, `Arc` and `Mutex` are fine here (see clippy.toml).
@@ -360,6 +367,108 @@ fn bench_alloc(c: &mut Criterion) {
     }
 }
 
+/// Blocks the read cases cycle through (a power of two): 4,096 × 40 B stays in the L2 cache.
+const READ_BLOCKS: usize = 4096;
+
+/// The bytes block `i` holds in the read cases.
+fn read_pattern(i: usize) -> [u8; 32] {
+    [i as u8; 32]
+}
+
+/// Times `iters` reads through `read`, which copies block `i % READ_BLOCKS` into the buffer.
+fn time_reads(iters: u64, mut read: impl FnMut(usize, &mut [u8; 32])) -> Duration {
+    let mut buf = [0u8; 32];
+    let t0 = Instant::now();
+    for i in 0..iters as usize {
+        read(i & (READ_BLOCKS - 1), &mut buf);
+        std::hint::black_box(&buf);
+    }
+    t0.elapsed()
+}
+
+fn bench_read(c: &mut Criterion) {
+    const LEN: usize = 32;
+    let cap = capacity_for(READ_BLOCKS as u64, LEN, 1);
+    let mut g = c.benchmark_group("read/32B/1t");
+    g.throughput(Throughput::Elements(1));
+    let param = "32B/1t";
+
+    let arena = parena::Options::new()
+        .capacity(cap as u64)
+        .heap()
+        .expect("heap");
+    let handles: Vec<parena::Handle> = (0..READ_BLOCKS)
+        .map(|i| arena.alloc_copy(&read_pattern(i)).expect("room"))
+        .collect();
+    for (i, h) in handles.iter().enumerate() {
+        let mut buf = [0u8; LEN];
+        arena.read(*h, 0, &mut buf).expect("live handle");
+        assert_eq!(buf, read_pattern(i), "parena block {i}");
+    }
+    g.bench_function(BenchmarkId::new("parena-heap-read_with", param), |b| {
+        b.iter_custom(|iters| {
+            time_reads(iters, |i, buf| {
+                arena
+                    .read_with(handles[i], |bytes| buf.copy_from_slice(&bytes[..LEN]))
+                    .expect("live handle")
+            })
+        })
+    });
+    g.bench_function(BenchmarkId::new("parena-heap-read", param), |b| {
+        b.iter_custom(|iters| {
+            time_reads(iters, |i, buf| {
+                arena.read(handles[i], 0, buf).expect("live handle")
+            })
+        })
+    });
+
+    let r = rarena_allocator::Options::new()
+        .with_capacity(cap as u32)
+        .alloc::<rarena_allocator::sync::Arena>()
+        .expect("rarena arena");
+    let offsets: Vec<usize> = (0..READ_BLOCKS)
+        .map(|i| {
+            let mut m = r.alloc_bytes(LEN as u32).expect("room");
+            rarena_block(&mut m)[..LEN].copy_from_slice(&read_pattern(i));
+            let off = m.offset();
+            // SAFETY: the block stays allocated until `r` is dropped, after the last read; only
+            // its offset escapes.
+            unsafe { m.detach() };
+            off
+        })
+        .collect();
+    // Every offset in `offsets` is the start of a 32 B block allocated above and held until `r`
+    // drops (detached, never freed): what `get_bytes` asks of its caller.
+    let rarena_get = |off: usize| -> &[u8] {
+        // SAFETY: `off..off + LEN` is one of those blocks, inside the arena (see above).
+        unsafe { r.get_bytes(off, LEN) }
+    };
+    for (i, off) in offsets.iter().enumerate() {
+        assert_eq!(rarena_get(*off), &read_pattern(i), "rarena block {i}");
+    }
+    g.bench_function(BenchmarkId::new("rarena-get_bytes", param), |b| {
+        b.iter_custom(|iters| {
+            time_reads(iters, |i, buf| buf.copy_from_slice(rarena_get(offsets[i])))
+        })
+    });
+
+    let span = LEN.div_ceil(8) * 8 + 8;
+    let mut plain = vec![0u8; READ_BLOCKS * span];
+    for i in 0..READ_BLOCKS {
+        plain[i * span..i * span + LEN].copy_from_slice(&read_pattern(i));
+    }
+    let plain_offsets: Vec<usize> = (0..READ_BLOCKS).map(|i| i * span).collect();
+    g.bench_function(BenchmarkId::new("floor-slice", param), |b| {
+        b.iter_custom(|iters| {
+            time_reads(iters, |i, buf| {
+                let off = plain_offsets[i];
+                buf.copy_from_slice(&plain[off..off + LEN])
+            })
+        })
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -370,6 +479,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_alloc
+    targets = bench_alloc, bench_read
 }
 criterion_main!(benches);
