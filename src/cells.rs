@@ -64,6 +64,13 @@ pub(crate) struct ChunkCell {
     /// crash leaves them as free space for recovery. Owner-only, `Relaxed` like `cur`.
     pub cache: [AtomicU64; CACHE_CLASSES],
     pub counters: Counters,
+    /// The header position a handle check of this thread is reading (0: none), so a coalescing
+    /// pass leaves it a header position until the check is done (docs/metadata.md, section 4).
+    /// Swapped in and loaded with `SeqCst`; cleared with `Release`.
+    pub check: AtomicU64,
+    /// Where this cell last rewound its chunk's cursor to: a rewind is refused while the cursor
+    /// is still there (never two rewinds in a row). Owner-only, `Relaxed`.
+    pub last_rewind: AtomicU64,
 }
 
 impl ChunkCell {
@@ -73,6 +80,16 @@ impl ChunkCell {
     pub(crate) fn ends_with(&self, hdr: u64, span: u64) -> bool {
         let cur = self.cur.load(Ordering::Relaxed);
         cur != 0 && cur == hdr + span && hdr >= self.start.load(Ordering::Relaxed)
+    }
+
+    /// Whether a free of the block at `hdr` spanning `span` bytes may rewind the cursor over it:
+    /// it is the last block bumped, and the cursor has moved since the last rewind. Two rewinds
+    /// in a row would let the next block cover the first rewound block's header position, which a
+    /// concurrent handle check with a stale handle may still be reading (docs/metadata.md,
+    /// section 4). Owner only.
+    #[inline]
+    pub(crate) fn may_rewind(&self, hdr: u64, span: u64) -> bool {
+        self.ends_with(hdr, span) && self.last_rewind.load(Ordering::Relaxed) != hdr + span
     }
 }
 
@@ -88,6 +105,8 @@ impl Default for ChunkCell {
             gen_end: AtomicU64::new(0),
             cache: std::array::from_fn(|_| AtomicU64::new(0)),
             counters: Counters::default(),
+            check: AtomicU64::new(0),
+            last_rewind: AtomicU64::new(0),
         }
     }
 }

@@ -142,6 +142,26 @@ pub(crate) fn shared_toggle(mem: &Backing, m: &MapGeom, off: u64) {
         .fetch_xor(bit_of(off), Ordering::Relaxed);
 }
 
+/// [`is_start`] with `SeqCst` loads, for the handle check's side of the check-slot protocol
+/// (docs/metadata.md, section 4): ordered after the checker's `SeqCst` swap of its slot, and with
+/// a coalescing pass's `SeqCst` toggles.
+#[inline]
+pub(crate) fn is_start_checked(mem: &Backing, m: &MapGeom, off: u64) -> bool {
+    let i = off / WORD_COVERS;
+    let a = mem.word(m.base + i * WORD).load(Ordering::SeqCst);
+    let b = mem
+        .word(m.base + (m.words + i) * WORD)
+        .load(Ordering::SeqCst);
+    (a ^ b) & bit_of(off) != 0
+}
+
+/// [`shared_toggle`] with `SeqCst`, for a coalescing pass's side of the check-slot protocol.
+#[inline]
+pub(crate) fn shared_toggle_checked(mem: &Backing, m: &MapGeom, off: u64) {
+    mem.word(m.shared_word(off))
+        .fetch_xor(bit_of(off), Ordering::SeqCst);
+}
+
 /// Whether an entry starts at header offset `off` (`off` inside the heap).
 #[inline]
 pub(crate) fn is_start(mem: &Backing, m: &MapGeom, off: u64) -> bool {

@@ -105,7 +105,7 @@ impl Lists {
     /// If a list is found corrupt.
     pub fn coalesce(&self) -> u64 {
         self.fl
-            .coalesce(&self.b, self.limit, || 2, |_, _| Ok(()))
+            .coalesce(&self.b, self.limit, || 2, |_, _| Ok(()), |_| false)
             .expect("lists are consistent")
             .0
     }

@@ -2,11 +2,11 @@
 
 use super::{Arena, Inner};
 use crate::block::{self, Handle, Header, HeaderWord, LiveState};
-use crate::cells::with_cell;
+use crate::cells::{with_cell, ChunkCell};
 use crate::error::Error;
 use crate::layout::{block_span, WORD};
 use crate::livemap;
-use crate::sync::{spin_hint, yield_now, Ordering};
+use crate::sync::{spin_hint, yield_now, AtomicU64, Ordering};
 
 /// How many times `read` re-checks a block whose reader count is full before it answers `Busy`.
 const SATURATED_ROUNDS: u32 = 1 << 16;
@@ -31,33 +31,35 @@ impl Arena {
         if inner.read_only {
             return Err(Error::ReadOnly);
         }
-        let Live {
-            hdr,
-            word: mut cur,
-            mut len,
-            mut readers,
-        } = inner.live(h, mode)?;
-        let w = inner.mem.word(hdr);
-        loop {
-            let dying = Header(cur).with_state(LiveState::Dying).0;
-            // AcqRel: Acquire pairs with the Release publish (BlockMut drop) and with readers'
-            // Release unpin, so every earlier access to the bytes happens before their reuse.
-            match w.compare_exchange_weak(cur, dying, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    if readers == 0 {
-                        with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
+        with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
+            let _slot = CheckSlot::hold(cell, h);
+            let Live {
+                hdr,
+                word: mut cur,
+                mut len,
+                mut readers,
+            } = inner.live(h, mode)?;
+            let w = inner.mem.word(hdr);
+            loop {
+                let dying = Header(cur).with_state(LiveState::Dying).0;
+                // AcqRel: Acquire pairs with the Release publish (BlockMut drop) and with
+                // readers' Release unpin, so every earlier access to the bytes happens before
+                // their reuse.
+                match w.compare_exchange_weak(cur, dying, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => {
+                        if readers == 0 {
                             inner.release(cell, hdr, len, h.generation());
-                        });
+                        }
+                        // Otherwise the last reader to leave releases the block.
+                        return Ok(());
                     }
-                    // Otherwise the last reader to leave releases the block.
-                    return Ok(());
-                }
-                Err(now) => {
-                    cur = now;
-                    (len, readers) = inner.check_live(hdr, cur, h, mode)?;
+                    Err(now) => {
+                        cur = now;
+                        (len, readers) = inner.check_live(hdr, cur, h, mode)?;
+                    }
                 }
             }
-        }
+        })
     }
 
     /// Copies bytes `offset..offset + buf.len()` of block `h` into `buf`.
@@ -118,6 +120,27 @@ impl Arena {
     /// Pins the live block `h` (on a read-only arena, only checks it).
     fn pin(&self, h: Handle) -> Result<ReadPin<'_>, Error> {
         let inner = &*self.inner;
+        if inner.read_only {
+            // Nothing can free, merge or write a block of a read-only arena: the shared file lock
+            // keeps every writer out, and this process refuses writes. No pin and no check slot
+            // needed.
+            let Live { hdr, len, .. } = inner.live(h, Mode::Read)?;
+            return Ok(ReadPin {
+                arena: self,
+                hdr,
+                len,
+                generation: None,
+            });
+        }
+        with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
+            let _slot = CheckSlot::hold(cell, h);
+            self.pin_held(h)
+        })
+    }
+
+    /// [`Arena::pin`] of a writable arena, with the calling thread's check slot held.
+    fn pin_held(&self, h: Handle) -> Result<ReadPin<'_>, Error> {
+        let inner = &*self.inner;
         let Live {
             hdr,
             word: mut cur,
@@ -127,17 +150,6 @@ impl Arena {
         let w = inner.mem.word(hdr);
         let mut saturated = 0u32;
         loop {
-            if inner.read_only {
-                // Nothing can free or write a block of a read-only arena: the shared file lock
-                // keeps every writer out, and this process refuses writes. No pin needed (and the
-                // map is not writable).
-                return Ok(ReadPin {
-                    arena: self,
-                    hdr,
-                    len,
-                    generation: None,
-                });
-            }
             if readers == block::MAX_READERS {
                 // Wait for a reader to leave; readers leave after one copy, so this is short.
                 // A count that never moves (a damaged header in a file trusted as clean, or
@@ -197,7 +209,7 @@ impl Arena {
     /// ```
     pub unsafe fn get(&self, h: Handle) -> Result<&[u8], Error> {
         let inner = &*self.inner;
-        let Live { hdr, len, .. } = inner.live(h, Mode::Read)?;
+        let Live { hdr, len, .. } = self.checked(h)?;
         // SAFETY: the block is live and published; the caller keeps it from being freed or written.
         Ok(unsafe { inner.mem.slice(hdr + WORD, len) })
     }
@@ -216,14 +228,14 @@ impl Arena {
         if inner.read_only {
             return Err(Error::ReadOnly);
         }
-        let Live { hdr, len, .. } = inner.live(h, Mode::Read)?;
+        let Live { hdr, len, .. } = self.checked(h)?;
         // SAFETY: live and published; exclusivity is the caller's contract.
         Ok(unsafe { inner.mem.slice_mut(hdr + WORD, len) })
     }
 
     /// Whether `h` names a live, published block.
     pub fn contains(&self, h: Handle) -> bool {
-        self.inner.live(h, Mode::Read).is_ok()
+        self.checked(h).is_ok()
     }
 
     /// The length of block `h`.
@@ -231,7 +243,48 @@ impl Arena {
     /// # Errors
     /// As [`Arena::read`].
     pub fn len_of(&self, h: Handle) -> Result<usize, Error> {
-        self.inner.live(h, Mode::Read).map(|l| l.len as usize)
+        self.checked(h).map(|l| l.len as usize)
+    }
+}
+
+impl Arena {
+    /// The handle check for a read that does not pin (`len_of`, `contains`, `get`, the raw API):
+    /// [`Inner::live`] with the calling thread's check slot held while it reads the header.
+    pub(super) fn checked(&self, h: Handle) -> Result<Live, Error> {
+        let inner = &*self.inner;
+        if inner.read_only {
+            return inner.live(h, Mode::Read);
+        }
+        with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
+            let _slot = CheckSlot::hold(cell, h);
+            inner.live(h, Mode::Read)
+        })
+    }
+}
+
+/// The calling thread's check slot, holding the header position a handle check reads
+/// (docs/metadata.md, section 4). The check swaps the position in (`SeqCst`), then tests the
+/// start map (`SeqCst` loads), then reads or changes the header word; a coalescing pass toggles
+/// absorbed starts off (`SeqCst`), then loads every slot (`SeqCst`) and leaves a slot's position
+/// unmerged. All four in one total order: either the pass sees the slot, or the check sees the
+/// start gone and never touches the word. So a position a check is reading never becomes bytes
+/// of a block someone writes. Cleared on drop (`Release`: a pass that reads the cleared slot
+/// sees the check's accesses done).
+pub(super) struct CheckSlot<'a>(&'a AtomicU64);
+
+impl<'a> CheckSlot<'a> {
+    #[inline]
+    pub(super) fn hold(cell: &'a ChunkCell, h: Handle) -> CheckSlot<'a> {
+        cell.check
+            .swap(h.offset().wrapping_sub(WORD), Ordering::SeqCst);
+        CheckSlot(&cell.check)
+    }
+}
+
+impl Drop for CheckSlot<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Release);
     }
 }
 
@@ -300,7 +353,7 @@ impl Inner {
             });
         }
         let hdr = data - WORD;
-        if !livemap::is_start(&self.mem, &self.maps, hdr) {
+        if !livemap::is_start_checked(&self.mem, &self.maps, hdr) {
             return Err(Error::Stale {
                 expected: h.generation(),
                 found: 0,

@@ -33,12 +33,11 @@ use crate::sync::StdAtomicU64;
 impl Arena {
     /// The arena offset of bytes `at..at + len` of the live block `h`, checked.
     fn block_range(&self, h: Handle, at: u64, len: u64) -> Result<u64, Error> {
-        let inner = &*self.inner;
         let Live {
             hdr,
             len: block_len,
             ..
-        } = inner.live(h, super::Mode::Read)?;
+        } = self.checked(h)?;
         match at.checked_add(len) {
             Some(end) if end <= block_len => Ok(hdr + WORD + at),
             _ => Err(Error::OutOfBounds {

@@ -93,7 +93,7 @@ impl Inner {
         fence(Ordering::Release);
         bump_counter(&cell.counters.frees, 1);
         bump_counter(&cell.counters.free_bytes, len);
-        if cell.ends_with(hdr, span) {
+        if cell.may_rewind(hdr, span) {
             // The entry goes away: its start bit with it (the block lies in this thread's own
             // chunk, so the owner-map word is ours).
             livemap::owner_toggle(&self.mem, &self.maps, hdr);
@@ -103,6 +103,7 @@ impl Inner {
             unsafe { self.mem.zero(hdr + WORD, span - WORD) };
             self.mem.word(hdr).store(0, Ordering::Relaxed);
             cell.cur.store(hdr, Ordering::Relaxed);
+            cell.last_rewind.store(hdr, Ordering::Relaxed);
             // A fresh generation, not the next one after the cell's: the chain of a chunk's
             // rewinds would run into generations the counter hands out later, and a block at this
             // offset could then get a generation a stale handle still carries.

@@ -119,12 +119,19 @@ impl FreeLists {
     ///
     /// Segments that other threads pop or push meanwhile are not seen; each segment detached is
     /// owned by this pass alone until it is pushed again.
+    ///
+    /// Each absorbed segment's start goes out of the start map (`SeqCst`), and then `held(off)`
+    /// asks whether a handle check holds `off` in its check slot (`SeqCst` loads; the protocol is
+    /// on `CheckSlot` in `arena/access.rs`). A held start is put back and its segment stays a
+    /// separate segment that takes the rest of the run, so the position a check is reading stays
+    /// a header position.
     pub(crate) fn coalesce(
         &self,
         b: &Backing,
         limit: u64,
         mut fresh_gen: impl FnMut() -> u32,
         durable: impl FnOnce(u64, u64) -> Result<(), Error>,
+        held: impl Fn(u64) -> bool,
     ) -> Result<(u64, u64), Error> {
         let mut chain = 0u64;
         let mut detached = 0u64;
@@ -212,18 +219,37 @@ impl FreeLists {
         // it not at all, every other segment as it was.
         let mut off = chain;
         while off != 0 {
-            let (gen, mut next) = next_of(b, off);
+            let (gen, next) = next_of(b, off);
             let span = span_of(off);
             if merged > 0 && next != 0 && off + span > next {
-                while next != 0 && next < off + span {
-                    // Absorbed: its header is bytes inside the run now, no longer an entry.
-                    self.toggle_start(b, next);
-                    next = next_of(b, next).1;
+                let end = off + span;
+                // Absorbed: their headers become bytes inside the run, no longer entries.
+                let mut m = next;
+                while m != 0 && m < end {
+                    self.toggle_start_checked(b, m);
+                    m = next_of(b, m).1;
                 }
-                self.push(b, off, span, fresh_gen());
-            } else {
-                self.push(b, off, span, gen);
+                let after = m;
+                // A start a handle check holds stays one: the run splits there.
+                let mut first = off;
+                let mut m = next;
+                while m != 0 && m < end {
+                    let following = next_of(b, m).1;
+                    if held(m) {
+                        self.toggle_start_checked(b, m);
+                        b.word(first + 8).store(m - first, Ordering::Relaxed);
+                        self.push(b, first, m - first, fresh_gen());
+                        merged -= 1;
+                        first = m;
+                    }
+                    m = following;
+                }
+                b.word(first + 8).store(end - first, Ordering::Relaxed);
+                self.push(b, first, end - first, fresh_gen());
+                off = after;
+                continue;
             }
+            self.push(b, off, span, gen);
             off = next;
         }
         match failed {

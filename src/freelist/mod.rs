@@ -99,6 +99,14 @@ impl FreeLists {
         }
     }
 
+    /// [`FreeLists::toggle_start`] with `SeqCst`, for a coalescing pass (the check-slot protocol).
+    #[inline]
+    pub(crate) fn toggle_start_checked(&self, b: &Backing, off: u64) {
+        if let Some(m) = &self.maps {
+            livemap::shared_toggle_checked(b, m, off);
+        }
+    }
+
     /// Reads the heads of an arena just opened (O(classes), not O(heap)).
     pub(crate) fn load(b: &Backing, data_start: u64, maps: Option<MapGeom>) -> FreeLists {
         let fl = FreeLists {

@@ -113,9 +113,12 @@ fn allocator_blocks_are_off_limits_to_handles() {
     }
     // Even the exact handle (its generation read from the block's header word, as a program
     // with `unsafe` could) is refused: the block belongs to the allocator interface.
-    // SAFETY: the word before the Vec's buffer is its block's header, inside the arena's heap;
-    // nothing writes it while it is read (this thread owns the Vec).
-    let word = unsafe { v.as_ptr().cast::<u64>().sub(1).read() };
+    // SAFETY: the word before the Vec's buffer is its block's header, inside the arena's heap
+    // (the same allocation as the buffer).
+    let at = unsafe { v.as_ptr().cast::<u64>().sub(1) };
+    // SAFETY: `at` is 8-aligned and readable; nothing writes it while it is read (this thread
+    // owns the Vec, and no other thread uses the arena).
+    let word = unsafe { at.read() };
     let (_, generation, _) = parena::testkit::decode_live(word).expect("a LIVE header");
     let off = parena::testkit::offset_of_ptr(&arena, v.as_ptr());
     let exact = parena::testkit::forge_handle(off, generation);
