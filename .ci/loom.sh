@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The loom models of the lock-free free lists (tests/loom.rs), with a bounded number of
-# preemptions per interleaving (default 3). Override with LOOM_MAX_PREEMPTIONS=N. One model
-# (`coalesce_races_pop_and_push`, whose pass relinks its chain through the segments' headers) is
-# held at 2 unless LOOM_FULL=1: at 3 it alone has 1.8 million interleavings (five minutes on 2 cores).
+# preemptions per interleaving (default 3). Override with LOOM_MAX_PREEMPTIONS=N. Two models
+# (`coalesce_races_pop_and_push`, whose pass relinks its chain through the segments' headers, and
+# `handle_check_races_a_merge`, which adds a carve) are held at 2 unless LOOM_FULL=1: at 3 the
+# first alone has 1.8 million interleavings (five minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"

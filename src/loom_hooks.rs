@@ -9,7 +9,8 @@ use crate::backing::Backing;
 use crate::block::{self, HeaderWord, LiveState};
 use crate::format::{HEADER_SIZE, OFF_BUMP};
 use crate::freelist::{class_of, FreeLists, ListWalk, Optimistic, Pessimistic, Policy};
-use crate::sync::Ordering;
+use crate::livemap::{self, MapGeom};
+use crate::sync::{AtomicU64, Ordering};
 
 /// Bytes of every segment a [`Lists`] hands out: one exact size class.
 pub const SEGMENT: u64 = 32;
@@ -22,6 +23,10 @@ pub struct Lists {
     limit: u64,
     /// Offset and span of each segment, in heap order.
     segs: Vec<(u64, u64)>,
+    /// The start map, when the model has one ([`Lists::with_start_map`]).
+    maps: Option<MapGeom>,
+    /// One thread's check slot (the check-slot protocol, `arena/access.rs`).
+    slot: AtomicU64,
 }
 
 impl std::fmt::Debug for Lists {
@@ -57,7 +62,33 @@ impl Lists {
             end += span;
         }
         let limit = end;
-        let b = Backing::heap(limit).expect("a small heap backing");
+        Lists::build(limit, segs, None)
+    }
+
+    /// As [`Lists::with_spans`], with a start map after the heap recording every segment's
+    /// start (each is a LIVE header to begin with), which pushes, pops and merges keep, and one
+    /// check slot: for the check-slot models.
+    ///
+    /// # Panics
+    /// If the backing cannot be allocated.
+    pub fn with_start_map(spans: &[u64]) -> Lists {
+        let mut segs = Vec::new();
+        let mut end = HEADER_SIZE;
+        for &span in spans {
+            assert!(span >= 16 && span % 8 == 0, "span {span}");
+            segs.push((end, span));
+            end += span;
+        }
+        let capacity = end.div_ceil(4096) * 4096 + 4096;
+        let maps = MapGeom::for_capacity(capacity);
+        assert!(maps.heap_end() >= end);
+        Lists::build(end, segs, Some((capacity, maps)))
+    }
+
+    fn build(limit: u64, segs: Vec<(u64, u64)>, maps: Option<(u64, MapGeom)>) -> Lists {
+        let len = maps.map_or(limit, |(c, _)| c);
+        let maps = maps.map(|(_, m)| m);
+        let b = Backing::heap(len).expect("a small heap backing");
         b.word(OFF_BUMP).store(limit, Ordering::Relaxed);
         for &(off, span) in &segs {
             b.word(off).store(
@@ -65,8 +96,77 @@ impl Lists {
                 Ordering::Relaxed,
             );
         }
-        let fl = FreeLists::load(&b, HEADER_SIZE, None);
-        Lists { b, fl, limit, segs }
+        if let Some(m) = &maps {
+            for &(off, _) in &segs {
+                livemap::owner_toggle(&b, m, off);
+            }
+        }
+        let fl = FreeLists::load(&b, HEADER_SIZE, maps);
+        Lists {
+            b,
+            fl,
+            limit,
+            segs,
+            maps,
+            slot: AtomicU64::new(0),
+        }
+    }
+
+    /// A handle check of header position `off`, as `Arena`'s: the slot swapped in, the start map
+    /// tested, then the header word read twice (as a pin's load and CAS would); the slot
+    /// cleared. Returns the two words read, or `None` when the map says no entry starts there.
+    ///
+    /// # Panics
+    /// Without a start map.
+    pub fn check(&self, off: u64) -> Option<(u64, u64)> {
+        let maps = self.maps.as_ref().expect("a start map");
+        self.slot.swap(off, Ordering::SeqCst);
+        crate::sync::sc_order();
+        let seen = livemap::is_start_checked(&self.b, maps, off).then(|| {
+            let first = self.b.word(off).load(Ordering::Acquire);
+            crate::sync::yield_now();
+            (first, self.b.word(off).load(Ordering::Acquire))
+        });
+        self.slot.store(0, Ordering::Release);
+        seen
+    }
+
+    /// A coalescing pass that consults the check slot (`held`), as `Arena`'s does.
+    ///
+    /// # Panics
+    /// If a list is found corrupt.
+    pub fn coalesce_checked(&self) -> u64 {
+        self.fl
+            .coalesce(
+                &self.b,
+                self.limit,
+                || 2,
+                |_, _| Ok(()),
+                |o| self.slot.load(Ordering::SeqCst) == o,
+            )
+            .expect("lists are consistent")
+            .0
+    }
+
+    /// A carve of a merged segment of `span` bytes by its new owner, who writes `pattern` (user
+    /// bytes) over every word strictly inside it. Returns whether it got one.
+    ///
+    /// # Panics
+    /// If the list is found corrupt.
+    pub fn carve_and_write(&self, span: u64, pattern: u64) -> bool {
+        match self.pop_class_of(span) {
+            Some((off, got)) if got == span => {
+                for w in (off + 8..off + span).step_by(8) {
+                    self.b.word(w).store(pattern, Ordering::Relaxed);
+                }
+                true
+            }
+            Some((off, got)) => {
+                self.fl.push(&self.b, off, got, 2);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Offset of segment `i`.

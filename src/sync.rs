@@ -68,6 +68,18 @@ pub(crate) fn spin_hint() {
     loom::thread::yield_now();
 }
 
+/// Between a `SeqCst` write (or read-modify-write) and a later `SeqCst` load of another location,
+/// in the store-buffering shape of the check-slot protocol (`arena/access.rs`, `CheckSlot`). The
+/// memory model already orders them (every `SeqCst` operation is in one total order), so in a
+/// normal build this is nothing. loom models `SeqCst` accesses as `AcqRel` (it does not implement
+/// that total order, and would report the shape as a race), but implements `SeqCst` fences, which
+/// give the same guarantee: so under loom it is one.
+#[inline]
+pub(crate) fn sc_order() {
+    #[cfg(parena_loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}
+
 /// Lets other threads run: the calling thread waits on another one for longer than a spin.
 #[inline]
 pub(crate) fn yield_now() {

@@ -405,6 +405,43 @@ fn coalesce_races_pop_and_push() {
     });
 }
 
+/// Bytes a carved block's owner writes: no header word parena writes looks like this.
+const USER_BYTES: u64 = 0xa5a5_a5a5_a5a5_a5a5;
+
+/// A handle check against a coalescing pass and a carve (docs/metadata.md, section 4). `A B` are
+/// adjacent free segments; a checker (a stale handle to `B`) tests the start map at `B` and reads
+/// `B`'s header word twice; the main thread runs a pass (which would merge `B` into `A`), then
+/// takes the merged segment and writes user bytes over it. A check that saw `B` as a start must
+/// never read those user bytes.
+///
+/// Guard: the check slot (the checker's `SeqCst` swap before its `SeqCst` map load; the pass's
+/// `SeqCst` toggle before its `SeqCst` slot load, and the split at a held start). Checked by hand:
+/// with the pass's `held` answering `false`, loom finds the interleaving where the checker sees
+/// `B`'s bit, the pass merges `B` away, the carve writes, and the checker's second read returns
+/// the user bytes ("a handle check read user bytes at a start it saw").
+#[test]
+fn handle_check_races_a_merge() {
+    model_capped("handle_check_races_a_merge", 2, || {
+        let seg = parena::loom_hooks::SEGMENT;
+        let l = loom::sync::Arc::new(Lists::with_start_map(&[seg, seg]));
+        let b = l.segment(1);
+        l.push_segment(1, 2);
+        l.push_segment(0, 2);
+        let checker = {
+            let l = l.clone();
+            thread::spawn(move || l.check(b))
+        };
+        l.coalesce_checked();
+        l.carve_and_write(2 * seg, USER_BYTES);
+        if let Some((first, second)) = checker.join().unwrap() {
+            assert!(
+                first != USER_BYTES && second != USER_BYTES,
+                "a handle check read user bytes at a start it saw"
+            );
+        }
+    });
+}
+
 /// The ABA shape through a coalescing pass. Layout `F E D A B` (`D` live): `E` and `A` are in one
 /// coarse class, listed `[A, E]`; `F` and `B` are 16-byte segments. A popper reads head `A` and
 /// `A.next == E`, and stalls. The pass merges `F + E` (at `F`) and `A + B` (at `A`), both back in

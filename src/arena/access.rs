@@ -6,7 +6,7 @@ use crate::cells::{with_cell, ChunkCell};
 use crate::error::Error;
 use crate::layout::{block_span, WORD};
 use crate::livemap;
-use crate::sync::{spin_hint, yield_now, AtomicU64, Ordering};
+use crate::sync::{sc_order, spin_hint, yield_now, AtomicU64, Ordering};
 
 /// How many times `read` re-checks a block whose reader count is full before it answers `Busy`.
 const SATURATED_ROUNDS: u32 = 1 << 16;
@@ -277,6 +277,7 @@ impl<'a> CheckSlot<'a> {
     pub(super) fn hold(cell: &'a ChunkCell, h: Handle) -> CheckSlot<'a> {
         cell.check
             .swap(h.offset().wrapping_sub(WORD), Ordering::SeqCst);
+        sc_order();
         CheckSlot(&cell.check)
     }
 }

@@ -93,7 +93,10 @@ impl Inner {
             || self.fresh_gen(false),
             |off, len| self.mem.flush(off, len),
             // SeqCst: the pass's side of the check-slot protocol (`CheckSlot`).
-            |off| self.cells.fold(false, |any, c| any || c.check.load(Ordering::SeqCst) == off),
+            |off| {
+                self.cells
+                    .fold(false, |any, c| any || c.check.load(Ordering::SeqCst) == off)
+            },
         )?;
         self.activity_at_pass.store(activity, Ordering::Relaxed);
         self.pass_cost.store(detached, Ordering::Relaxed);

@@ -7,7 +7,7 @@ use crate::backing::Backing;
 use crate::block::{self, HeaderWord};
 use crate::error::Error;
 use crate::format::{OFF_BUMP, OFF_HEADS};
-use crate::sync::Ordering;
+use crate::sync::{sc_order, Ordering};
 
 impl FreeLists {
     /// Detaches the whole stack of class `c` with one CAS of its head to empty and splices its
@@ -230,6 +230,8 @@ impl FreeLists {
                     m = next_of(b, m).1;
                 }
                 let after = m;
+                // The toggles before the slot loads (the store-buffering shape of `CheckSlot`).
+                sc_order();
                 // A start a handle check holds stays one: the run splits there.
                 let mut first = off;
                 let mut m = next;
