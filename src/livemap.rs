@@ -168,6 +168,34 @@ pub(crate) fn is_start(mem: &Backing, m: &MapGeom, off: u64) -> bool {
     live_word(mem, m, off / WORD_COVERS) & bit_of(off) != 0
 }
 
+/// The first start the map records in `from..to` (both multiples of 8), if any: a segment about
+/// to be carved must hold none but its own, so one found there means damaged metadata (a span
+/// word or a list link that no longer describes the heap).
+pub(crate) fn first_start_in(mem: &Backing, m: &MapGeom, from: u64, to: u64) -> Option<u64> {
+    if from >= to {
+        return None;
+    }
+    let (first, last) = (from / WORD_COVERS, (to - 1) / WORD_COVERS);
+    for i in first..=last {
+        let mut w = live_word(mem, m, i);
+        if i == first {
+            w &= !0u64 << ((from / WORD) % 64);
+        }
+        if i == last {
+            let top = ((to - 1) / WORD) % 64;
+            w &= if top == 63 {
+                !0
+            } else {
+                (1u64 << (top + 1)) - 1
+            };
+        }
+        if w != 0 {
+            return Some(i * WORD_COVERS + u64::from(w.trailing_zeros()) * WORD);
+        }
+    }
+    None
+}
+
 /// Word `i` of the start map (`A ^ B`).
 #[inline]
 pub(crate) fn live_word(mem: &Backing, m: &MapGeom, i: u64) -> u64 {
@@ -380,6 +408,11 @@ mod tests {
             "a toggle in either map flips the fact"
         );
         assert_eq!(starts_in(&mem, &m, 0, m.base), vec![a, b]);
+        assert_eq!(first_start_in(&mem, &m, a, a + 8), Some(a));
+        assert_eq!(first_start_in(&mem, &m, a + 8, b), None);
+        assert_eq!(first_start_in(&mem, &m, a + 8, b + 8), Some(b));
+        assert_eq!(first_start_in(&mem, &m, 0, m.base), Some(a));
+        assert_eq!(first_start_in(&mem, &m, b + 8, m.base), None);
         assert_eq!(copy_to_flushed(&mem, &m, 1, 0, m.base), 1);
         assert_eq!(copy_to_flushed(&mem, &m, 1, 0, m.base), 0);
         assert_eq!(flushed_starts_in(&mem, &m, 1, 0, m.base), vec![a, b]);

@@ -245,6 +245,10 @@ impl Inner {
                 word: w,
             });
         };
+        if let Err(e) = self.vouch_free(hdr, span) {
+            cell.cache[class].store(0, Ordering::Relaxed);
+            return Err(e);
+        }
         cell.cache[class].store(cache_head(next, count.saturating_sub(1)), Ordering::Relaxed);
         // A fresh generation from the arena's counter (through this thread's batch of it, so no
         // shared atomic here). Not the chunk's generation: that is also the one its bump blocks
@@ -268,6 +272,31 @@ impl Inner {
         bump_counter(&cell.counters.alloc_bytes, len);
         bump_counter(&cell.counters.from_cache, 1);
         Ok((hdr, generation))
+    }
+
+    /// Checks a free segment about to be carved against the start map: it must start where the
+    /// map records an entry, and no other entry may start inside it. Damaged metadata (a span word,
+    /// a list or cache link) is `Error::Corrupt` for this allocation, and nothing overlapping a
+    /// live block is handed out; the segment is left off the lists.
+    pub(super) fn vouch_free(&self, off: u64, span: u64) -> Result<(), Error> {
+        if off.checked_add(span).is_none_or(|e| e > self.heap_end) || span < 16 {
+            return Err(Error::Corrupt {
+                offset: off,
+                word: span,
+            });
+        }
+        let inside = livemap::first_start_in(&self.mem, &self.maps, off + WORD, off + span);
+        match inside {
+            Some(at) => Err(Error::Corrupt {
+                offset: at,
+                word: span,
+            }),
+            None if !livemap::is_start(&self.mem, &self.maps, off) => Err(Error::Corrupt {
+                offset: off,
+                word: span,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// A fresh odd generation from the calling thread's batch of the arena's counter: every
@@ -317,6 +346,7 @@ impl Inner {
                 .take::<Pessimistic>(&self.mem, span, limit, fits)?,
         };
         let Some(seg) = seg else { return Ok(None) };
+        self.vouch_free(seg.off, seg.span)?;
         let front = front_of(seg.off);
         let hdr = seg.off + front;
         let rest = seg.span - front - span;
