@@ -109,13 +109,16 @@ impl Chunks<'_> {
             }
             // Relaxed: the RMW order on `bump` alone makes reservations disjoint; see module docs.
             match bump.compare_exchange_weak(cur, end, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) if livemap::first_start_in(self.mem, self.maps, start, end).is_some() => {
+                    // No entry starts past the bump offset unless the bump word is damaged (or
+                    // was tampered with) and lies below blocks: those chunks are left as they
+                    // are, blocks and all, and the reservation goes on above them.
+                    cur = end;
+                }
                 Ok(_) => break (start, end),
                 Err(now) => cur = now,
             }
         };
-        // No entry starts in a chunk nobody has reserved; the map says so even where a damaged
-        // (or tampered) bump or high-water word lets a reservation cover old entries.
-        livemap::clear_range(self.mem, self.maps, start, end);
         let hw = self.mem.word(OFF_HIGH_WATER).load(Ordering::Relaxed);
         if cur < hw {
             let z_end = end.min(hw);

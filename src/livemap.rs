@@ -229,20 +229,6 @@ pub(crate) fn copy_to_flushed(mem: &Backing, m: &MapGeom, which: u64, from: u64,
     stored
 }
 
-/// Clears the start map over `from..to` (512-byte aligned, or `to` the end of the heap): both
-/// bitmaps' words, stored only where nonzero. The caller owns the range (a chunk just reserved).
-pub(crate) fn clear_range(mem: &Backing, m: &MapGeom, from: u64, to: u64) {
-    debug_assert!(from % WORD_COVERS == 0);
-    for i in from / WORD_COVERS..to.div_ceil(WORD_COVERS) {
-        for off in [m.base + i * WORD, m.base + (m.words + i) * WORD] {
-            let w = mem.word(off);
-            if w.load(Ordering::Relaxed) != 0 {
-                w.store(0, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
 /// Rewrites the live map from scratch: every bit clear, then one set per start `starts` yields.
 /// Exclusive passes only (recovery, `compact`, `clear`).
 pub(crate) fn rebuild(mem: &Backing, m: &MapGeom, starts: impl IntoIterator<Item = u64>) {

@@ -143,6 +143,12 @@ fn walk_part(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &
         let span = match block::decode(b.word(q).load(Ordering::Relaxed)) {
             HeaderWord::Gap => {
                 let next = g.data_start + ((q - g.data_start) / chunk + 1) * chunk;
+                if livemap::first_start_in(b, maps, q + 8, next.min(to)).is_some() {
+                    // A zero run over entries the map records is not an unused chunk tail (a
+                    // zeroed page, or a cut that kept the map's page and not the heap's): it is
+                    // dropped, and reported, up to the next recorded start.
+                    break;
+                }
                 if next > to {
                     p.tails.push((q, to - q));
                 }

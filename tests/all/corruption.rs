@@ -218,3 +218,45 @@ fn an_older_format_version_is_refused_untouched() {
     }
     assert_eq!(parena::FORMAT_VERSION, 2);
 }
+
+/// A heap zeroed whole (a lost write of many pages, or a stray `memset`) is never taken for an
+/// empty arena: a recovering open reports every block it could not keep in `Report::dropped`, and
+/// on a file trusted as clean `verify()` reports the start map's entries the walk no longer finds.
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
+fn a_zeroed_heap_is_reported_not_recovered_as_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("z");
+    let (live, _, dirty) = build(&path);
+    let data_start = 4096usize;
+    let bump = u64::from_le_bytes(dirty[80..88].try_into().unwrap()) as usize;
+    let zeroed = |mut img: Vec<u8>| {
+        img[data_start..bump].fill(0);
+        img
+    };
+    // Dirty: recovery drops, and says so.
+    let dpath = dir.path().join("dz");
+    std::fs::write(&dpath, zeroed(dirty)).unwrap();
+    let mut a = open(Options::new(), &dpath).unwrap();
+    let r = a.recovery_report().unwrap().clone();
+    assert!(!r.is_clean(), "{r:?}");
+    let dropped: u64 = r.dropped.iter().map(|d| d.len).sum();
+    assert!(dropped > 0, "{r:?}");
+    assert!(live.iter().all(|&h| !a.contains(h)));
+    assert!(a.verify().unwrap().is_clean());
+    drop(a);
+    // Clean (closed) file: the open trusts the header, verify() finds the damage.
+    let clean = std::fs::read(&path).unwrap();
+    let cpath = dir.path().join("cz");
+    std::fs::write(&cpath, zeroed(clean)).unwrap();
+    let mut a = open(Options::new(), &cpath).unwrap();
+    assert!(a.was_clean());
+    let r = a.verify().unwrap();
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| matches!(p, Problem::StartExtra { .. })),
+        "{r:?}"
+    );
+    assert!(live.iter().all(|&h| a.read_with(h, |_| ()).is_err()));
+}
