@@ -74,6 +74,16 @@ pub fn forge_handle(offset: u64, generation: u32) -> Handle {
     Handle::new(offset & all.offset(), generation & all.generation())
 }
 
+/// The smallest capacity whose heap, after a `data_start` of `data_start` bytes, holds at least
+/// `heap` bytes (the start and flush maps take the end of the arena: docs/format.md).
+pub fn capacity_for_heap(data_start: u64, heap: u64) -> u64 {
+    let mut c = (data_start + heap).div_ceil(4096) * 4096;
+    while format::heap_end(c) < data_start + heap {
+        c += 4096;
+    }
+    c
+}
+
 /// The arena offset of a pointer into `arena` (a block the allocator interfaces handed out).
 pub fn offset_of_ptr(arena: &crate::Arena, p: *const u8) -> u64 {
     (p.addr() - arena.data_ptr(0).addr()) as u64

@@ -93,7 +93,7 @@ impl Config {
         let data_start = (4096 + u64::from(reserved)).div_ceil(4096) * 4096;
         let pages = 1 + u64::from(self.pages) % max_pages;
         let mut o = Options::new()
-            .capacity(data_start + pages * 4096)
+            .capacity(parena::testkit::capacity_for_heap(data_start, pages * 4096))
             .freelist(self.policy.freelist())
             .min_segment_size(u32::from(self.min_segment) * 8)
             .zero_on_free(self.zero_on_free)

@@ -24,7 +24,7 @@ fn make_template(i: usize) -> Vec<u8> {
         Freelist::Optimistic,
     ][i];
     let o = Options::new()
-        .capacity(4096 * 5)
+        .capacity(parena::testkit::capacity_for_heap(4096, 4096 * 4))
         .chunk_size(512)
         .freelist(policy)
         .reserved(if i == 1 { 100 } else { 0 })
@@ -76,7 +76,7 @@ pub fn build_file(data: &[u8]) -> Vec<u8> {
         let n = usize::from(r[3] % 17);
         let body = &r[4..(4 + n).min(r.len())];
         r = &r[(4 + n).min(r.len())..];
-        match kind % 4 {
+        match kind % 5 {
             // Bytes at an offset in the header page.
             0 => {
                 let off = off % f.len().min(4096);
@@ -98,7 +98,13 @@ pub fn build_file(data: &[u8]) -> Vec<u8> {
                 }
             }
             // Extend with zeros.
-            _ => f.resize(f.len() + (off % 64) * 512, 0),
+            3 => f.resize(f.len() + (off % 64) * 512, 0),
+            // One flipped bit anywhere: header, heap metadata or user bytes, the start and flush
+            // maps, the meta slots.
+            _ => {
+                let at = (off * 8 + usize::from(body.first().copied().unwrap_or(0) & 7)) % f.len();
+                f[at] ^= 1 << (n % 8);
+            }
         }
     }
     if mode & 0x10 != 0 {
@@ -160,7 +166,11 @@ pub fn run_open_bytes(data: &[u8]) {
 
 fn exercise(a: &mut Arena, read_only: bool) {
     let st = a.stats();
-    assert_eq!(st.data_start + st.allocated + st.remaining, st.capacity);
+    assert_eq!(st.data_start + st.allocated + st.remaining, st.heap_end);
+    assert!(
+        st.heap_end < st.capacity,
+        "the start and flush maps follow the heap"
+    );
     // A writable open of a dirty arena walked and repaired the heap: from then on it must behave
     // exactly like a healthy arena. A clean one is trusted as stored (open is O(1)): only typed
     // errors, no panic, no hang, no out-of-bounds access.
