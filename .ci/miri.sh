@@ -43,4 +43,10 @@ if [ ${#args[@]} -eq 0 ] && [ -z "${MIRI_FULL:-}" ]; then
 fi
 # Bounded: Miri is thousands of times slower than native code.
 timeout -k 30 "${MIRI_TIMEOUT:-2400}" cargo +nightly miri test -p parena --lib --test all -- "${args[@]}"
+# The handle tests (forged headers, allocator blocks, foreign arenas) once more under Tree
+# Borrows: the aliasing model a forged handle would break first is checked in both models.
+if [ $# -eq 0 ]; then
+    MIRIFLAGS="$MIRIFLAGS -Zmiri-tree-borrows" timeout -k 30 "${MIRI_TIMEOUT:-2400}" \
+        cargo +nightly miri test -p parena --test all -- handles::
+fi
 echo "miri: done in $(( $(date +%s) - start )) s (MIRIFLAGS=$MIRIFLAGS)"
