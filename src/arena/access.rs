@@ -132,13 +132,19 @@ impl Arena {
                 generation: None,
             });
         }
+        if !inner.coalesce_on {
+            // No coalescing pass can run: nothing merges a start away while the arena is shared,
+            // so no check slot is needed (see `CheckSlot`).
+            return self.pin_held(h);
+        }
         with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
             let _slot = CheckSlot::hold(cell, h);
             self.pin_held(h)
         })
     }
 
-    /// [`Arena::pin`] of a writable arena, with the calling thread's check slot held.
+    /// [`Arena::pin`] of a writable arena, with the calling thread's check slot held (when
+    /// coalescing passes can run).
     fn pin_held(&self, h: Handle) -> Result<ReadPin<'_>, Error> {
         let inner = &*self.inner;
         let Live {
@@ -252,7 +258,8 @@ impl Arena {
     /// [`Inner::live`] with the calling thread's check slot held while it reads the header.
     pub(super) fn checked(&self, h: Handle) -> Result<Live, Error> {
         let inner = &*self.inner;
-        if inner.read_only {
+        if inner.read_only || !inner.coalesce_on {
+            // Nothing merges a start away: no check slot needed (see `CheckSlot`).
             return inner.live(h, Mode::Read);
         }
         with_cell(inner.uid, self.lane(), &inner.cells, |cell| {

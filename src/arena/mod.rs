@@ -104,7 +104,8 @@ pub(crate) struct Inner {
     lists: FreeLists,
     /// Every chunk cell handed out for this arena.
     cells: CellRegistry,
-    /// Coalescing passes are on (`Options::coalesce`).
+    /// Coalescing passes can run (`Options::coalesce`, and a policy that lists free space): the
+    /// only thing that merges an entry start away while the arena is shared (`CheckSlot`).
     coalesce_on: bool,
     /// Set while a thread runs a coalescing pass (`Inner::coalesce`); one pass at a time.
     coalescing: AtomicBool,

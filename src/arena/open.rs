@@ -152,7 +152,7 @@ impl Arena {
                 thread_cache: o.thread_cache && g.freelist != Freelist::None,
                 lists,
                 cells: CellRegistry::default(),
-                coalesce_on: o.coalesce,
+                coalesce_on: o.coalesce && g.freelist != Freelist::None,
                 coalescing: AtomicBool::new(false),
                 passes: AtomicU64::new(0),
                 activity_at_pass: AtomicU64::new(0),
