@@ -32,6 +32,7 @@ pub mod loom_hooks;
 mod options;
 mod recovery;
 mod reentry;
+mod salvage;
 mod sync;
 #[doc(hidden)]
 pub mod testkit;
@@ -50,3 +51,4 @@ pub use recovery::{Dropped, Problem, Report};
 #[cfg(feature = "alloc-audit")]
 #[doc(hidden)]
 pub use reentry::audit;
+pub use salvage::{salvage, Lost, LostReason, SalvageReport, SavedBlock};

@@ -6,18 +6,21 @@
 //! parena verify FILE           # the heap walk only; exit status 1 when it finds a problem
 //! parena blocks FILE           # every live block: handle, offset, generation, length
 //! parena inspect --json FILE   # one JSON object, for scripts
+//! parena salvage FILE FRESH    # copy what can be vouched for into the new file FRESH
 //! ```
 //!
 //! Every subcommand is one entry in [`COMMANDS`] and one function `fn(&Invocation) -> Outcome`;
 //! a new one (such as `salvage`) is added there and nowhere else.
 //!
-//! The tool uses only parena's public API, opening read-only: a file a writer holds is refused
+//! The tool uses only parena's public API, opening read-only (`salvage` writes only FRESH, a new
+//! file): a file a writer holds is refused
 //! (`Locked`), and a file left dirty by a crash is reported as such and left for the next writable
 //! open to repair.
 
 mod blocks;
 mod json;
 mod report;
+mod salvage;
 
 use parena::{Arena, Error, Options};
 use std::path::PathBuf;
@@ -47,6 +50,11 @@ const COMMANDS: &[Command] = &[
         about: "walk the heap and the free lists; exit status 1 when a problem is found",
         run: report::verify,
     },
+    Command {
+        name: "salvage",
+        about: "FILE FRESH: copy every block two records vouch for into the new file FRESH",
+        run: salvage::salvage,
+    },
 ];
 
 /// Exit status: everything as it should be.
@@ -64,6 +72,8 @@ pub struct Invocation {
     pub json: bool,
     /// The `magic_version` the arena was created with.
     pub magic_version: u16,
+    /// The second file (`salvage`'s FRESH); only `salvage` takes one.
+    pub fresh: Option<PathBuf>,
 }
 
 /// How a subcommand ended: its exit status (output already printed).
@@ -94,8 +104,10 @@ impl Invocation {
 
 fn usage() -> String {
     let mut s = String::from(
-        "parena: look inside parena arena files (opens read-only, never changes them)\n\n\
-         usage: parena COMMAND [--json] [--magic-version N] FILE\n\ncommands:\n",
+        "parena: look inside parena arena files (opens read-only, never changes them;\n\
+         salvage writes only the new file FRESH)\n\n\
+         usage: parena COMMAND [--json] [--magic-version N] FILE\n       \
+         parena salvage [--json] FILE FRESH\n\ncommands:\n",
     );
     for c in COMMANDS {
         s += &format!("  {:<10} {}\n", c.name, c.about);
@@ -118,6 +130,7 @@ fn main() -> ExitCode {
     let mut path = None;
     let mut json = false;
     let mut magic_version = 0;
+    let mut fresh = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => {
@@ -137,6 +150,9 @@ fn main() -> ExitCode {
                 None => return fail(&format!("unknown command {word:?}")),
             },
             file if path.is_none() => path = Some(PathBuf::from(file)),
+            file if fresh.is_none() && command.is_some_and(|c| c.name == "salvage") => {
+                fresh = Some(PathBuf::from(file))
+            }
             extra => return fail(&format!("unexpected argument {extra:?}")),
         }
     }
@@ -151,6 +167,7 @@ fn main() -> ExitCode {
         path,
         json,
         magic_version,
+        fresh,
     };
     ExitCode::from((command.run)(&inv).0)
 }

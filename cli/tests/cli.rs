@@ -161,3 +161,39 @@ fn blocks_lists_every_live_block() {
     assert!(text.contains("2 live blocks"), "{text}");
     assert_eq!(text.matches("published").count(), 2, "{text}");
 }
+
+#[test]
+fn salvage_writes_a_new_file_and_reports() {
+    let f = arena_file("salvage-src");
+    let path = f.0.to_str().expect("utf-8 path");
+    let mut img = std::fs::read(&f.0).expect("read");
+    let before = img.clone();
+    let fresh = TempPath::new("salvage-fresh");
+    let fresh_path = fresh.0.to_str().expect("utf-8 path");
+    let out = parena(&["salvage", "--json", path, fresh_path]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+    assert_eq!(v["complete"], true);
+    assert_eq!(v["saved_blocks"], 2);
+    assert_eq!(v["lost_regions"], 0);
+    assert_eq!(std::fs::read(&f.0).expect("read"), before, "FILE changed");
+    // FRESH exists now: refused, exit status 2, and the file is left alone.
+    let again = parena(&["salvage", path, fresh_path]);
+    assert_eq!(again.status.code(), Some(2), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    std::fs::remove_file(&fresh.0).expect("remove");
+
+    // Damage: the heap's second entry (the freed 300-byte block) has its header word zeroed.
+    let data_start = 4096usize;
+    let first_span = 8 + "first block".len().div_ceil(8) * 8;
+    let at = data_start + first_span;
+    img[at..at + 8].fill(0);
+    let damaged = TempPath::new("salvage-damaged");
+    std::fs::write(&damaged.0, &img).expect("write");
+    let d = damaged.0.to_str().expect("utf-8 path");
+    let out = parena(&["salvage", d, fresh_path]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains("saved:"), "{text}");
+    assert!(text.contains("unwalkable"), "{text}");
+}

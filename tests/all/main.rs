@@ -23,5 +23,6 @@ mod powercut;
 mod powercut_engine;
 mod powerloss;
 mod regressions;
+mod salvage;
 mod stress;
 mod util;
