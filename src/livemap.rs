@@ -337,19 +337,22 @@ pub(crate) fn flush_layout(
 
 /// The newest valid meta slot: `(slot index, meta)`, or `None` when neither slot is valid.
 pub(crate) fn newest_meta(mem: &Backing) -> Option<(u64, Meta)> {
-    let read = |slot: u64| {
-        let mut w = [0u64; 8];
-        for (i, x) in w.iter_mut().enumerate() {
-            *x = mem
-                .word(OFF_META + slot * META_SLOT_BYTES + i as u64 * WORD)
-                .load(Ordering::Relaxed);
-        }
-        Meta::decode(&w, slot).map(|m| (slot, m))
-    };
+    let read = |slot: u64| read_meta(mem, slot).map(|m| (slot, m));
     match (read(0), read(1)) {
         (Some(a), Some(b)) => Some(if b.1.epoch > a.1.epoch { b } else { a }),
         (a, b) => a.or(b),
     }
+}
+
+/// Meta slot `slot` (0 or 1), when it is valid.
+pub(crate) fn read_meta(mem: &Backing, slot: u64) -> Option<Meta> {
+    let mut w = [0u64; 8];
+    for (i, x) in w.iter_mut().enumerate() {
+        *x = mem
+            .word(OFF_META + slot * META_SLOT_BYTES + i as u64 * WORD)
+            .load(Ordering::Relaxed);
+    }
+    Meta::decode(&w, slot)
 }
 
 /// Writes meta slot `slot` (the caller makes it durable).

@@ -77,8 +77,12 @@ pub(crate) fn plan(b: &Backing, g: &Geometry, capacity: u64) -> Result<Plan, Err
         if !livemap::is_start(b, &maps, s) {
             continue;
         }
-        if let HeaderWord::Live { len, .. } = block::decode(b.word(s).load(Ordering::Relaxed)) {
-            if let Some(span) = block_span(len).filter(|_| len > 0) {
+        if let HeaderWord::Live {
+            len, generation, ..
+        } = block::decode(b.word(s).load(Ordering::Relaxed))
+        {
+            // A LIVE generation is odd: an even one is a damaged word.
+            if let Some(span) = block_span(len).filter(|_| len > 0 && generation % 2 == 1) {
                 if s.checked_add(span).is_some_and(|e| e <= extent) {
                     fixed.push((s, span));
                 }
@@ -106,13 +110,7 @@ pub(crate) fn plan(b: &Backing, g: &Geometry, capacity: u64) -> Result<Plan, Err
 }
 
 fn older_meta(b: &Backing, slot: u64, capacity: u64) -> Option<Meta> {
-    let mut w = [0u64; 8];
-    for (i, x) in w.iter_mut().enumerate() {
-        *x = b
-            .word(OFF_META + slot * 256 + i as u64 * 8)
-            .load(Ordering::Relaxed);
-    }
-    Meta::decode(&w, slot).filter(|m| m.capacity == capacity)
+    livemap::read_meta(b, slot).filter(|m| m.capacity == capacity)
 }
 
 /// Walks `from..to` as a chain. Where a step fails (a word parena does not write there, or an
@@ -154,8 +152,13 @@ fn walk_part(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &
                 }
                 next.min(to) - q
             }
-            HeaderWord::Live { len, state, .. } => {
-                let Some(span) = block_span(len).filter(|_| len > 0) else {
+            HeaderWord::Live {
+                len,
+                state,
+                generation,
+                ..
+            } => {
+                let Some(span) = block_span(len).filter(|_| len > 0 && generation % 2 == 1) else {
                     break;
                 };
                 if matches!(state, LiveState::Published | LiveState::Pending)

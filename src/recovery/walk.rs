@@ -38,7 +38,8 @@ pub(crate) fn walk(
                 state,
                 readers,
             } => {
-                if len == 0 {
+                // parena writes only odd generations in LIVE words.
+                if len == 0 || generation % 2 == 0 {
                     return Err(Problem::BadHeader { offset: p, word: w });
                 }
                 Region::Live {
