@@ -4,20 +4,27 @@
 //! bits say what follows:
 //!
 //! ```text
-//!  63 62 61      58 57  56 55                      32 31                              0
-//! +-----+----------+------+--------------------------+---------------------------------+
-//! | 0 1 |F|readers |state |   generation (odd)       |        length in bytes          |  LIVE
-//! +-----+----------+------+--------------------------+---------------------------------+
-//!  63 62 61                         38 37                                               0
-//! +-----+-------------------------------+-----------------------------------------------+
-//! | 1 0 |     generation (even)         |   next free segment, in 8-byte units (0=end)  |  FREE
-//! +-----+-------------------------------+-----------------------------------------------+
-//!  63 62 61                                                                             0
-//! +-----+-------------------------------------------------------------------------------+
-//! | 1 1 |                   span in 8-byte units                                        |  PAD
-//! +-----+-------------------------------------------------------------------------------+
+//!  63 62 61 60  58 57 56 55                     32 31 29 28                               0
+//! +-----+--+-------+-----+------------------------+-----+----------------------------------+
+//! | 0 1 |F |readers|state|   generation (odd)     |check|     length in bytes (29 bits)    |  LIVE
+//! +-----+--+-------+-----+------------------------+-----+----------------------------------+
+//!  63 62 61                          41 40 38 37                                          0
+//! +-----+------------------------------+-----+---------------------------------------------+
+//! | 1 0 | generation (even, low 21 bits)|check| next free segment, 8-byte units (0 = end)   |  FREE
+//! +-----+------------------------------+-----+---------------------------------------------+
+//!  63 62 61 59 58                                                                         0
+//! +-----+-----+----------------------------------------------------------------------------+
+//! | 1 1 |check|                 span in 8-byte units                                       |  PAD
+//! +-----+-----+----------------------------------------------------------------------------+
 //! all 64 bits zero: GAP, nothing was ever allocated from here to the next chunk boundary
 //! ```
+//!
+//! `check` is a 3-bit code over every other bit of the word except a LIVE word's `state` and
+//! `readers` (which pins and publishes change): the top three bits of `covered * K` for a constant
+//! `K` none of whose 3-bit windows is `000` or `111`, so any single flipped bit of the covered bits or
+//! of the code makes the word invalid (`decode` gives `Bad`), and a random word passes with
+//! probability 1/8. A flipped kind bit changes which bits are covered and is caught by the code with
+//! probability 7/8, and otherwise by the heap walk against the start map.
 //!
 //! A FREE segment keeps its span (bytes, header included) in the word after the header; the
 //! lock-free list reads only header words of nodes it does not own, so it never reads memory a
@@ -43,8 +50,10 @@ pub(crate) const KIND_LIVE: u64 = 1;
 pub(crate) const KIND_FREE: u64 = 2;
 pub(crate) const KIND_PAD: u64 = 3;
 
-const LEN_BITS: u32 = 32;
+const LEN_BITS: u32 = 29;
 const LEN_MASK: u64 = (1 << LEN_BITS) - 1;
+/// The 3-bit check code of a LIVE word: bits 29..32.
+const LIVE_CHECK_SHIFT: u32 = 29;
 const LIVE_GEN_SHIFT: u32 = 32;
 const STATE_SHIFT: u32 = 56;
 const STATE_MASK: u64 = 0b11;
@@ -64,11 +73,67 @@ pub(crate) const fn is_foreign(w: u64) -> bool {
 
 const NEXT_BITS: u32 = 38;
 const NEXT_MASK: u64 = (1 << NEXT_BITS) - 1;
-const FREE_GEN_SHIFT: u32 = 38;
-const PAD_MASK: u64 = (1 << KIND_SHIFT) - 1;
+/// A FREE word's check code: bits 38..41; its generation: bits 41..62 (21 bits).
+const FREE_CHECK_SHIFT: u32 = 38;
+const FREE_GEN_SHIFT: u32 = 41;
+/// Bits of a FREE word's generation (only compared with a handle's to tell a double free).
+pub(crate) const FREE_GEN_MASK: u64 = (1 << 21) - 1;
+/// A PAD word's check code: bits 59..62; its span in 8-byte units: bits 0..59.
+const PAD_CHECK_SHIFT: u32 = 59;
+const PAD_MASK: u64 = (1 << PAD_CHECK_SHIFT) - 1;
+const CHECK_BITS: u64 = 0b111;
 
-/// Largest length one block can hold: the header keeps it in 32 bits.
+/// Largest length one block can hold: the header keeps it in 29 bits (512 MiB - 1).
 pub const MAX_BLOCK_LEN: u64 = LEN_MASK;
+
+/// The bits of a word its check code covers: everything but the code itself and, in a LIVE word,
+/// the state and reader count (which every pin and publish changes).
+#[inline]
+const fn covered(w: u64) -> u64 {
+    match w >> KIND_SHIFT {
+        KIND_LIVE => {
+            w & !((CHECK_BITS << LIVE_CHECK_SHIFT)
+                | (STATE_MASK << STATE_SHIFT)
+                | (MAX_READERS << READERS_SHIFT))
+        }
+        KIND_FREE => w & !(CHECK_BITS << FREE_CHECK_SHIFT),
+        _ => w & !(CHECK_BITS << PAD_CHECK_SHIFT),
+    }
+}
+
+/// The multiplier of the check code. Every 3-bit window of it is neither `000` nor `111`, so
+/// flipping any one bit `i` of the covered word adds or subtracts `K << i`, whose top three bits
+/// (the code) are then 1..=6, and a carry or borrow cannot turn that into a change of 0 mod 8:
+/// every single-bit flip changes the code. A random word passes with probability 1/8.
+const CHECK_K: u64 = 0xB6DB_6DB6_DB6D_B6DB;
+
+/// The 3-bit check code of a word's covered bits.
+#[inline]
+const fn check_of(w: u64) -> u64 {
+    covered(w).wrapping_mul(CHECK_K) >> 61
+}
+
+/// The shift of a word's check field, by kind.
+#[inline]
+const fn check_shift(w: u64) -> u32 {
+    match w >> KIND_SHIFT {
+        KIND_LIVE => LIVE_CHECK_SHIFT,
+        KIND_FREE => FREE_CHECK_SHIFT,
+        _ => PAD_CHECK_SHIFT,
+    }
+}
+
+/// `w` (check field clear) with its check code set.
+#[inline]
+const fn sealed(w: u64) -> u64 {
+    w | (check_of(w) << check_shift(w))
+}
+
+/// Whether a nonzero word's check code matches its covered bits.
+#[inline]
+pub(crate) const fn check_ok(w: u64) -> bool {
+    (w >> check_shift(w)) & CHECK_BITS == check_of(w)
+}
 // The largest arena (`format::MAX_CAPACITY`) is what a free header's `next` link can address.
 const _: () = assert!(MAX_CAPACITY == (NEXT_MASK + 1) * 8);
 
@@ -105,29 +170,46 @@ pub(crate) enum HeaderWord {
 #[inline]
 pub(crate) const fn live(len: u64, generation: u32, state: LiveState, readers: u64) -> u64 {
     debug_assert!(len <= LEN_MASK && readers <= MAX_READERS && (generation as u64) <= GEN_MASK);
-    (KIND_LIVE << KIND_SHIFT)
-        | (readers << READERS_SHIFT)
-        | ((state as u64) << STATE_SHIFT)
-        | ((generation as u64) << LIVE_GEN_SHIFT)
-        | len
+    sealed(
+        (KIND_LIVE << KIND_SHIFT)
+            | (readers << READERS_SHIFT)
+            | ((state as u64) << STATE_SHIFT)
+            | ((generation as u64) << LIVE_GEN_SHIFT)
+            | len,
+    )
+}
+
+/// [`live`] for a block of the allocator interfaces (FOREIGN set, covered by the check code).
+#[inline]
+pub(crate) const fn live_foreign(len: u64, generation: u32, state: LiveState, readers: u64) -> u64 {
+    let w = live(len, generation, state, readers);
+    sealed((w & !(CHECK_BITS << LIVE_CHECK_SHIFT)) | FOREIGN)
 }
 
 /// A FREE header; `next` is a byte offset (multiple of 8) or 0.
 #[inline]
 pub(crate) const fn free(generation: u32, next: u64) -> u64 {
     debug_assert!(next % 8 == 0 && next / 8 <= NEXT_MASK && (generation as u64) <= GEN_MASK);
-    (KIND_FREE << KIND_SHIFT) | ((generation as u64) << FREE_GEN_SHIFT) | (next / 8)
+    sealed(
+        (KIND_FREE << KIND_SHIFT)
+            | (((generation as u64) & FREE_GEN_MASK) << FREE_GEN_SHIFT)
+            | (next / 8),
+    )
 }
 
 /// A PAD filler covering `span` bytes (a multiple of 8, at least 8).
 #[inline]
 pub(crate) const fn pad(span: u64) -> u64 {
     debug_assert!(span % 8 == 0 && span >= 8 && span / 8 <= PAD_MASK);
-    (KIND_PAD << KIND_SHIFT) | (span / 8)
+    sealed((KIND_PAD << KIND_SHIFT) | (span / 8))
 }
 
 #[inline]
 pub(crate) const fn decode(w: u64) -> HeaderWord {
+    if w != 0 && !check_ok(w) {
+        // Not a word parena wrote: damage, or bytes that only look like a header.
+        return HeaderWord::Bad;
+    }
     match w >> KIND_SHIFT {
         KIND_LIVE => {
             let state = match (w >> STATE_SHIFT) & STATE_MASK {
@@ -144,7 +226,7 @@ pub(crate) const fn decode(w: u64) -> HeaderWord {
             }
         }
         KIND_FREE => HeaderWord::Free {
-            generation: ((w >> FREE_GEN_SHIFT) & GEN_MASK) as u32,
+            generation: ((w >> FREE_GEN_SHIFT) & FREE_GEN_MASK) as u32,
             next: (w & NEXT_MASK) * 8,
         },
         // Any word may be decoded (a stale handle can name bytes inside another block after a
@@ -196,11 +278,13 @@ impl Header {
         Header((self.0 & !(STATE_MASK << STATE_SHIFT)) | ((state as u64) << STATE_SHIFT))
     }
 
-    /// The same word holding another length.
+    /// The same word holding another length (its check code recomputed).
     #[inline]
     pub(crate) const fn with_len(self, len: u64) -> Header {
         debug_assert!(len <= LEN_MASK);
-        Header((self.0 & !LEN_MASK) | len)
+        Header(sealed(
+            (self.0 & !LEN_MASK & !(CHECK_BITS << LIVE_CHECK_SHIFT)) | len,
+        ))
     }
 }
 
@@ -371,7 +455,7 @@ mod tests {
     #[test]
     fn free_and_pad_round_trip() {
         for &next in &[0u64, 8, 4096, MAX_CAPACITY - 8] {
-            for &generation in &[0u32, 2, GEN_MASK as u32 - 1] {
+            for &generation in &[0u32, 2, FREE_GEN_MASK as u32 - 1] {
                 assert_eq!(
                     decode(free(generation, next)),
                     HeaderWord::Free { generation, next }
@@ -391,6 +475,38 @@ mod tests {
                 span: PAD_MASK / 8 * 8
             }
         );
+    }
+
+    /// Every single-bit flip of a word's covered bits (all but the kind bits, and a LIVE word's
+    /// state and readers) and of its check code makes the word `Bad`.
+    #[test]
+    fn one_flipped_bit_fails_the_check_code() {
+        let words = [
+            live(1, 1, LiveState::Published, 0),
+            live(40, 0x00ab_cdef, LiveState::Pending, 3),
+            live(
+                MAX_BLOCK_LEN,
+                GEN_MASK as u32,
+                LiveState::Dying,
+                MAX_READERS,
+            ),
+            live_foreign(4096, 77, LiveState::Published, 0),
+            free(2, 0),
+            free(0x1f_fffe, MAX_CAPACITY - 8),
+            pad(8),
+            pad(PAD_MASK / 8 * 8),
+        ];
+        let state_readers = (STATE_MASK << STATE_SHIFT) | (MAX_READERS << READERS_SHIFT);
+        for w in words {
+            assert!(check_ok(w), "{w:#x}");
+            for i in 0..KIND_SHIFT {
+                let bit = 1u64 << i;
+                if w >> KIND_SHIFT == KIND_LIVE && bit & state_readers != 0 {
+                    continue;
+                }
+                assert_eq!(decode(w ^ bit), HeaderWord::Bad, "{w:#x} bit {i}");
+            }
+        }
     }
 
     #[test]

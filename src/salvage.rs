@@ -546,8 +546,11 @@ fn write_fresh(
         // SAFETY: as above, and the fresh map is this call's alone.
         unsafe { b.write(off + 8, data) };
         let w = src.word(off);
-        let word = block::live(s.len, s.handle.generation(), LiveState::Published, 0)
-            | (w & block::FOREIGN);
+        let word = if block::is_foreign(w) {
+            block::live_foreign(s.len, s.handle.generation(), LiveState::Published, 0)
+        } else {
+            block::live(s.len, s.handle.generation(), LiveState::Published, 0)
+        };
         b.word(off).store(word, Ordering::Relaxed);
         livemap::owner_toggle(&b, &maps, off);
         at = off + span;

@@ -104,6 +104,14 @@ pub fn with_readers(word: u64, readers: u64) -> u64 {
     block::Header(word).with_readers(readers).0
 }
 
+/// The span of a PAD (filler) header word; `None` for any other word.
+pub fn decode_pad(word: u64) -> Option<u64> {
+    match block::decode(word) {
+        block::HeaderWord::Pad { span } => Some(span),
+        _ => None,
+    }
+}
+
 /// Length, generation and reader count of a LIVE header word; `None` for any other word.
 pub fn decode_live(word: u64) -> Option<(u64, u32, u64)> {
     match block::decode(word) {

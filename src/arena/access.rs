@@ -417,7 +417,10 @@ impl Inner {
                 found: generation,
             }),
             HeaderWord::Free { generation, .. }
-                if freeing && generation == block::next_gen(h.generation(), false) =>
+                if freeing
+                    && u64::from(generation)
+                        == u64::from(block::next_gen(h.generation(), false))
+                            & block::FREE_GEN_MASK =>
             {
                 Err(Error::DoubleFree { offset: hdr + WORD })
             }

@@ -64,7 +64,7 @@ impl BlockMut<'_> {
         let w = unsafe { this.inner.mem.word_unchecked(this.hdr) };
         // Release: as in `drop`.
         w.store(
-            block::live(this.len, this.generation, LiveState::Published, 0) | block::FOREIGN,
+            block::live_foreign(this.len, this.generation, LiveState::Published, 0),
             Ordering::Release,
         );
         this.hdr + WORD

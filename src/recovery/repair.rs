@@ -80,11 +80,12 @@ pub(crate) fn repair(
             livemap::owner_toggle(b, &maps, off);
             if recovering && (readers != 0 || state != LiveState::Published) {
                 // A block of the allocator interfaces stays one (FOREIGN kept).
-                let foreign = b.word(off).load(Ordering::Relaxed) & block::FOREIGN;
-                b.word(off).store(
-                    block::live(len, generation, LiveState::Published, 0) | foreign,
-                    Ordering::Relaxed,
-                );
+                let word = if block::is_foreign(b.word(off).load(Ordering::Relaxed)) {
+                    block::live_foreign(len, generation, LiveState::Published, 0)
+                } else {
+                    block::live(len, generation, LiveState::Published, 0)
+                };
+                b.word(off).store(word, Ordering::Relaxed);
             }
             if state == LiveState::Pending {
                 r.pending_blocks += 1;

@@ -473,8 +473,10 @@ fn arena_over_4_gib() {
     let far = {
         let a = open(&o, &path).unwrap();
         let mut last = None;
-        for _ in 0..5 {
-            let mut b = a.alloc(1 << 30).unwrap();
+        // Ten blocks of the largest length a block can have (512 MiB - 1): the last one starts
+        // past 4 GiB.
+        for _ in 0..10 {
+            let mut b = a.alloc(parena::MAX_BLOCK_LEN as usize).unwrap();
             let n = b.len();
             b[n - 8..].copy_from_slice(b"far away");
             last = Some(b.into_handle());
@@ -489,7 +491,8 @@ fn arena_over_4_gib() {
     let h = parena::Handle::from_u64(a.root(0));
     assert_eq!(h, far);
     let mut buf = [0u8; 8];
-    a.read(h, (1 << 30) - 8, &mut buf).unwrap();
+    a.read(h, parena::MAX_BLOCK_LEN as usize - 8, &mut buf)
+        .unwrap();
     assert_eq!(&buf, b"far away");
 }
 

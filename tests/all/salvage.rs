@@ -322,9 +322,12 @@ fn free_span(img: &mut [u8], o: &Original) -> Vec<(u64, u64)> {
             set_word(img, p + 8, s + 48);
             return vec![(p, 16)];
         }
-        p = match w >> 62 {
-            0b01 => p + span((w & 0xffff_ffff) as usize),
-            0b11 => p + (w & ((1 << 62) - 1)) * 8,
+        p = match (
+            parena::testkit::decode_live(w),
+            parena::testkit::decode_pad(w),
+        ) {
+            (Some((len, _, _)), _) => p + span(len as usize),
+            (_, Some(pad)) => p + pad,
             _ => p + 8,
         };
     }
