@@ -170,13 +170,12 @@ pub(crate) enum HeaderWord {
 #[inline]
 pub(crate) const fn live(len: u64, generation: u32, state: LiveState, readers: u64) -> u64 {
     debug_assert!(len <= LEN_MASK && readers <= MAX_READERS && (generation as u64) <= GEN_MASK);
-    sealed(
-        (KIND_LIVE << KIND_SHIFT)
-            | (readers << READERS_SHIFT)
-            | ((state as u64) << STATE_SHIFT)
-            | ((generation as u64) << LIVE_GEN_SHIFT)
-            | len,
-    )
+    // The covered bits first, so the code is one multiply with no masking (the hot path).
+    let covered = (KIND_LIVE << KIND_SHIFT) | ((generation as u64) << LIVE_GEN_SHIFT) | len;
+    covered
+        | ((covered.wrapping_mul(CHECK_K) >> 61) << LIVE_CHECK_SHIFT)
+        | (readers << READERS_SHIFT)
+        | ((state as u64) << STATE_SHIFT)
 }
 
 /// [`live`] for a block of the allocator interfaces (FOREIGN set, covered by the check code).
