@@ -112,7 +112,7 @@ pub fn run_freelist(input: &FreelistInput) {
                     let st = s.a().stats();
                     assert_eq!(st.allocated, 0, "compact of an empty arena: {r:?}");
                     // Nothing leaked: the whole heap is one block again.
-                    let all = (st.capacity - st.data_start - 8) as usize;
+                    let all = (st.heap_end - st.data_start - 8) as usize;
                     let h = alloc_checked(s.a(), &mut m, all, None, 7, false)
                         .expect("the whole heap after compact");
                     s.a().free(h).expect("free the whole-heap block");

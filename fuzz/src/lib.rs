@@ -93,7 +93,7 @@ impl Config {
         let data_start = (4096 + u64::from(reserved)).div_ceil(4096) * 4096;
         let pages = 1 + u64::from(self.pages) % max_pages;
         let mut o = Options::new()
-            .capacity(data_start + pages * 4096)
+            .capacity(capacity_for(data_start, pages))
             .freelist(self.policy.freelist())
             .min_segment_size(u32::from(self.min_segment) * 8)
             .zero_on_free(self.zero_on_free)
@@ -104,6 +104,13 @@ impl Config {
         }
         o
     }
+}
+
+/// A capacity whose heap holds at least `pages` pages after `data_start`: the arena keeps its maps
+/// (about a sixteenth of the capacity, in whole pages) at the end of it.
+pub fn capacity_for(data_start: u64, pages: u64) -> u64 {
+    let base = data_start + pages * 4096;
+    base + (base / 8).div_ceil(4096) * 4096 + 4096
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ pub fn run_ops(input: &OpsInput) {
         step(&mut s, &mut m, op);
         check_all(s.a(), &m);
         let st = s.a().stats();
-        assert_eq!(st.data_start + st.allocated + st.remaining, st.capacity);
+        assert_eq!(st.data_start + st.allocated + st.remaining, st.heap_end);
     }
     let r = s.a_mut().verify().expect("final verify");
     check_report(&r, &m, "final verify");
