@@ -9,17 +9,20 @@
 //!
 //! - [`ops`]: operation sequences against the model, over every backing and policy;
 //! - [`open_bytes`]: arbitrary bytes, or a valid image patched by them, opened as an arena file;
+//! - [`forge`]: header-shaped block contents, and handles forged from them and near real ones;
 //! - [`freelist`]: the free lists under each policy, with the heap walk's accounting;
 //! - [`subject`]: the arena under test, its file, reopen and crash, shared by the drivers.
 
 use arbitrary::Arbitrary;
 use parena::{Freelist, Options};
 
+pub mod forge;
 pub mod freelist;
 pub mod open_bytes;
 pub mod ops;
 pub mod subject;
 
+pub use forge::{run_forge, ForgeInput};
 pub use freelist::run_freelist;
 pub use open_bytes::run_open_bytes;
 pub use ops::run_ops;
@@ -320,6 +323,33 @@ mod tests {
             if let Ok(input) = OpsInput::arbitrary(&mut Unstructured::new(&data)) {
                 run_ops(&input);
             }
+        }
+    }
+
+    #[test]
+    fn forge_smoke() {
+        for seed in 0..300 {
+            // Operations one after another until the bytes run out (a derived `Vec` would stop
+            // after a few).
+            let data = bytes(seed, 3000);
+            let mut u = Unstructured::new(&data);
+            let (Ok(config), Ok(thread_cache)) =
+                (Config::arbitrary(&mut u), bool::arbitrary(&mut u))
+            else {
+                continue;
+            };
+            let mut ops = Vec::new();
+            while let Ok(op) = forge::ForgeOp::arbitrary(&mut u) {
+                if u.is_empty() {
+                    break;
+                }
+                ops.push(op);
+            }
+            run_forge(&ForgeInput {
+                config,
+                thread_cache,
+                ops,
+            });
         }
     }
 

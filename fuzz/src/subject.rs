@@ -31,8 +31,12 @@ pub fn scratch_file(tag: &str) -> PathBuf {
 
 /// Creates the arena described by `cfg` (and its file, for a file backing).
 pub fn create(cfg: &Config, max_pages: u64) -> (Arena, Option<PathBuf>) {
-    let o = cfg.options(max_pages);
-    match cfg.backing {
+    create_with(cfg.backing, cfg.options(max_pages))
+}
+
+/// Creates an arena with the options `o` in `backing` (and its file, for a file backing).
+pub fn create_with(backing: BackingChoice, o: Options) -> (Arena, Option<PathBuf>) {
+    match backing {
         BackingChoice::Heap => (o.heap().expect("heap arena"), None),
         BackingChoice::Anon => (o.map_anon().expect("anonymous arena"), None),
         BackingChoice::File => {

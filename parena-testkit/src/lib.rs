@@ -7,10 +7,10 @@
 //! the crate itself, through [`layout`] (`parena::testkit`): nothing here re-derives them.
 //!
 //! The block contents follow [`pattern`]: byte `i` of a block written with seed `s` is
-//! `s + i (mod 256)`. In such a block no aligned 8-byte word can decode as a LIVE block header of
-//! an arena smaller than 16 MiB (its length field would be at least 2^24), so a forged handle that
-//! points into user data can never be mistaken for a real block: a test may demand `Err` for
-//! every forged handle.
+//! `s + i (mod 256)`, so a damaged or overlapping block shows. Tests of the handle check fill
+//! blocks with [`header_shaped`] words instead: the check reads the start map before the header
+//! word, so user bytes never make a forged handle pass, and a test may demand `Err` for every
+//! handle that is not exactly a live block's own.
 
 use parena::{Arena, Error, Handle, Report};
 use std::collections::{BTreeMap, HashSet};
@@ -201,12 +201,17 @@ pub fn check_all(arena: &Arena, m: &Model) {
 
 /// A handle that names no live block: every access must be refused, and nothing may change.
 pub fn expect_refused(arena: &Arena, h: Handle) {
-    let ok = |e: &Error| {
+    expect_refused_with(arena, h, |e| {
         matches!(
             e,
             Error::Stale { .. } | Error::DoubleFree { .. } | Error::OutOfBounds { .. }
         )
-    };
+    });
+}
+
+/// [`expect_refused`] with the errors `ok` accepts: `contains` false; `len_of`, `read`,
+/// `read_with`, `get` and (on a writable arena) `free` each an error `ok` accepts.
+pub fn expect_refused_with(arena: &Arena, h: Handle, ok: impl Fn(&Error) -> bool) {
     assert!(!arena.contains(h), "dead handle {h:?} is contained");
     match arena.len_of(h) {
         Err(e) if ok(&e) => {}
@@ -216,6 +221,10 @@ pub fn expect_refused(arena: &Arena, h: Handle) {
     match arena.read(h, 0, &mut b) {
         Err(e) if ok(&e) => {}
         other => panic!("read(dead {h:?}) = {other:?}"),
+    }
+    match arena.read_with(h, <[u8]>::len) {
+        Err(e) if ok(&e) => {}
+        other => panic!("read_with(dead {h:?}) = {other:?}"),
     }
     // SAFETY: nothing frees or writes blocks while the slice lives (it is dropped at once).
     match unsafe { arena.get(h) } {
@@ -307,5 +316,42 @@ pub fn alloc_checked(
             None
         }
         Err(e) => panic!("alloc({len}, {align:?}) = {e:?}"),
+    }
+}
+
+/// A FREE header word: kind `0b10` in bits 62..64, the 24-bit `generation` in bits 38..62, the
+/// next link `next` (a byte offset, a multiple of 8) in 8-byte units in bits 0..38. Tests write
+/// it into user bytes to make them look like a free segment's header (`parena::testkit` exports
+/// only the LIVE word).
+pub fn free_word(generation: u32, next: u64) -> u64 {
+    (2 << 62) | (u64::from(generation & 0xff_ffff) << 38) | ((next / 8) & ((1 << 38) - 1))
+}
+
+/// A PAD filler word covering `span` bytes: kind `0b11` in bits 62..64, `span / 8` below.
+pub fn pad_word(span: u64) -> u64 {
+    (3 << 62) | ((span / 8) & ((1 << 62) - 1))
+}
+
+/// A header-shaped word for user bytes, chosen by `sel` (`sel % 8` picks the shape) among those a
+/// forger would write, from `real` (length, generation) pairs of real blocks: the exact LIVE header
+/// of one of them; a LIVE word with one's length and another's generation changed by 0, ±1 or ±2;
+/// a LIVE word with a nearby length and some readers; a FREE word with a real generation; a PAD
+/// word; `own` (the block's own header); a LIVE word with a small length; an odd generation.
+/// `real` must not be empty.
+pub fn header_shaped(sel: u64, real: &[(u64, u32)], own: u64) -> u64 {
+    let (len_a, gen_a) = real[(sel >> 8) as usize % real.len()];
+    let (len_b, gen_b) = real[(sel >> 24) as usize % real.len()];
+    let dg = [0u32, 1, 2, 0xff_ffff, 0xff_fffe][(sel >> 40) as usize % 5];
+    let g = gen_b.wrapping_add(dg) & 0xff_ffff;
+    let len_a = len_a & 0xffff_ffff;
+    match sel % 8 {
+        0 => layout::live_word(len_a, gen_a & 0xff_ffff, 0),
+        1 => layout::live_word(len_a, g, 0),
+        2 => layout::live_word((len_a + (sel >> 48) % 64) & 0xffff_ffff, g, (sel >> 56) % 8),
+        3 => free_word(g, (sel >> 16) % 4096 * 8),
+        4 => pad_word(8 * (1 + (sel >> 16) % 512)),
+        5 => own,
+        6 => layout::live_word(1 + (sel >> 48) % 4096, g, 0),
+        _ => layout::live_word(len_b & 0xffff_ffff, g | 1, 0),
     }
 }

@@ -5,6 +5,8 @@
 //! `cargo test --test all handles -- --ignored` runs it.
 
 use parena::{Error, Handle, Options};
+use proptest::collection::vec;
+use proptest::prelude::*;
 
 /// The header word parena writes before a published block of `len` bytes with generation `g`
 /// (today's encoding: kind LIVE in the top two bits, generation above the length).
@@ -170,4 +172,275 @@ fn a_read_only_open_maps_private_writable_memory() {
         before,
         "a read-only open changed the file"
     );
+}
+
+/// One step of [`forged_handles_from_every_offset_are_refused`]'s fill.
+#[derive(Debug, Clone)]
+enum FillStep {
+    /// `alloc(len)`.
+    Alloc(usize),
+    /// `alloc_layout(len, 1 << shift)`: a PAD filler before the block when the bump is not
+    /// aligned.
+    Aligned(usize, u32),
+    /// Free the `i`-th live block (modulo their count).
+    Free(usize),
+}
+
+fn fill_step(max_len: usize) -> impl Strategy<Value = FillStep> {
+    prop_oneof![
+        4 => (1..max_len).prop_map(FillStep::Alloc),
+        1 => (1..max_len, 6u32..=12).prop_map(|(l, s)| FillStep::Aligned(l, s)),
+        2 => any::<usize>().prop_map(FillStep::Free),
+    ]
+}
+
+/// The sizes of [`forged_handles_from_every_offset_are_refused`]'s cases.
+struct ForgeSizes {
+    /// Arena capacity.
+    capacity: u64,
+    /// Most fill steps.
+    steps: usize,
+    /// Longest block (exclusive).
+    max_len: usize,
+    /// Bytes forged past the bump.
+    tail: u64,
+    /// Chunk size exponents.
+    chunk_shifts: std::ops::RangeInclusive<u32>,
+}
+
+/// Under Miri, a few small blocks in 512-byte chunks: every handle check is interpreted.
+fn forge_sizes() -> ForgeSizes {
+    if cfg!(miri) {
+        ForgeSizes {
+            capacity: 32 << 10,
+            steps: 3,
+            max_len: 64,
+            tail: 32,
+            chunk_shifts: 9..=9,
+        }
+    } else {
+        ForgeSizes {
+            capacity: 256 << 10,
+            steps: 96,
+            max_len: 600,
+            tail: 4096,
+            chunk_shifts: 9..=13,
+        }
+    }
+}
+
+/// The generations a forger tries: every real one, each ±1 and ±2, 0 and 1.
+fn guessed_generations(real: &[u32]) -> Vec<u32> {
+    let mut gens: std::collections::BTreeSet<u32> = [0, 1].into();
+    for &g in real {
+        for d in [0u32, 1, 2, 0xff_ffff, 0xff_fffe] {
+            gens.insert(g.wrapping_add(d) & 0xff_ffff);
+        }
+    }
+    gens.into_iter().collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 2 } else { 16 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// A heap of live blocks, free segments, PAD fillers and an unused tail, every live block
+    /// full of header-shaped words (the exact headers of other blocks, LIVE words with real
+    /// generations, FREE and PAD words, its own header): from every 8-byte offset of the heap to
+    /// past the bump, with every real generation and its neighbours, only the live blocks' own
+    /// handles are accepted by `read_with`, `len_of` and `contains`; every forged `free` fails;
+    /// the blocks keep their bytes and `verify` stays clean.
+    #[test]
+    fn forged_handles_from_every_offset_are_refused(
+        steps in vec(fill_step(forge_sizes().max_len), 1..=forge_sizes().steps),
+        pessimistic: bool,
+        cache: bool,
+        chunk_shift in forge_sizes().chunk_shifts,
+        words in vec(any::<u64>(), 1..16),
+    ) {
+        forge_every_offset(&steps, pessimistic, cache, chunk_shift, &words)?;
+    }
+}
+
+/// The body of [`forged_handles_from_every_offset_are_refused`] (outside the macro, so that
+/// rustfmt reaches it).
+fn forge_every_offset(
+    steps: &[FillStep],
+    pessimistic: bool,
+    cache: bool,
+    chunk_shift: u32,
+    words: &[u64],
+) -> Result<(), TestCaseError> {
+    use parena::testkit::{forge_handle, live_word};
+    use parena::Freelist;
+    use std::collections::BTreeMap;
+
+    let ForgeSizes { capacity, tail, .. } = forge_sizes();
+    let policy = if pessimistic {
+        Freelist::Pessimistic
+    } else {
+        Freelist::Optimistic
+    };
+    let mut arena = Options::new()
+        .capacity(capacity)
+        .chunk_size(1 << chunk_shift)
+        .freelist(policy)
+        .thread_cache(cache)
+        .heap()
+        .unwrap();
+    let mut live: Vec<(Handle, usize)> = Vec::new();
+    let mut dead: Vec<Handle> = Vec::new();
+    for step in steps {
+        let made = match *step {
+            FillStep::Alloc(len) => arena.alloc(len),
+            FillStep::Aligned(len, shift) => {
+                arena.alloc_layout(std::alloc::Layout::from_size_align(len, 1 << shift).unwrap())
+            }
+            FillStep::Free(i) => {
+                if !live.is_empty() {
+                    let (h, _) = live.swap_remove(i % live.len());
+                    arena.free(h).unwrap();
+                    dead.push(h);
+                }
+                continue;
+            }
+        };
+        match made {
+            Ok(b) => {
+                let len = b.len();
+                live.push((b.into_handle(), len));
+            }
+            Err(Error::Full { .. }) => {}
+            Err(e) => panic!("{step:?}: {e:?}"),
+        }
+    }
+
+    // Every live block's words are header-shaped, from the real blocks' lengths and
+    // generations (and the dead ones' generations).
+    let mut real: Vec<(u64, u32)> = live
+        .iter()
+        .map(|&(h, l)| (l as u64, h.generation()))
+        .collect();
+    real.extend(dead.iter().map(|h| (8, h.generation())));
+    if real.is_empty() {
+        real.push((8, 1));
+    }
+    let mut contents: BTreeMap<u64, (Handle, Vec<u8>)> = BTreeMap::new();
+    for (i, &(h, len)) in live.iter().enumerate() {
+        let own = live_word(len as u64, h.generation(), 0);
+        let bytes: Vec<u8> = (0..len.div_ceil(8))
+            .flat_map(|j| {
+                let mix = words[j % words.len()] ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let sel = (mix.rotate_left(j as u32) & !7) | (j as u64 % 8);
+                parena_testkit::header_shaped(sel, &real, own).to_le_bytes()
+            })
+            .take(len)
+            .collect();
+        // SAFETY: single-threaded; nothing else references the block while `b` lives.
+        let b = unsafe { arena.get_mut(h) }.unwrap();
+        b.copy_from_slice(&bytes);
+        contents.insert(h.offset(), (h, bytes));
+    }
+
+    // A block of the allocator interface, full of the same words, with its own generation
+    // among the guesses.
+    #[cfg(feature = "allocator-api2")]
+    let (foreign_vec, foreign_off) = {
+        let mut v: allocator_api2::vec::Vec<u8, &parena::Arena> =
+            allocator_api2::vec::Vec::with_capacity_in(96, &arena);
+        for k in 0..12u64 {
+            let w = parena_testkit::header_shaped(k, &real, live_word(96, 1, 0));
+            v.extend_from_slice(&w.to_le_bytes());
+        }
+        // SAFETY: the word before the Vec's buffer is its block's header, in the same heap
+        // allocation.
+        let at = unsafe { v.as_ptr().cast::<u64>().sub(1) };
+        // SAFETY: `at` is 8-aligned and readable; nothing writes it while it is read
+        // (single-threaded).
+        let word = unsafe { at.read() };
+        let (_, generation, _) = parena::testkit::decode_live(word).expect("a LIVE header");
+        let off = parena::testkit::offset_of_ptr(&arena, v.as_ptr());
+        real.push((96, generation));
+        (v, off)
+    };
+
+    let mut all: Vec<u32> = real.iter().map(|&(_, g)| g).collect();
+    all.extend(live.iter().map(|(h, _)| h.generation()));
+    let gens = guessed_generations(&all);
+    let st = arena.stats();
+    let from = st.data_start;
+    let to = st.data_start + st.allocated + tail;
+    let mut accepted = 0usize;
+    for off in (from..to).step_by(8) {
+        for &g in &gens {
+            let h = forge_handle(off, g);
+            match contents.get(&off) {
+                Some((real_h, bytes)) if *real_h == h => {
+                    prop_assert!(arena.contains(h));
+                    prop_assert_eq!(arena.len_of(h).ok(), Some(bytes.len()));
+                    prop_assert_eq!(arena.read_with(h, |b| b == &bytes[..]).ok(), Some(true));
+                    accepted += 1;
+                }
+                _ => {
+                    prop_assert!(!arena.contains(h), "{:?} is contained", h);
+                    let len = arena.len_of(h);
+                    prop_assert!(len.is_err(), "len_of({:?}) = {:?}", h, len);
+                    let read = arena.read_with(h, <[u8]>::len);
+                    prop_assert!(read.is_err(), "read_with({:?}) = {:?}", h, read);
+                }
+            }
+        }
+    }
+    prop_assert_eq!(accepted, live.len());
+    #[cfg(feature = "allocator-api2")]
+    {
+        let g = real.last().unwrap().1;
+        let r = arena.read_with(forge_handle(foreign_off, g), |_| ());
+        prop_assert!(matches!(r, Err(Error::Foreign { .. })), "{:?}", r);
+    }
+
+    // Only now the frees: a forged one that succeeded would free a block under its owner.
+    for off in (from..to).step_by(8) {
+        for &g in &gens {
+            let h = forge_handle(off, g);
+            if contents.get(&off).is_some_and(|(real_h, _)| *real_h == h) {
+                continue;
+            }
+            let r = arena.free(h);
+            prop_assert!(r.is_err(), "free({:?}) = {:?}", h, r);
+        }
+    }
+    for (h, bytes) in contents.values() {
+        prop_assert_eq!(arena.read_with(*h, |b| b == &bytes[..]).ok(), Some(true));
+    }
+    #[cfg(feature = "allocator-api2")]
+    {
+        prop_assert_eq!(foreign_vec.len(), 96);
+        for (k, c) in foreign_vec.chunks(8).enumerate() {
+            let w = parena_testkit::header_shaped(
+                k as u64,
+                &real[..real.len() - 1],
+                live_word(96, 1, 0),
+            );
+            prop_assert_eq!(c, &w.to_le_bytes()[..]);
+        }
+        drop(foreign_vec);
+    }
+    let r = arena.verify().unwrap();
+    prop_assert!(r.is_clean(), "{:?}", r);
+    prop_assert_eq!(r.live_blocks, live.len() as u64);
+    let mut listed: Vec<u64> = arena
+        .live_blocks()
+        .unwrap()
+        .iter()
+        .map(|b| b.handle.to_u64())
+        .collect();
+    let mut ours: Vec<u64> = live.iter().map(|(h, _)| h.to_u64()).collect();
+    listed.sort_unstable();
+    ours.sort_unstable();
+    prop_assert_eq!(listed, ours);
+    Ok(())
 }
