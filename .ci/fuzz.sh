@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs="${FUZZ_SECONDS:-60}"
-targets="${FUZZ_TARGETS:-ops open_bytes freelist}"
+targets="${FUZZ_TARGETS:-ops open_bytes freelist forge}"
 start=$(date +%s)
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then

@@ -104,6 +104,17 @@ pub fn with_readers(word: u64, readers: u64) -> u64 {
     block::Header(word).with_readers(readers).0
 }
 
+/// A FREE header word with this generation (its low 21 bits, as stored) and `next` link, check
+/// code included.
+pub fn free_word(generation: u32, next: u64) -> u64 {
+    block::free(generation, next)
+}
+
+/// A PAD (filler) header word covering `span` bytes (a multiple of 8), check code included.
+pub fn pad_word(span: u64) -> u64 {
+    block::pad(span)
+}
+
 /// The span of a PAD (filler) header word; `None` for any other word.
 pub fn decode_pad(word: u64) -> Option<u64> {
     match block::decode(word) {

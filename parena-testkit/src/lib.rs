@@ -319,17 +319,14 @@ pub fn alloc_checked(
     }
 }
 
-/// A FREE header word: kind `0b10` in bits 62..64, the 24-bit `generation` in bits 38..62, the
-/// next link `next` (a byte offset, a multiple of 8) in 8-byte units in bits 0..38. Tests write
-/// it into user bytes to make them look like a free segment's header (`parena::testkit` exports
-/// only the LIVE word).
+/// A FREE header word (as parena writes it, check code included).
 pub fn free_word(generation: u32, next: u64) -> u64 {
-    (2 << 62) | (u64::from(generation & 0xff_ffff) << 38) | ((next / 8) & ((1 << 38) - 1))
+    layout::free_word(generation & 0x1f_ffff, next % (1 << 41) / 8 * 8)
 }
 
-/// A PAD filler word covering `span` bytes: kind `0b11` in bits 62..64, `span / 8` below.
+/// A PAD filler word covering `span` bytes (as parena writes it, check code included).
 pub fn pad_word(span: u64) -> u64 {
-    (3 << 62) | ((span / 8) & ((1 << 62) - 1))
+    layout::pad_word(span.max(8) / 8 * 8)
 }
 
 /// A header-shaped word for user bytes, chosen by `sel` (`sel % 8` picks the shape) among those a
@@ -343,11 +340,15 @@ pub fn header_shaped(sel: u64, real: &[(u64, u32)], own: u64) -> u64 {
     let (len_b, gen_b) = real[(sel >> 24) as usize % real.len()];
     let dg = [0u32, 1, 2, 0xff_ffff, 0xff_fffe][(sel >> 40) as usize % 5];
     let g = gen_b.wrapping_add(dg) & 0xff_ffff;
-    let len_a = len_a & 0xffff_ffff;
+    let len_a = len_a & parena::MAX_BLOCK_LEN;
     match sel % 8 {
         0 => layout::live_word(len_a, gen_a & 0xff_ffff, 0),
         1 => layout::live_word(len_a, g, 0),
-        2 => layout::live_word((len_a + (sel >> 48) % 64) & 0xffff_ffff, g, (sel >> 56) % 8),
+        2 => layout::live_word(
+            (len_a + (sel >> 48) % 64) & parena::MAX_BLOCK_LEN,
+            g,
+            (sel >> 56) % 8,
+        ),
         3 => free_word(g, (sel >> 16) % 4096 * 8),
         4 => pad_word(8 * (1 + (sel >> 16) % 512)),
         5 => own,
