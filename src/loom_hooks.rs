@@ -54,15 +54,8 @@ impl Lists {
     /// # Panics
     /// If the backing cannot be allocated.
     pub fn with_spans(spans: &[u64]) -> Lists {
-        let mut segs = Vec::new();
-        let mut end = HEADER_SIZE;
-        for &span in spans {
-            assert!(span >= 16 && span % 8 == 0, "span {span}");
-            segs.push((end, span));
-            end += span;
-        }
-        let limit = end;
-        Lists::build(limit, segs, None)
+        let (segs, end) = Lists::lay_out(spans);
+        Lists::build(end, segs, None)
     }
 
     /// As [`Lists::with_spans`], with a start map after the heap recording every segment's
@@ -72,6 +65,15 @@ impl Lists {
     /// # Panics
     /// If the backing cannot be allocated.
     pub fn with_start_map(spans: &[u64]) -> Lists {
+        let (segs, end) = Lists::lay_out(spans);
+        let capacity = end.div_ceil(4096) * 4096 + 4096;
+        let maps = MapGeom::for_capacity(capacity);
+        assert!(maps.heap_end() >= end);
+        Lists::build(end, segs, Some((capacity, maps)))
+    }
+
+    /// Each segment's `(offset, span)` after the header, and the end of the last.
+    fn lay_out(spans: &[u64]) -> (Vec<(u64, u64)>, u64) {
         let mut segs = Vec::new();
         let mut end = HEADER_SIZE;
         for &span in spans {
@@ -79,10 +81,7 @@ impl Lists {
             segs.push((end, span));
             end += span;
         }
-        let capacity = end.div_ceil(4096) * 4096 + 4096;
-        let maps = MapGeom::for_capacity(capacity);
-        assert!(maps.heap_end() >= end);
-        Lists::build(end, segs, Some((capacity, maps)))
+        (segs, end)
     }
 
     fn build(limit: u64, segs: Vec<(u64, u64)>, maps: Option<(u64, MapGeom)>) -> Lists {
