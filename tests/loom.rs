@@ -55,8 +55,9 @@ const BLOCK: usize = 120;
 /// The per-thread caches of freed blocks are off: these models are about the shared lists (a
 /// cache is one thread's private stack, and would keep the freed blocks off the lists).
 fn full_arena(policy: Freelist) -> (Arena, Vec<Handle>) {
+    // One page of header, one of heap (eight 512-byte chunks), one of start and flush maps.
     let arena = Options::new()
-        .capacity(8192)
+        .capacity(3 * 4096)
         .chunk_size(512)
         .freelist(policy)
         .thread_cache(false)
