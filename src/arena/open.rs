@@ -255,13 +255,19 @@ impl Arena {
                 capacity = want;
             }
         }
-        if capacity > v.capacity && format::heap_end(capacity) < v.capacity {
-            // The maps move to the end of the grown arena; they must not overlap the old ones
-            // (which a cut during the growth still needs).
-            return Err(Error::Size {
-                field: "capacity",
-                value: capacity,
-            });
+        if capacity > v.capacity {
+            // The maps move to the end of the grown arena and must not overlap the old ones (which
+            // a cut during the growth still needs): a smaller growth grows to the first capacity
+            // that leaves them in place (never less than asked; capacities are "at least").
+            while format::heap_end(capacity) < v.capacity {
+                capacity += DATA_ALIGN;
+            }
+            if capacity > MAX_CAPACITY {
+                return Err(Error::Size {
+                    field: "capacity",
+                    value: capacity,
+                });
+            }
         }
         // Everything above only read. A dirty arena is planned (still read-only) before anything
         // is written, so a heap that cannot be recovered leaves the file untouched.
