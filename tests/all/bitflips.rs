@@ -15,6 +15,8 @@ const CAP: u64 = 256 << 10;
 /// Header offsets of the bump and high-water words (docs/format.md).
 const OFF_BUMP: u64 = 80;
 const OFF_HIGH_WATER: u64 = 88;
+/// The free-list heads: one word per size class.
+const OFF_HEADS: u64 = 256;
 /// Bit positions tried in each word: the low length bits, the middle, the generation, the kind.
 const BITS: [u32; 13] = [0, 1, 2, 3, 7, 12, 20, 31, 32, 40, 55, 62, 63];
 
@@ -67,10 +69,19 @@ fn build(
     let dirty = std::fs::read(path).unwrap();
     a.close().unwrap();
     let clean = std::fs::read(path).unwrap();
-    // Words to hit: the bump and high-water words, every third live block's header, and the
-    // header and span words of every freed segment. `Some(j)` names the live block a word belongs to.
+    // Words to hit: the bump and high-water words, every free-list head in use, every live
+    // block's header, and the header and span words of every freed segment. `Some(j)` names the
+    // live block a word belongs to.
     let mut words: Vec<(u64, Option<usize>)> = vec![(OFF_BUMP, None), (OFF_HIGH_WATER, None)];
-    for (j, (h, _, _)) in live.iter().enumerate().step_by(3) {
+    for class in 0..256u64 {
+        let at = OFF_HEADS + 8 * class;
+        let head =
+            |img: &[u8]| u64::from_le_bytes(img[at as usize..at as usize + 8].try_into().unwrap());
+        if head(&clean) != 0 || head(&dirty) != 0 {
+            words.push((at, None));
+        }
+    }
+    for (j, (h, _, _)) in live.iter().enumerate() {
         words.push((h.offset() - 8, Some(j)));
     }
     for h in &freed {
