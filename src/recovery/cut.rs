@@ -124,10 +124,7 @@ fn gap(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &mut Pl
         if stop == to {
             return;
         }
-        let resume = livemap::starts_in(b, maps, stop + 8, to)
-            .first()
-            .copied()
-            .unwrap_or(to);
+        let resume = livemap::first_start_in(b, maps, stop + 8, to).unwrap_or(to);
         p.dropped.push((stop, resume - stop));
         q = resume;
     }
