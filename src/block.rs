@@ -178,6 +178,12 @@ pub(crate) const fn live(len: u64, generation: u32, state: LiveState, readers: u
         | ((state as u64) << STATE_SHIFT)
 }
 
+/// The generation of a LIVE word.
+#[inline]
+pub(crate) const fn live_generation(w: u64) -> u32 {
+    ((w >> LIVE_GEN_SHIFT) & GEN_MASK) as u32
+}
+
 /// [`live`] for a block of the allocator interfaces (FOREIGN set, covered by the check code).
 #[inline]
 pub(crate) const fn live_foreign(len: u64, generation: u32, state: LiveState, readers: u64) -> u64 {

@@ -89,20 +89,22 @@ impl Arena {
             return Err(Error::ReadOnly);
         }
         let span = len.div_ceil(WORD) * WORD + WORD;
-        let (hdr, generation) = with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
+        let (hdr, word) = with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
             inner.alloc_in(cell, len, span, align)
         })?;
         Ok(BlockMut {
             inner,
             hdr,
             len,
-            generation,
+            word,
         })
     }
 }
 
 impl Inner {
-    /// The allocation fast path: bump inside the calling thread's chunk.
+    /// The allocation fast path: bump inside the calling thread's chunk. Returns the header's
+    /// offset and the PENDING header word stored there (so publishing is a change of state bits,
+    /// with no check code to compute again).
     #[inline]
     pub(super) fn alloc_in(
         &self,
@@ -110,7 +112,7 @@ impl Inner {
         len: u64,
         span: u64,
         align: u64,
-    ) -> Result<(u64, u32), Error> {
+    ) -> Result<(u64, u64), Error> {
         if align == WORD {
             if let Some(class) = exact_class(span).filter(|_| self.thread_cache) {
                 let head = cell.cache[class].load(Ordering::Relaxed);
@@ -131,17 +133,16 @@ impl Inner {
                 // SAFETY: `cur` is 8-aligned (chunk starts and spans are) and
                 // `cur + 8 <= cur + span <= end <= heap_end`, inside the backing.
                 let w = unsafe { self.mem.word_unchecked(cur) };
-                w.store(
-                    block::live(len, generation, LiveState::Pending, 0),
-                    Ordering::Relaxed,
-                );
+                let word = block::live(len, generation, LiveState::Pending, 0);
+                w.store(word, Ordering::Relaxed);
                 cell.cur.store(cur + span, Ordering::Relaxed);
                 bump_counter(&cell.counters.allocs, 1);
                 bump_counter(&cell.counters.alloc_bytes, len);
-                return Ok((cur, generation));
+                return Ok((cur, word));
             }
         }
-        self.alloc_slow(cell, len, span, align)
+        let (hdr, generation) = self.alloc_slow(cell, len, span, align)?;
+        Ok((hdr, block::live(len, generation, LiveState::Pending, 0)))
     }
 
     #[cold]
@@ -229,7 +230,7 @@ impl Inner {
         span: u64,
         class: usize,
         head: u64,
-    ) -> Result<(u64, u32), Error> {
+    ) -> Result<(u64, u64), Error> {
         let (hdr, count) = cache_parts(head);
         let w = if self.cached_in_heap(hdr, span) {
             self.mem.word(hdr).load(Ordering::Relaxed)
@@ -258,20 +259,17 @@ impl Inner {
         let generation = self.cell_gen(cell);
         // Commit as RESERVED (same span: exact class), then zero, then hand out: a crash in
         // between leaves a block recovery reclaims.
-        self.mem.word(hdr).store(
-            block::live(len, generation, LiveState::Reserved, 0),
-            Ordering::Relaxed,
-        );
+        let reserved = block::live(len, generation, LiveState::Reserved, 0);
+        self.mem.word(hdr).store(reserved, Ordering::Relaxed);
         // SAFETY: the block came off this thread's own cache: no one else references it.
         unsafe { self.mem.zero(hdr + WORD, span - WORD) };
-        self.mem.word(hdr).store(
-            block::live(len, generation, LiveState::Pending, 0),
-            Ordering::Relaxed,
-        );
+        // The check code does not cover the state: the same code serves the PENDING word.
+        let pending = block::Header(reserved).with_state(LiveState::Pending).0;
+        self.mem.word(hdr).store(pending, Ordering::Relaxed);
         bump_counter(&cell.counters.allocs, 1);
         bump_counter(&cell.counters.alloc_bytes, len);
         bump_counter(&cell.counters.from_cache, 1);
-        Ok((hdr, generation))
+        Ok((hdr, pending))
     }
 
     /// Checks a free segment about to be carved against the start map: it must start where the

@@ -14,14 +14,15 @@ pub struct BlockMut<'a> {
     pub(super) inner: &'a Inner,
     pub(super) hdr: u64,
     pub(super) len: u64,
-    pub(super) generation: u32,
+    /// The header word as stored while the block is PENDING (check code included).
+    pub(super) word: u64,
 }
 
 impl BlockMut<'_> {
     /// The block's handle (usable by others once this `BlockMut` is dropped).
     #[inline]
     pub fn handle(&self) -> Handle {
-        Handle::new(self.hdr + WORD, self.generation)
+        Handle::new(self.hdr + WORD, block::live_generation(self.word))
     }
 
     /// Offset of the block's first byte from the start of the arena.
@@ -64,7 +65,12 @@ impl BlockMut<'_> {
         let w = unsafe { this.inner.mem.word_unchecked(this.hdr) };
         // Release: as in `drop`.
         w.store(
-            block::live_foreign(this.len, this.generation, LiveState::Published, 0),
+            block::live_foreign(
+                this.len,
+                block::live_generation(this.word),
+                LiveState::Published,
+                0,
+            ),
             Ordering::Release,
         );
         this.hdr + WORD
@@ -78,9 +84,10 @@ impl Drop for BlockMut<'_> {
         // `hdr + 8 <= hdr + span <= capacity`, the backing's length.
         let w = unsafe { self.inner.mem.word_unchecked(self.hdr) };
         // Release: the bytes written through this BlockMut happen before any `read`, `get` or
-        // `free` that observes PUBLISHED (their Acquire).
+        // `free` that observes PUBLISHED (their Acquire). The check code does not cover the
+        // state, so the PENDING word with its state changed is the PUBLISHED word.
         w.store(
-            block::live(self.len, self.generation, LiveState::Published, 0),
+            block::Header(self.word).with_state(LiveState::Published).0,
             Ordering::Release,
         );
     }
