@@ -7,6 +7,7 @@
 //! parena blocks FILE           # every live block: handle, offset, generation, length
 //! parena inspect --json FILE   # one JSON object, for scripts
 //! parena salvage FILE FRESH    # copy what can be vouched for into the new file FRESH
+//! parena inspect --salvage FRESH FILE   # the same as `salvage FILE FRESH`
 //! ```
 //!
 //! Every subcommand is one entry in [`COMMANDS`] and one function `fn(&Invocation) -> Outcome`;
@@ -107,7 +108,9 @@ fn usage() -> String {
         "parena: look inside parena arena files (opens read-only, never changes them;\n\
          salvage writes only the new file FRESH)\n\n\
          usage: parena COMMAND [--json] [--magic-version N] FILE\n       \
-         parena salvage [--json] FILE FRESH\n\ncommands:\n",
+         parena salvage [--json] FILE FRESH\n       \
+         parena inspect --salvage FRESH [--json] FILE   (the same as salvage FILE FRESH)\n\n\
+         commands:\n",
     );
     for c in COMMANDS {
         s += &format!("  {:<10} {}\n", c.name, c.about);
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
     let mut json = false;
     let mut magic_version = 0;
     let mut fresh = None;
+    let mut salvage_flag = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => {
@@ -138,6 +142,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(OK);
             }
             "--json" => json = true,
+            "--salvage" => match args.next() {
+                Some(f) if fresh.is_none() && !f.starts_with('-') => {
+                    fresh = Some(PathBuf::from(f));
+                    salvage_flag = true;
+                }
+                _ => return fail("--salvage needs the path of the new file FRESH"),
+            },
             "--magic-version" => match args.next().and_then(|v| v.parse().ok()) {
                 Some(v) => magic_version = v,
                 None => return fail("--magic-version needs a number from 0 to 65535"),
@@ -156,10 +167,22 @@ fn main() -> ExitCode {
             extra => return fail(&format!("unexpected argument {extra:?}")),
         }
     }
-    let Some(command) = command else {
+    let Some(mut command) = command else {
         eprint!("{}", usage());
         return ExitCode::from(FAILED);
     };
+    if salvage_flag {
+        if command.name != "inspect" {
+            return fail(&format!(
+                "--salvage goes with inspect, not {}",
+                command.name
+            ));
+        }
+        command = COMMANDS
+            .iter()
+            .find(|c| c.name == "salvage")
+            .expect("salvage is a command");
+    }
     let Some(path) = path else {
         return fail(&format!("{} needs a FILE", command.name));
     };

@@ -196,4 +196,14 @@ fn salvage_writes_a_new_file_and_reports() {
     let text = stdout(&out);
     assert!(text.contains("saved:"), "{text}");
     assert!(text.contains("unwalkable"), "{text}");
+    std::fs::remove_file(&fresh.0).expect("remove");
+
+    // `inspect --salvage FRESH FILE` is the same command.
+    let out = parena(&["inspect", "--salvage", fresh_path, "--json", d]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+    assert_eq!(v["complete"], false);
+    assert!(fresh.0.exists(), "inspect --salvage wrote FRESH");
+    let bad = parena(&["verify", "--salvage", fresh_path, d]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
 }
