@@ -4,13 +4,13 @@
 //! bits say what follows:
 //!
 //! ```text
-//!  63 62 61 60  58 57 56 55                     32 31 29 28                               0
-//! +-----+--+-------+-----+------------------------+-----+----------------------------------+
-//! | 0 1 |F |readers|state|   generation (odd)     |check|     length in bytes (29 bits)    |  LIVE
-//! +-----+--+-------+-----+------------------------+-----+----------------------------------+
+//!  63 62 61 60  58 57 56 55                              24 23 21 20                      0
+//! +-----+--+-------+-----+----------------------------------+-----+------------------------+
+//! | 0 1 |F |readers|state|   generation (32 bits, nonzero)  |check| length in bytes (21)   |  LIVE
+//! +-----+--+-------+-----+----------------------------------+-----+------------------------+
 //!  63 62 61                          41 40 38 37                                          0
 //! +-----+------------------------------+-----+---------------------------------------------+
-//! | 1 0 | generation (even, low 21 bits)|check| next free segment, 8-byte units (0 = end)   |  FREE
+//! | 1 0 | generation (low 21 bits)     |check| next free segment, 8-byte units (0 = end)   |  FREE
 //! +-----+------------------------------+-----+---------------------------------------------+
 //!  63 62 61 59 58                                                                         0
 //! +-----+-----+----------------------------------------------------------------------------+
@@ -40,8 +40,9 @@ use crate::backing::Backing;
 use crate::format::{MAX_CAPACITY, OFF_GEN_SEED};
 use crate::sync::Ordering;
 
-/// Bits of the generation field.
-pub(crate) const GEN_BITS: u32 = 24;
+/// Bits of a LIVE word's generation (and of a handle's): every nonzero value is a generation, so
+/// one position is handed the same generation again only after `2^32 - 1` generations were minted.
+pub(crate) const GEN_BITS: u32 = 32;
 /// Mask of a generation.
 pub(crate) const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
 
@@ -50,11 +51,11 @@ pub(crate) const KIND_LIVE: u64 = 1;
 pub(crate) const KIND_FREE: u64 = 2;
 pub(crate) const KIND_PAD: u64 = 3;
 
-const LEN_BITS: u32 = 29;
+const LEN_BITS: u32 = 21;
 const LEN_MASK: u64 = (1 << LEN_BITS) - 1;
-/// The 3-bit check code of a LIVE word: bits 29..32.
-const LIVE_CHECK_SHIFT: u32 = 29;
-const LIVE_GEN_SHIFT: u32 = 32;
+/// The 3-bit check code of a LIVE word: bits 21..24.
+const LIVE_CHECK_SHIFT: u32 = 21;
+const LIVE_GEN_SHIFT: u32 = 24;
 const STATE_SHIFT: u32 = 56;
 const STATE_MASK: u64 = 0b11;
 const READERS_SHIFT: u32 = 58;
@@ -83,8 +84,58 @@ const PAD_CHECK_SHIFT: u32 = 59;
 const PAD_MASK: u64 = (1 << PAD_CHECK_SHIFT) - 1;
 const CHECK_BITS: u64 = 0b111;
 
-/// Largest length one block can hold: the header keeps it in 29 bits (512 MiB - 1).
-pub const MAX_BLOCK_LEN: u64 = LEN_MASK;
+/// In a LIVE word's 21-bit length field: the block is LARGE. Lengths below this (1 MiB) are kept
+/// exactly in the field; a LARGE block keeps its span in 4 KiB units in the other 20 bits and its
+/// exact length in its last word (the *tail*, after the user bytes: see [`large_tail`]).
+const LARGE: u64 = 1 << 20;
+pub use crate::layout::MAX_BLOCK_LEN;
+pub(crate) use crate::layout::{large_span, LARGE_MIN, LARGE_UNIT};
+/// The fewest span units a LARGE word can hold (the span of a `LARGE_MIN`-byte block).
+const LARGE_MIN_UNITS: u64 = (LARGE_MIN + 16).div_ceil(LARGE_UNIT);
+const _: () = assert!(LARGE_MIN == LARGE);
+const _: () = assert!(MAX_BLOCK_LEN == (LARGE - 1) * LARGE_UNIT - 16);
+
+/// The value of a LIVE word's length field for a block of `len` bytes.
+#[inline]
+const fn len_field(len: u64) -> u64 {
+    if len < LARGE_MIN {
+        len
+    } else {
+        LARGE | (large_span(len) / LARGE_UNIT)
+    }
+}
+
+/// Whether a LIVE word is a LARGE block's (its exact length is in its tail word).
+#[inline]
+pub(crate) const fn is_large(w: u64) -> bool {
+    w & LARGE != 0
+}
+
+/// The tail word of a LARGE block of `len` bytes with generation `generation`: the length in the
+/// low 32 bits, its complement mixed with the generation in the high 32. Any single flipped bit,
+/// and a tail left by an earlier block at the same place (another generation), fails
+/// [`large_len`].
+#[inline]
+pub(crate) const fn large_tail(len: u64, generation: u32) -> u64 {
+    debug_assert!(len >= LARGE_MIN && len <= MAX_BLOCK_LEN);
+    len | (((!(len as u32) ^ generation) as u64) << 32)
+}
+
+/// The exact length a LARGE block's tail word `t` records, if it is the tail of a block with this
+/// generation and span (`cap`, the length [`decode`] reports, is the span less 16).
+#[inline]
+pub(crate) const fn large_len(t: u64, generation: u32, cap: u64) -> Option<u64> {
+    let len = t & 0xffff_ffff;
+    if (t >> 32) as u32 == !(len as u32) ^ generation
+        && len >= LARGE_MIN
+        && len <= cap
+        && large_span(len) == cap + 16
+    {
+        Some(len)
+    } else {
+        None
+    }
+}
 
 /// The bits of a word its check code covers: everything but the code itself and, in a LIVE word,
 /// the state and reader count (which every pin and publish changes).
@@ -107,10 +158,37 @@ const fn covered(w: u64) -> u64 {
 /// every single-bit flip changes the code. A random word passes with probability 1/8.
 const CHECK_K: u64 = 0xB6DB_6DB6_DB6D_B6DB;
 
-/// The 3-bit check code of a word's covered bits.
+/// The 3-bit check code of a word: of its covered bits, and in a LIVE word also of its state and
+/// readers ([`sr_code`], XORed in, so a pin or a publish updates the code without the multiply).
 #[inline]
 const fn check_of(w: u64) -> u64 {
-    covered(w).wrapping_mul(CHECK_K) >> 61
+    let c = covered(w).wrapping_mul(CHECK_K) >> 61;
+    if w >> KIND_SHIFT == KIND_LIVE {
+        c ^ sr_code((w >> STATE_SHIFT) & SR_MASK)
+    } else {
+        c
+    }
+}
+
+/// The state and readers of a LIVE word, bits 56..61, as one 5-bit field `sr` (state in its low
+/// two bits, readers above).
+const SR_MASK: u64 = 0b11111;
+const _: () = assert!(READERS_SHIFT == STATE_SHIFT + 2);
+
+/// The part of a LIVE word's check code that covers `sr`: a linear map from 5 bits to 3 whose
+/// columns are all nonzero (bit `i` maps to bit `i mod 3`), so flipping any one state or reader
+/// bit changes it, while the multiplicative part is unchanged; and a change of `sr` from `x` to
+/// `y` changes the code by `sr_code(x ^ y)`.
+#[inline]
+const fn sr_code(sr: u64) -> u64 {
+    (sr ^ (sr >> 3)) & CHECK_BITS
+}
+
+/// `w`, a LIVE word, with its state and readers set to `sr` and its check code kept right.
+#[inline]
+const fn with_sr(w: u64, sr: u64) -> u64 {
+    let d = ((w >> STATE_SHIFT) & SR_MASK) ^ sr;
+    w ^ (d << STATE_SHIFT) ^ (sr_code(d) << LIVE_CHECK_SHIFT)
 }
 
 /// The shift of a word's check field, by kind.
@@ -134,8 +212,13 @@ const fn sealed(w: u64) -> u64 {
 pub(crate) const fn check_ok(w: u64) -> bool {
     (w >> check_shift(w)) & CHECK_BITS == check_of(w)
 }
-// The largest arena (`format::MAX_CAPACITY`) is what a free header's `next` link can address.
-const _: () = assert!(MAX_CAPACITY == (NEXT_MASK + 1) * 8);
+// A free header's `next` link can address the largest arena (`format::MAX_CAPACITY`).
+const _: () = assert!(MAX_CAPACITY <= (NEXT_MASK + 1) * 8);
+// Every data offset of the largest arena fits a handle's offset field.
+const _: () = assert!(MAX_CAPACITY <= (HANDLE_OFF_MASK + 1) * 8);
+// The LIVE word's fields tile its 64 bits.
+const _: () = assert!(LEN_BITS + 3 + GEN_BITS + 2 + 3 + 1 + 2 == 64);
+const _: () = assert!(LIVE_GEN_SHIFT + GEN_BITS == STATE_SHIFT);
 
 /// The state of a LIVE block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,6 +234,8 @@ pub(crate) enum LiveState {
 pub(crate) enum HeaderWord {
     Gap,
     Live {
+        /// The block's length; for a LARGE block ([`is_large`]) the most it can hold, its span
+        /// less 16: the exact length is in its tail word ([`large_len`]).
         len: u64,
         generation: u32,
         state: LiveState,
@@ -167,15 +252,18 @@ pub(crate) enum HeaderWord {
     Bad,
 }
 
+/// A LIVE word for a block of `len` bytes (`1..=MAX_BLOCK_LEN`). A LARGE block (`len >=
+/// LARGE_MIN`) also needs its tail word ([`large_tail`]) written before it is published.
 #[inline]
 pub(crate) const fn live(len: u64, generation: u32, state: LiveState, readers: u64) -> u64 {
-    debug_assert!(len <= LEN_MASK && readers <= MAX_READERS && (generation as u64) <= GEN_MASK);
+    debug_assert!(len <= MAX_BLOCK_LEN && readers <= MAX_READERS);
     // The covered bits first, so the code is one multiply with no masking (the hot path).
-    let covered = (KIND_LIVE << KIND_SHIFT) | ((generation as u64) << LIVE_GEN_SHIFT) | len;
+    let covered =
+        (KIND_LIVE << KIND_SHIFT) | ((generation as u64) << LIVE_GEN_SHIFT) | len_field(len);
+    let sr = (state as u64) | (readers << 2);
     covered
-        | ((covered.wrapping_mul(CHECK_K) >> 61) << LIVE_CHECK_SHIFT)
-        | (readers << READERS_SHIFT)
-        | ((state as u64) << STATE_SHIFT)
+        | (((covered.wrapping_mul(CHECK_K) >> 61) ^ sr_code(sr)) << LIVE_CHECK_SHIFT)
+        | (sr << STATE_SHIFT)
 }
 
 /// The generation of a LIVE word.
@@ -223,8 +311,18 @@ pub(crate) const fn decode(w: u64) -> HeaderWord {
                 2 => LiveState::Reserved,
                 _ => LiveState::Dying,
             };
+            let field = w & LEN_MASK;
+            let len = if field & LARGE == 0 {
+                field
+            } else if field & !LARGE >= LARGE_MIN_UNITS {
+                // The span less header and tail: the most the block can hold; the exact length
+                // is in the tail word.
+                (field & !LARGE) * LARGE_UNIT - 16
+            } else {
+                return HeaderWord::Bad;
+            };
             HeaderWord::Live {
-                len: w & LEN_MASK,
+                len,
                 generation: ((w >> LIVE_GEN_SHIFT) & GEN_MASK) as u32,
                 state,
                 readers: (w >> READERS_SHIFT) & MAX_READERS,
@@ -245,9 +343,6 @@ pub(crate) const fn decode(w: u64) -> HeaderWord {
     }
 }
 
-/// One reader in the readers field of a LIVE word.
-pub(crate) const READER_ONE: u64 = 1 << READERS_SHIFT;
-
 /// A LIVE header word in its stored (encoded) form, for the read-modify-write steps of the
 /// block-state protocol: each step is a method here instead of arithmetic on the bits at the call
 /// site. `decode` reads one; `live` builds one.
@@ -260,53 +355,58 @@ impl Header {
     #[inline]
     pub(crate) const fn with_reader(self) -> Header {
         debug_assert!((self.0 >> READERS_SHIFT) & MAX_READERS < MAX_READERS);
-        Header(self.0 + READER_ONE)
+        Header(with_sr(self.0, ((self.0 >> STATE_SHIFT) & SR_MASK) + 4))
     }
 
     /// The same word with one reader fewer. The caller holds one of its pins.
     #[inline]
     pub(crate) const fn without_reader(self) -> Header {
         debug_assert!((self.0 >> READERS_SHIFT) & MAX_READERS > 0);
-        Header(self.0 - READER_ONE)
+        Header(with_sr(self.0, ((self.0 >> STATE_SHIFT) & SR_MASK) - 4))
     }
 
     /// The same word with its readers field set to `readers` (at most [`MAX_READERS`]).
     #[inline]
     pub(crate) const fn with_readers(self, readers: u64) -> Header {
         debug_assert!(readers <= MAX_READERS);
-        Header((self.0 & !(MAX_READERS << READERS_SHIFT)) | (readers << READERS_SHIFT))
+        Header(with_sr(
+            self.0,
+            ((self.0 >> STATE_SHIFT) & STATE_MASK) | (readers << 2),
+        ))
     }
 
     /// The same word in another state.
     #[inline]
     pub(crate) const fn with_state(self, state: LiveState) -> Header {
-        Header((self.0 & !(STATE_MASK << STATE_SHIFT)) | ((state as u64) << STATE_SHIFT))
+        Header(with_sr(
+            self.0,
+            ((self.0 >> STATE_SHIFT) & (MAX_READERS << 2)) | state as u64,
+        ))
     }
 
-    /// The same word holding another length (its check code recomputed).
+    /// The same word holding another length below [`LARGE_MIN`] (its check code recomputed).
     #[inline]
     pub(crate) const fn with_len(self, len: u64) -> Header {
-        debug_assert!(len <= LEN_MASK);
+        debug_assert!(len < LARGE_MIN && !is_large(self.0));
         Header(sealed(
             (self.0 & !LEN_MASK & !(CHECK_BITS << LIVE_CHECK_SHIFT)) | len,
         ))
     }
 }
 
-/// Next generation after `g` with the given parity (odd = live, even = free), skipping 0.
+/// The generation after `g`, skipping 0. A free stores `next_gen` of the block's generation (its
+/// low 21 bits) in the FREE word, so a second free of the same handle is told apart
+/// ([`crate::Error::DoubleFree`]) from a stale one.
 #[inline]
-pub(crate) const fn next_gen(g: u32, odd: bool) -> u32 {
-    let mut n = (g as u64 + 1) & GEN_MASK;
-    if (n & 1 == 1) != odd {
-        n = (n + 1) & GEN_MASK;
+pub(crate) const fn next_gen(g: u32) -> u32 {
+    match g.wrapping_add(1) {
+        0 => 1,
+        n => n,
     }
-    if n == 0 {
-        n = 2;
-    }
-    n as u32
 }
 
-/// A reference to one block: its data offset and its generation, packed in 8 bytes.
+/// A reference to one block: its data offset and its generation, packed in 8 bytes (the offset in
+/// 8-byte units in the low 32 bits, the 32-bit generation in the high 32 bits).
 ///
 /// `Copy`, `bytemuck::Pod` and stable across reopen, so it can be stored inside the arena (or
 /// anywhere else) and used after a restart. Every access checks the generation against the block's
@@ -325,7 +425,7 @@ pub(crate) const fn next_gen(g: u32, odd: bool) -> u32 {
 #[repr(transparent)]
 pub struct Handle(u64);
 
-const HANDLE_OFF_BITS: u32 = 40;
+const HANDLE_OFF_BITS: u32 = 32;
 const HANDLE_OFF_MASK: u64 = (1 << HANDLE_OFF_BITS) - 1;
 
 impl Handle {
@@ -345,7 +445,7 @@ impl Handle {
         (self.0 & HANDLE_OFF_MASK) * 8
     }
 
-    /// The generation the handle was issued with (odd).
+    /// The generation the handle was issued with.
     #[inline]
     pub const fn generation(self) -> u32 {
         ((self.0 >> HANDLE_OFF_BITS) & GEN_MASK) as u32
@@ -386,8 +486,8 @@ impl std::fmt::Debug for Handle {
 // release and recovery alike.
 
 /// A generation for a header at a position whose history is unknown.
-pub(crate) fn fresh_gen(b: &Backing, odd: bool) -> u32 {
-    gen_of_seed(b.word(OFF_GEN_SEED).fetch_add(1, Ordering::Relaxed), odd)
+pub(crate) fn fresh_gen(b: &Backing) -> u32 {
+    gen_of_seed(b.word(OFF_GEN_SEED).fetch_add(1, Ordering::Relaxed))
 }
 
 /// Takes `n` consecutive values of the generation counter for one thread to hand out alone;
@@ -396,13 +496,11 @@ pub(crate) fn fresh_gen_batch(b: &Backing, n: u64) -> u64 {
     b.word(OFF_GEN_SEED).fetch_add(n, Ordering::Relaxed)
 }
 
-/// The generation (with the given parity) that counter value `s` stands for.
-pub(crate) fn gen_of_seed(s: u64, odd: bool) -> u32 {
-    let g = ((s << 1) | u64::from(odd)) & GEN_MASK;
-    if g == 0 {
-        2
-    } else {
-        g as u32
+/// The generation that counter value `s` stands for: its low 32 bits, 0 read as 1.
+pub(crate) fn gen_of_seed(s: u64) -> u32 {
+    match (s & GEN_MASK) as u32 {
+        0 => 1,
+        g => g,
     }
 }
 
@@ -412,8 +510,22 @@ mod tests {
 
     #[test]
     fn live_round_trip() {
-        for &len in &[1u64, 7, 8, 4096, MAX_BLOCK_LEN] {
-            for &generation in &[1u32, 3, GEN_MASK as u32] {
+        for &exact in &[
+            1u64,
+            7,
+            8,
+            4096,
+            LARGE_MIN - 1,
+            LARGE_MIN,
+            LARGE_MIN + 5,
+            MAX_BLOCK_LEN,
+        ] {
+            let len = if exact < LARGE_MIN {
+                exact
+            } else {
+                large_span(exact) - 16
+            };
+            for &generation in &[1u32, 2, 3, 1 << 24, GEN_MASK as u32] {
                 for state in [
                     LiveState::Published,
                     LiveState::Pending,
@@ -421,7 +533,12 @@ mod tests {
                     LiveState::Dying,
                 ] {
                     for readers in [0, 1, MAX_READERS] {
-                        let w = live(len, generation, state, readers);
+                        let w = live(exact, generation, state, readers);
+                        assert_eq!(is_large(w), exact >= LARGE_MIN);
+                        assert_eq!(
+                            crate::layout::block_span(len),
+                            crate::layout::block_span(exact)
+                        );
                         assert_ne!(w, 0);
                         assert_eq!(
                             decode(w),
@@ -447,7 +564,7 @@ mod tests {
         }
         let w = live(5, 1, LiveState::Published, 0);
         assert_eq!(
-            decode(w + READER_ONE),
+            decode(Header(w).with_reader().0),
             HeaderWord::Live {
                 len: 5,
                 generation: 1,
@@ -455,6 +572,37 @@ mod tests {
                 readers: 1
             }
         );
+    }
+
+    #[test]
+    fn large_tails() {
+        for &len in &[
+            LARGE_MIN,
+            LARGE_MIN + 1,
+            LARGE_MIN + 4079,
+            5 << 20,
+            MAX_BLOCK_LEN,
+        ] {
+            let cap = large_span(len) - 16;
+            let t = large_tail(len, 0xdead_beef);
+            assert_eq!(large_len(t, 0xdead_beef, cap), Some(len));
+            assert_eq!(
+                large_len(t, 0xdead_beee, cap),
+                None,
+                "another generation's tail"
+            );
+            assert_eq!(
+                large_len(t, 0xdead_beef, cap + LARGE_UNIT),
+                None,
+                "another span"
+            );
+            for i in 0..64 {
+                assert_eq!(large_len(t ^ (1 << i), 0xdead_beef, cap), None, "bit {i}");
+            }
+        }
+        // A LARGE word whose span is below the smallest LARGE block's is not one parena wrote.
+        let w = sealed((KIND_LIVE << KIND_SHIFT) | (1 << LIVE_GEN_SHIFT) | LARGE | 1);
+        assert_eq!(decode(w), HeaderWord::Bad);
     }
 
     #[test]
@@ -488,7 +636,7 @@ mod tests {
     fn one_flipped_bit_fails_the_check_code() {
         let words = [
             live(1, 1, LiveState::Published, 0),
-            live(40, 0x00ab_cdef, LiveState::Pending, 3),
+            live(40, 0xdead_beef, LiveState::Pending, 3),
             live(
                 MAX_BLOCK_LEN,
                 GEN_MASK as u32,
@@ -501,28 +649,59 @@ mod tests {
             pad(8),
             pad(PAD_MASK / 8 * 8),
         ];
-        let state_readers = (STATE_MASK << STATE_SHIFT) | (MAX_READERS << READERS_SHIFT);
         for w in words {
             assert!(check_ok(w), "{w:#x}");
             for i in 0..KIND_SHIFT {
                 let bit = 1u64 << i;
-                if w >> KIND_SHIFT == KIND_LIVE && bit & state_readers != 0 {
-                    continue;
-                }
                 assert_eq!(decode(w ^ bit), HeaderWord::Bad, "{w:#x} bit {i}");
             }
         }
     }
 
+    /// Every state and reader change keeps the check code right, and reaches the same word as
+    /// building it anew.
+    #[test]
+    fn state_and_reader_changes_keep_the_code() {
+        let states = [
+            LiveState::Published,
+            LiveState::Pending,
+            LiveState::Reserved,
+            LiveState::Dying,
+        ];
+        for len in [8, LARGE_MIN + 3] {
+            for s in states {
+                for r in 0..=MAX_READERS {
+                    let w = live(len, 0x8765_4321, s, r);
+                    assert!(check_ok(w));
+                    for t in states {
+                        assert_eq!(Header(w).with_state(t).0, live(len, 0x8765_4321, t, r));
+                    }
+                    for q in 0..=MAX_READERS {
+                        assert_eq!(Header(w).with_readers(q).0, live(len, 0x8765_4321, s, q));
+                    }
+                    if r < MAX_READERS {
+                        let up = Header(w).with_reader();
+                        assert_eq!(up.0, live(len, 0x8765_4321, s, r + 1));
+                        assert_eq!(up.without_reader().0, w);
+                    }
+                }
+            }
+        }
+        let f = live_foreign(40, 9, LiveState::Published, 0);
+        assert!(is_foreign(Header(f).with_reader().0) && check_ok(Header(f).with_reader().0));
+    }
+
     #[test]
     fn generations() {
-        assert_eq!(next_gen(0, true), 1);
-        assert_eq!(next_gen(1, false), 2);
-        assert_eq!(next_gen(2, true), 3);
-        assert_eq!(next_gen(1, true), 3);
-        assert_eq!(next_gen(GEN_MASK as u32, false), 2);
-        assert_eq!(next_gen(GEN_MASK as u32 - 1, true), GEN_MASK as u32);
-        assert_eq!(next_gen(GEN_MASK as u32, true), 1);
+        assert_eq!(next_gen(0), 1);
+        assert_eq!(next_gen(1), 2);
+        assert_eq!(next_gen(GEN_MASK as u32 - 1), GEN_MASK as u32);
+        assert_eq!(next_gen(GEN_MASK as u32), 1);
+        assert_eq!(gen_of_seed(0), 1);
+        assert_eq!(gen_of_seed(2), 2);
+        assert_eq!(gen_of_seed(GEN_MASK), GEN_MASK as u32);
+        assert_eq!(gen_of_seed(GEN_MASK + 1), 1);
+        assert_eq!(gen_of_seed(GEN_MASK + 5), 4);
     }
 
     #[test]
@@ -531,8 +710,10 @@ mod tests {
         assert_eq!(h.offset(), 4104);
         assert_eq!(h.generation(), 77);
         assert_eq!(Handle::from_u64(h.to_u64()), h);
-        let far = Handle::new(5 << 30, 1);
-        assert_eq!(far.offset(), 5 << 30);
+        let far = Handle::new(MAX_CAPACITY - 8, u32::MAX);
+        assert_eq!(far.offset(), MAX_CAPACITY - 8);
+        assert_eq!(far.generation(), u32::MAX);
+        assert_eq!(Handle::from_u64(far.to_u64()), far);
         assert!(Handle::NULL.is_null());
     }
 }

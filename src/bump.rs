@@ -148,7 +148,7 @@ impl Chunks<'_> {
             livemap::owner_toggle(self.mem, self.maps, start);
             add_discarded(self.mem, hdr - start);
         }
-        let generation = block::fresh_gen(self.mem, true);
+        let generation = block::fresh_gen(self.mem);
         // The chunks are ours alone since the reservation: their owner-map words too.
         livemap::owner_toggle(self.mem, self.maps, hdr);
         self.mem.word(hdr).store(

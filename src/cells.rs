@@ -49,7 +49,7 @@ pub(crate) struct ChunkCell {
     pub end: AtomicU64,
     /// Start of the chunk; rewinds never go below it.
     pub start: AtomicU64,
-    /// Generation given to blocks bumped in this chunk (odd). Changes on every rewind, so a
+    /// Generation given to blocks bumped in this chunk. Changes on every rewind, so a
     /// handle to a rewound block never matches the block that reuses its offset.
     pub generation: AtomicU64,
     /// Set when no thread owns the cell; a thread that needs a cell may adopt it.

@@ -178,7 +178,7 @@ impl Lists {
         self.segs[i as usize].1
     }
 
-    /// Lists segment `i` (which the caller owns) with its own span and the (even) generation
+    /// Lists segment `i` (which the caller owns) with its own span and the generation
     /// `generation`.
     pub fn push_segment(&self, i: u64, generation: u32) {
         let (off, span) = self.segs[i as usize];
@@ -258,7 +258,7 @@ impl Lists {
             .map(|s| s.off))
     }
 
-    /// Lists segment `off`, which the caller owns, with the (even) generation `generation`.
+    /// Lists segment `off`, which the caller owns, with the generation `generation`.
     pub fn push(&self, off: u64, generation: u32) {
         self.fl.push(&self.b, off, SEGMENT, generation);
     }
@@ -300,15 +300,14 @@ impl Lists {
     /// Marks a popped segment as a live block (what an allocation's commit does), so a thread
     /// that still holds a stale view of it reads a LIVE header.
     pub fn make_live(&self, off: u64, free_gen: u32) {
-        self.b.word(off).store(
-            live_word(block::next_gen(free_gen, true)),
-            Ordering::Relaxed,
-        );
+        self.b
+            .word(off)
+            .store(live_word(block::next_gen(free_gen)), Ordering::Relaxed);
     }
 
     /// The generation the next free of a block made live from `free_gen` gets.
     pub fn next_free_gen(free_gen: u32) -> u32 {
-        block::next_gen(block::next_gen(free_gen, true), false)
+        block::next_gen(block::next_gen(free_gen))
     }
 
     /// The listed segments, head first (only when no other thread runs).

@@ -14,7 +14,7 @@
 //! - the **flush map** of the newest valid meta slot records the starts of the last flush (for a
 //!   cleanly closed file: the layout at the close).
 //!
-//! A block is saved when its header is LIVE (PUBLISHED or PENDING, odd generation), its step
+//! A block is saved when its header is LIVE (PUBLISHED or PENDING, nonzero generation), its step
 //! agrees with the start map, and, besides the start map, either the walk reached it by stepping
 //! over the entry before it (or it is the first entry of the heap) or the flush map records its
 //! start with an extent that holds it. Saved blocks cannot overlap: none holds a recorded start.
@@ -145,6 +145,12 @@ pub enum LostReason {
     /// offset).
     BeyondBump {
         /// Its header word.
+        word: u64,
+    },
+    /// A LARGE block (1 MiB or more) whose tail word, which keeps its exact length after its
+    /// bytes, is not its own: its length cannot be vouched for.
+    BadTail {
+        /// The tail word.
         word: u64,
     },
 }
@@ -365,13 +371,26 @@ impl Source {
                     ..
                 } => {
                     seen_gens.push(generation);
+                    // A LARGE block's exact length is in its tail word (its span's last word).
+                    let tail = self.word(p + span - 8);
+                    let len = if len >= block::LARGE_MIN {
+                        block::large_len(tail, generation, len)
+                    } else {
+                        Some(len)
+                    };
                     if matches!(state, LiveState::Reserved | LiveState::Dying) {
                         plan.lost.push(Lost {
                             offset: p,
                             len: span,
                             reason: LostReason::NotLive { word: w },
                         });
-                    } else {
+                    } else if len.is_none() {
+                        plan.lost.push(Lost {
+                            offset: p,
+                            len: span,
+                            reason: LostReason::BadTail { word: tail },
+                        });
+                    } else if let Some(len) = len {
                         let by_flush_map = flushed.binary_search(&p).is_ok_and(|i| {
                             let extent = flushed.get(i + 1).copied().unwrap_or(flush_bump);
                             p + span <= extent
@@ -432,7 +451,7 @@ impl Source {
             }
             HeaderWord::Live {
                 len, generation, ..
-            } if here && len > 0 && generation % 2 == 1 => block_span(len)?,
+            } if here && len > 0 && generation != 0 => block_span(len)?,
             HeaderWord::Free { .. } if here && p + 16 <= self.limit => {
                 let span = self.word(p + 8);
                 if span < 16 || span % 8 != 0 {
@@ -456,8 +475,8 @@ impl Source {
     }
 
     /// A generation counter at or past the damaged file's (header and meta slots) and past every
-    /// generation in `seen` (generations are 24 bits; the counter's value `s` stands for
-    /// generation `2s + 1`, so the counter is moved past each within its current cycle).
+    /// generation in `seen` (generations are 32 bits; the counter's value `s` stands for
+    /// generation `s mod 2^32`, so the counter is moved past each within its current cycle).
     fn next_seed(&self, seen: &[u32]) -> u64 {
         let mut seed = [Some(self.raw.gen_seed), self.meta.map(|m| m.gen_seed)]
             .into_iter()
@@ -465,9 +484,8 @@ impl Source {
             .max()
             .unwrap_or(0)
             .saturating_add(1);
-        let cycle = GEN_MASK >> 1;
         for &g in seen {
-            let at = (seed & !cycle) | (u64::from(g) >> 1);
+            let at = (seed & !GEN_MASK) | u64::from(g);
             if at >= seed {
                 seed = at.saturating_add(1);
             }

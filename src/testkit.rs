@@ -180,7 +180,8 @@ mod tests {
         assert_eq!(forge_handle(4104, 5), Handle::new(4104, 5));
         let h = forge_handle(u64::MAX, u32::MAX);
         assert_eq!(h.to_u64(), u64::MAX);
-        assert_eq!(forge_handle(1 << 43, 1 << 24), Handle::NULL);
+        assert_eq!(forge_handle(1 << 35, 0), Handle::NULL);
+        assert_eq!(forge_handle(8, u32::MAX).generation(), u32::MAX);
     }
 
     #[test]

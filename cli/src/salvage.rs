@@ -45,6 +45,7 @@ fn reason(r: &LostReason) -> (&'static str, u64) {
         LostReason::OneRecord { word } => ("one record", word),
         LostReason::NotLive { word } => ("not live", word),
         LostReason::BeyondBump { word } => ("beyond bump", word),
+        LostReason::BadTail { word } => ("bad tail", word),
         _ => ("other", 0),
     }
 }

@@ -124,7 +124,8 @@ impl Arena {
             // Nothing can free, merge or write a block of a read-only arena: the shared file lock
             // keeps every writer out, and this process refuses writes. No pin and no check slot
             // needed.
-            let Live { hdr, len, .. } = inner.live(h, Mode::Read)?;
+            let Live { hdr, word, len, .. } = inner.live(h, Mode::Read)?;
+            let len = inner.exact_len(hdr, word, len)?;
             return Ok(ReadPin {
                 arena: self,
                 hdr,
@@ -181,12 +182,16 @@ impl Arena {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
-                    return Ok(ReadPin {
+                    let mut pin = ReadPin {
                         arena: self,
                         hdr,
                         len,
                         generation: Some(h.generation()),
-                    })
+                    };
+                    // A LARGE block's exact length is in its tail word, read under the pin
+                    // (the block cannot be released meanwhile); a bad tail unpins on return.
+                    pin.len = inner.exact_len(hdr, cur, len)?;
+                    return Ok(pin);
                 }
                 Err(now) => {
                     cur = now;
@@ -215,7 +220,9 @@ impl Arena {
     /// ```
     pub unsafe fn get(&self, h: Handle) -> Result<&[u8], Error> {
         let inner = &*self.inner;
-        let Live { hdr, len, .. } = self.checked(h)?;
+        let Live { hdr, word, len, .. } = self.checked(h)?;
+        // The caller keeps the block from being freed, so its tail word stays its own.
+        let len = inner.exact_len(hdr, word, len)?;
         // SAFETY: the block is live and published; the caller keeps it from being freed or written.
         Ok(unsafe { inner.mem.slice(hdr + WORD, len) })
     }
@@ -234,7 +241,9 @@ impl Arena {
         if inner.read_only {
             return Err(Error::ReadOnly);
         }
-        let Live { hdr, len, .. } = self.checked(h)?;
+        let Live { hdr, word, len, .. } = self.checked(h)?;
+        // The caller keeps the block from being freed, so its tail word stays its own.
+        let len = inner.exact_len(hdr, word, len)?;
         // SAFETY: live and published; exclusivity is the caller's contract.
         Ok(unsafe { inner.mem.slice_mut(hdr + WORD, len) })
     }
@@ -249,7 +258,13 @@ impl Arena {
     /// # Errors
     /// As [`Arena::read`].
     pub fn len_of(&self, h: Handle) -> Result<usize, Error> {
-        self.checked(h).map(|l| l.len as usize)
+        let l = self.checked(h)?;
+        if block::is_large(l.word) {
+            // The exact length is in the block's tail word: read it under a pin, so the block
+            // cannot be freed and its bytes reused while the word is read.
+            return self.read_with(h, <[u8]>::len);
+        }
+        Ok(l.len as usize)
     }
 }
 
@@ -314,7 +329,8 @@ pub(crate) struct Live {
     pub hdr: u64,
     /// The header word as loaded.
     pub word: u64,
-    /// The block's length in bytes.
+    /// The block's length in bytes; for a LARGE block the most it can hold (its exact length is
+    /// in its tail word: [`Inner::exact_len`]).
     pub len: u64,
     /// Readers pinning it.
     pub readers: u64,
@@ -334,6 +350,33 @@ impl Inner {
             word,
             len,
             readers,
+        })
+    }
+
+    /// The exact length of the live block at `hdr` whose header word is `w` and whose length
+    /// field says `len`: `len` itself, or for a LARGE block the length its tail word records.
+    /// The caller keeps the block from being released while this reads the tail (a pin, a
+    /// read-only arena, or an `unsafe` caller's promise). A tail that is not this block's is
+    /// [`Error::Corrupt`].
+    #[inline]
+    pub(crate) fn exact_len(&self, hdr: u64, w: u64, len: u64) -> Result<u64, Error> {
+        if !block::is_large(w) {
+            return Ok(len);
+        }
+        let HeaderWord::Live { generation, .. } = block::decode(w) else {
+            return Err(Error::Corrupt {
+                offset: hdr,
+                word: w,
+            });
+        };
+        // `check_live` checked that `hdr + len + 16`, the span's end, is inside the heap.
+        let at = hdr + len + WORD;
+        // Relaxed: the tail was stored before the Release that published the block, and the
+        // caller's header load or pin was Acquire.
+        let t = self.mem.word(at).load(Ordering::Relaxed);
+        block::large_len(t, generation, len).ok_or(Error::Corrupt {
+            offset: at,
+            word: t,
         })
     }
 
@@ -419,8 +462,7 @@ impl Inner {
             HeaderWord::Free { generation, .. }
                 if freeing
                     && u64::from(generation)
-                        == u64::from(block::next_gen(h.generation(), false))
-                            & block::FREE_GEN_MASK =>
+                        == u64::from(block::next_gen(h.generation())) & block::FREE_GEN_MASK =>
             {
                 Err(Error::DoubleFree { offset: hdr + WORD })
             }

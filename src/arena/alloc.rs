@@ -7,7 +7,7 @@ use crate::cells::{bump_counter, cache_head, cache_parts, with_cell, ChunkCell};
 use crate::error::Error;
 use crate::format::Freelist;
 use crate::freelist::{exact_class, Optimistic, Pessimistic, Prepared, Unlisted};
-use crate::layout::{align_up, MAX_ALIGN, WORD};
+use crate::layout::{align_up, block_span, MAX_ALIGN, WORD};
 use crate::livemap;
 use crate::reentry::audit_op;
 use crate::sync::Ordering;
@@ -88,10 +88,20 @@ impl Arena {
         if inner.read_only {
             return Err(Error::ReadOnly);
         }
-        let span = len.div_ceil(WORD) * WORD + WORD;
+        // `len <= MAX_BLOCK_LEN`: the span is representable.
+        let span = block_span(len).unwrap_or(u64::MAX);
         let (hdr, word) = with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
             inner.alloc_in(cell, len, span, align)
         })?;
+        if len >= block::LARGE_MIN {
+            // A LARGE block's exact length goes in its tail word, before the block is published
+            // (the Release of BlockMut's drop or `publish_foreign` orders it).
+            let generation = block::live_generation(word);
+            inner
+                .mem
+                .word(hdr + span - WORD)
+                .store(block::large_tail(len, generation), Ordering::Relaxed);
+        }
         Ok(BlockMut {
             inner,
             hdr,
@@ -167,7 +177,7 @@ impl Inner {
                             cell.cur.store(start, Ordering::Relaxed);
                             cell.end.store(end, Ordering::Relaxed);
                             cell.generation
-                                .store(self.fresh_gen(true).into(), Ordering::Relaxed);
+                                .store(self.fresh_gen().into(), Ordering::Relaxed);
                             self.chunks().bump_in_cell(cell, len, span, align)
                         }
                         None => None,
@@ -297,7 +307,7 @@ impl Inner {
         }
     }
 
-    /// A fresh odd generation from the calling thread's batch of the arena's counter: every
+    /// A fresh generation from the calling thread's batch of the arena's counter: every
     /// value is handed out once, like `fresh_gen`, but the shared counter is touched once per
     /// batch.
     pub(super) fn cell_gen(&self, cell: &ChunkCell) -> u32 {
@@ -308,7 +318,7 @@ impl Inner {
             cell.gen_end.store(next + BATCH, Ordering::Relaxed);
         }
         cell.gen_next.store(next + 1, Ordering::Relaxed);
-        block::gen_of_seed(next, true)
+        block::gen_of_seed(next)
     }
 
     /// Takes a segment from the free lists and carves the block out of it.
@@ -364,8 +374,8 @@ impl Inner {
         // Always a fresh generation, never `next_gen(seg.generation)`: the offset may have carried a
         // higher generation before (a chunk's rewinds advance its own), and a stale handle to
         // that block must not name this one. Fresh generations come from one counter, so every
-        // live generation is issued once (until the 23-bit counter wraps).
-        let generation = self.fresh_gen(true);
+        // live generation is issued once (until the counter has handed out all 2^32 - 1 generations and wraps).
+        let generation = self.fresh_gen();
         let reserved = block::live(len, generation, LiveState::Reserved, 0);
         if front > 0 {
             // A new entry behind the filler: its start bit before its header.

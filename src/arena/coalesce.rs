@@ -90,7 +90,7 @@ impl Inner {
         let (merged, detached) = self.lists.coalesce(
             &self.mem,
             self.bump(),
-            || self.fresh_gen(false),
+            || self.fresh_gen(),
             |off, len| self.mem.flush(off, len),
             // SeqCst: the pass's side of the check-slot protocol (`CheckSlot`).
             |off| {

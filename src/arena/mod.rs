@@ -287,8 +287,8 @@ impl Inner {
     }
 
     /// A new generation for a header at a position with no history we can trust.
-    pub(super) fn fresh_gen(&self, odd: bool) -> u32 {
-        crate::block::fresh_gen(&self.mem, odd)
+    pub(super) fn fresh_gen(&self) -> u32 {
+        crate::block::fresh_gen(&self.mem)
     }
 
     pub(super) fn add_discarded(&self, n: u64) {

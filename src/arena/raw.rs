@@ -35,9 +35,13 @@ impl Arena {
     fn block_range(&self, h: Handle, at: u64, len: u64) -> Result<u64, Error> {
         let Live {
             hdr,
+            word,
             len: block_len,
             ..
         } = self.checked(h)?;
+        // Every caller of the raw API keeps the block from being freed (its `unsafe` contract), so
+        // a LARGE block's tail word stays its own while it is read.
+        let block_len = self.inner.exact_len(hdr, word, block_len)?;
         match at.checked_add(len) {
             Some(end) if end <= block_len => Ok(hdr + WORD + at),
             _ => Err(Error::OutOfBounds {

@@ -92,7 +92,15 @@ impl Inner {
         // `len_of`, `contains`, `get` and `free`.
         fence(Ordering::Release);
         bump_counter(&cell.counters.frees, 1);
-        bump_counter(&cell.counters.free_bytes, len);
+        // A LARGE block's length field is its capacity; the byte counters count its exact
+        // length, which its tail word keeps (the block is DYING and ours: nothing else reads it).
+        let bytes = if len >= block::LARGE_MIN {
+            let t = self.mem.word(hdr + len + WORD).load(Ordering::Relaxed);
+            block::large_len(t, generation, len).unwrap_or(len)
+        } else {
+            len
+        };
+        bump_counter(&cell.counters.free_bytes, bytes);
         if cell.may_rewind(hdr, span) {
             // The entry goes away: its start bit with it (the block lies in this thread's own
             // chunk, so the owner-map word is ours).
@@ -108,7 +116,7 @@ impl Inner {
             // rewinds would run into generations the counter hands out later, and a block at this
             // offset could then get a generation a stale handle still carries.
             cell.generation
-                .store(self.fresh_gen(true).into(), Ordering::Relaxed);
+                .store(self.fresh_gen().into(), Ordering::Relaxed);
             bump_counter(&cell.counters.rewinds, 1);
             return;
         }
@@ -116,7 +124,7 @@ impl Inner {
             // SAFETY: as above.
             unsafe { self.mem.zero(hdr + WORD, span - WORD) };
         }
-        let free_gen = block::next_gen(generation, false);
+        let free_gen = block::next_gen(generation);
         if let Some(class) = exact_class(span).filter(|_| self.thread_cache) {
             let slot = &cell.cache[class];
             let (first, count) = cache_parts(slot.load(Ordering::Relaxed));

@@ -48,7 +48,10 @@ impl Arena {
     /// exclusively.
     pub(crate) unsafe fn resize_in_place(&self, p: NonNull<u8>, old: usize, new: usize) -> bool {
         crate::reentry::audit_op!();
-        if old == 0 || new == 0 || new as u64 > block::MAX_BLOCK_LEN {
+        // A LARGE block (either length) is moved, not resized in place: its length lives in its
+        // tail word, whose place is the span's end.
+        if old == 0 || new == 0 || old as u64 >= block::LARGE_MIN || new as u64 >= block::LARGE_MIN
+        {
             return false;
         }
         let inner = &*self.inner;

@@ -58,14 +58,14 @@ pub use crate::kinds::Freelist;
 /// The first 8 bytes of every arena.
 pub const MAGIC: [u8; 8] = *b"\x89PARENA\n";
 /// The format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Number of persisted root slots.
 pub const ROOT_SLOTS: usize = 16;
 /// Number of free-list size classes.
 pub(crate) const CLASSES: usize = 256;
-/// Largest arena: free-list links (a FREE header's `next`) keep offsets in 38 bits of 8-byte
-/// units (2 TiB); `block` checks its header layout against this.
-pub(crate) const MAX_CAPACITY: u64 = 1 << 41;
+/// Largest arena: 32 GiB. A handle keeps a block's data offset in 32 bits of 8-byte units beside
+/// its 32-bit generation (8 bytes in all); `block` checks its layouts against this.
+pub(crate) const MAX_CAPACITY: u64 = 1 << 35;
 /// Bytes of the fixed header.
 pub const HEADER_SIZE: u64 = 4096;
 /// Alignment of `data_start`.

@@ -30,7 +30,7 @@ pub(crate) enum Prepared {
 }
 
 impl FreeLists {
-    /// Gives back `off..off + span`, which the caller owns: listed with a fresh (even)
+    /// Gives back `off..off + span`, which the caller owns: listed with a fresh
     /// generation when the policy lists and the span reaches `min_segment`, otherwise left as
     /// `unlisted` says. Returns the bytes left unlisted, for the caller's discarded count.
     pub(crate) fn give_back(
@@ -65,7 +65,7 @@ impl FreeLists {
             geom.freelist != Freelist::None && span >= 16 && span >= u64::from(geom.min_segment);
         match unlisted {
             _ if listed => {
-                let generation = block::fresh_gen(mem, false);
+                let generation = block::fresh_gen(mem);
                 write_free(mem, off, span, generation);
                 self.toggle_start(mem, off);
                 return Prepared::List(generation);
@@ -73,7 +73,7 @@ impl FreeLists {
             // Nothing is written: the walk reads the zero word as a gap, which is no entry.
             Unlisted::Gap => return Prepared::Discard(span),
             Unlisted::Segment if span >= 16 => {
-                write_free(mem, off, span, block::fresh_gen(mem, false));
+                write_free(mem, off, span, block::fresh_gen(mem));
             }
             Unlisted::Filler | Unlisted::Segment => {
                 mem.word(off).store(block::pad(span), Ordering::Relaxed);

@@ -76,7 +76,7 @@ use crate::sync::{AtomicU64, Ordering};
 pub(crate) struct Segment {
     pub off: u64,
     pub span: u64,
-    /// Generation in the segment's header (even).
+    /// Generation in the segment's header (its low 21 bits are kept).
     pub generation: u32,
 }
 
@@ -139,9 +139,9 @@ impl FreeLists {
         }
     }
 
-    /// Lists the segment `off..off + span` (which the caller owns) with generation `generation` (even).
+    /// Lists the segment `off..off + span` (which the caller owns) with generation `generation`.
     pub(crate) fn push(&self, b: &Backing, off: u64, span: u64, generation: u32) {
-        debug_assert!(span >= 16 && span % 8 == 0 && off % 8 == 0 && generation % 2 == 0);
+        debug_assert!(span >= 16 && span % 8 == 0 && off % 8 == 0);
         let c = class_of(span);
         // The span lives in the word after the header; the node is ours until the CAS below.
         b.word(off + 8).store(span, Ordering::Relaxed);

@@ -78,12 +78,17 @@ pub(crate) fn plan(b: &Backing, g: &Geometry, capacity: u64) -> Result<Plan, Err
             continue;
         }
         if let HeaderWord::Live {
-            len, generation, ..
+            len,
+            generation,
+            state,
+            ..
         } = block::decode(b.word(s).load(Ordering::Relaxed))
         {
-            // A LIVE generation is odd: an even one is a damaged word.
-            if let Some(span) = block_span(len).filter(|_| len > 0 && generation % 2 == 1) {
-                if s.checked_add(span).is_some_and(|e| e <= extent) {
+            // A LIVE generation is never 0: a 0 is a damaged word.
+            if let Some(span) = block_span(len).filter(|_| len > 0 && generation != 0) {
+                if s.checked_add(span).is_some_and(|e| e <= extent)
+                    && tail_ok(b, s, span, len, generation, state)
+                {
                     fixed.push((s, span));
                 }
             }
@@ -155,9 +160,14 @@ fn walk_part(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &
                 generation,
                 ..
             } => {
-                let Some(span) = block_span(len).filter(|_| len > 0 && generation % 2 == 1) else {
+                let Some(span) = block_span(len).filter(|_| len > 0 && generation != 0) else {
                     break;
                 };
+                if q.checked_add(span).is_none_or(|e| e > to)
+                    || !tail_ok(b, q, span, len, generation, state)
+                {
+                    break;
+                }
                 if matches!(state, LiveState::Published | LiveState::Pending)
                     && !livemap::is_start(b, maps, q)
                 {
@@ -186,6 +196,18 @@ fn walk_part(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &
     q
 }
 
+/// Whether the LIVE entry at `s` (span `span`, length field `len`) has the tail word it needs: a
+/// published LARGE block's exact length is in its last word, written before it was published, so a
+/// tail that is not its own (a page from before the block, or damage) makes the entry unvouched.
+/// The caller checked that `s + span` lies inside the part being planned.
+fn tail_ok(b: &Backing, s: u64, span: u64, len: u64, generation: u32, state: LiveState) -> bool {
+    if len < block::LARGE_MIN || state != LiveState::Published {
+        return true;
+    }
+    let t = b.word(s + span - 8).load(Ordering::Relaxed);
+    block::large_len(t, generation, len).is_some()
+}
+
 /// Writes the plan: unvouched LIVE headers become DYING (so the repair reclaims them), dropped gaps
 /// become one free run each, and the header's bump offset covers everything walked. Returns what
 /// was dropped, for the recovery report.
@@ -209,10 +231,8 @@ pub(crate) fn apply(b: &Backing, plan: &Plan) -> Vec<Dropped> {
     let free_run = |from: u64, len: u64| {
         if len >= 16 {
             b.word(from + 8).store(len, Ordering::Relaxed);
-            b.word(from).store(
-                block::free(block::fresh_gen(b, false), 0),
-                Ordering::Relaxed,
-            );
+            b.word(from)
+                .store(block::free(block::fresh_gen(b), 0), Ordering::Relaxed);
         } else {
             b.word(from).store(block::pad(len), Ordering::Relaxed);
         }

@@ -125,6 +125,13 @@ pub enum Problem {
         /// The span word.
         span: u64,
     },
+    /// A published LARGE block's tail word (its exact length, after its bytes) is not its own.
+    BadTail {
+        /// Offset of the block's header.
+        offset: u64,
+        /// The tail word.
+        word: u64,
+    },
     /// A list links to something that is not a free segment on the walk.
     ListBadNode {
         /// Size class of the list.
@@ -172,6 +179,7 @@ impl Problem {
                 offset: offset + 8,
                 word: span,
             },
+            Problem::BadTail { offset, word } => Error::Corrupt { offset, word },
             Problem::ListBadNode { offset, .. }
             | Problem::ListedTwice { offset }
             | Problem::StartMissing { offset }

@@ -38,8 +38,8 @@ pub(crate) fn walk(
                 state,
                 readers,
             } => {
-                // parena writes only odd generations in LIVE words.
-                if len == 0 || generation % 2 == 0 {
+                // parena never writes generation 0 or length 0 in a LIVE word.
+                if len == 0 || generation == 0 {
                     return Err(Problem::BadHeader { offset: p, word: w });
                 }
                 Region::Live {
@@ -80,6 +80,35 @@ pub(crate) fn walk(
                 limit: bump,
             });
         }
+        let e = match e {
+            // A published LARGE block's exact length is in its tail word, written before it was
+            // published. (A block not yet published may not have one yet: recovery reclaims it.)
+            Region::Live {
+                off,
+                len,
+                generation,
+                state: state @ LiveState::Published,
+                readers,
+            } if len >= block::LARGE_MIN => {
+                let t = b.word(off + span - 8).load(Ordering::Relaxed);
+                match block::large_len(t, generation, len) {
+                    Some(len) => Region::Live {
+                        off,
+                        len,
+                        generation,
+                        state,
+                        readers,
+                    },
+                    None => {
+                        return Err(Problem::BadTail {
+                            offset: off,
+                            word: t,
+                        })
+                    }
+                }
+            }
+            e => e,
+        };
         f(e);
         p += span;
     }

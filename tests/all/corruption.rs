@@ -197,26 +197,29 @@ fn heap_walk_recovers_from_a_dirty_image() {
     );
 }
 
-/// A file of the previous format version (1: no live map, no meta slots) is refused with
-/// `Error::Version`, writable or read-only, and left byte-for-byte as it was.
+/// A file of an earlier format version (1: no live map, no meta slots; 2: 24-bit generations, a
+/// 29-bit length in the LIVE word) is refused with `Error::Version`, writable or read-only, and
+/// left byte-for-byte as it was.
 #[test]
 #[cfg_attr(miri, ignore = "maps files")]
 fn an_older_format_version_is_refused_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v1");
-    build(&path);
-    poke(&path, 8, (peek(&path, 8) & !0xffff_ffff) | 1);
-    let before = file_hash(&path);
-    for o in [Options::new(), Options::new().read_only(true)] {
-        match open(o, &path) {
-            Err(Error::Version { expected, found }) => {
-                assert_eq!((expected, found), (parena::FORMAT_VERSION, 1));
+    assert_eq!(parena::FORMAT_VERSION, 3);
+    for version in [1u64, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("v{version}"));
+        build(&path);
+        poke(&path, 8, (peek(&path, 8) & !0xffff_ffff) | version);
+        let before = file_hash(&path);
+        for o in [Options::new(), Options::new().read_only(true)] {
+            match open(o, &path) {
+                Err(Error::Version { expected, found }) => {
+                    assert_eq!((expected, found), (parena::FORMAT_VERSION, version as u32));
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
+            assert_eq!(file_hash(&path), before, "a refused open wrote to the file");
         }
-        assert_eq!(file_hash(&path), before, "a refused open wrote to the file");
     }
-    assert_eq!(parena::FORMAT_VERSION, 2);
 }
 
 /// A heap zeroed whole (a lost write of many pages, or a stray `memset`) is never taken for an

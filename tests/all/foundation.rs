@@ -481,18 +481,23 @@ fn arena_over_4_gib() {
     let o = Options::new().capacity(cap).preallocate(false);
     let far = {
         let a = open(&o, &path).unwrap();
-        let mut last = None;
-        // Ten blocks of the largest length a block can have (512 MiB - 1): the last one starts
-        // past 4 GiB.
-        for _ in 0..10 {
-            let mut b = a.alloc(parena::MAX_BLOCK_LEN as usize).unwrap();
-            let n = b.len();
-            b[n - 8..].copy_from_slice(b"far away");
-            last = Some(b.into_handle());
-        }
-        let h = last.unwrap();
+        // The longest block there can be (4 GiB - 4 KiB - 16), then a 512 MiB block past 4 GiB.
+        let mut b = a.alloc(parena::MAX_BLOCK_LEN as usize).unwrap();
+        assert_eq!(b.len() as u64, parena::MAX_BLOCK_LEN);
+        let n = b.len();
+        b[n - 8..].copy_from_slice(b"far away");
+        let huge = b.into_handle();
+        assert_eq!(a.len_of(huge).unwrap() as u64, parena::MAX_BLOCK_LEN);
+        assert!(matches!(
+            a.alloc(parena::MAX_BLOCK_LEN as usize + 1),
+            Err(Error::TooLarge { .. })
+        ));
+        let mut b = a.alloc(512 << 20).unwrap();
+        b[(512 << 20) - 8..].copy_from_slice(b"far away");
+        let h = b.into_handle();
         assert!(h.offset() > 4 << 30, "last block at {}", h.offset());
         a.set_root(0, h.to_u64()).unwrap();
+        a.set_root(1, huge.to_u64()).unwrap();
         h
     };
     let a = open(&Options::new(), &path).unwrap();
@@ -500,7 +505,10 @@ fn arena_over_4_gib() {
     let h = parena::Handle::from_u64(a.root(0));
     assert_eq!(h, far);
     let mut buf = [0u8; 8];
-    a.read(h, parena::MAX_BLOCK_LEN as usize - 8, &mut buf)
+    a.read(h, (512 << 20) - 8, &mut buf).unwrap();
+    assert_eq!(&buf, b"far away");
+    let huge = parena::Handle::from_u64(a.root(1));
+    a.read(huge, parena::MAX_BLOCK_LEN as usize - 8, &mut buf)
         .unwrap();
     assert_eq!(&buf, b"far away");
 }
