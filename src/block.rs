@@ -496,12 +496,11 @@ pub(crate) fn fresh_gen_batch(b: &Backing, n: u64) -> u64 {
     b.word(OFF_GEN_SEED).fetch_add(n, Ordering::Relaxed)
 }
 
-/// The generation that counter value `s` stands for: its low 32 bits, 0 read as 1.
+/// The generation that counter value `s` stands for: `s mod (2^32 - 1)`, plus one. Consecutive
+/// counter values give every nonzero 32-bit generation once per cycle of `2^32 - 1`, so a value
+/// comes back only after all the others were minted.
 pub(crate) fn gen_of_seed(s: u64) -> u32 {
-    match (s & GEN_MASK) as u32 {
-        0 => 1,
-        g => g,
-    }
+    (s % GEN_MASK) as u32 + 1
 }
 
 #[cfg(test)]
@@ -698,10 +697,15 @@ mod tests {
         assert_eq!(next_gen(GEN_MASK as u32 - 1), GEN_MASK as u32);
         assert_eq!(next_gen(GEN_MASK as u32), 1);
         assert_eq!(gen_of_seed(0), 1);
-        assert_eq!(gen_of_seed(2), 2);
-        assert_eq!(gen_of_seed(GEN_MASK), GEN_MASK as u32);
-        assert_eq!(gen_of_seed(GEN_MASK + 1), 1);
-        assert_eq!(gen_of_seed(GEN_MASK + 5), 4);
+        assert_eq!(gen_of_seed(2), 3);
+        assert_eq!(gen_of_seed(GEN_MASK - 1), GEN_MASK as u32);
+        assert_eq!(gen_of_seed(GEN_MASK), 1);
+        assert_eq!(gen_of_seed(u64::MAX), (u64::MAX % GEN_MASK) as u32 + 1);
+        // A whole cycle around a boundary of the counter's low 32 bits: no generation twice.
+        let mut seen = std::collections::HashSet::new();
+        for s in (1u64 << 32) - 5..(1 << 32) + 5 {
+            assert!(seen.insert(gen_of_seed(s)), "counter {s}");
+        }
     }
 
     #[test]

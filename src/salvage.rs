@@ -475,8 +475,8 @@ impl Source {
     }
 
     /// A generation counter at or past the damaged file's (header and meta slots) and past every
-    /// generation in `seen` (generations are 32 bits; the counter's value `s` stands for
-    /// generation `s mod 2^32`, so the counter is moved past each within its current cycle).
+    /// generation in `seen` (the counter's value `s` stands for generation
+    /// `s mod (2^32 - 1) + 1`, so the counter is moved past each within its current cycle).
     fn next_seed(&self, seen: &[u32]) -> u64 {
         let mut seed = [Some(self.raw.gen_seed), self.meta.map(|m| m.gen_seed)]
             .into_iter()
@@ -484,8 +484,8 @@ impl Source {
             .max()
             .unwrap_or(0)
             .saturating_add(1);
-        for &g in seen {
-            let at = (seed & !GEN_MASK) | u64::from(g);
+        for &g in seen.iter().filter(|&&g| g != 0) {
+            let at = seed / GEN_MASK * GEN_MASK + u64::from(g) - 1;
             if at >= seed {
                 seed = at.saturating_add(1);
             }

@@ -17,6 +17,7 @@ mod engine;
 mod foundation;
 mod handles;
 mod inventory;
+mod large;
 mod model;
 mod options_ext;
 mod powercut;

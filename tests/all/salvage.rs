@@ -268,8 +268,7 @@ fn flip_gen(img: &mut [u8], o: &Original) -> Vec<(u64, u64)> {
     let blocks = by_offset(o);
     let (a, _) = blocks[blocks.len() / 4];
     let (b, _) = blocks[blocks.len() / 5];
-    // One flip keeps the generation odd (undetectable: the block is saved under the new
-    // generation), one makes it even (never written by parena: refused).
+    // Two flips in the generation field (bits 24..56 of a LIVE word): each breaks the check code.
     xor_word(img, a, 1 << 35);
     xor_word(img, b, 1 << 32);
     vec![(a, 8), (b, 8)]

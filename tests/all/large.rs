@@ -1,0 +1,274 @@
+//! LARGE blocks (1 MiB and more): the header keeps their span in 4 KiB units, and the exact length
+//! lives in a tail word after the user bytes (docs/format.md). Everything a small block does, a
+//! LARGE block does the same way: exact lengths, frees and reuse, reopen, the allocator interface,
+//! and a tail word that is not the block's own is damage, reported and never read past.
+
+use crate::util::{check, file_hash, fill};
+use parena::{Arena, Error, Freelist, Handle, Options};
+use std::path::Path;
+
+const MIB: usize = 1 << 20;
+
+fn open(path: &Path) -> Result<Arena, Error> {
+    // SAFETY: a test's private file in a private directory; nothing else maps or changes it.
+    unsafe {
+        Options::new()
+            .capacity(32 << 20)
+            .freelist(Freelist::Pessimistic)
+            .map_file(path)
+    }
+}
+
+/// Lengths on both sides of the LARGE boundary and of a 4 KiB unit.
+const LENS: [usize; 6] = [
+    MIB - 1,
+    MIB,
+    MIB + 1,
+    MIB + 4079,
+    MIB + 4080,
+    3 * MIB + 12_345,
+];
+
+#[test]
+#[cfg_attr(miri, ignore = "fills 9 MiB; `one_large_block` is the Miri case")]
+fn large_blocks_keep_their_exact_length() {
+    let mut arena = Options::new().capacity(64 << 20).heap().unwrap();
+    let hs: Vec<(Handle, usize)> = LENS
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| (fill(&arena, len, i as u8 + 1), len))
+        .collect();
+    for (i, &(h, len)) in hs.iter().enumerate() {
+        assert_eq!(arena.len_of(h).unwrap(), len);
+        assert_eq!(arena.read_with(h, <[u8]>::len).unwrap(), len);
+        check(&arena, h, len, i as u8 + 1);
+        // One byte past the end is out of bounds, as for any block.
+        let mut one = [0u8; 1];
+        assert!(matches!(
+            arena.read(h, len, &mut one),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert!(arena.contains(h));
+    }
+    let s = arena.stats();
+    assert_eq!(s.live_bytes, LENS.iter().sum::<usize>() as u64);
+    assert!(arena.verify().unwrap().is_clean());
+    for &(h, _) in &hs {
+        arena.free(h).unwrap();
+        assert!(matches!(
+            arena.free(h),
+            Err(Error::DoubleFree { .. } | Error::Stale { .. })
+        ));
+        assert!(arena.read_with(h, |_| ()).is_err());
+        assert!(arena.len_of(h).is_err());
+    }
+    assert_eq!(arena.stats().live_bytes, 0);
+    assert!(arena.verify().unwrap().is_clean());
+}
+
+/// One LARGE block through the block API, small enough for Miri: the tail word is read under a
+/// pin (`read_with`, `len_of`) and under `get`'s contract.
+#[test]
+fn one_large_block() {
+    let mut arena = Options::new().capacity(4 << 20).heap().unwrap();
+    let len = MIB + 9;
+    let mut b = arena.alloc(len).unwrap();
+    b.fill(7);
+    let h = b.into_handle();
+    assert_eq!(arena.len_of(h).unwrap(), len);
+    assert_eq!(
+        arena.read_with(h, |b| (b.len(), b[len - 1])).unwrap(),
+        (len, 7)
+    );
+    // SAFETY: nothing frees or writes `h` while `bytes` lives.
+    let bytes = unsafe { arena.get(h).unwrap() };
+    assert_eq!(bytes.len(), len);
+    arena.free(h).unwrap();
+    assert!(arena.len_of(h).is_err());
+    assert!(arena.verify().unwrap().is_clean());
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "fills 8 MiB")]
+fn a_freed_large_block_is_reused_and_its_stale_handle_refused() {
+    let mut arena = Options::new()
+        .capacity(8 << 20)
+        .freelist(Freelist::Pessimistic)
+        .heap()
+        .unwrap();
+    let a = fill(&arena, 2 * MIB, 1);
+    let keep = fill(&arena, 100, 2);
+    arena.free(a).unwrap();
+    // Use up the main memory (not the free lists) so the next LARGE block comes from the lists.
+    while arena.stats().remaining > 2 * MIB as u64 {
+        drop(arena.alloc(MIB / 2).unwrap());
+    }
+    let b = fill(&arena, 2 * MIB - 3, 3);
+    assert_eq!(b.offset(), a.offset(), "reused from the free list");
+    assert!(
+        arena.read_with(a, |_| ()).is_err(),
+        "the stale handle reads"
+    );
+    assert_eq!(arena.len_of(b).unwrap(), 2 * MIB - 3);
+    check(&arena, b, 2 * MIB - 3, 3);
+    check(&arena, keep, 100, 2);
+    assert!(arena.verify().unwrap().is_clean());
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
+fn large_blocks_survive_reopen_and_a_read_only_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a");
+    let hs: Vec<(Handle, usize)> = {
+        let a = open(&path).unwrap();
+        let hs = LENS
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (fill(&a, len, i as u8 + 1), len))
+            .collect();
+        a.close().unwrap();
+        hs
+    };
+    for read_only in [false, true] {
+        // SAFETY: as in `open`.
+        let a = unsafe { Options::new().read_only(read_only).map_file(&path).unwrap() };
+        for (i, &(h, len)) in hs.iter().enumerate() {
+            assert_eq!(a.len_of(h).unwrap(), len);
+            check(&a, h, len, i as u8 + 1);
+        }
+    }
+}
+
+/// The tail word of a published LARGE block, found by its span (header, bytes and tail, rounded up
+/// to 4 KiB).
+fn tail_at(h: Handle, len: usize) -> u64 {
+    let span = (len as u64 + 16).div_ceil(4096) * 4096;
+    h.offset() - 8 + span - 8
+}
+
+fn xor_word(path: &Path, at: u64, bits: u64) {
+    let mut img = std::fs::read(path).unwrap();
+    let at = at as usize;
+    let w = u64::from_le_bytes(img[at..at + 8].try_into().unwrap()) ^ bits;
+    img[at..at + 8].copy_from_slice(&w.to_le_bytes());
+    std::fs::write(path, img).unwrap();
+}
+
+/// A tail word that is not the block's own (damage in a clean file): reading the block is
+/// `Error::Corrupt`, never a slice of another length; `verify()` names it; the other blocks are
+/// untouched.
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
+fn a_damaged_tail_is_corrupt_never_a_wrong_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a");
+    let (big, small, len) = {
+        let a = open(&path).unwrap();
+        let big = fill(&a, 2 * MIB + 7, 5);
+        let small = fill(&a, 64, 6);
+        a.close().unwrap();
+        (big, small, 2 * MIB + 7)
+    };
+    // The length grows by 8: the block would reach its own tail word.
+    xor_word(&path, tail_at(big, len), 8);
+    let mut a = open(&path).unwrap();
+    assert!(matches!(
+        a.read_with(big, |_| ()),
+        Err(Error::Corrupt { .. })
+    ));
+    assert!(matches!(a.len_of(big), Err(Error::Corrupt { .. })));
+    check(&a, small, 64, 6);
+    let r = a.verify().unwrap();
+    assert!(
+        r.problems.iter().any(
+            |p| matches!(p, parena::Problem::BadTail { offset, .. } if *offset == big.offset() - 8)
+        ),
+        "{:?}",
+        r.problems
+    );
+}
+
+/// A LARGE block published after the last flush, whose tail word the disk did not keep (a power
+/// cut that kept the header's page and not the tail's): recovery drops it and says so, and keeps
+/// every flushed block.
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
+fn a_large_block_without_its_tail_is_dropped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a");
+    let a = open(&path).unwrap();
+    let kept = fill(&a, MIB + 100, 1);
+    let small = fill(&a, 300, 2);
+    a.flush().unwrap();
+    let late = fill(&a, 2 * MIB, 3);
+    a.flush_range(0, 0).ok();
+    let mut img = std::fs::read(&path).unwrap();
+    drop(a);
+    let at = tail_at(late, 2 * MIB) as usize;
+    img[at..at + 8].fill(0);
+    std::fs::write(&path, &img).unwrap();
+    let a = open(&path).unwrap();
+    let report = a
+        .recovery_report()
+        .expect("a dirty file is recovered")
+        .clone();
+    assert!(!report.is_clean(), "{report:?}");
+    assert!(
+        report
+            .dropped
+            .iter()
+            .any(|d| d.offset <= late.offset() - 8 && late.offset() < d.offset + d.len),
+        "{report:?}"
+    );
+    assert!(a.read_with(late, |_| ()).is_err());
+    check(&a, kept, MIB + 100, 1);
+    check(&a, small, 300, 2);
+}
+
+/// A write past the tail's place is not possible through the safe API, and a refused open of a
+/// damaged tail in a dirty file leaves the file as it was.
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
+fn the_block_api_never_reaches_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a");
+    let a = open(&path).unwrap();
+    let len = MIB + 1;
+    let mut b = a.alloc(len).unwrap();
+    assert_eq!(b.len(), len);
+    b.fill(0xff);
+    let h = b.into_handle();
+    // SAFETY: nothing else references the block.
+    let bytes = unsafe { a.get_mut(h).unwrap() };
+    assert_eq!(bytes.len(), len);
+    bytes.fill(0xee);
+    assert_eq!(a.len_of(h).unwrap(), len);
+    a.close().unwrap();
+    let before = file_hash(&path);
+    let a = open(&path).unwrap();
+    assert_eq!(a.len_of(h).unwrap(), len);
+    drop(a);
+    assert_ne!(
+        file_hash(&path),
+        before,
+        "a writable open marks the file dirty"
+    );
+}
+
+#[cfg(feature = "allocator-api2")]
+#[test]
+#[cfg_attr(miri, ignore = "pushes 3 MiB")]
+fn allocator_vectors_grow_past_the_large_boundary() {
+    let mut arena = Options::new().capacity(32 << 20).heap().unwrap();
+    let mut v: allocator_api2::vec::Vec<u64, &Arena> = allocator_api2::vec::Vec::new_in(&arena);
+    for i in 0..(3 * MIB / 8) as u64 {
+        v.push(i);
+    }
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64));
+    v.truncate(10);
+    v.shrink_to_fit();
+    assert_eq!(v[9], 9);
+    drop(v);
+    assert!(arena.verify().unwrap().is_clean());
+}
