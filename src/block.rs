@@ -272,6 +272,18 @@ pub(crate) const fn live_generation(w: u64) -> u32 {
     ((w >> LIVE_GEN_SHIFT) & GEN_MASK) as u32
 }
 
+/// [`live`] for a block shorter than [`LARGE_MIN`] (the allocation fast path: no test of the
+/// length).
+#[inline]
+pub(crate) const fn live_small(len: u64, generation: u32, state: LiveState, readers: u64) -> u64 {
+    debug_assert!(len > 0 && len < LARGE_MIN && readers <= MAX_READERS);
+    let covered = (KIND_LIVE << KIND_SHIFT) | ((generation as u64) << LIVE_GEN_SHIFT) | len;
+    let sr = (state as u64) | (readers << 2);
+    covered
+        | (((covered.wrapping_mul(CHECK_K) >> 61) ^ sr_code(sr)) << LIVE_CHECK_SHIFT)
+        | (sr << STATE_SHIFT)
+}
+
 /// [`live`] for a block of the allocator interfaces (FOREIGN set, covered by the check code).
 #[inline]
 pub(crate) const fn live_foreign(len: u64, generation: u32, state: LiveState, readers: u64) -> u64 {
@@ -373,6 +385,15 @@ impl Header {
             self.0,
             ((self.0 >> STATE_SHIFT) & STATE_MASK) | (readers << 2),
         ))
+    }
+
+    /// A PENDING word with no readers (what an allocation stores), PUBLISHED: one XOR with a
+    /// constant, the check code included.
+    #[inline]
+    pub(crate) const fn published_from_pending(self) -> Header {
+        const D: u64 = LiveState::Pending as u64 ^ LiveState::Published as u64;
+        debug_assert!((self.0 >> STATE_SHIFT) & SR_MASK == LiveState::Pending as u64);
+        Header(self.0 ^ (D << STATE_SHIFT) ^ (sr_code(D) << LIVE_CHECK_SHIFT))
     }
 
     /// The same word in another state.
@@ -533,6 +554,15 @@ mod tests {
                 ] {
                     for readers in [0, 1, MAX_READERS] {
                         let w = live(exact, generation, state, readers);
+                        if exact < LARGE_MIN {
+                            assert_eq!(w, live_small(exact, generation, state, readers));
+                        }
+                        if state == LiveState::Pending && readers == 0 {
+                            assert_eq!(
+                                Header(w).published_from_pending().0,
+                                live(exact, generation, LiveState::Published, 0)
+                            );
+                        }
                         assert_eq!(is_large(w), exact >= LARGE_MIN);
                         assert_eq!(
                             crate::layout::block_span(len),

@@ -79,29 +79,46 @@ impl Arena {
         if len == 0 {
             return Err(Error::ZeroSize);
         }
-        if len > MAX_BLOCK_LEN {
-            return Err(Error::TooLarge {
-                requested: len,
-                max: MAX_BLOCK_LEN,
-            });
+        if len >= block::LARGE_MIN {
+            return self.alloc_large_len(len, align);
         }
         if inner.read_only {
             return Err(Error::ReadOnly);
         }
-        // `len <= MAX_BLOCK_LEN`: the span is representable.
-        let span = block_span(len).unwrap_or(u64::MAX);
+        let span = len.div_ceil(WORD) * WORD + WORD;
         let (hdr, word) = with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
             inner.alloc_in(cell, len, span, align)
         })?;
-        if len >= block::LARGE_MIN {
-            // A LARGE block's exact length goes in its tail word, before the block is published
-            // (the Release of BlockMut's drop or `publish_foreign` orders it).
-            let generation = block::live_generation(word);
-            inner
-                .mem
-                .word(hdr + span - WORD)
-                .store(block::large_tail(len, generation), Ordering::Relaxed);
+        Ok(BlockMut {
+            inner,
+            hdr,
+            len,
+            word,
+        })
+    }
+    /// [`Arena::alloc_aligned`] of a LARGE block (1 MiB or more): its span is rounded up to 4 KiB
+    /// and its exact length goes in its tail word, the span's last, before the block is published
+    /// (the Release of BlockMut's drop or `publish_foreign` orders it).
+    #[cold]
+    #[inline(never)]
+    fn alloc_large_len(&self, len: u64, align: u64) -> Result<BlockMut<'_>, Error> {
+        let inner = &*self.inner;
+        let Some(span) = block_span(len).filter(|_| len <= MAX_BLOCK_LEN) else {
+            return Err(Error::TooLarge {
+                requested: len,
+                max: MAX_BLOCK_LEN,
+            });
+        };
+        if inner.read_only {
+            return Err(Error::ReadOnly);
         }
+        let (hdr, word) = with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
+            inner.alloc_in(cell, len, span, align)
+        })?;
+        inner.mem.word(hdr + span - WORD).store(
+            block::large_tail(len, block::live_generation(word)),
+            Ordering::Relaxed,
+        );
         Ok(BlockMut {
             inner,
             hdr,
@@ -143,7 +160,8 @@ impl Inner {
                 // SAFETY: `cur` is 8-aligned (chunk starts and spans are) and
                 // `cur + 8 <= cur + span <= end <= heap_end`, inside the backing.
                 let w = unsafe { self.mem.word_unchecked(cur) };
-                let word = block::live(len, generation, LiveState::Pending, 0);
+                // A chunk holds at most 1 MiB, so a block bumped in one is never LARGE.
+                let word = block::live_small(len, generation, LiveState::Pending, 0);
                 w.store(word, Ordering::Relaxed);
                 cell.cur.store(cur + span, Ordering::Relaxed);
                 bump_counter(&cell.counters.allocs, 1);

@@ -84,10 +84,11 @@ impl Drop for BlockMut<'_> {
         // `hdr + 8 <= hdr + span <= capacity`, the backing's length.
         let w = unsafe { self.inner.mem.word_unchecked(self.hdr) };
         // Release: the bytes written through this BlockMut happen before any `read`, `get` or
-        // `free` that observes PUBLISHED (their Acquire). The check code does not cover the
-        // state, so the PENDING word with its state changed is the PUBLISHED word.
+        // `free` that observes PUBLISHED (their Acquire). `word` is the PENDING word the
+        // allocation stored (no readers: nothing pins a pending block), so the PUBLISHED word is
+        // it XOR a constant.
         w.store(
-            block::Header(self.word).with_state(LiveState::Published).0,
+            block::Header(self.word).published_from_pending().0,
             Ordering::Release,
         );
     }
