@@ -19,17 +19,21 @@
 //! all 64 bits zero: GAP, nothing was ever allocated from here to the next chunk boundary
 //! ```
 //!
-//! `check` is a 3-bit code over every other bit of the word except a LIVE word's `state` and
-//! `readers` (which pins and publishes change): the top three bits of `covered * K` for a constant
-//! `K` none of whose 3-bit windows is `000` or `111`, so any single flipped bit of the covered bits or
-//! of the code makes the word invalid (`decode` gives `Bad`), and a random word passes with
-//! probability 1/8. A flipped kind bit changes which bits are covered and is caught by the code with
-//! probability 7/8, and otherwise by the heap walk against the start map.
+//! `check` is a 3-bit code over every other bit of the word: the top three bits of `covered * K`
+//! (`covered`: the word without its code and, in a LIVE word, without `state` and `readers`) for a
+//! constant `K` none of whose 3-bit windows is `000` or `111`, XORed in a LIVE word with a linear
+//! code of `state` and `readers` ([`sr_code`]), so a publish or a pin updates the code without the
+//! multiply. Any single flipped bit below the kind bits makes the word invalid (`decode` gives
+//! `Bad`), and a random word passes with probability 1/8. A flipped kind bit changes which bits are
+//! covered and is caught by the code with probability 7/8, and otherwise by the heap walk against
+//! the start map.
 //!
 //! A FREE segment keeps its span (bytes, header included) in the word after the header; the
 //! lock-free list reads only header words of nodes it does not own, so it never reads memory a
-//! user may be writing. A LIVE block's span is `8 + round_up(len, 8)`.
-//!
+//! user may be writing. A LIVE block's span is `8 + round_up(len, 8)` below 1 MiB; from 1 MiB a
+//! block is LARGE: the length field holds its span in 4 KiB units, and its exact length is in its
+//! span's last word (the tail: [`large_tail`]).
+
 //! `F` (bit 61) marks a block of the allocator interfaces (`FOREIGN`): handles never reach it.
 //!
 //! LIVE states: `PUBLISHED` (readable and freeable), `PENDING` (a [`crate::BlockMut`] is out),

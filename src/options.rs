@@ -77,7 +77,7 @@ impl Options {
     /// which is refused with [`Error::Shrink`].
     ///
     /// Without it, a new arena gets [`DEFAULT_CAPACITY`] and a reopened file keeps the capacity
-    /// in its header: a reopen never grows a file to the default. The largest capacity is 2 TiB.
+    /// in its header: a reopen never grows a file to the default. The largest capacity is 32 GiB.
     pub fn capacity(mut self, bytes: u64) -> Options {
         self.capacity = Some(bytes);
         self

@@ -1,9 +1,10 @@
 //! Power cuts on real file maps, from two churning threads: the acceptance test of the power-cut
 //! guarantee (docs/metadata.md).
 //!
-//! A child process churns a 4 MiB file arena from two threads (random 8–900 B blocks, about a third
-//! of the operations frees, so the bump runs out and the free lists, splits, merges and rewinds all
-//! run). Every few milliseconds it pauses both writers, calls `flush()` and copies the file (image
+//! A child process churns a 4 MiB file arena from two threads (random 8–900 B blocks, and one
+//! LARGE block of 1 MiB and more in 256, whose tail word lies pages away from its header; about a
+//! third of the operations frees, so the bump runs out and the free lists, splits, merges and
+//! rewinds all run). Every few milliseconds it pauses both writers, calls `flush()` and copies the file (image
 //! A: what the disk holds once `flush()` returned) with the list of live blocks; between flushes it
 //! also snapshots the file with the writers paused (pages at versions other than the last). It is
 //! killed with SIGKILL; the file then is the page cache at the cut. The parent builds disk images
@@ -71,7 +72,13 @@ fn child_powercut_worker() {
                         continue;
                     }
                     let seq = seed << 40 | t << 32 | i;
-                    let len = 8 + rng.below(893) as usize;
+                    // One allocation in 256 is a LARGE block (1 MiB and more): its exact length
+                    // is in a tail word at the far end of its span, pages away from its header.
+                    let len = if rng.below(256) == 0 {
+                        (1 << 20) + rng.below(3 * 4096) as usize
+                    } else {
+                        8 + rng.below(893) as usize
+                    };
                     match arena.alloc(len) {
                         Ok(mut b) => {
                             for (j, x) in b.iter_mut().enumerate() {
@@ -111,6 +118,8 @@ struct Tally {
     /// Protected blocks not readable at their handle with their bytes.
     lost: u64,
     checked: u64,
+    /// Of the blocks checked, LARGE ones (1 MiB and more).
+    large: u64,
     verify_dirty: u64,
 }
 
@@ -153,6 +162,7 @@ fn run_policy(name: &str, cuts: u64) -> (Outcome, Tally) {
                         .enumerate()
                         .all(|(i, &b)| b == record_byte(seq, i));
                 tally.checked += 1;
+                tally.large += u64::from(len >= 1 << 20);
                 if !ok {
                     tally.lost += 1;
                     let h = Handle::from_u64(h);
@@ -194,6 +204,10 @@ fn power_cuts_keep_every_flushed_block() {
         assert!(
             o.pages.older > 0,
             "{name}: no image held a page at a version between two flushes: {o:?}"
+        );
+        assert!(
+            t.large > 0,
+            "{name}: no LARGE block was protected by a flush: {t:?}"
         );
         if o.refused + t.lost + t.verify_dirty > 0 {
             failures.push(format!("{name}: {o:?} {t:?}"));
