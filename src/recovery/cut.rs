@@ -197,11 +197,13 @@ fn walk_part(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &
 }
 
 /// Whether the LIVE entry at `s` (span `span`, length field `len`) has the tail word it needs: a
-/// published LARGE block's exact length is in its last word, written before it was published, so a
-/// tail that is not its own (a page from before the block, or damage) makes the entry unvouched.
-/// The caller checked that `s + span` lies inside the part being planned.
+/// LARGE block's exact length is in its last word, written before its allocation returned, so a
+/// PUBLISHED or PENDING one (which recovery keeps) whose tail is not its own (a page from before
+/// the block, an allocation cut short between its header and its tail, or damage) is not vouched
+/// for. RESERVED and DYING blocks are reclaimed whatever their tail says. The caller checked that
+/// `s + span` lies inside the part being planned.
 fn tail_ok(b: &Backing, s: u64, span: u64, len: u64, generation: u32, state: LiveState) -> bool {
-    if len < block::LARGE_MIN || state != LiveState::Published {
+    if len < block::LARGE_MIN || !matches!(state, LiveState::Published | LiveState::Pending) {
         return true;
     }
     let t = b.word(s + span - 8).load(Ordering::Relaxed);

@@ -81,13 +81,14 @@ pub(crate) fn walk(
             });
         }
         let e = match e {
-            // A published LARGE block's exact length is in its tail word, written before it was
-            // published. (A block not yet published may not have one yet: recovery reclaims it.)
+            // A LARGE block handed out (PUBLISHED, or PENDING: its `BlockMut` was returned)
+            // has its exact length in its tail word, written before the allocation returned.
+            // (RESERVED and DYING blocks may not have one: recovery reclaims them.)
             Region::Live {
                 off,
                 len,
                 generation,
-                state: state @ LiveState::Published,
+                state: state @ (LiveState::Published | LiveState::Pending),
                 readers,
             } if len >= block::LARGE_MIN => {
                 let t = b.word(off + span - 8).load(Ordering::Relaxed);
@@ -105,6 +106,24 @@ pub(crate) fn walk(
                             word: t,
                         })
                     }
+                }
+            }
+            // A RESERVED or DYING one reports its exact length when its tail is there, its
+            // capacity otherwise.
+            Region::Live {
+                off,
+                len,
+                generation,
+                state,
+                readers,
+            } if len >= block::LARGE_MIN => {
+                let t = b.word(off + span - 8).load(Ordering::Relaxed);
+                Region::Live {
+                    off,
+                    len: block::large_len(t, generation, len).unwrap_or(len),
+                    generation,
+                    state,
+                    readers,
                 }
             }
             e => e,

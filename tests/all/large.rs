@@ -272,3 +272,75 @@ fn allocator_vectors_grow_past_the_large_boundary() {
     drop(v);
     assert!(arena.verify().unwrap().is_clean());
 }
+
+/// Salvage saves LARGE blocks at their handles with their exact lengths, and names a LARGE block
+/// whose tail word is not its own (`LostReason::BadTail`) instead of guessing its length.
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
+fn salvage_keeps_large_blocks_and_names_a_bad_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a");
+    let (good, bad, small) = {
+        let a = open(&path).unwrap();
+        let good = fill(&a, MIB + 333, 1);
+        let bad = fill(&a, 2 * MIB + 8, 2);
+        let small = fill(&a, 500, 3);
+        a.close().unwrap();
+        (good, bad, small)
+    };
+    xor_word(&path, tail_at(bad, 2 * MIB + 8), 1 << 40);
+    let fresh = dir.path().join("fresh");
+    // SAFETY: both files are this test's own; nothing else maps or changes them.
+    let report = unsafe { parena::salvage(&path, &fresh) }.unwrap();
+    let saved: Vec<(Handle, u64)> = report.saved.iter().map(|s| (s.handle, s.len)).collect();
+    assert!(saved.contains(&(good, MIB as u64 + 333)), "{saved:?}");
+    assert!(saved.contains(&(small, 500)), "{saved:?}");
+    assert!(!saved.iter().any(|&(h, _)| h == bad), "{saved:?}");
+    assert!(
+        report.lost.iter().any(|l| l.offset == bad.offset() - 8
+            && matches!(l.reason, parena::LostReason::BadTail { .. })),
+        "{:?}",
+        report.lost
+    );
+    let mut a = open(&fresh).unwrap();
+    check(&a, good, MIB + 333, 1);
+    check(&a, small, 500, 3);
+    assert_eq!(a.len_of(good).unwrap(), MIB + 333);
+    assert!(a.read_with(bad, |_| ()).is_err());
+    assert!(a.verify().unwrap().is_clean());
+}
+
+/// A crash between a LARGE allocation's header and its tail word (a PENDING block with no tail
+/// yet, or a cut that kept the header's page and not the tail's): recovery does not keep it with a
+/// length nothing vouches for; it drops it and says so, and `verify()` is clean after.
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
+fn a_pending_large_block_without_its_tail_is_dropped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a");
+    let a = open(&path).unwrap();
+    let kept = fill(&a, 4000, 1);
+    a.flush().unwrap();
+    let mut b = a.alloc(MIB + 4).unwrap();
+    b.fill(9);
+    let pending = b.handle();
+    // The image while the `BlockMut` is out: the block is PENDING.
+    let mut img = std::fs::read(&path).unwrap();
+    drop(b);
+    drop(a);
+    let at = tail_at(pending, MIB + 4) as usize;
+    img[at..at + 8].fill(0);
+    std::fs::write(&path, &img).unwrap();
+    let mut a = open(&path).unwrap();
+    let report = a.recovery_report().expect("recovered").clone();
+    assert!(
+        report
+            .dropped
+            .iter()
+            .any(|d| d.offset <= pending.offset() - 8 && pending.offset() < d.offset + d.len),
+        "{report:?}"
+    );
+    assert!(a.read_with(pending, |_| ()).is_err());
+    check(&a, kept, 4000, 1);
+    assert!(a.verify().unwrap().is_clean());
+}
