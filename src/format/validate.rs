@@ -29,7 +29,7 @@ impl RawHeader {
         h.high_water = g.data_start;
         // The generation counter starts at the arena's random id, so two arenas hand out different
         // generations from their first block on: a handle of one arena is refused by another
-        // unless their counters meet (probability about 2^-23 per handle; docs/design.md).
+        // unless their counters meet (probability about 2^-32 per handle; docs/design.md).
         h.gen_seed = g.arena_id;
         let first = Meta {
             epoch: 1,
