@@ -384,12 +384,6 @@ impl Source {
                             len: span,
                             reason: LostReason::NotLive { word: w },
                         });
-                    } else if len.is_none() {
-                        plan.lost.push(Lost {
-                            offset: p,
-                            len: span,
-                            reason: LostReason::BadTail { word: tail },
-                        });
                     } else if let Some(len) = len {
                         let by_flush_map = flushed.binary_search(&p).is_ok_and(|i| {
                             let extent = flushed.get(i + 1).copied().unwrap_or(flush_bump);
@@ -411,6 +405,12 @@ impl Source {
                                 reason: LostReason::OneRecord { word: w },
                             });
                         }
+                    } else {
+                        plan.lost.push(Lost {
+                            offset: p,
+                            len: span,
+                            reason: LostReason::BadTail { word: tail },
+                        });
                     }
                 }
                 HeaderWord::Free { generation, .. } => seen_gens.push(generation),
