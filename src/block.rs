@@ -33,7 +33,7 @@
 //! user may be writing. A LIVE block's span is `8 + round_up(len, 8)` below 1 MiB; from 1 MiB a
 //! block is LARGE: the length field holds its span in 4 KiB units, and its exact length is in its
 //! span's last word (the tail: [`large_tail`]).
-
+//!
 //! `F` (bit 61) marks a block of the allocator interfaces (`FOREIGN`): handles never reach it.
 //!
 //! LIVE states: `PUBLISHED` (readable and freeable), `PENDING` (a [`crate::BlockMut`] is out),
@@ -132,13 +132,22 @@ pub(crate) const fn large_len(t: u64, generation: u32, cap: u64) -> Option<u64> 
     let len = t & 0xffff_ffff;
     if (t >> 32) as u32 == !(len as u32) ^ generation
         && len >= LARGE_MIN
-        && len <= cap
         && large_span(len) == cap + 16
     {
         Some(len)
     } else {
         None
     }
+}
+
+/// The tail word of the LARGE block whose header is at `hdr` and whose length field says `cap`
+/// (the span's last word, `hdr + cap + 8`: 8-aligned, since a LARGE span is a multiple of 4 KiB).
+/// The caller checked that the word is LARGE and its span lies inside `b`, and keeps the block
+/// from being released while this reads.
+#[inline]
+pub(crate) fn tail_word(b: &Backing, hdr: u64, cap: u64) -> u64 {
+    debug_assert!(cap >= LARGE_MIN && (hdr + cap) % 8 == 0);
+    b.word(hdr + cap + 8).load(Ordering::Relaxed)
 }
 
 /// The bits of a word its check code covers: everything but the code itself and, in a LIVE word,
@@ -260,10 +269,16 @@ pub(crate) enum HeaderWord {
 /// LARGE_MIN`) also needs its tail word ([`large_tail`]) written before it is published.
 #[inline]
 pub(crate) const fn live(len: u64, generation: u32, state: LiveState, readers: u64) -> u64 {
-    debug_assert!(len <= MAX_BLOCK_LEN && readers <= MAX_READERS);
+    debug_assert!(len <= MAX_BLOCK_LEN);
+    live_field(len_field(len), generation, state, readers)
+}
+
+/// A LIVE word whose length field is `field`.
+#[inline]
+const fn live_field(field: u64, generation: u32, state: LiveState, readers: u64) -> u64 {
+    debug_assert!(field <= LEN_MASK && readers <= MAX_READERS);
     // The covered bits first, so the code is one multiply with no masking (the hot path).
-    let covered =
-        (KIND_LIVE << KIND_SHIFT) | ((generation as u64) << LIVE_GEN_SHIFT) | len_field(len);
+    let covered = (KIND_LIVE << KIND_SHIFT) | ((generation as u64) << LIVE_GEN_SHIFT) | field;
     let sr = (state as u64) | (readers << 2);
     covered
         | (((covered.wrapping_mul(CHECK_K) >> 61) ^ sr_code(sr)) << LIVE_CHECK_SHIFT)
@@ -280,12 +295,8 @@ pub(crate) const fn live_generation(w: u64) -> u32 {
 /// length).
 #[inline]
 pub(crate) const fn live_small(len: u64, generation: u32, state: LiveState, readers: u64) -> u64 {
-    debug_assert!(len > 0 && len < LARGE_MIN && readers <= MAX_READERS);
-    let covered = (KIND_LIVE << KIND_SHIFT) | ((generation as u64) << LIVE_GEN_SHIFT) | len;
-    let sr = (state as u64) | (readers << 2);
-    covered
-        | (((covered.wrapping_mul(CHECK_K) >> 61) ^ sr_code(sr)) << LIVE_CHECK_SHIFT)
-        | (sr << STATE_SHIFT)
+    debug_assert!(len > 0 && len < LARGE_MIN);
+    live_field(len, generation, state, readers)
 }
 
 /// [`live`] for a block of the allocator interfaces (FOREIGN set, covered by the check code).
@@ -298,7 +309,7 @@ pub(crate) const fn live_foreign(len: u64, generation: u32, state: LiveState, re
 /// A FREE header; `next` is a byte offset (multiple of 8) or 0.
 #[inline]
 pub(crate) const fn free(generation: u32, next: u64) -> u64 {
-    debug_assert!(next % 8 == 0 && next / 8 <= NEXT_MASK && (generation as u64) <= GEN_MASK);
+    debug_assert!(next % 8 == 0 && next / 8 <= NEXT_MASK);
     sealed(
         (KIND_FREE << KIND_SHIFT)
             | (((generation as u64) & FREE_GEN_MASK) << FREE_GEN_SHIFT)
@@ -339,7 +350,7 @@ pub(crate) const fn decode(w: u64) -> HeaderWord {
             };
             HeaderWord::Live {
                 len,
-                generation: ((w >> LIVE_GEN_SHIFT) & GEN_MASK) as u32,
+                generation: live_generation(w),
                 state,
                 readers: (w >> READERS_SHIFT) & MAX_READERS,
             }

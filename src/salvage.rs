@@ -372,11 +372,11 @@ impl Source {
                 } => {
                     seen_gens.push(generation);
                     // A LARGE block's exact length is in its tail word (its span's last word).
-                    let tail = self.word(p + span - 8);
-                    let len = if len >= block::LARGE_MIN {
-                        block::large_len(tail, generation, len)
+                    let (len, tail) = if len >= block::LARGE_MIN {
+                        let t = block::tail_word(&self.mem, p, len);
+                        (block::large_len(t, generation, len), t)
                     } else {
-                        Some(len)
+                        (Some(len), 0)
                     };
                     if matches!(state, LiveState::Reserved | LiveState::Dying) {
                         plan.lost.push(Lost {

@@ -369,13 +369,12 @@ impl Inner {
                 word: w,
             });
         };
-        // `check_live` checked that `hdr + len + 16`, the span's end, is inside the heap.
-        let at = hdr + len + WORD;
-        // Relaxed: the tail was stored before the Release that published the block, and the
-        // caller's header load or pin was Acquire.
-        let t = self.mem.word(at).load(Ordering::Relaxed);
+        // `check_live` checked that `hdr + len + 16`, the span's end, is inside the heap. The
+        // tail's Relaxed load: it was stored before the Release that published the block, and
+        // the caller's header load or pin was Acquire.
+        let t = block::tail_word(&self.mem, hdr, len);
         block::large_len(t, generation, len).ok_or(Error::Corrupt {
-            offset: at,
+            offset: hdr + len + WORD,
             word: t,
         })
     }

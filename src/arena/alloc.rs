@@ -291,7 +291,7 @@ impl Inner {
         self.mem.word(hdr).store(reserved, Ordering::Relaxed);
         // SAFETY: the block came off this thread's own cache: no one else references it.
         unsafe { self.mem.zero(hdr + WORD, span - WORD) };
-        // The check code does not cover the state: the same code serves the PENDING word.
+        // A change of state only: `with_state` keeps the check code right without the multiply.
         let pending = block::Header(reserved).with_state(LiveState::Pending).0;
         self.mem.word(hdr).store(pending, Ordering::Relaxed);
         bump_counter(&cell.counters.allocs, 1);
@@ -392,7 +392,7 @@ impl Inner {
         // Always a fresh generation, never `next_gen(seg.generation)`: the offset may have carried a
         // higher generation before (a chunk's rewinds advance its own), and a stale handle to
         // that block must not name this one. Fresh generations come from one counter, so every
-        // live generation is issued once (until the counter has handed out all 2^32 - 1 generations and wraps).
+        // live generation is issued once per cycle of the counter (`2^32 - 1` generations).
         let generation = self.fresh_gen();
         let reserved = block::live(len, generation, LiveState::Reserved, 0);
         if front > 0 {

@@ -95,7 +95,7 @@ impl Inner {
         // A LARGE block's length field is its capacity; the byte counters count its exact
         // length, which its tail word keeps (the block is DYING and ours: nothing else reads it).
         let bytes = if len >= block::LARGE_MIN {
-            let t = self.mem.word(hdr + len + WORD).load(Ordering::Relaxed);
+            let t = block::tail_word(&self.mem, hdr, len);
             block::large_len(t, generation, len).unwrap_or(len)
         } else {
             len

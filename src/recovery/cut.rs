@@ -87,7 +87,7 @@ pub(crate) fn plan(b: &Backing, g: &Geometry, capacity: u64) -> Result<Plan, Err
             // A LIVE generation is never 0: a 0 is a damaged word.
             if let Some(span) = block_span(len).filter(|_| len > 0 && generation != 0) {
                 if s.checked_add(span).is_some_and(|e| e <= extent)
-                    && tail_ok(b, s, span, len, generation, state)
+                    && tail_ok(b, s, len, generation, state)
                 {
                     fixed.push((s, span));
                 }
@@ -164,7 +164,7 @@ fn walk_part(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &
                     break;
                 };
                 if q.checked_add(span).is_none_or(|e| e > to)
-                    || !tail_ok(b, q, span, len, generation, state)
+                    || !tail_ok(b, q, len, generation, state)
                 {
                     break;
                 }
@@ -196,18 +196,17 @@ fn walk_part(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &
     q
 }
 
-/// Whether the LIVE entry at `s` (span `span`, length field `len`) has the tail word it needs: a
+/// Whether the LIVE entry at `s` (length field `len`) has the tail word it needs: a
 /// LARGE block's exact length is in its last word, written before its allocation returned, so a
 /// PUBLISHED or PENDING one (which recovery keeps) whose tail is not its own (a page from before
 /// the block, an allocation cut short between its header and its tail, or damage) is not vouched
 /// for. RESERVED and DYING blocks are reclaimed whatever their tail says. The caller checked that
-/// `s + span` lies inside the part being planned.
-fn tail_ok(b: &Backing, s: u64, span: u64, len: u64, generation: u32, state: LiveState) -> bool {
+/// the entry's span lies inside the part being planned.
+fn tail_ok(b: &Backing, s: u64, len: u64, generation: u32, state: LiveState) -> bool {
     if len < block::LARGE_MIN || !matches!(state, LiveState::Published | LiveState::Pending) {
         return true;
     }
-    let t = b.word(s + span - 8).load(Ordering::Relaxed);
-    block::large_len(t, generation, len).is_some()
+    block::large_len(block::tail_word(b, s, len), generation, len).is_some()
 }
 
 /// Writes the plan: unvouched LIVE headers become DYING (so the repair reclaims them), dropped gaps

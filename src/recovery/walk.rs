@@ -81,35 +81,10 @@ pub(crate) fn walk(
             });
         }
         let e = match e {
-            // A LARGE block handed out (PUBLISHED, or PENDING: its `BlockMut` was returned)
-            // has its exact length in its tail word, written before the allocation returned.
-            // (RESERVED and DYING blocks may not have one: recovery reclaims them.)
-            Region::Live {
-                off,
-                len,
-                generation,
-                state: state @ (LiveState::Published | LiveState::Pending),
-                readers,
-            } if len >= block::LARGE_MIN => {
-                let t = b.word(off + span - 8).load(Ordering::Relaxed);
-                match block::large_len(t, generation, len) {
-                    Some(len) => Region::Live {
-                        off,
-                        len,
-                        generation,
-                        state,
-                        readers,
-                    },
-                    None => {
-                        return Err(Problem::BadTail {
-                            offset: off,
-                            word: t,
-                        })
-                    }
-                }
-            }
-            // A RESERVED or DYING one reports its exact length when its tail is there, its
-            // capacity otherwise.
+            // A LARGE block handed out (PUBLISHED, or PENDING: its `BlockMut` was returned) has
+            // its exact length in its tail word, written before the allocation returned; a
+            // RESERVED or DYING one may not have it yet (recovery reclaims it): it reports its
+            // exact length when the tail is there, its capacity otherwise.
             Region::Live {
                 off,
                 len,
@@ -117,10 +92,17 @@ pub(crate) fn walk(
                 state,
                 readers,
             } if len >= block::LARGE_MIN => {
-                let t = b.word(off + span - 8).load(Ordering::Relaxed);
+                let t = block::tail_word(b, off, len);
+                let exact = block::large_len(t, generation, len);
+                if exact.is_none() && matches!(state, LiveState::Published | LiveState::Pending) {
+                    return Err(Problem::BadTail {
+                        offset: off,
+                        word: t,
+                    });
+                }
                 Region::Live {
                     off,
-                    len: block::large_len(t, generation, len).unwrap_or(len),
+                    len: exact.unwrap_or(len),
                     generation,
                     state,
                     readers,
