@@ -20,6 +20,7 @@ mod inventory;
 mod large;
 mod model;
 mod options_ext;
+mod passes;
 mod powercut;
 mod powercut_engine;
 mod powerloss;
