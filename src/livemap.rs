@@ -229,17 +229,77 @@ pub(crate) fn copy_to_flushed(mem: &Backing, m: &MapGeom, which: u64, from: u64,
     stored
 }
 
-/// Rewrites the live map from scratch: every bit clear, then one set per start `starts` yields.
-/// Exclusive passes only (recovery, `compact`, `clear`).
-pub(crate) fn rebuild(mem: &Backing, m: &MapGeom, starts: impl IntoIterator<Item = u64>) {
-    for i in 0..2 * m.words {
-        let w = mem.word(m.base + i * WORD);
-        if w.load(Ordering::Relaxed) != 0 {
-            w.store(0, Ordering::Relaxed);
+/// An exclusive pass's rewrite of the start map to a target given in offset order
+/// (docs/metadata.md, section 7, "Exclusive passes"): for each word `i` in turn, `T_i` is
+/// gathered from [`Retarget::start`], then the owner map's word is stored as `T_i ^ B_i`, once, and
+/// only when it changes. The shared map `B` is never written, so every version of every word —
+/// after a `kill -9` between two stores, or with any mix of map pages at old and new versions
+/// after a power cut — reads every bit the target and the old map agree on, and in particular
+/// the start of every block the pass keeps.
+///
+/// The one writer of start-map words in an exclusive pass (recovery, `compact`, `clear`,
+/// growth). [`Retarget::finish`] must be called (every word past the last start gets an empty
+/// target); dropping it unfinished leaves the words not reached as they were.
+pub(crate) struct Retarget<'a> {
+    mem: &'a Backing,
+    m: MapGeom,
+    /// The word being gathered.
+    word: u64,
+    /// Its target bits so far.
+    bits: u64,
+}
+
+impl<'a> Retarget<'a> {
+    /// Starts a rewrite of the start map of `m` (the caller has the arena exclusively).
+    pub(crate) fn new(mem: &'a Backing, m: &MapGeom) -> Retarget<'a> {
+        Retarget {
+            mem,
+            m: *m,
+            word: 0,
+            bits: 0,
         }
     }
-    for s in starts {
-        owner_toggle(mem, m, s);
+
+    /// An entry starts at `off` in the target. Offsets come in increasing order.
+    pub(crate) fn start(&mut self, off: u64) {
+        let i = off / WORD_COVERS;
+        debug_assert!(i >= self.word, "starts out of order");
+        while self.word < i {
+            self.store();
+        }
+        self.bits |= bit_of(off);
+    }
+
+    /// Every word `i` of `words` is target word `i` (for a growth, which moves the map whole).
+    pub(crate) fn words(&mut self, words: &[u64]) {
+        debug_assert_eq!(self.word, 0);
+        for &w in words {
+            self.bits = w;
+            self.store();
+        }
+    }
+
+    /// Stores the remaining words (their targets empty).
+    pub(crate) fn finish(mut self) {
+        while self.word < self.m.words {
+            self.store();
+        }
+    }
+
+    /// Stores the gathered word and moves to the next.
+    fn store(&mut self) {
+        let i = self.word;
+        let shared = self
+            .mem
+            .word(self.m.base + (self.m.words + i) * WORD)
+            .load(Ordering::Relaxed);
+        let owner = self.mem.word(self.m.base + i * WORD);
+        let want = self.bits ^ shared;
+        if owner.load(Ordering::Relaxed) != want {
+            owner.store(want, Ordering::Relaxed);
+        }
+        self.word += 1;
+        self.bits = 0;
     }
 }
 
@@ -248,17 +308,6 @@ pub(crate) fn live_words(mem: &Backing, m: &MapGeom, end: u64) -> Vec<u64> {
     (0..end.div_ceil(WORD_COVERS))
         .map(|i| live_word(mem, m, i))
         .collect()
-}
-
-/// Sets the live map to `words` (from word 0 on; the rest clear). Exclusive passes only.
-pub(crate) fn set_live_words(mem: &Backing, m: &MapGeom, words: &[u64]) {
-    rebuild(mem, m, []);
-    for (i, &w) in words.iter().enumerate() {
-        if w != 0 {
-            mem.word(m.base + i as u64 * WORD)
-                .store(w, Ordering::Relaxed);
-        }
-    }
 }
 
 /// The starts in `from..to`, in order, by walking the start map.
@@ -314,25 +363,73 @@ pub(crate) fn flush_layout(
         mem.flush(off, len)?;
     }
     mem.flush(0, data_start)?;
-    let (slot, epoch, map) = match newest_meta(mem) {
-        Some((slot, meta)) => (1 - slot, meta.epoch + 1, 1 - meta.map),
-        None => (0, 1, 0),
-    };
+    let (slot, epoch, map) = next_slot(mem);
     let stored = copy_to_flushed(mem, m, map, data_start, bump);
     let (off, len) = m.flushed_range(map, bump);
     mem.flush(off, len)?;
+    commit_meta(mem, slot, epoch, map, capacity, bump, word(OFF_DISCARDED))?;
+    Ok(stored)
+}
+
+/// `clear()`'s durable part (docs/metadata.md, section 7, row n): the flush map the newest meta
+/// slot does not name, emptied over the old heap `data_start..old_bump`, then a meta slot naming
+/// it with the bump offset at `data_start`. The caller has stored the header's bump offset
+/// (`data_start`) and has not changed the heap or the start map yet: a cut before the slot is
+/// durable leaves the previous layout whole, one after it the empty layout.
+pub(crate) fn flush_empty_layout(
+    mem: &Backing,
+    m: &MapGeom,
+    data_start: u64,
+    old_bump: u64,
+    capacity: u64,
+) -> Result<(), Error> {
+    if !mem.durable() {
+        return Ok(());
+    }
+    let (slot, epoch, map) = next_slot(mem);
+    for i in data_start / WORD_COVERS..old_bump.div_ceil(WORD_COVERS) {
+        let f = mem.word(m.flushed_word_at(map, i));
+        if f.load(Ordering::Relaxed) != 0 {
+            f.store(0, Ordering::Relaxed);
+        }
+    }
+    let (off, len) = m.flushed_range(map, old_bump);
+    mem.flush(off, len)?;
+    commit_meta(mem, slot, epoch, map, capacity, data_start, 0)
+}
+
+/// The meta slot a flush writes next: `(slot, epoch, flush map)`, the ones the newest valid slot
+/// does not hold.
+fn next_slot(mem: &Backing) -> (u64, u64, u64) {
+    match newest_meta(mem) {
+        Some((slot, meta)) => (1 - slot, meta.epoch + 1, 1 - meta.map),
+        None => (0, 1, 0),
+    }
+}
+
+/// Writes meta slot `slot` naming flush map `map` with `bump` and `discarded`, and the header's
+/// other words, then makes the header page durable.
+fn commit_meta(
+    mem: &Backing,
+    slot: u64,
+    epoch: u64,
+    map: u64,
+    capacity: u64,
+    bump: u64,
+    discarded: u64,
+) -> Result<(), Error> {
+    let word = |off: u64| mem.word(off).load(Ordering::Relaxed);
     let meta = Meta {
         epoch,
         map,
         capacity,
         bump,
         high_water: word(OFF_HIGH_WATER),
-        discarded: word(OFF_DISCARDED),
+        discarded,
         gen_seed: word(OFF_GEN_SEED),
     };
     write_meta(mem, slot, &meta);
-    mem.flush(0, HEADER_SIZE)?;
-    Ok(stored)
+    mem.flush(0, HEADER_SIZE)
 }
 
 /// The newest valid meta slot: `(slot index, meta)`, or `None` when neither slot is valid.
@@ -406,7 +503,15 @@ mod tests {
         assert_eq!(copy_to_flushed(&mem, &m, 1, 0, m.base), 0);
         assert_eq!(flushed_starts_in(&mem, &m, 1, 0, m.base), vec![a, b]);
         assert!(flushed_starts_in(&mem, &m, 0, 0, m.base).is_empty());
-        rebuild(&mem, &m, [b + 8]);
+        let shared = mem.word(m.shared_word(b)).load(Ordering::Relaxed);
+        let mut t = Retarget::new(&mem, &m);
+        t.start(b + 8);
+        t.finish();
         assert_eq!(starts_in(&mem, &m, 0, m.base), vec![b + 8]);
+        assert_eq!(
+            mem.word(m.shared_word(b)).load(Ordering::Relaxed),
+            shared,
+            "a rewrite never writes the shared map"
+        );
     }
 }

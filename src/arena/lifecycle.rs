@@ -153,9 +153,9 @@ impl Arena {
     /// refused (`Stale` or `OutOfBounds`) until a new block starts at its offset; a new block there
     /// takes a generation from the arena's counter, which only moves forward.
     ///
-    /// Costs a write of the heap used so far. A file arena's clear is durable at the next
-    /// `flush()`; a crash before that recovers either the old blocks or an empty heap, never a mix
-    /// that does not walk (the bump offset is lowered before the heap is zeroed).
+    /// Costs a write of the heap used so far. A file arena's clear is durable when it returns
+    /// (one `msync` of a flush map and one of the header page); a crash or power cut during it
+    /// recovers either every block as the last flush left it or an empty heap, never a mix.
     ///
     /// ```
     /// let mut arena = parena::Options::new().capacity(1 << 20).heap()?;
@@ -167,7 +167,8 @@ impl Arena {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Shared`] if other clones exist; [`Error::ReadOnly`].
+    /// [`Error::Shared`] if other clones exist; [`Error::ReadOnly`]; [`Error::Io`] from `msync`
+    /// (then the arena is as before the call, but for chunk tails given back to the lists).
     pub fn clear(&mut self) -> Result<(), Error> {
         let inner = self.exclusive()?;
         if inner.read_only {
@@ -179,10 +180,13 @@ impl Arena {
         let bump = inner.bump();
         inner.mem.word(OFF_BUMP).store(start, Ordering::Relaxed);
         inner.mem.word(OFF_DISCARDED).store(0, Ordering::Relaxed);
+        // The empty layout is durable (one meta slot) before anything recovery reads changes, so a
+        // cut recovers the old layout whole or the empty one (docs/metadata.md, section 7, row n).
+        livemap::flush_empty_layout(&inner.mem, &inner.maps, start, bump, inner.capacity)?;
         // SAFETY: `start..bump` is the heap in use, in bounds and writable (not read-only, checked
         // above); `&mut` on the only clone means no other thread touches it.
         unsafe { inner.mem.zero(start, bump - start) };
-        livemap::rebuild(&inner.mem, &inner.maps, []);
+        livemap::Retarget::new(&inner.mem, &inner.maps).finish();
         Ok(())
     }
 

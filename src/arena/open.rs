@@ -368,7 +368,9 @@ impl Arena {
 /// one of the two capacities with its own maps whole.
 fn grow_maps(b: &Backing, g: &Geometry, old: u64, new: u64, words: &[u64]) -> Result<(), Error> {
     let maps = MapGeom::for_capacity(new);
-    livemap::set_live_words(b, &maps, words);
+    let mut target = livemap::Retarget::new(b, &maps);
+    target.words(words);
+    target.finish();
     // The old map region is heap now: below the high-water mark, so it is zeroed when taken.
     let hw = b.word(OFF_HIGH_WATER);
     hw.store(hw.load(Ordering::Relaxed).max(old), Ordering::Relaxed);

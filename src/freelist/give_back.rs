@@ -50,6 +50,27 @@ impl FreeLists {
         }
     }
 
+    /// [`FreeLists::give_back`] for an exclusive pass, which records the starts of what it writes
+    /// in its own target map (`livemap::Retarget`, docs/metadata.md section 7) instead of
+    /// toggling the shared map: writes the entry and lists it, toggles nothing. Returns the bytes
+    /// left unlisted and whether an entry now starts at `off` (nothing is written for a gap).
+    pub(crate) fn give_back_unmarked(
+        &self,
+        mem: &Backing,
+        geom: &Geometry,
+        off: u64,
+        span: u64,
+        unlisted: Unlisted,
+    ) -> (u64, bool) {
+        match self.write_entry(mem, geom, off, span, unlisted) {
+            (Prepared::List(generation), started) => {
+                self.push(mem, off, span, generation);
+                (0, started)
+            }
+            (Prepared::Discard(n), started) => (n, started),
+        }
+    }
+
     /// The first half of [`FreeLists::give_back`]: writes what makes `off..off + span` walkable
     /// free space, without listing it yet. For a caller that must commit something else (the
     /// header of the block carved in front) before the segment may be pushed.
@@ -61,17 +82,34 @@ impl FreeLists {
         span: u64,
         unlisted: Unlisted,
     ) -> Prepared {
+        let (prepared, started) = self.write_entry(mem, geom, off, span, unlisted);
+        if started {
+            // A new entry: its header first (written above), then its start bit.
+            self.toggle_start(mem, off);
+        }
+        prepared
+    }
+
+    /// Writes the entry `off..off + span` becomes (none for an unlisted gap) and says whether one
+    /// starts at `off` now; sets no start bit.
+    fn write_entry(
+        &self,
+        mem: &Backing,
+        geom: &Geometry,
+        off: u64,
+        span: u64,
+        unlisted: Unlisted,
+    ) -> (Prepared, bool) {
         let listed =
             geom.freelist != Freelist::None && span >= 16 && span >= u64::from(geom.min_segment);
         match unlisted {
             _ if listed => {
                 let generation = block::fresh_gen(mem);
                 write_free(mem, off, span, generation);
-                self.toggle_start(mem, off);
-                return Prepared::List(generation);
+                return (Prepared::List(generation), true);
             }
             // Nothing is written: the walk reads the zero word as a gap, which is no entry.
-            Unlisted::Gap => return Prepared::Discard(span),
+            Unlisted::Gap => return (Prepared::Discard(span), false),
             Unlisted::Segment if span >= 16 => {
                 write_free(mem, off, span, block::fresh_gen(mem));
             }
@@ -79,9 +117,7 @@ impl FreeLists {
                 mem.word(off).store(block::pad(span), Ordering::Relaxed);
             }
         }
-        // A new entry: its header first, then its start bit.
-        self.toggle_start(mem, off);
-        Prepared::Discard(span)
+        (Prepared::Discard(span), true)
     }
 }
 

@@ -23,15 +23,22 @@ pub(crate) fn repair(
     let bump0 = b.word(OFF_BUMP).load(Ordering::Relaxed);
     let maps = MapGeom::for_capacity(capacity);
     let mut r = Report::default();
-    // The live map is rebuilt from the walk: cleared here, a bit set for every block kept.
-    livemap::rebuild(b, &maps, []);
+    // The start map is rewritten to the walk's layout one word at a time, in offset order, through
+    // the owner map only (docs/metadata.md, section 7): every version of every word keeps the
+    // start of every block kept, whatever a kill or a power cut interrupts.
+    let target = std::cell::RefCell::new(livemap::Retarget::new(b, &maps));
     lists.clear_all(b);
     let mut discarded = 0u64;
     // The run of free space being gathered: start, end, pieces in it.
     let mut run: Option<(u64, u64, u64)> = None;
     let put = |start: u64, end: u64, r: &mut Report, discarded: &mut u64| {
         let span = end - start;
-        *discarded += lists.give_back(b, g, start, span, Unlisted::Segment);
+        let (unlisted, started) =
+            lists.give_back_unmarked(b, g, start, span, Unlisted::Segment);
+        *discarded += unlisted;
+        if started {
+            target.borrow_mut().start(start);
+        }
         if span >= 16 {
             r.free_segments += 1;
             r.free_bytes += span;
@@ -77,7 +84,7 @@ pub(crate) fn repair(
         {
             r.live_blocks += 1;
             r.live_bytes += len;
-            livemap::owner_toggle(b, &maps, off);
+            target.borrow_mut().start(off);
             if recovering && (readers != 0 || state != LiveState::Published) {
                 // A block of the allocator interfaces stays one (FOREIGN kept).
                 let word = if block::is_foreign(b.word(off).load(Ordering::Relaxed)) {
@@ -123,6 +130,7 @@ pub(crate) fn repair(
     }
     r.leaked_bytes = discarded;
     r.bump = bump;
+    target.into_inner().finish();
     // The new layout becomes the durable one (a flush map and a meta slot), so a later cut
     // returns to it.
     livemap::flush_layout(b, &maps, g.data_start, capacity)?;
