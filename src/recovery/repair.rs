@@ -33,8 +33,7 @@ pub(crate) fn repair(
     let mut run: Option<(u64, u64, u64)> = None;
     let put = |start: u64, end: u64, r: &mut Report, discarded: &mut u64| {
         let span = end - start;
-        let (unlisted, started) =
-            lists.give_back_unmarked(b, g, start, span, Unlisted::Segment);
+        let (unlisted, started) = lists.give_back_unmarked(b, g, start, span, Unlisted::Segment);
         *discarded += unlisted;
         if started {
             target.borrow_mut().start(start);

@@ -72,16 +72,23 @@ pub fn exit_on_panic() {
     }));
 }
 
-/// The child's flusher: runs until the process is killed. Every 3–14 ms it pauses the writers;
+/// The child's flusher: runs until the process is killed. Every 3–14 ms it pauses the writers
+/// (when given their `gate`; without one, flushes and snapshots race with them, so a snapshot
+/// holds pages at any instant of any operation);
 /// one time in three it snapshots the file, otherwise it calls `flush(epoch)`, which must
 /// `flush()` the arena (and whatever else makes the work durable) and return the lines of what
 /// that flush acknowledged, then publishes those lines and image A.
-pub fn flush_loop(dir: &Path, seed: u64, gate: &RwLock<()>, mut flush: impl FnMut(u64) -> String) {
+pub fn flush_loop(
+    dir: &Path,
+    seed: u64,
+    gate: Option<&RwLock<()>>,
+    mut flush: impl FnMut(u64) -> String,
+) {
     let mut rng = Rng(seed ^ 0xf1);
     let (mut epoch, mut snap) = (0u64, 0u64);
     loop {
         std::thread::sleep(Duration::from_millis(3 + rng.below(12)));
-        let _paused = gate.write().unwrap();
+        let _paused = gate.map(|g| g.write().unwrap());
         if rng.below(3) == 0 {
             let image = fs::read(dir.join("arena")).unwrap();
             publish(dir, &format!("snap.{epoch}.{snap}"), &image);
@@ -131,28 +138,53 @@ pub struct Outcome {
     pub pages: Mix,
 }
 
+/// Cuts in one chain of [`Start::Chained`].
+pub const CHAIN: u64 = 10;
+
+/// Where each cut's child starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// A new, empty arena for every cut.
+    Fresh,
+    /// One file for a chain of [`CHAIN`] cuts: each cut's child starts from what the previous cut left,
+    /// recovered (one of its disk images, opened writable, checked, then an allocation and a free
+    /// and a clean close, as a user's restart would do). Every cut then also tries the arena a
+    /// recovery produced: its rebuilt lists, its lowered bump offset, its old bytes past the bump.
+    Chained,
+}
+
 /// Runs the child test `name` until `cuts` cuts came after a published flush (a cut before the
 /// child's first flush tests nothing; at most twice as many tries), each in a new directory, with
 /// the policies of `policies` in turn, killed `delay_ms.0` plus up to `delay_ms.1` ms after its
 /// start. For each such cut, `prepare(dir, cut)` reads what the flush acknowledged; then each disk
-/// image is opened writable and handed to `check` with it.
+/// image is opened writable and handed to `check` with it. With [`Start::Chained`] each policy
+/// keeps one arena file across its cuts.
 pub fn run_cuts<S>(
     name: &str,
     cuts: u64,
     policies: &[&str],
+    start: Start,
     delay_ms: (u64, u64),
     mut prepare: impl FnMut(&Path, &Cut) -> S,
     mut check: impl FnMut(&S, Arena),
 ) -> Outcome {
     let mut out = Outcome::default();
     let mut rng = Rng(0x09c0_ffee ^ name.len() as u64 ^ policies[0].len() as u64);
+    let bases = tempfile::tempdir().unwrap();
     for attempt in 0..2 * cuts {
         if out.cuts == cuts {
             break;
         }
         let dir = tempfile::tempdir().unwrap();
         let name_of_policy = policies[attempt as usize % policies.len()];
-        drop(open(&dir.path().join("arena"), policy(name_of_policy)).unwrap());
+        let base = bases.path().join(name_of_policy);
+        // A chain starts again from an empty arena every `CHAIN` cuts: a full, fragmented arena
+        // never has room for the LARGE blocks the workloads also need protected.
+        if start == Start::Chained && base.exists() && out.cuts % CHAIN != 0 {
+            fs::copy(&base, dir.path().join("arena")).unwrap();
+        } else {
+            drop(open(&dir.path().join("arena"), policy(name_of_policy)).unwrap());
+        }
         let mut child: Child = spawn_child(
             name,
             &[
@@ -172,6 +204,7 @@ pub fn run_cuts<S>(
         };
         let state = prepare(dir.path(), &cut);
         out.cuts += 1;
+        let next = KEEP[rng.below(KEEP.len() as u64) as usize];
         for keep in KEEP {
             let path = dir.path().join(format!("cut{keep}"));
             out.pages += cut.image(keep, &mut rng, &path);
@@ -179,6 +212,16 @@ pub fn run_cuts<S>(
             match open(&path, policy(name_of_policy)) {
                 Ok(arena) => check(&state, arena),
                 Err(_) => out.refused += 1,
+            }
+            if start == Start::Chained && keep == next {
+                // The next cut starts from this image as a restart leaves it.
+                if let Ok(arena) = open(&path, policy(name_of_policy)) {
+                    if let Ok(h) = arena.alloc_copy(&[0x5a; 100]) {
+                        arena.free(h).unwrap();
+                    }
+                    arena.close().unwrap();
+                    fs::copy(&path, &base).unwrap();
+                }
             }
         }
     }

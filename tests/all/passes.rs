@@ -47,7 +47,11 @@ fn lost(arena: &Arena, live: &[(Handle, u64, usize)]) -> Vec<(Handle, String)> {
     for &(h, seq, len) in live {
         let mut buf = vec![0u8; len];
         match arena.read(h, 0, &mut buf) {
-            Ok(()) if buf.iter().enumerate().all(|(i, &b)| b == record_byte(seq, i)) => {}
+            Ok(())
+                if buf
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &b)| b == record_byte(seq, i)) => {}
             Ok(()) => out.push((h, "foreign bytes".to_string())),
             Err(e) => out.push((h, e.to_string())),
         }
@@ -78,7 +82,11 @@ fn recover_and_check(img: &[u8], path: &Path, cap: u64, live: &[(Handle, u64, us
     let arena = open(path, cap).expect("a cut image opens");
     let lost = lost(&arena, live);
     if !lost.is_empty() {
-        eprintln!("lost {} blocks, first {:?}", lost.len(), &lost[..lost.len().min(4)]);
+        eprintln!(
+            "lost {} blocks, first {:?}",
+            lost.len(),
+            &lost[..lost.len().min(4)]
+        );
     }
     lost.len()
 }
@@ -159,7 +167,10 @@ fn a_cut_inside_compact_loses_no_flushed_block() {
     let after = fs::read(&path).unwrap();
     drop(arena);
     let (lost, images) = every_mix(&before, &after, &dir.path().join("img"), cap, &live);
-    assert_eq!(lost, 0, "blocks lost over {images} images cut inside compact()");
+    assert_eq!(
+        lost, 0,
+        "blocks lost over {images} images cut inside compact()"
+    );
 }
 
 #[test]
@@ -178,7 +189,10 @@ fn a_cut_inside_a_recovering_open_loses_no_flushed_block() {
     let after = fs::read(&copy).unwrap();
     drop(recovered);
     let (lost, images) = every_mix(&before, &after, &dir.path().join("img"), cap, &live);
-    assert_eq!(lost, 0, "blocks lost over {images} images cut inside recovery");
+    assert_eq!(
+        lost, 0,
+        "blocks lost over {images} images cut inside recovery"
+    );
 }
 
 /// A recovery cut, recovered and cut again, up to four times: each image is the previous one plus
@@ -251,7 +265,10 @@ fn a_recovery_cut_again_and_again_loses_no_flushed_block() {
         total_lost += recover_and_check(&img, &scratch, cap, &live);
         images += 1;
     }
-    assert_eq!(total_lost, 0, "blocks lost over {images} recoveries cut again");
+    assert_eq!(
+        total_lost, 0,
+        "blocks lost over {images} recoveries cut again"
+    );
 }
 
 /// `clear()` on a file arena is all or nothing: a cut before it returns recovers every flushed
@@ -298,11 +315,17 @@ fn a_cut_inside_clear_recovers_all_or_nothing() {
             empty += 1;
         } else {
             partial += 1;
-            eprintln!("trial {trial}: {n} of {} lost, {blocks} blocks walk", live.len());
+            eprintln!(
+                "trial {trial}: {n} of {} lost, {blocks} blocks walk",
+                live.len()
+            );
         }
     }
     assert_eq!(partial, 0, "clear() cut into a mix of old and new");
-    assert!(old > 0 && empty > 0, "both outcomes tried: {old} old, {empty} empty");
+    assert!(
+        old > 0 && empty > 0,
+        "both outcomes tried: {old} old, {empty} empty"
+    );
 }
 
 /// Child role for the kill tests: runs one pass on `PARENA_PASS_FILE` and reports when it starts
@@ -386,7 +409,9 @@ fn kill_during(pass: &str, kills: u64) {
             None => {
                 line.clear();
                 out.read_line(&mut line).unwrap();
-                line.trim().strip_prefix("done ").map(|t| t.parse().unwrap())
+                line.trim()
+                    .strip_prefix("done ")
+                    .map(|t| t.parse().unwrap())
             }
         };
         child.kill().unwrap();
@@ -406,7 +431,10 @@ fn kill_during(pass: &str, kills: u64) {
         }
         lost_total += n;
     }
-    assert_eq!(lost_total, 0, "kill -9 during {pass} lost acknowledged blocks");
+    assert_eq!(
+        lost_total, 0,
+        "kill -9 during {pass} lost acknowledged blocks"
+    );
 }
 
 #[test]

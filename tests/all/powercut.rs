@@ -1,17 +1,20 @@
 //! Power cuts on real file maps, from two churning threads: the acceptance test of the power-cut
 //! guarantee (docs/metadata.md).
 //!
-//! A child process churns a 4 MiB file arena from two threads (random 8–900 B blocks, and one
-//! LARGE block of 1 MiB and more in 256, whose tail word lies pages away from its header; about a
-//! third of the operations frees, so the bump runs out and the free lists, splits, merges and
-//! rewinds all run). Every few milliseconds it pauses both writers, calls `flush()` and copies the file (image
-//! A: what the disk holds once `flush()` returned) with the list of live blocks; between flushes it
-//! also snapshots the file with the writers paused (pages at versions other than the last). It is
-//! killed with SIGKILL; the file then is the page cache at the cut. The parent builds disk images
-//! from image A plus any subset of the pages that changed since, each at one of the versions it had
-//! since (three images per cut: 10, 50 and 90 % of the changed pages written back), opens each
-//! image writable and checks every block live at A's flush and not freed after. The model is in
-//! `cutkit`.
+//! A child process churns a 4 MiB file arena from two threads (random 8–900 B blocks, and LARGE
+//! blocks of 1 MiB and more — each thread's first, kept, and one in 256 — whose tail word lies pages
+//! away from the header; about a third of the operations frees, so the bump runs out and the free
+//! lists, splits, merges and rewinds all run). Every few milliseconds, while the writers run on,
+//! it either snapshots the file (pages at any instant of any operation) or takes the list of live
+//! blocks and calls `flush()`, then copies the file (image A: what the disk can hold once `flush()`
+//! returned). It is killed with SIGKILL; the file then is the page cache at the cut. The parent
+//! builds disk images from image A plus any subset of the pages that changed since, each at one of
+//! the versions it had since (three images per cut: 10, 50 and 90 % of the changed pages written
+//! back), opens each image writable and checks every block live when the flush started and not
+//! freed after. The model is in `cutkit`. Cuts are chained on one file per policy (ten at a time):
+//! each child starts from one of the previous cut's images as its recovery, an allocation, a free
+//! and a clean close left it, and adopts the records in it, so recovered arenas are churned,
+//! flushed and cut again.
 //!
 //! Zero refusals, zero lost blocks and a clean `verify()` are required of every image.
 //! `PARENA_POWERCUT_CYCLES` sets the cuts per policy (default 50; 1,000 for the long run).
@@ -25,10 +28,25 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-/// The byte `i` of the block written as record `seq`.
+/// The byte `i` of the block written as record `seq`: the record number first (so a child that
+/// starts from a recovered arena can adopt its blocks), then bytes derived from it.
 fn record_byte(seq: u64, i: usize) -> u8 {
+    if i < 8 {
+        return seq.to_le_bytes()[i];
+    }
     let x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i as u64;
     (x ^ (x >> 31)).to_le_bytes()[i % 8]
+}
+
+/// The record a block holds, if its bytes are a whole record.
+fn record_of(arena: &parena::Arena, h: Handle, len: usize) -> Option<u64> {
+    let mut buf = vec![0u8; len];
+    arena.read(h, 0, &mut buf).ok()?;
+    let seq = u64::from_le_bytes(buf.get(..8)?.try_into().ok()?);
+    buf.iter()
+        .enumerate()
+        .all(|(i, &b)| b == record_byte(seq, i))
+        .then_some(seq)
 }
 
 /// Child role: churns until killed, in the directory `cutkit` gives it (its files, the
@@ -40,10 +58,21 @@ fn child_powercut_worker() {
     let Some((dir, freelist, seed)) = cutkit::child_env() else {
         return;
     };
-    let arena = open(&dir.join("arena"), freelist).unwrap();
-    // Writers hold the read side for one operation; the flusher takes the write side to pause them.
-    let gate = Arc::new(RwLock::new(()));
+    let mut arena = open(&dir.join("arena"), freelist).unwrap();
+    // A chained run starts from the arena the previous cut's recovery left: its whole records
+    // are adopted (freed and reused like the child's own), anything else is freed.
     let live: Arc<RwLock<BTreeMap<u64, (u64, usize)>>> = Arc::default();
+    let mut adopted: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    for b in arena.live_blocks().unwrap() {
+        let len = b.len as usize;
+        match record_of(&arena, b.handle, len) {
+            Some(seq) => {
+                live.write().unwrap().insert(b.handle.to_u64(), (seq, len));
+                adopted[(seq & 1) as usize].push(b.handle.to_u64());
+            }
+            None => arena.free(b.handle).unwrap(),
+        }
+    }
     let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let frees = Arc::new(std::sync::Mutex::new(
         fs::OpenOptions::new()
@@ -54,27 +83,34 @@ fn child_powercut_worker() {
     ));
     println!("ready");
     std::thread::scope(|s| {
-        for t in 0..2u64 {
-            let (arena, gate, live, epoch, frees) = (&arena, &gate, &live, &epoch, &frees);
+        for (t, mut mine) in (0..2u64).zip(adopted) {
+            let (arena, live, epoch, frees) = (&arena, &live, &epoch, &frees);
             s.spawn(move || {
                 let mut rng = Rng(seed * 97 + t + 1);
-                let mut mine: Vec<u64> = Vec::new();
+                let free = |h: u64| {
+                    // Logged and taken out of the live set in one step under the set's lock, and
+                    // before the free starts: either the flusher's list was taken before (and
+                    // the log line carries that flush's epoch, so the block is not protected by
+                    // it), or the block is not in the list.
+                    let mut l = live.write().unwrap();
+                    let e = epoch.load(std::sync::atomic::Ordering::Relaxed);
+                    writeln!(frees.lock().unwrap(), "{e} {h}").unwrap();
+                    l.remove(&h);
+                    drop(l);
+                    arena.free(Handle::from_u64(h)).unwrap();
+                };
+                // Each thread's first LARGE block is kept for the child's life (the next child
+                // of a chain adopts it like any record), so every cut has some protected.
+                let mut want_large = true;
                 for i in 0u64.. {
-                    let _op = gate.read().unwrap();
                     if !mine.is_empty() && (rng.below(3) == 0 || mine.len() > 3000) {
-                        let h = mine.swap_remove(rng.below(mine.len() as u64) as usize);
-                        let e = epoch.load(std::sync::atomic::Ordering::Relaxed);
-                        // Recorded before the free starts: a block freed after a flush is not
-                        // protected by it.
-                        writeln!(frees.lock().unwrap(), "{e} {h}").unwrap();
-                        live.write().unwrap().remove(&h);
-                        arena.free(Handle::from_u64(h)).unwrap();
+                        free(mine.swap_remove(rng.below(mine.len() as u64) as usize));
                         continue;
                     }
                     let seq = seed << 40 | t << 32 | i;
                     // One allocation in 256 is a LARGE block (1 MiB and more): its exact length
                     // is in a tail word at the far end of its span, pages away from its header.
-                    let len = if rng.below(256) == 0 {
+                    let len = if want_large || rng.below(256) == 0 {
                         (1 << 20) + rng.below(3 * 4096) as usize
                     } else {
                         8 + rng.below(893) as usize
@@ -86,10 +122,21 @@ fn child_powercut_worker() {
                             }
                             let h = b.into_handle().to_u64();
                             live.write().unwrap().insert(h, (seq, len));
-                            mine.push(h);
+                            if !std::mem::replace(&mut want_large, false) {
+                                mine.push(h);
+                            }
+                        }
+                        Err(Error::Full { .. }) if want_large => {
+                            // Room for it: this thread's oldest blocks (in heap order when
+                            // adopted) go, a run of neighbours at a time; with none left, the
+                            // other thread's kept block has to do.
+                            let n = mine.len().min(1500);
+                            want_large = n > 0;
+                            for h in mine.drain(..n).collect::<Vec<_>>() {
+                                free(h);
+                            }
                         }
                         Err(Error::Full { .. }) => {
-                            // Make room: free a quarter of this thread's blocks next.
                             if mine.is_empty() {
                                 std::thread::yield_now();
                             }
@@ -99,14 +146,19 @@ fn child_powercut_worker() {
                 }
             });
         }
-        cutkit::flush_loop(&dir, seed, &gate, |e| {
-            arena.flush().unwrap();
-            // Frees logged from now on carry this epoch: not protected by this flush.
-            epoch.store(e, std::sync::atomic::Ordering::Relaxed);
+        // The writers run on while the arena flushes, as they do in an engine: a flush protects
+        // the blocks whose allocation (bytes written) returned before it started.
+        cutkit::flush_loop(&dir, seed, None, |e| {
             let mut list = String::new();
-            for (h, (seq, len)) in live.read().unwrap().iter() {
-                list.push_str(&format!("{h} {seq} {len}\n"));
+            {
+                let l = live.write().unwrap();
+                // Frees logged from now on carry this epoch: not protected by this flush.
+                epoch.store(e, std::sync::atomic::Ordering::Relaxed);
+                for (h, (seq, len)) in l.iter() {
+                    list.push_str(&format!("{h} {seq} {len}\n"));
+                }
             }
+            arena.flush().unwrap();
             list
         });
     });
@@ -151,6 +203,7 @@ fn run_policy(name: &str, cuts: u64) -> (Outcome, Tally) {
         "powercut::child_powercut_worker",
         cuts,
         &[name],
+        cutkit::Start::Chained,
         (60, 400),
         protected,
         |protected, mut arena| {

@@ -138,7 +138,7 @@ fn child_engine_worker() {
             }
         });
         let mut frozen = String::new();
-        cutkit::flush_loop(&dir, seed, gate, |e| {
+        cutkit::flush_loop(&dir, seed, Some(gate), |e| {
             let synced = log.sync().unwrap();
             arena.flush().unwrap();
             if e % FREEZE_EVERY == 0 && !stalled.load(std::sync::atomic::Ordering::Relaxed) {
@@ -273,6 +273,7 @@ fn memtable_and_wal_survive_power_cuts() {
         "powercut_engine::child_engine_worker",
         cuts,
         &["optimistic", "pessimistic"],
+        cutkit::Start::Fresh,
         (150, 500),
         |_, cut| parse_ack(&cut.ack),
         |(synced, frozen), arena| {
