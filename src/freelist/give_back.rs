@@ -41,13 +41,7 @@ impl FreeLists {
         span: u64,
         unlisted: Unlisted,
     ) -> u64 {
-        match self.prepare(mem, geom, off, span, unlisted) {
-            Prepared::List(generation) => {
-                self.push(mem, off, span, generation);
-                0
-            }
-            Prepared::Discard(n) => n,
-        }
+        self.give_back_with(mem, geom, off, span, unlisted, true).0
     }
 
     /// [`FreeLists::give_back`] for an exclusive pass, which records the starts of what it writes
@@ -62,12 +56,29 @@ impl FreeLists {
         span: u64,
         unlisted: Unlisted,
     ) -> (u64, bool) {
-        match self.write_entry(mem, geom, off, span, unlisted) {
-            (Prepared::List(generation), started) => {
+        self.give_back_with(mem, geom, off, span, unlisted, false)
+    }
+
+    fn give_back_with(
+        &self,
+        mem: &Backing,
+        geom: &Geometry,
+        off: u64,
+        span: u64,
+        unlisted: Unlisted,
+        mark: bool,
+    ) -> (u64, bool) {
+        let (prepared, started) = self.write_entry(mem, geom, off, span, unlisted);
+        if started && mark {
+            // A new entry: its header first (written above), then its start bit.
+            self.toggle_start(mem, off);
+        }
+        match prepared {
+            Prepared::List(generation) => {
                 self.push(mem, off, span, generation);
                 (0, started)
             }
-            (Prepared::Discard(n), started) => (n, started),
+            Prepared::Discard(n) => (n, started),
         }
     }
 

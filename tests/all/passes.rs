@@ -155,44 +155,44 @@ fn every_mix(
     (lost, subsets.len())
 }
 
-#[test]
-#[cfg_attr(miri, ignore = "maps files")]
-fn a_cut_inside_compact_loses_no_flushed_block() {
+/// The arena cut at every page mix of what `pass` changes: `pass` gets the arena left
+/// open after its flush and the file's path, and returns the file as the pass left it.
+fn cut_inside(what: &str, pass: impl FnOnce(Arena, &Path) -> Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let cap = 256 << 10;
     let path = dir.path().join("arena");
-    let (mut arena, live) = carved_arena(&path, cap);
+    let (arena, live) = carved_arena(&path, cap);
     let before = fs::read(&path).unwrap();
-    arena.compact().unwrap();
-    let after = fs::read(&path).unwrap();
-    drop(arena);
+    let after = pass(arena, dir.path());
     let (lost, images) = every_mix(&before, &after, &dir.path().join("img"), cap, &live);
     assert_eq!(
         lost, 0,
-        "blocks lost over {images} images cut inside compact()"
+        "blocks lost over {images} images cut inside {what}"
     );
 }
 
 #[test]
 #[cfg_attr(miri, ignore = "maps files")]
+fn a_cut_inside_compact_loses_no_flushed_block() {
+    cut_inside("compact()", |mut arena, dir| {
+        arena.compact().unwrap();
+        fs::read(dir.join("arena")).unwrap()
+    });
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
 fn a_cut_inside_a_recovering_open_loses_no_flushed_block() {
-    let dir = tempfile::tempdir().unwrap();
-    let cap = 256 << 10;
-    let path = dir.path().join("arena");
-    let (arena, live) = carved_arena(&path, cap);
-    // The file as a crash right after the flush leaves it: dirty.
-    let before = fs::read(&path).unwrap();
-    drop(arena);
-    let copy = dir.path().join("copy");
-    fs::write(&copy, &before).unwrap();
-    let recovered = open(&copy, cap).unwrap();
-    let after = fs::read(&copy).unwrap();
-    drop(recovered);
-    let (lost, images) = every_mix(&before, &after, &dir.path().join("img"), cap, &live);
-    assert_eq!(
-        lost, 0,
-        "blocks lost over {images} images cut inside recovery"
-    );
+    cut_inside("a recovering open", |arena, dir| {
+        // The file as a crash right after the flush leaves it: dirty; a copy of it is recovered.
+        let copy = dir.join("copy");
+        fs::write(&copy, fs::read(dir.join("arena")).unwrap()).unwrap();
+        drop(arena);
+        let recovered = open(&copy, 256 << 10).unwrap();
+        let after = fs::read(&copy).unwrap();
+        drop(recovered);
+        after
+    });
 }
 
 /// A recovery cut, recovered and cut again, up to four times: each image is the previous one plus
@@ -214,19 +214,7 @@ fn a_recovery_cut_again_and_again_loses_no_flushed_block() {
             .map_file(&path)
             .unwrap()
     };
-    let mut live: Vec<(Handle, u64, usize)> = Vec::new();
-    for seq in 0.. {
-        if !live.is_empty() && rng.below(3) == 0 {
-            let i = rng.below(live.len() as u64) as usize;
-            arena.free(live.swap_remove(i).0).unwrap();
-            continue;
-        }
-        match record(&arena, seq, 8 + rng.below(300) as usize) {
-            Ok(r) => live.push(r),
-            Err(Error::Full { .. }) => break,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let mut live = fill_and_churn(&arena, &mut rng, 300);
     arena.flush().unwrap();
     let mut extra = Vec::new();
     for seq in 1 << 32..(1 << 32) + 200 {
@@ -349,12 +337,9 @@ fn child_pass_worker() {
     let _ = std::io::stdin().read_line(&mut String::new());
 }
 
-/// A file for the kill tests: `cap` bytes of records, a third freed in random order before the
-/// flush (so compact and recovery merge many runs). Closed cleanly when `clean` (compact then
-/// opens it without a recovery), else left as a crash right after the flush leaves it.
-fn churned_file(path: &Path, cap: u64, seed: u64, clean: bool) -> Vec<(Handle, u64, usize)> {
-    let mut rng = Rng(seed);
-    let arena = open(path, cap).unwrap();
+/// Records of 8 to `max` bytes until the arena is full, a third of the operations freeing a
+/// random one: the records still live.
+fn fill_and_churn(arena: &Arena, rng: &mut Rng, max: u64) -> Vec<(Handle, u64, usize)> {
     let mut live: Vec<(Handle, u64, usize)> = Vec::new();
     for seq in 0.. {
         if !live.is_empty() && rng.below(3) == 0 {
@@ -362,12 +347,22 @@ fn churned_file(path: &Path, cap: u64, seed: u64, clean: bool) -> Vec<(Handle, u
             arena.free(live.swap_remove(i).0).unwrap();
             continue;
         }
-        match record(&arena, seq, 8 + rng.below(200) as usize) {
+        match record(arena, seq, 8 + rng.below(max) as usize) {
             Ok(r) => live.push(r),
             Err(Error::Full { .. }) => break,
             Err(e) => panic!("{e}"),
         }
     }
+    live
+}
+
+/// A file for the kill tests: `cap` bytes of records, a third freed in random order before the
+/// flush (so compact and recovery merge many runs). Closed cleanly when `clean` (compact then
+/// opens it without a recovery), else left as a crash right after the flush leaves it.
+fn churned_file(path: &Path, cap: u64, seed: u64, clean: bool) -> Vec<(Handle, u64, usize)> {
+    let mut rng = Rng(seed);
+    let arena = open(path, cap).unwrap();
+    let live = fill_and_churn(&arena, &mut rng, 200);
     arena.flush().unwrap();
     let image = fs::read(path).unwrap();
     drop(arena);
