@@ -29,7 +29,7 @@ fn arena_file(name: &str) -> TempPath {
     let arena = unsafe { Options::new().capacity(1 << 20).map_file(&t.0) }.expect("create");
     let a = arena.alloc_copy(b"first block").expect("alloc");
     let b = arena.alloc_copy(&[7u8; 300]).expect("alloc");
-    arena.alloc_copy(b"third").expect("alloc");
+    let _third = arena.alloc_copy(b"third").expect("alloc");
     arena.free(b).expect("free");
     arena.set_root(2, a.to_u64()).expect("root");
     drop(arena);

@@ -32,6 +32,7 @@ pub(crate) use access::Mode;
 pub use block_mut::BlockMut;
 pub use lifecycle::LiveBlock;
 pub use meta::{HeaderInfo, Stats};
+pub(crate) use open::capacity_error;
 
 use crate::backing::{Backing, BackingKind};
 use crate::bump::Chunks;
@@ -282,6 +283,7 @@ impl Inner {
                 offset,
                 len,
                 limit: self.heap_end,
+                region: crate::error::Region::Heap,
             }),
         }
     }
