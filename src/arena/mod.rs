@@ -32,6 +32,7 @@ pub(crate) use access::Mode;
 pub use block_mut::BlockMut;
 pub use lifecycle::LiveBlock;
 pub use meta::{HeaderInfo, Stats};
+#[cfg(all(feature = "async", not(parena_loom)))]
 pub(crate) use open::capacity_error;
 
 use crate::backing::{Backing, BackingKind};
