@@ -141,7 +141,7 @@ pub fn inspect_command(path: &Path) -> String {
 /// The `--help` text: usage, then one line per option, every description in one column.
 fn help_text(example: &str, about: &str, flags: &[Flag]) -> String {
     let mut text =
-        format!("{example}: {about}\n\nusage: cargo run --release --example {example} --");
+        format!("{example}: {about}\n\nusage: cargo run --release -p parena-examples --example {example} --");
     for f in flags {
         text += &format!(" [--{} N]", f.name);
     }
