@@ -72,6 +72,15 @@ fn chunk_size_names_the_range() {
 
 #[test]
 fn out_of_memory_names_the_size() {
+    // The largest arena as an anonymous map: where the system refuses it (more than its memory
+    // and swap under the default overcommit rule), the refusal is `NoMemory`, not a bare errno.
+    match Options::new().capacity(32 << 30).map_anon() {
+        Ok(a) => drop(a),
+        Err(e) => assert!(
+            matches!(e, Error::NoMemory { requested } if requested == 32 << 30),
+            "{e:?}"
+        ),
+    }
     // The size error a map or allocation gets from the system (`ENOMEM`), as it is shown.
     let e = Error::NoMemory {
         requested: 32 << 30,
