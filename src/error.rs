@@ -429,11 +429,7 @@ impl fmt::Display for Error {
             Error::Refused { option, error } => {
                 write!(f, "the system refused option {option}: {error}")
             }
-            Error::Capacity {
-                requested,
-                min,
-                max,
-            } if requested > max => write!(
+            Error::Capacity { requested, max, .. } if requested > max => write!(
                 f,
                 "capacity {} is above the maximum arena size, {}",
                 size(*requested),
