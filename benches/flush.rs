@@ -89,7 +89,7 @@ fn allocate(arena: &parena::Arena, n: u64) {
     let mut block = [0x5Au8; LEN];
     for i in 0..n {
         block[..8].copy_from_slice(&i.to_le_bytes());
-        arena.alloc_copy(&block).expect("capacity holds N blocks");
+        let _ = arena.alloc_copy(&block).expect("capacity holds N blocks");
     }
 }
 

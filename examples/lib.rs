@@ -52,18 +52,7 @@ impl Args {
             keep: false,
         };
         let usage = |problem: Option<String>| -> ! {
-            let mut text =
-                format!("{example}: {about}\n\nusage: cargo run --release --example {example} --");
-            for f in flags {
-                text += &format!(" [--{} N]", f.name);
-            }
-            text += " [--path FILE] [--keep]\n\n";
-            for f in flags {
-                text += &format!("  --{:<10} {} (default {})\n", f.name, f.help, f.default);
-            }
-            text += "  --path FILE   create the arena at FILE (must not exist) and keep it\n";
-            text += "  --keep        keep the arena file (default: a temporary file, removed at the end)\n";
-            text += "  --help        print this and exit\n";
+            let text = help_text(example, about, flags);
             match problem {
                 None => {
                     print!("{text}");
@@ -149,6 +138,43 @@ pub fn inspect_command(path: &Path) -> String {
     }
 }
 
+/// The `--help` text: usage, then one line per option, every description in one column.
+fn help_text(example: &str, about: &str, flags: &[Flag]) -> String {
+    let mut text =
+        format!("{example}: {about}\n\nusage: cargo run --release -p parena-examples --example {example} --");
+    for f in flags {
+        text += &format!(" [--{} N]", f.name);
+    }
+    text += " [--path FILE] [--keep]\n\n";
+    let mut lines: Vec<(String, String)> = flags
+        .iter()
+        .map(|f| {
+            (
+                format!("--{} N", f.name),
+                format!("{} (default {})", f.help, f.default),
+            )
+        })
+        .collect();
+    for (option, what) in [
+        (
+            "--path FILE",
+            "create the arena at FILE (must not exist) and keep it",
+        ),
+        (
+            "--keep",
+            "keep the arena file (default: a temporary file, removed at the end)",
+        ),
+        ("--help", "print this and exit"),
+    ] {
+        lines.push((option.into(), what.into()));
+    }
+    let width = lines.iter().map(|(o, _)| o.len()).max().unwrap_or(0);
+    for (option, what) in lines {
+        text += &format!("  {option:<width$}  {what}\n");
+    }
+    text
+}
+
 /// Runs an example's body; an error is printed as `example: error` (no `Debug` quoting) and
 /// ends the process with status 1.
 pub fn main_with(example: &str, body: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>) {
@@ -175,6 +201,37 @@ mod tests {
 
     fn parse(args: &[&str]) -> Args {
         Args::parse_from("t", "test", FLAGS, args.iter().map(|s| s.to_string()))
+    }
+
+    /// Every option's description starts in the same column.
+    #[test]
+    fn help_is_aligned() {
+        let flags = &[
+            Flag {
+                name: "records",
+                help: "records",
+                default: 1,
+            },
+            Flag {
+                name: "threads",
+                help: "threads",
+                default: 2,
+            },
+        ];
+        let text = help_text("t", "test", flags);
+        let columns: Vec<usize> = text
+            .lines()
+            .filter(|l| l.starts_with("  --"))
+            .map(|l| {
+                let gap = l[2..].find("  ").unwrap() + 2;
+                gap + l[gap..].find(|c: char| c != ' ').unwrap()
+            })
+            .collect();
+        assert_eq!(columns.len(), 5, "{text}");
+        assert!(
+            columns.windows(2).all(|w| w[0] == w[1]),
+            "{columns:?}\n{text}"
+        );
     }
 
     #[test]

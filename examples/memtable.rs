@@ -2,8 +2,8 @@
 //! and checked straight from the file.
 //!
 //! ```sh
-//! cargo run --release --example memtable                 # 1,000,000 keys
-//! cargo run --release --example memtable -- --keys 100000 --threads 4 --path /tmp/m.arena  # kept
+//! cargo run --release -p parena-examples --example memtable                 # 1,000,000 keys
+//! cargo run --release -p parena-examples --example memtable -- --keys 100000 --threads 4 --path /tmp/m.arena  # kept
 //! ```
 //!
 //! The skiplist itself is `examples/common/memtable.rs` (shared with the tests and the bench).

@@ -2,8 +2,8 @@
 //! and check every record.
 //!
 //! ```sh
-//! cargo run --release --example quickstart                    # a temporary file, removed at the end
-//! cargo run --release --example quickstart -- --path FILE     # keep the arena in FILE
+//! cargo run --release -p parena-examples --example quickstart                    # a temporary file, removed at the end
+//! cargo run --release -p parena-examples --example quickstart -- --path FILE     # keep the arena in FILE
 //! parena inspect FILE                                         # then look inside (cargo install --path cli)
 //! ```
 

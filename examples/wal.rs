@@ -2,8 +2,8 @@
 //! syncs, replay after reopen, and a torn tail that replay stops at cleanly.
 //!
 //! ```sh
-//! cargo run --release --example wal
-//! cargo run --release --example wal -- --records 1000000 --threads 4 --syncs 2000 --path FILE
+//! cargo run --release -p parena-examples --example wal
+//! cargo run --release -p parena-examples --example wal -- --records 1000000 --threads 4 --syncs 2000 --path FILE
 //! ```
 //!
 //! The log itself is `examples/common/wal.rs` (shared with the tests).

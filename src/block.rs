@@ -459,6 +459,7 @@ pub(crate) const fn next_gen(g: u32) -> u32 {
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(transparent)]
+#[must_use = "a block's handle is the only way to reach or free it: dropping it leaks the block"]
 pub struct Handle(u64);
 
 const HANDLE_OFF_BITS: u32 = 32;

@@ -2,6 +2,37 @@
 
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
+
+/// What an [`Error::OutOfBounds`] bound applies to: the region the offset was checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Region {
+    /// The arena's heap (`data_start..heap_end`, before the start and flush maps): `offset` and
+    /// `len` are arena offsets, `limit` is the end of the heap.
+    Heap,
+    /// The whole arena (`0..capacity`): `limit` is the capacity.
+    Arena,
+    /// One block's bytes: `offset` and `len` are relative to the block, `limit` is its length.
+    Block,
+    /// The persisted root slots: `offset` is the slot number, `limit` the number of slots.
+    RootSlots,
+    /// An atomic word's alignment: `offset` is not a multiple of `limit`.
+    Alignment,
+    /// Where a handle may point: `offset` is the handle's offset, `limit` the end of the allocated
+    /// heap. A handle outside it is stale (from before a `clear`), from another arena, or forged.
+    Handle,
+}
+
+/// The name of a size for messages: `33 GiB (35433480192 bytes)` when it is a whole number of
+/// KiB, MiB or GiB, else the bytes.
+fn size(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    match UNITS.iter().find(|(u, _)| n >= *u && n % u == 0) {
+        Some((u, name)) => format!("{} {name} ({n} bytes)", n / u),
+        None => format!("{n} bytes"),
+    }
+}
 
 /// Everything that can go wrong in parena.
 ///
@@ -59,14 +90,55 @@ pub enum Error {
         /// Offset the handle names.
         offset: u64,
     },
-    /// An offset or range lies outside the arena's heap, or is not aligned as a block must be.
+    /// An offset or range lies outside the region it must be in ([`Region`] says which, and what
+    /// `offset`, `len` and `limit` count), or is not aligned as it must be.
     OutOfBounds {
         /// Offset given.
         offset: u64,
         /// Length of the access.
         len: u64,
-        /// End of the valid region.
+        /// End of the valid region (or the alignment, for [`Region::Alignment`]).
         limit: u64,
+        /// The region the bound applies to.
+        region: Region,
+    },
+    /// The capacity asked for cannot hold an arena: below the smallest one (the header, the
+    /// reserved area, the start and flush maps and one chunk of heap) or above the largest.
+    Capacity {
+        /// Bytes asked for (as passed to `Options::capacity`, before rounding up to 4096).
+        requested: u64,
+        /// The smallest capacity with these options.
+        min: u64,
+        /// The largest capacity (32 GiB).
+        max: u64,
+    },
+    /// `Options::offset` is not a multiple of 4096, or too large for an arena to follow it.
+    Offset {
+        /// Offset asked for.
+        offset: u64,
+        /// The alignment it needs.
+        align: u64,
+    },
+    /// `Options::chunk_size` is not a power of two between `min` and `max`.
+    ChunkSize {
+        /// Bytes asked for.
+        requested: u64,
+        /// Smallest chunk.
+        min: u64,
+        /// Largest chunk.
+        max: u64,
+    },
+    /// The system could not provide the memory (or address space) for an arena of this size.
+    NoMemory {
+        /// Bytes asked for.
+        requested: u64,
+    },
+    /// Opening or creating the arena file failed.
+    Open {
+        /// The path as given.
+        path: PathBuf,
+        /// What the system said.
+        error: io::Error,
     },
     /// The arena was opened read-only.
     ReadOnly,
@@ -215,20 +287,62 @@ impl fmt::Display for Error {
                 )
             }
             Error::BadAlign { align } => write!(f, "alignment {align} is above the page size"),
-            Error::Stale { expected, found } => {
-                write!(f, "stale handle: generation {expected}, block has {found}")
-            }
+            Error::Stale { expected: 0, .. } => f.write_str(
+                "the handle does not name a block: it carries generation 0, which no block ever \
+                 has (a zero, forged or corrupted handle)",
+            ),
+            Error::Stale { expected, found: 0 } => write!(
+                f,
+                "stale handle: no live block starts at its offset (the handle carries generation \
+                 {expected}; its block was freed, or the handle is forged or from another arena)"
+            ),
+            Error::Stale { expected, found } => write!(
+                f,
+                "stale handle: it carries generation {expected}, the block at its offset has \
+                 generation {found} (the block it named was freed and the space reused)"
+            ),
             Error::DoubleFree { offset } => write!(f, "block at {offset} was already freed"),
             Error::Foreign { offset } => write!(
                 f,
                 "block at {offset} belongs to an allocator interface; only its deallocation frees it"
             ),
             Error::Busy { offset } => write!(f, "block at {offset} is being written or freed"),
-            Error::OutOfBounds { offset, len, limit } => {
-                write!(
-                    f,
-                    "{len} bytes at offset {offset} are outside the heap (limit {limit})"
-                )
+            Error::OutOfBounds {
+                offset,
+                len,
+                limit,
+                region,
+            } => {
+                let end = offset.saturating_add(*len);
+                match region {
+                    Region::Heap => write!(
+                        f,
+                        "bytes {offset}..{end} are outside the heap, which ends at offset {limit}"
+                    ),
+                    Region::Arena => write!(
+                        f,
+                        "bytes {offset}..{end} are outside the arena, whose capacity is {limit}"
+                    ),
+                    Region::Block => write!(
+                        f,
+                        "bytes {offset}..{end} of the block are past its end: it holds {limit} bytes"
+                    ),
+                    Region::RootSlots => write!(
+                        f,
+                        "root slot {offset} does not exist: the slots are 0..{limit}"
+                    ),
+                    Region::Alignment => write!(
+                        f,
+                        "offset {offset} is not a multiple of {limit}, as a {len}-byte atomic word \
+                         needs"
+                    ),
+                    Region::Handle => write!(
+                        f,
+                        "the handle's offset {offset} is not in the allocated heap, which ends at \
+                         {limit}: the handle is stale (from before a clear), from another arena, \
+                         or forged"
+                    ),
+                }
             }
             Error::ReadOnly => f.write_str("the arena is read-only"),
             Error::Locked => f.write_str("the arena file is locked by another writer"),
@@ -315,6 +429,44 @@ impl fmt::Display for Error {
             Error::Refused { option, error } => {
                 write!(f, "the system refused option {option}: {error}")
             }
+            Error::Capacity { requested, max, .. } if requested > max => write!(
+                f,
+                "capacity {} is above the maximum arena size, {}",
+                size(*requested),
+                size(*max)
+            ),
+            Error::Capacity { requested, min, .. } => write!(
+                f,
+                "capacity {} is below the smallest arena with these options, {} (the header, \
+                 the reserved area, the start and flush maps and one chunk of heap)",
+                size(*requested),
+                size(*min)
+            ),
+            Error::Offset { offset, align } if offset % align != 0 => write!(
+                f,
+                "arena offset {offset} in the file is not a multiple of {align}"
+            ),
+            Error::Offset { offset, .. } => write!(
+                f,
+                "arena offset {offset} in the file leaves no room for an arena after it"
+            ),
+            Error::ChunkSize {
+                requested,
+                min,
+                max,
+            } => write!(
+                f,
+                "chunk size {requested} is not a power of two from {min} to {max}"
+            ),
+            Error::NoMemory { requested } => write!(
+                f,
+                "the system could not provide {} of memory for the arena (not enough memory, \
+                 or an overcommit or address-space limit)",
+                size(*requested)
+            ),
+            Error::Open { path, error } => {
+                write!(f, "cannot open {}: {error}", path.display())
+            }
             Error::Io(e) => write!(f, "i/o error: {e}"),
         }
     }
@@ -323,7 +475,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io(e) => Some(e),
+            Error::Io(e) | Error::Open { error: e, .. } => Some(e),
             Error::Refused { error, .. } => Some(error),
             _ => None,
         }
@@ -336,6 +488,30 @@ impl From<io::Error> for Error {
         match e.raw_os_error() {
             Some(28) | Some(122) => Error::NoSpace,
             _ => Error::Io(e),
+        }
+    }
+}
+
+impl Error {
+    /// The error of a failed map or allocation of `requested` bytes: [`Error::NoMemory`] when the
+    /// system is out of memory (`ENOMEM`), else as `From<io::Error>`.
+    pub(crate) fn of_map(e: io::Error, requested: u64) -> Error {
+        if e.raw_os_error() == Some(12) || e.kind() == io::ErrorKind::OutOfMemory {
+            Error::NoMemory { requested }
+        } else {
+            Error::from(e)
+        }
+    }
+
+    /// The error of a failed open of `path`: [`Error::Open`] naming it (ENOSPC and EDQUOT stay
+    /// [`Error::NoSpace`]).
+    pub(crate) fn of_open(e: io::Error, path: &std::path::Path) -> Error {
+        match Error::from(e) {
+            Error::Io(error) => Error::Open {
+                path: path.to_path_buf(),
+                error,
+            },
+            other => other,
         }
     }
 }

@@ -38,12 +38,17 @@ mod sync;
 pub mod testkit;
 
 pub use alloc_api::GlobalArena;
+/// The `allocator-api2` crate (0.2) whose `Allocator` trait `&Arena` and `Arena` implement:
+/// name it as `parena::allocator_api2` so the versions match (`cargo add allocator-api2` picks
+/// a newer, incompatible major version).
+#[cfg(feature = "allocator-api2")]
+pub use allocator_api2;
 pub use arena::{Arena, BlockMut, HeaderInfo, LiveBlock, Stats, LANES};
 pub use backing::BackingKind;
 #[doc(hidden)]
 pub use backing::SimDisk;
 pub use block::{Handle, MAX_BLOCK_LEN};
-pub use error::Error;
+pub use error::{Error, Region};
 pub use format::{FORMAT_VERSION, HEADER_SIZE, MAGIC, ROOT_SLOTS};
 pub use layout::MAX_ALIGN;
 pub use options::{Freelist, Options, DEFAULT_CAPACITY};

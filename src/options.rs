@@ -124,7 +124,7 @@ impl Options {
     /// have a writer. `remove_on_drop` is refused (it would remove the whole file).
     ///
     /// # Errors (at open)
-    /// [`Error::Size`] for an offset that is not a multiple of 4096; [`Error::Unsupported`] for a
+    /// [`Error::Offset`] for an offset that is not a multiple of 4096; [`Error::Unsupported`] for a
     /// heap or anonymous arena, or with `remove_on_drop`.
     pub fn offset(mut self, bytes: u64) -> Options {
         self.offset = bytes;
@@ -169,7 +169,7 @@ impl Options {
     }
 
     /// Create the file when it is missing (default `true`); with `false` a missing file is an
-    /// [`Error::Io`] of kind `NotFound`, and an existing empty file is not formatted either: it
+    /// [`Error::Open`] naming the path, whose `error` is of kind `NotFound`, and an existing empty file is not formatted either: it
     /// is refused as not an arena ([`Error::Magic`]) and left empty. (With `true`, an empty file
     /// is taken as a new arena, like a missing one.)
     pub fn create(mut self, yes: bool) -> Options {

@@ -45,10 +45,6 @@ fn threads_of_real_work_on_the_arena() {
     assert!(total > 0);
     let arena = GLOBAL.arena().expect("the arena served allocations");
     let s = arena.stats();
-    println!(
-        "global arena: {} allocations ({} from bump, {} from the free lists), {} frees, {} rewinds, {} failures; {} served by the system allocator",
-        s.allocations, s.from_bump, s.from_freelist, s.frees, s.rewinds, s.failures, GLOBAL.fallbacks()
-    );
     assert!(s.allocations > 100_000, "{s:?}");
     assert!(s.frees > 50_000, "{s:?}");
     assert!(

@@ -105,14 +105,6 @@ fn no_allocation_inside_parena() {
             let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
             assert!(total > 0);
             let s = ARENA.arena().expect("the arena served allocations").stats();
-            println!(
-            "{} allocations, {} from the free lists, {} coalesced, {} fallbacks; hashbrown map of {}",
-            s.allocations,
-            s.from_freelist,
-            s.coalesced,
-            ARENA.fallbacks(),
-            m.len()
-        );
             assert!(s.coalesced > 0 || ARENA.fallbacks() > 0, "{s:?}");
         },
     );

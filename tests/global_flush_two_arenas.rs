@@ -43,5 +43,4 @@ fn scenario() {
     // And the allocator interfaces still work afterwards.
     let w: Vec<String> = (0..100).map(|i| i.to_string()).collect();
     assert_eq!(v.len() + w.len(), 1100);
-    println!("fallbacks: {}", GLOBAL.fallbacks());
 }

@@ -31,7 +31,7 @@ pub fn blocks(inv: &Invocation) -> Outcome {
             .map(|b| {
                 Value::Object(
                     Object::new()
-                        .set("handle", b.handle.to_u64())
+                        .set("handle", Value::word(b.handle.to_u64()))
                         .set("offset", b.handle.offset())
                         .set("generation", u64::from(b.handle.generation()))
                         .set("len", b.len)

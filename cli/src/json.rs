@@ -41,6 +41,15 @@ impl Object {
     }
 }
 
+impl Value {
+    /// A 64-bit word (a handle, a root, a raw header word) as a decimal string: JSON readers that
+    /// hold numbers as doubles (`jq`, JavaScript) round anything above 2^53, so such words are
+    /// always strings, whatever their value.
+    pub fn word(n: u64) -> Value {
+        Value::Str(n.to_string())
+    }
+}
+
 impl From<u64> for Value {
     fn from(v: u64) -> Value {
         Value::U64(v)

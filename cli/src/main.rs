@@ -7,6 +7,7 @@
 //! parena blocks FILE           # every live block: handle, offset, generation, length
 //! parena inspect --json FILE   # one JSON object, for scripts
 //! parena salvage FILE FRESH    # copy what can be vouched for into the new file FRESH
+//! parena --version            # the tool's version and the file format it reads
 //! parena inspect --salvage FRESH FILE   # the same as `salvage FILE FRESH`
 //! ```
 //!
@@ -97,6 +98,7 @@ impl Invocation {
                     "{p}: created with magic_version {found}; run again with --magic-version {found}"
                 ),
                 Error::Locked => format!("{p}: a writer holds this arena open; close it first"),
+                Error::Open { error, .. } => format!("{p}: cannot open: {error}"),
                 e => format!("{p}: not openable as a parena arena: {e}"),
             }
         })
@@ -107,9 +109,10 @@ fn usage() -> String {
     let mut s = String::from(
         "parena: look inside parena arena files (opens read-only, never changes them;\n\
          salvage writes only the new file FRESH)\n\n\
-         usage: parena COMMAND [--json] [--magic-version N] FILE\n       \
+         usage: parena COMMAND [--json] [--magic-version N] [--] FILE\n       \
          parena salvage [--json] FILE FRESH\n       \
-         parena inspect --salvage FRESH [--json] FILE   (the same as salvage FILE FRESH)\n\n\
+         parena inspect --salvage FRESH [--json] FILE   (the same as salvage FILE FRESH)\n       \
+         parena help | --help | --version\n\n\
          commands:\n",
     );
     for c in COMMANDS {
@@ -117,9 +120,45 @@ fn usage() -> String {
     }
     s += "\noptions:\n  --json               one JSON object on stdout instead of text\n  \
           --magic-version N    the user format version the arena was created with (default 0)\n  \
-          -h, --help           print this\n\nexit status: 0 clean, 1 problems found, 2 not opened or bad usage\n\n";
+          -h, --help           print this (also `parena help`)\n  \
+          -V, --version        print the tool's version and the file format it reads\n  \
+          --                   end of options: what follows is a FILE even if it starts with -\n\n\
+          exit status: 0 clean, 1 problems found, 2 not opened or bad usage\n\n";
     s += report::GLOSSARY;
     s
+}
+
+/// `parena --version`: the tool's version and the arena format version it reads and writes.
+fn version() -> String {
+    format!(
+        "parena {} (arena file format version {})",
+        env!("CARGO_PKG_VERSION"),
+        parena::FORMAT_VERSION
+    )
+}
+
+/// Takes a word that is not an option: the command, then FILE, then (for `salvage`) FRESH.
+fn positional(
+    word: &str,
+    command: &mut Option<&'static Command>,
+    path: &mut Option<PathBuf>,
+    fresh: &mut Option<PathBuf>,
+) -> Result<(), String> {
+    if command.is_none() {
+        *command = Some(
+            COMMANDS
+                .iter()
+                .find(|c| c.name == word)
+                .ok_or_else(|| format!("unknown command {word:?}"))?,
+        );
+    } else if path.is_none() {
+        *path = Some(PathBuf::from(word));
+    } else if fresh.is_none() && command.is_some_and(|c| c.name == "salvage") {
+        *fresh = Some(PathBuf::from(word));
+    } else {
+        return Err(format!("unexpected argument {word:?}"));
+    }
+    Ok(())
 }
 
 fn fail(msg: &str) -> ExitCode {
@@ -135,10 +174,25 @@ fn main() -> ExitCode {
     let mut magic_version = 0;
     let mut fresh = None;
     let mut salvage_flag = false;
+    let mut options_ended = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            word if options_ended => {
+                if let Err(msg) = positional(word, &mut command, &mut path, &mut fresh) {
+                    return fail(&msg);
+                }
+            }
+            "--" => options_ended = true,
             "-h" | "--help" => {
                 print!("{}", usage());
+                return ExitCode::from(OK);
+            }
+            "help" if command.is_none() => {
+                print!("{}", usage());
+                return ExitCode::from(OK);
+            }
+            "-V" | "--version" => {
+                println!("{}", version());
                 return ExitCode::from(OK);
             }
             "--json" => json = true,
@@ -156,15 +210,11 @@ fn main() -> ExitCode {
             flag if flag.starts_with('-') && flag != "-" => {
                 return fail(&format!("unknown option {flag:?}"))
             }
-            word if command.is_none() => match COMMANDS.iter().find(|c| c.name == word) {
-                Some(c) => command = Some(c),
-                None => return fail(&format!("unknown command {word:?}")),
-            },
-            file if path.is_none() => path = Some(PathBuf::from(file)),
-            file if fresh.is_none() && command.is_some_and(|c| c.name == "salvage") => {
-                fresh = Some(PathBuf::from(file))
+            word => {
+                if let Err(msg) = positional(word, &mut command, &mut path, &mut fresh) {
+                    return fail(&msg);
+                }
             }
-            extra => return fail(&format!("unexpected argument {extra:?}")),
         }
     }
     let Some(mut command) = command else {

@@ -1,11 +1,12 @@
 //! `inspect` and `verify`: what an arena file holds, in one vocabulary (see [`GLOSSARY`]).
 
-use crate::json::Object;
+use crate::json::{Object, Value};
 use crate::{Invocation, Outcome, FAILED, OK, PROBLEMS};
-use parena::{HeaderInfo, Report};
+use parena::{Handle, HeaderInfo, Report, Stats};
 
 /// The words the tool uses for the bytes of a heap; printed by `--help`. Every heap byte below
-/// the bump offset is in exactly one of the first six kinds.
+/// the bump offset is in exactly one of the first six kinds, and the seven kinds add up to the
+/// heap (`Stats::heap_end - data_start`; the start and flush maps after it are not heap).
 pub const GLOSSARY: &str = "\
 what the words mean (every byte of the heap is exactly one of these):
   live            blocks handed out and not freed (bytes as requested); 'pending' ones are still
@@ -18,12 +19,16 @@ what the words mean (every byte of the heap is exactly one of these):
   gaps            tails of per-thread chunks never allocated (a thread's chunk at close, or a
                   crash's leftovers)
   headers         block headers and the rounding of block sizes
-  never reserved  the heap past the bump offset: not yet handed to any thread
+  never reserved  the heap past the bump offset: not yet handed to any thread (Stats::remaining)
+the arena's capacity is the file header, the heap, and the start and flush maps after the heap
 ";
 
 /// The heap's bytes by kind, from the header and a walk.
 struct Usage {
+    /// `heap_end - data_start`: the seven kinds below add up to it.
     heap: u64,
+    /// The start and flush maps after the heap (`capacity - heap_end`).
+    maps: u64,
     live_blocks: u64,
     live: u64,
     pending_blocks: u64,
@@ -38,14 +43,15 @@ struct Usage {
 }
 
 impl Usage {
-    fn new(h: &HeaderInfo, r: &Report) -> Usage {
+    fn new(h: &HeaderInfo, r: &Report, s: &Stats) -> Usage {
         let unlisted = r.free_bytes.saturating_sub(r.listed_bytes);
         // The walk counts unlisted free segments inside `leaked_bytes` too; padding is the rest.
         let padding = r.leaked_bytes.saturating_sub(unlisted);
         let reserved = h.bump.saturating_sub(h.data_start);
         let counted = r.live_bytes + r.free_bytes + padding + r.gap_bytes;
         Usage {
-            heap: h.capacity.saturating_sub(h.data_start),
+            heap: s.heap_end.saturating_sub(h.data_start),
+            maps: h.capacity.saturating_sub(s.heap_end),
             live_blocks: r.live_blocks,
             live: r.live_bytes,
             pending_blocks: r.pending_blocks,
@@ -56,13 +62,14 @@ impl Usage {
             padding,
             gaps: r.gap_bytes,
             headers: reserved.saturating_sub(counted),
-            never_reserved: h.capacity.saturating_sub(h.bump),
+            never_reserved: s.remaining,
         }
     }
 
     fn json(&self) -> Object {
         Object::new()
             .set("heap_bytes", self.heap)
+            .set("map_bytes", self.maps)
             .set("live_blocks", self.live_blocks)
             .set("live_bytes", self.live)
             .set("pending_blocks", self.pending_blocks)
@@ -106,17 +113,18 @@ fn freelist_name(h: &HeaderInfo) -> String {
 
 /// Opens and walks the file; on failure prints the error (naming the path) and gives the exit
 /// status to end with.
-fn open_and_walk(inv: &Invocation) -> Result<(HeaderInfo, Report), Outcome> {
+fn open_and_walk(inv: &Invocation) -> Result<(HeaderInfo, Report, Stats), Outcome> {
     let mut arena = inv.open().map_err(|msg| {
         eprintln!("parena: {msg}");
         Outcome(FAILED)
     })?;
     let header = arena.header();
+    let stats = arena.stats();
     let report = arena.verify().map_err(|e| {
         eprintln!("parena: {}: heap walk failed: {e}", inv.path.display());
         Outcome(FAILED)
     })?;
-    Ok((header, report))
+    Ok((header, report, stats))
 }
 
 fn problems(r: &Report) -> Vec<String> {
@@ -129,11 +137,11 @@ fn status(r: &Report) -> Outcome {
 
 /// `parena inspect FILE`.
 pub fn inspect(inv: &Invocation) -> Outcome {
-    let (h, r) = match open_and_walk(inv) {
+    let (h, r, s) = match open_and_walk(inv) {
         Ok(v) => v,
         Err(o) => return o,
     };
-    let u = Usage::new(&h, &r);
+    let u = Usage::new(&h, &r, &s);
     let file_len = std::fs::metadata(&inv.path).map(|m| m.len()).unwrap_or(0);
     let path = inv.path.display().to_string();
     let roots: Vec<(usize, u64)> = h
@@ -171,7 +179,11 @@ pub fn inspect(inv: &Invocation) -> Outcome {
                 "roots",
                 roots
                     .iter()
-                    .map(|&(slot, v)| Object::new().set("slot", slot as u64).set("value", v))
+                    .map(|&(slot, v)| {
+                        Object::new()
+                            .set("slot", slot as u64)
+                            .set("value", Value::word(v))
+                    })
                     .collect::<Vec<_>>(),
             );
         let out = Object::new()
@@ -216,10 +228,11 @@ pub fn inspect(inv: &Invocation) -> Outcome {
         h.arena_id, h.open_count
     );
     println!(
-        "  capacity        {} = file header {} + heap {}",
+        "  capacity        {} = file header {} + heap {} + start and flush maps {}",
         bytes(h.capacity),
         bytes(h.data_start),
-        bytes(u.heap)
+        bytes(u.heap),
+        bytes(u.maps)
     );
     println!(
         "  chunk size      {} (each thread bumps inside its own chunk)",
@@ -297,9 +310,14 @@ pub fn inspect(inv: &Invocation) -> Outcome {
     }
     if !roots.is_empty() {
         println!();
-        println!("roots (slot: value)");
+        println!("roots (slot: value, in decimal like the handles of `parena blocks`)");
         for (slot, v) in &roots {
-            println!("  {slot:>2}: {v:#x}");
+            let h = Handle::from_u64(*v);
+            println!(
+                "  {slot:>2}: {v}  (as a handle: offset {}, generation {})",
+                h.offset(),
+                h.generation()
+            );
         }
     }
     println!();
@@ -320,7 +338,7 @@ fn print_walk(r: &Report) {
 
 /// `parena verify FILE`.
 pub fn verify(inv: &Invocation) -> Outcome {
-    let (h, r) = match open_and_walk(inv) {
+    let (h, r, _) = match open_and_walk(inv) {
         Ok(v) => v,
         Err(o) => return o,
     };

@@ -57,7 +57,7 @@ fn to_json(inv: &Invocation, fresh: &std::path::Path, r: &SalvageReport) -> Obje
         .map(|s| {
             Value::Object(
                 Object::new()
-                    .set("handle", s.handle.to_u64())
+                    .set("handle", Value::word(s.handle.to_u64()))
                     .set("offset", s.handle.offset())
                     .set("generation", u64::from(s.handle.generation()))
                     .set("len", s.len)
@@ -78,7 +78,7 @@ fn to_json(inv: &Invocation, fresh: &std::path::Path, r: &SalvageReport) -> Obje
                     .set("offset", l.offset)
                     .set("len", l.len)
                     .set("reason", why)
-                    .set("word", word),
+                    .set("word", Value::word(word)),
             )
         })
         .collect();

@@ -29,7 +29,7 @@ fn arena_file(name: &str) -> TempPath {
     let arena = unsafe { Options::new().capacity(1 << 20).map_file(&t.0) }.expect("create");
     let a = arena.alloc_copy(b"first block").expect("alloc");
     let b = arena.alloc_copy(&[7u8; 300]).expect("alloc");
-    arena.alloc_copy(b"third").expect("alloc");
+    let _third = arena.alloc_copy(b"third").expect("alloc");
     arena.free(b).expect("free");
     arena.set_root(2, a.to_u64()).expect("root");
     drop(arena);
@@ -154,7 +154,7 @@ fn blocks_lists_every_live_block() {
     // The first block is the one root 2 names, by its full handle.
     // SAFETY: the file is closed; only this test maps it, read-only.
     let arena = unsafe { Options::new().read_only(true).map_file(&f.0) }.expect("open");
-    assert_eq!(blocks[0]["handle"], arena.root(2));
+    assert_eq!(blocks[0]["handle"], arena.root(2).to_string());
     assert!(blocks.iter().all(|b| b["pending"] == false));
     drop(arena);
     let text = stdout(&parena(&["blocks", path]));
@@ -206,4 +206,118 @@ fn salvage_writes_a_new_file_and_reports() {
     assert!(fresh.0.exists(), "inspect --salvage wrote FRESH");
     let bad = parena(&["verify", "--salvage", fresh_path, d]);
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+}
+
+#[test]
+fn version_help_and_end_of_options() {
+    for flag in ["--version", "-V"] {
+        let out = parena(&[flag]);
+        assert!(out.status.success(), "{out:?}");
+        let text = stdout(&out);
+        assert!(
+            text.starts_with(&format!("parena {}", env!("CARGO_PKG_VERSION"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("format version {}", parena::FORMAT_VERSION)),
+            "{text}"
+        );
+    }
+    let help = parena(&["help"]);
+    assert!(help.status.success(), "{help:?}");
+    assert!(stdout(&help).contains("usage: parena"), "{help:?}");
+    // After `--`, a FILE may start with a dash.
+    let dir = tempfile_dir("dash");
+    let f = arena_file("dash-src");
+    let dashed = dir.join("-arena");
+    std::fs::copy(&f.0, &dashed).expect("copy");
+    let out = Command::new(env!("CARGO_BIN_EXE_parena"))
+        .current_dir(&dir)
+        .args(["verify", "--", "-arena"])
+        .output()
+        .expect("run parena");
+    assert!(out.status.success(), "{out:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_parena"))
+        .current_dir(&dir)
+        .args(["verify", "-arena"])
+        .output()
+        .expect("run parena");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "without --, -arena is an option"
+    );
+    std::fs::remove_dir_all(&dir).expect("remove");
+}
+
+/// A fresh directory under the temporary directory.
+fn tempfile_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("parena-cli-{}-{name}.d", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir(&d).expect("mkdir");
+    d
+}
+
+/// Handles and roots are 64-bit words: every `--json` output gives them as decimal strings, which
+/// JSON readers that hold numbers as doubles read exactly.
+#[test]
+fn json_handles_and_roots_are_exact_strings() {
+    let f = arena_file("strings");
+    let path = f.0.to_str().expect("utf-8 path");
+    // SAFETY: the file is closed; only this test maps it, read-only.
+    let arena = unsafe { Options::new().read_only(true).map_file(&f.0) }.expect("open");
+    let root = arena.root(2);
+    drop(arena);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = parena(args);
+        assert!(out.status.code() != Some(2), "{out:?}");
+        serde_json::from_str(&stdout(&out)).expect("valid JSON")
+    };
+    let v = json(&["inspect", "--json", path]);
+    assert_eq!(v["header"]["roots"][0]["value"], root.to_string());
+    let v = json(&["blocks", "--json", path]);
+    for b in v["blocks"].as_array().expect("an array") {
+        let h: u64 = b["handle"].as_str().expect("a string").parse().unwrap();
+        assert_eq!(parena::Handle::from_u64(h).offset(), b["offset"]);
+    }
+    let fresh = TempPath::new("strings-fresh");
+    let v = json(&["salvage", "--json", path, fresh.0.to_str().unwrap()]);
+    for b in v["saved"].as_array().expect("an array") {
+        assert!(b["handle"].as_str().is_some(), "{b}");
+    }
+}
+
+/// `inspect` prints roots in the base `blocks` prints handles in, so a root is found by eye.
+#[test]
+fn a_root_matches_its_block_in_text() {
+    let f = arena_file("roots");
+    let path = f.0.to_str().expect("utf-8 path");
+    // SAFETY: the file is closed; only this test maps it, read-only.
+    let arena = unsafe { Options::new().read_only(true).map_file(&f.0) }.expect("open");
+    let root = arena.root(2).to_string();
+    drop(arena);
+    let inspect = stdout(&parena(&["inspect", path]));
+    let blocks = stdout(&parena(&["blocks", path]));
+    assert!(inspect.contains(&format!(" 2: {root}")), "{inspect}");
+    assert!(blocks.contains(&root), "{blocks}");
+}
+
+/// The heap `inspect` accounts for is the heap `Stats` describes: it ends where the start and
+/// flush maps begin, and "never reserved" is `Stats::remaining`.
+#[test]
+fn heap_accounting_adds_up_to_stats() {
+    let f = arena_file("stats");
+    let path = f.0.to_str().expect("utf-8 path");
+    // SAFETY: the file is closed; only this test maps it, read-only.
+    let arena = unsafe { Options::new().read_only(true).map_file(&f.0) }.expect("open");
+    let s = arena.stats();
+    drop(arena);
+    let out = parena(&["inspect", "--json", path]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+    let u = &v["usage"];
+    assert_eq!(u["heap_bytes"], s.heap_end - s.data_start);
+    assert_eq!(u["never_reserved_bytes"], s.remaining);
+    assert_eq!(u["map_bytes"], s.capacity - s.heap_end);
+    let text = stdout(&parena(&["inspect", path]));
+    assert!(text.contains("start and flush maps"), "{text}");
 }

@@ -241,6 +241,7 @@ impl Memtable {
                 offset: h.offset(),
                 len: len as u64,
                 limit: HEAD_LEN as u64,
+                region: parena::Region::Block,
             });
         }
         Ok(Memtable {

@@ -235,8 +235,8 @@ impl State {
         expect_refused_with(a, h, ok);
         let after = a.stats();
         assert_eq!(
-            (before.allocated, before.live_blocks, before.live_bytes),
-            (after.allocated, after.live_blocks, after.live_bytes),
+            (before.allocated, before.net_blocks, before.net_bytes),
+            (after.allocated, after.net_blocks, after.net_bytes),
             "a refused free of {h:?} changed the arena"
         );
     }

@@ -146,7 +146,7 @@ impl Model {
             .remove(&h.offset())
             .expect("freed block in the model");
         if self.dead.len() >= self.keep_dead {
-            self.dead.remove(0);
+            let _oldest: Handle = self.dead.remove(0);
         }
         self.dead.push(h);
         l

@@ -239,6 +239,7 @@ impl Arena {
                     offset,
                     len,
                     limit: capacity,
+                    region: crate::error::Region::Arena,
                 })
             }
         }

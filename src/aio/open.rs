@@ -48,15 +48,16 @@ fn canonical_key(path: &Path) -> Result<PathBuf, Error> {
         Ok(p) => Ok(p),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let Some(name) = path.file_name() else {
-                return Err(e.into());
+                return Err(Error::of_open(e, path));
             };
             let dir = match path.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d,
                 _ => Path::new("."),
             };
-            Ok(std::fs::canonicalize(dir)?.join(name))
+            let dir = std::fs::canonicalize(dir).map_err(|e| Error::of_open(e, path))?;
+            Ok(dir.join(name))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(Error::of_open(e, path)),
     }
 }
 
@@ -83,10 +84,7 @@ fn check_compatible(o: &Options, a: &Arena, first: OpenedWith) -> Result<(), Err
         return Err(Error::Conflict { option: "reserved" });
     }
     if let Some(c) = o.capacity {
-        let want = align_up(c, DATA_ALIGN).ok_or(Error::Size {
-            field: "capacity",
-            value: c,
-        })?;
+        let want = align_up(c, DATA_ALIGN).ok_or_else(|| crate::arena::capacity_error(o, c))?;
         // A smaller capacity is kept as is, as on a reopen; a larger one would need a remap.
         if want > a.capacity() {
             return Err(Error::Conflict { option: "capacity" });

@@ -82,6 +82,7 @@ impl Arena {
                     offset: offset as u64,
                     len: buf.len() as u64,
                     limit: bytes.len() as u64,
+                    region: crate::error::Region::Block,
                 }),
             }
         })?
@@ -400,6 +401,7 @@ impl Inner {
                 offset: data,
                 len: 0,
                 limit: bump,
+                region: crate::error::Region::Handle,
             });
         }
         let hdr = data - WORD;

@@ -10,6 +10,7 @@ use std::ops::{Deref, DerefMut};
 /// While it lives the block is *pending*: `read`, `get` and `free` of its handle get
 /// [`Error::Busy`](crate::Error::Busy), so nothing else sees the bytes while they are written. Dropping it publishes
 /// the block.
+#[must_use = "dropping a BlockMut publishes the block, and without its handle nothing can reach or free it"]
 pub struct BlockMut<'a> {
     pub(super) inner: &'a Inner,
     pub(super) hdr: u64,

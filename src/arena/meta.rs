@@ -11,9 +11,22 @@ use crate::sync::Ordering;
 /// Two kinds of number, named apart: **file-wide** (`capacity`, `data_start`, `heap_end`, `allocated`,
 /// `remaining`, `discarded`), read from the header, the same for every process that opens the
 /// file; and **this process since open** (everything else), counted by the threads of this
-/// process on this `Arena` (and its clones) and starting at zero at every open. So after a reopen
-/// `live_blocks` is 0 although the file holds blocks: the heap walk counts those
-/// ([`Arena::verify`], `parena inspect FILE`).
+/// process on this `Arena` (and its clones) and starting at zero at every open. Counting the
+/// blocks a file holds takes a walk of its heap, which a clean open does not make (it is O(1) in
+/// the arena's size): [`Arena::live_blocks`], [`Arena::verify`] and `parena inspect FILE` count
+/// them, and after a recovering open [`Arena::recovery_report`] has the count.
+/// `net_blocks` and `net_bytes` are this process's allocations minus its frees, so after a reopen
+/// they start at 0, and go below 0 when blocks that were in the file at open are freed.
+///
+/// ```
+/// let arena = parena::Options::new().capacity(1 << 20).heap()?;
+/// let h = arena.alloc(100)?.into_handle();
+/// let s = arena.stats();
+/// assert_eq!((s.allocations, s.net_blocks, s.net_bytes), (1, 1, 100));
+/// arena.free(h)?;
+/// assert_eq!(arena.stats().net_blocks, 0);
+/// # Ok::<(), parena::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -28,11 +41,12 @@ pub struct Stats {
     pub allocated: u64,
     /// File-wide: heap bytes never reserved (`heap_end - bump`).
     pub remaining: u64,
-    /// This process since open: blocks allocated and not freed (blocks that were in the file at
-    /// open are not counted; see above).
-    pub live_blocks: u64,
-    /// Bytes in those blocks (as requested).
-    pub live_bytes: u64,
+    /// This process since open: allocations minus frees. Not the number of blocks in the arena:
+    /// blocks that were in the file at open are not counted, and freeing one counts -1 (see
+    /// above).
+    pub net_blocks: i64,
+    /// This process since open: bytes allocated minus bytes freed (as requested).
+    pub net_bytes: i64,
     /// File-wide: bytes in fillers and remainders too small to list, and chunk tails given up.
     pub discarded: u64,
     /// This process since open: successful allocations.
@@ -190,8 +204,8 @@ impl Arena {
             s.coalesced += k.coalesced.load(Ordering::Relaxed);
         });
         s.from_bump = s.allocations.saturating_sub(s.from_freelist + s.from_cache);
-        s.live_blocks = s.allocations.saturating_sub(s.frees);
-        s.live_bytes = alloc_bytes.saturating_sub(freed_bytes);
+        s.net_blocks = s.allocations.wrapping_sub(s.frees) as i64;
+        s.net_bytes = alloc_bytes.wrapping_sub(freed_bytes) as i64;
         s
     }
 }
@@ -275,6 +289,7 @@ fn root_slot(i: usize) -> Result<u64, Error> {
             offset: i as u64,
             len: 1,
             limit: ROOT_SLOTS as u64,
+            region: crate::error::Region::RootSlots,
         });
     }
     Ok(OFF_ROOTS + 8 * i as u64)

@@ -32,6 +32,8 @@ pub(crate) use access::Mode;
 pub use block_mut::BlockMut;
 pub use lifecycle::LiveBlock;
 pub use meta::{HeaderInfo, Stats};
+#[cfg(all(feature = "async", not(parena_loom)))]
+pub(crate) use open::capacity_error;
 
 use crate::backing::{Backing, BackingKind};
 use crate::bump::Chunks;
@@ -282,6 +284,7 @@ impl Inner {
                 offset,
                 len,
                 limit: self.heap_end,
+                region: crate::error::Region::Heap,
             }),
         }
     }

@@ -44,10 +44,7 @@ impl Geometry {
         let reserved = o.reserved.unwrap_or(0);
         let data_start = Geometry::data_start_for(reserved);
         if capacity > MAX_CAPACITY || capacity < data_start + format::heap_minimum(capacity) {
-            return Err(Error::Size {
-                field: "capacity",
-                value: capacity,
-            });
+            return Err(capacity_error(o, o.capacity.unwrap_or(capacity)));
         }
         let heap = format::heap_end(capacity) - data_start;
         let chunk_shift = match o.chunk_size {
@@ -56,9 +53,10 @@ impl Geometry {
                 if !c.is_power_of_two()
                     || !(1 << MIN_CHUNK_SHIFT..=1 << MAX_CHUNK_SHIFT).contains(&c)
                 {
-                    return Err(Error::Size {
-                        field: "chunk_size",
-                        value: c,
+                    return Err(Error::ChunkSize {
+                        requested: c,
+                        min: 1 << MIN_CHUNK_SHIFT,
+                        max: 1 << MAX_CHUNK_SHIFT,
                     });
                 }
                 c.trailing_zeros() as u8
@@ -83,10 +81,23 @@ impl Geometry {
 
 fn requested_capacity(o: &Options) -> Result<u64, Error> {
     let c = o.capacity.unwrap_or(DEFAULT_CAPACITY);
-    align_up(c, DATA_ALIGN).ok_or(Error::Size {
-        field: "capacity",
-        value: c,
-    })
+    align_up(c, DATA_ALIGN).ok_or_else(|| capacity_error(o, c))
+}
+
+/// [`Error::Capacity`] for `requested` bytes, with the bounds that apply to options `o`.
+pub(crate) fn capacity_error(o: &Options, requested: u64) -> Error {
+    let data_start = Geometry::data_start_for(o.reserved.unwrap_or(0));
+    // The smallest capacity that holds the header, the reserved area, the maps and a chunk (the
+    // map region grows with the capacity, so step up to it).
+    let mut min = data_start;
+    while min < data_start + format::heap_minimum(min) && min < MAX_CAPACITY {
+        min += DATA_ALIGN;
+    }
+    Error::Capacity {
+        requested,
+        min,
+        max: MAX_CAPACITY,
+    }
 }
 
 impl Arena {
@@ -169,9 +180,9 @@ impl Arena {
         // Aligned, and far enough from the end of the file's offset range that the largest arena
         // after it still has addresses (every file operation adds the offset).
         if o.offset % DATA_ALIGN != 0 || o.offset.checked_add(MAX_CAPACITY).is_none() {
-            return Err(Error::Size {
-                field: "offset",
-                value: o.offset,
+            return Err(Error::Offset {
+                offset: o.offset,
+                align: DATA_ALIGN,
             });
         }
         if o.offset != 0 && o.map.remove_on_drop {
@@ -232,10 +243,7 @@ impl Arena {
         }
         let mut capacity = v.capacity;
         if let Some(want) = o.capacity {
-            let want = align_up(want, DATA_ALIGN).ok_or(Error::Size {
-                field: "capacity",
-                value: want,
-            })?;
+            let want = align_up(want, DATA_ALIGN).ok_or_else(|| capacity_error(o, want))?;
             if want < raw.bump {
                 return Err(Error::Shrink {
                     requested: want,
@@ -247,10 +255,7 @@ impl Arena {
                     return Err(Error::ReadOnly);
                 }
                 if want > MAX_CAPACITY {
-                    return Err(Error::Size {
-                        field: "capacity",
-                        value: want,
-                    });
+                    return Err(capacity_error(o, o.capacity.unwrap_or(want)));
                 }
                 capacity = want;
             }
@@ -263,10 +268,7 @@ impl Arena {
                 capacity += DATA_ALIGN;
             }
             if capacity > MAX_CAPACITY {
-                return Err(Error::Size {
-                    field: "capacity",
-                    value: capacity,
-                });
+                return Err(capacity_error(o, capacity));
             }
         }
         // Everything above only read. A dirty arena is planned (still read-only) before anything
@@ -343,8 +345,16 @@ impl Arena {
     }
 
     pub(super) fn create_file(o: &Options, f: OpenedFile) -> Result<Arena, Error> {
-        let capacity = requested_capacity(o)?;
-        let g = Geometry::from_options(o, capacity)?;
+        let checked = requested_capacity(o).and_then(|c| Ok((c, Geometry::from_options(o, c)?)));
+        let (capacity, g) = match checked {
+            Ok(x) => x,
+            Err(e) => {
+                // Options that can make no arena: a file this open created goes again (with the
+                // lock still held), so no empty file is left for a later open to format.
+                f.remove_if_created();
+                return Err(e);
+            }
+        };
         // Written DIRTY and open once, as the open that follows would mark it: one durable write
         // of the header instead of a clean header, then the mark.
         let mut raw = RawHeader::new(&g, capacity);
@@ -353,8 +363,10 @@ impl Arena {
         let before = f.file.metadata()?.len();
         if let Err(e) = f.format(capacity, o.preallocate, bytemuck::bytes_of(&raw)) {
             // The file held no arena (it was created, or ended at or before the arena's offset):
-            // give it back its old length. Bytes before the offset were never written.
+            // give it back its old length, or remove it if this open created it. Bytes before the
+            // offset were never written.
             let _ = f.file.set_len(before);
+            f.remove_if_created();
             return Err(e);
         }
         let b = Backing::file(f, capacity)?;
@@ -389,7 +401,8 @@ impl Options {
     /// An arena in an aligned heap buffer.
     ///
     /// # Errors
-    /// [`Error::Size`] when the capacity cannot hold the header and a heap.
+    /// [`Error::Capacity`] when the capacity cannot hold the header and a heap, or is above
+    /// 32 GiB; [`Error::ChunkSize`]; [`Error::NoMemory`] when the allocation fails.
     pub fn heap(&self) -> Result<Arena, Error> {
         self.no_offset(BackingKind::Heap)?;
         self.with_map_settings(Arena::create_in_memory(self, false)?)
@@ -398,7 +411,8 @@ impl Options {
     /// An arena in an anonymous memory map.
     ///
     /// # Errors
-    /// [`Error::Size`] for a capacity too small; [`Error::Io`] when the map fails.
+    /// As [`Options::heap`]; [`Error::NoMemory`] when the system refuses a map that large;
+    /// [`Error::Io`] when the map fails otherwise.
     pub fn map_anon(&self) -> Result<Arena, Error> {
         self.no_offset(BackingKind::Anon)?;
         if self.map.remove_on_drop {
@@ -424,9 +438,11 @@ impl Options {
     /// writer did not close it cleanly.
     ///
     /// # Errors
-    /// A typed error per header check; [`Error::Locked`] when another writer has it;
-    /// [`Error::NoSpace`] when the disk cannot hold it. A file that fails validation is not
-    /// modified.
+    /// [`Error::Open`] (naming the path) when the file cannot be opened or created; a typed error
+    /// per header check; [`Error::Locked`] when another writer has it; [`Error::NoSpace`] when the
+    /// disk cannot hold it; [`Error::Capacity`], [`Error::ChunkSize`] and [`Error::Offset`] for
+    /// options that can make no arena. A file that fails validation is not modified, and a file
+    /// this call created is removed again when the create fails.
     ///
     /// # Safety
     /// The arena maps the file: its bytes are read and written as memory. The caller must make

@@ -26,7 +26,7 @@
 use super::access::Live;
 use super::Arena;
 use crate::block::Handle;
-use crate::error::Error;
+use crate::error::{Error, Region};
 use crate::layout::WORD;
 use crate::sync::StdAtomicU64;
 
@@ -48,6 +48,7 @@ impl Arena {
                 offset: at,
                 len,
                 limit: block_len,
+                region: Region::Block,
             }),
         }
     }
@@ -62,6 +63,7 @@ impl Arena {
                 offset,
                 len,
                 limit: inner.heap_end,
+                region: Region::Heap,
             }),
         }
     }
@@ -107,6 +109,7 @@ impl Arena {
                 offset: at,
                 len: WORD,
                 limit: WORD,
+                region: Region::Alignment,
             });
         }
         let off = self.block_range(h, at, WORD)?;
@@ -144,7 +147,8 @@ impl Arena {
             return Err(Error::OutOfBounds {
                 offset,
                 len: WORD,
-                limit: self.inner.heap_end,
+                limit: WORD,
+                region: Region::Alignment,
             });
         }
         self.heap_range(offset, WORD)?;

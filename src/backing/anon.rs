@@ -18,7 +18,10 @@ impl AnonMap {
             field: "capacity",
             value: len,
         })?;
-        let mut map = MmapOptions::new().len(size).map_anon()?;
+        let mut map = MmapOptions::new()
+            .len(size)
+            .map_anon()
+            .map_err(|e| Error::of_map(e, len))?;
         let base = NonNull::new(map.as_mut_ptr()).expect("a map is never at address 0");
         Ok(AnonMap { map, base })
     }

@@ -37,6 +37,8 @@ pub(crate) struct OpenedFile {
     /// The file was created by this open (or ended at or before `offset`), so it holds no arena
     /// yet.
     pub fresh: bool,
+    /// This open created the file (it did not exist before).
+    pub created: bool,
     pub lock: FileLock,
 }
 
@@ -50,8 +52,9 @@ impl OpenedFile {
         offset: u64,
     ) -> Result<OpenedFile, Error> {
         let mut existed = true;
+        let named = |e: io::Error| Error::of_open(e, path);
         let file = if read_only {
-            File::open(path)?
+            File::open(path).map_err(named)?
         } else if create_new {
             existed = false;
             OpenOptions::new()
@@ -63,7 +66,7 @@ impl OpenedFile {
                     if e.kind() == io::ErrorKind::AlreadyExists {
                         Error::Exists
                     } else {
-                        Error::from(e)
+                        named(e)
                     }
                 })?
         } else {
@@ -76,9 +79,10 @@ impl OpenedFile {
                         .write(true)
                         .create(true)
                         .truncate(false)
-                        .open(path)?
+                        .open(path)
+                        .map_err(named)?
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(named(e)),
             }
         };
         let lock = if read_only {
@@ -101,8 +105,17 @@ impl OpenedFile {
             read_only,
             offset,
             fresh,
+            created: !existed,
             lock,
         })
+    }
+
+    /// Removes the file if this open created it (a create that failed leaves nothing behind);
+    /// called with the lock still held, so no other open has formatted it meanwhile.
+    pub(crate) fn remove_if_created(&self) {
+        if self.created {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 
     /// A second descriptor on the same open file (it shares the lock), for a read-only map.
@@ -114,6 +127,7 @@ impl OpenedFile {
             read_only: true,
             offset: self.offset,
             fresh: false,
+            created: false,
             lock: self.lock,
         })
     }
@@ -299,9 +313,9 @@ impl FileMap {
             // SAFETY: the file's contents may change under the map only if another process breaks
             // the contract `Options::map_file` states (no one else modifies the file while it is
             // mapped); parena itself never writes through this map.
-            MmapRaw::from(unsafe { o.map_copy(&opened.file)? })
+            MmapRaw::from(unsafe { o.map_copy(&opened.file) }.map_err(|e| Error::of_map(e, len))?)
         } else {
-            o.map_raw(&opened.file)?
+            o.map_raw(&opened.file).map_err(|e| Error::of_map(e, len))?
         };
         let base = NonNull::new(map.as_mut_ptr()).expect("a map is never at address 0");
         Ok(FileMap {

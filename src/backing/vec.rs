@@ -29,9 +29,7 @@ impl HeapBuf {
         }
         // SAFETY: `layout` has a non-zero size (checked above).
         let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).ok_or(Error::Io(std::io::Error::from(
-            std::io::ErrorKind::OutOfMemory,
-        )))?;
+        let ptr = NonNull::new(raw).ok_or(Error::NoMemory { requested: len })?;
         Ok(HeapBuf { ptr, layout })
     }
 

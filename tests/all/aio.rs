@@ -572,7 +572,7 @@ fn exclusive_passes_on_a_shared_arena() {
     futures::executor::block_on(async {
         let mut a = open(&path).await.unwrap();
         let b = open(&path).await.unwrap();
-        a.alloc_copy(b"x").unwrap();
+        let _ = a.alloc_copy(b"x").unwrap();
         assert!(matches!(a.verify(), Err(Error::Shared)));
         // Still shared: a third open joins.
         let c = open(&path).await.unwrap();

@@ -119,7 +119,7 @@ fn a_cleared_file_arena_reopens_empty() {
     let path = dir.path().join("arena");
     let mut arena = open(&path);
     for i in 0..100u8 {
-        arena.alloc_copy(&[i; 100]).unwrap();
+        let _ = arena.alloc_copy(&[i; 100]).unwrap();
     }
     arena.clear().unwrap();
     arena.flush().unwrap();

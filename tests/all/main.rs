@@ -18,6 +18,7 @@ mod foundation;
 mod handles;
 mod inventory;
 mod large;
+mod messages;
 mod model;
 mod options_ext;
 mod passes;

@@ -249,7 +249,7 @@ fn off_grid_bump_in_a_trusted_file_never_overlaps() {
         let first = alloc_filled(&a, 1, 0).unwrap();
         assert_eq!(first.offset(), 4104);
         for k in 1..8usize {
-            alloc_filled(&a, 1 + k * 37 % 700, k as u8).unwrap();
+            let _ = alloc_filled(&a, 1 + k * 37 % 700, k as u8).unwrap();
         }
         a.set_root(0, first.to_u64()).unwrap();
     }
