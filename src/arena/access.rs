@@ -170,6 +170,7 @@ impl Arena {
                 } else {
                     spin_hint();
                 }
+                crate::hook::full_readers_wait(h.offset());
                 cur = inner.header_acquire(hdr);
                 (len, readers) = inner.check_live(hdr, cur, h, Mode::Read)?;
                 continue;

@@ -17,6 +17,13 @@ impl Arena {
         self.inner.mem.ptr(off)
     }
 
+    /// The word at arena offset `off` as the arena's atomics see it: under loom its side-table
+    /// atomic, so a model's user write there is seen by the handle checks (`loom_hooks`).
+    #[cfg(parena_loom)]
+    pub(crate) fn word_at(&self, off: u64) -> &crate::sync::AtomicU64 {
+        self.inner.mem.word(off)
+    }
+
     /// The data offset of a pointer `allocate_ptr` returned.
     pub(crate) fn offset_of(&self, p: NonNull<u8>) -> u64 {
         (p.as_ptr().addr() - self.inner.mem.ptr(0).addr()) as u64

@@ -1,0 +1,279 @@
+//! A freed handle never reaches the bytes of an allocator block laid over its block's header
+//! position (issue 23, item 3).
+//!
+//! The sequence: an allocator block `v` of the calling thread's chunk, and right after it a block
+//! `b` allocated through a handle. Seven readers pin `b` (the most a header counts), so a second
+//! thread's `read_with(b)` tests `b`'s start, finds the count full and waits. `b` is freed under
+//! the pins; the last pin out releases it, which moves the chunk's cursor back over it. Then `v`
+//! grows (or shrinks, and a new allocator block is bumped after it), and the user writes, at the
+//! place of `b`'s old header, a word that reads as `b`'s header with no readers. The waiting
+//! reader goes on: it must refuse `b` (`Stale`), never pin those user bytes and read the
+//! allocator block's memory.
+//!
+//! The waiting reader is held at the one point of its wait (`testkit::on_full_readers_wait`)
+//! until the block's memory has been reused, so the interleaving is the same on every run.
+
+use parena::testkit::{live_word, offset_of_ptr, on_full_readers_wait, MAX_READERS};
+use parena::{Arena, Error, Freelist, GlobalArena, Handle};
+use std::alloc::{GlobalAlloc, Layout};
+use std::cell::RefCell;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// Bytes of `b`, the block whose handle the waiting reader holds.
+const B: [u8; 8] = [0xBB; 8];
+/// Bytes the allocator blocks' owner writes past the forged header word.
+const USER: u8 = 0xCC;
+
+/// Where the waiting reader is held: it arrives, and goes on when released.
+#[derive(Default)]
+struct Hold {
+    /// (arrived, released)
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+impl Hold {
+    fn arrive_and_wait(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.0 = true;
+        self.changed.notify_all();
+        while !s.1 {
+            s = self.changed.wait(s).unwrap();
+        }
+    }
+
+    fn wait_arrived(&self) {
+        let mut s = self.state.lock().unwrap();
+        while !s.0 {
+            s = self.changed.wait(s).unwrap();
+        }
+    }
+
+    fn release(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+std::thread_local! {
+    /// Set on the one thread a test holds in its wait; taken at its first round.
+    static HELD: RefCell<Option<Arc<Hold>>> = const { RefCell::new(None) };
+}
+
+/// The process-wide hold point: holds only a thread a test marked, once.
+fn hold_point(_offset: u64) {
+    if let Some(h) = HELD.with(|c| c.borrow_mut().take()) {
+        h.arrive_and_wait();
+    }
+}
+
+/// `f` inside `depth` nested pins of `h`.
+fn pinned<R>(arena: &Arena, h: Handle, depth: u64, f: impl FnOnce() -> R) -> R {
+    if depth == 0 {
+        return f();
+    }
+    arena
+        .read_with(h, |bytes| {
+            assert_eq!(bytes, B);
+            pinned(arena, h, depth - 1, f)
+        })
+        .unwrap()
+}
+
+/// Runs the race on `b` and returns what the waiting reader got, and what `reuse` returned.
+/// `reuse` runs after `b` was freed and released: it resizes or allocates, and writes.
+fn race<T>(arena: &Arena, b: Handle, reuse: impl FnOnce() -> T) -> (Result<Vec<u8>, Error>, T) {
+    on_full_readers_wait(hold_point);
+    let hold = Arc::new(Hold::default());
+    std::thread::scope(|s| {
+        let reader = pinned(arena, b, MAX_READERS, || {
+            let held = Arc::clone(&hold);
+            let reader = s.spawn(move || {
+                HELD.with(|c| *c.borrow_mut() = Some(held));
+                arena.read_with(b, <[u8]>::to_vec)
+            });
+            // The reader found the count full (it tested `b`'s start first) and waits.
+            hold.wait_arrived();
+            arena.free(b).unwrap();
+            reader
+        });
+        // Every pin is gone: the last one out released `b`.
+        assert!(!arena.contains(b));
+        let t = reuse();
+        hold.release();
+        (reader.join().unwrap(), t)
+    })
+}
+
+/// The header word `b` had (LIVE, published, no readers), as the user writes it.
+fn forged(b: Handle) -> [u8; 8] {
+    live_word(B.len() as u64, b.generation(), 0).to_le_bytes()
+}
+
+fn assert_refused(got: Result<Vec<u8>, Error>) {
+    match got {
+        Err(Error::Stale { .. }) => {}
+        Ok(bytes) => panic!(
+            "the freed handle pinned and read bytes that are not its block's: {bytes:x?} \
+             (it was waiting before the free, so it must be refused)"
+        ),
+        Err(e) => panic!("the freed handle got {e:?}, not Stale"),
+    }
+}
+
+/// `p..p + len` as a slice.
+///
+/// # Safety
+/// `p` is valid for `len` bytes, and nothing else uses them while the slice lives.
+unsafe fn bytes<'a>(p: *mut u8, len: usize) -> &'a mut [u8] {
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts_mut(p, len) }
+}
+
+/// `GlobalArena::realloc` grows the block before `b` (in place when it may) over `b`'s header.
+#[test]
+fn global_realloc_grow_keeps_a_freed_handle_out() {
+    let g = GlobalArena::new(1 << 20, Freelist::Optimistic);
+    let small = Layout::from_size_align(8, 8).unwrap();
+    // SAFETY: a non-zero size.
+    let p = unsafe { g.alloc(small) };
+    assert!(!p.is_null());
+    // SAFETY: `p` holds 8 bytes, ours.
+    unsafe { bytes(p, 8) }.fill(0xAA);
+    let arena = g.arena().expect("the arena served the allocation");
+    let b = arena.alloc_copy(&B).unwrap();
+    assert_eq!(
+        b.offset(),
+        offset_of_ptr(arena, p) + 16,
+        "b follows the block"
+    );
+    let (got, q) = race(arena, b, || {
+        // SAFETY: `p` came from `g.alloc(small)` and is not used after this.
+        let q = unsafe { g.realloc(p, small, 72) };
+        assert!(!q.is_null());
+        // SAFETY: `q` holds 72 bytes, ours.
+        let v = unsafe { bytes(q, 72) };
+        v[16..].fill(USER);
+        v[8..16].copy_from_slice(&forged(b));
+        q
+    });
+    assert_refused(got);
+    // SAFETY: `q` holds 72 bytes, ours; no other thread runs.
+    let v = unsafe { bytes(q, 72) };
+    assert_eq!(v[..8], [0xAA; 8]);
+    assert_eq!(v[8..16], forged(b));
+    assert!(v[16..].iter().all(|&x| x == USER));
+    // SAFETY: `q` came from `realloc` with 72 bytes, alignment 8.
+    unsafe { g.dealloc(q, Layout::from_size_align(72, 8).unwrap()) };
+}
+
+/// `GlobalArena::realloc` shrinks the block before `b`, and a new block is bumped after it, over
+/// `b`'s header.
+#[test]
+fn global_realloc_shrink_then_alloc_keeps_a_freed_handle_out() {
+    let g = GlobalArena::new(1 << 20, Freelist::Optimistic);
+    let l24 = Layout::from_size_align(24, 8).unwrap();
+    // SAFETY: a non-zero size.
+    let p = unsafe { g.alloc(l24) };
+    assert!(!p.is_null());
+    // SAFETY: `p` holds 24 bytes, ours.
+    unsafe { bytes(p, 24) }.fill(0xAA);
+    let arena = g.arena().expect("the arena served the allocation");
+    let b = arena.alloc_copy(&B).unwrap();
+    assert_eq!(
+        b.offset(),
+        offset_of_ptr(arena, p) + 32,
+        "b follows the block"
+    );
+    let (got, (q, w)) = race(arena, b, || {
+        // SAFETY: `p` came from `g.alloc(l24)` and is not used after this.
+        let q = unsafe { g.realloc(p, l24, 8) };
+        assert!(!q.is_null());
+        // SAFETY: a non-zero size.
+        let w = unsafe { g.alloc(l24) };
+        assert!(!w.is_null());
+        // SAFETY: `w` holds 24 bytes, ours.
+        let v = unsafe { bytes(w, 24) };
+        v[16..].fill(USER);
+        v[8..16].copy_from_slice(&forged(b));
+        (q, w)
+    });
+    assert_refused(got);
+    // SAFETY: `q` holds 8 bytes and `w` 24, ours; no other thread runs.
+    let (vq, vw) = unsafe { (bytes(q, 8), bytes(w, 24)) };
+    assert_eq!(vq, [0xAA; 8]);
+    assert_eq!(vw[8..16], forged(b));
+    assert!(vw[16..].iter().all(|&x| x == USER));
+    // SAFETY: each came from `g` with that layout, and is not used after.
+    unsafe { g.dealloc(q, Layout::from_size_align(8, 8).unwrap()) };
+    // SAFETY: as above.
+    unsafe { g.dealloc(w, l24) };
+}
+
+#[cfg(feature = "allocator-api2")]
+mod api2 {
+    use super::*;
+    use allocator_api2::vec::Vec as AVec;
+    use parena::Options;
+
+    fn heap_arena() -> Arena {
+        Options::new()
+            .capacity(1 << 20)
+            .freelist(Freelist::Optimistic)
+            .heap()
+            .unwrap()
+    }
+
+    /// allocator-api2's `Vec::reserve_exact` grows the block before `b` (in place when it may)
+    /// over `b`'s header.
+    #[test]
+    fn vec_grow_keeps_a_freed_handle_out() {
+        let arena = heap_arena();
+        let mut v: AVec<u8, &Arena> = AVec::with_capacity_in(8, &arena);
+        v.extend_from_slice(&[0xAA; 8]);
+        let b = arena.alloc_copy(&B).unwrap();
+        assert_eq!(b.offset(), offset_of_ptr(&arena, v.as_ptr()) + 16);
+        let (got, ()) = race(&arena, b, || {
+            v.reserve_exact(64);
+            v.resize(72, USER);
+            v[8..16].copy_from_slice(&forged(b));
+        });
+        assert_refused(got);
+        assert_eq!(v[..8], [0xAA; 8]);
+        assert_eq!(v[8..16], forged(b));
+        assert!(v[16..].iter().all(|&x| x == USER));
+        drop(v);
+        let mut arena = arena;
+        let r = arena.verify().unwrap();
+        assert!(r.is_clean(), "{r:?}");
+        assert_eq!(r.live_blocks, 0);
+    }
+
+    /// allocator-api2's `Vec::shrink_to_fit` shrinks the block before `b`, then a new `Vec` is
+    /// bumped after it, over `b`'s header.
+    #[test]
+    fn vec_shrink_then_alloc_keeps_a_freed_handle_out() {
+        let arena = heap_arena();
+        let mut v: AVec<u8, &Arena> = AVec::with_capacity_in(24, &arena);
+        v.extend_from_slice(&[0xAA; 24]);
+        let b = arena.alloc_copy(&B).unwrap();
+        assert_eq!(b.offset(), offset_of_ptr(&arena, v.as_ptr()) + 32);
+        let (got, w) = race(&arena, b, || {
+            v.truncate(8);
+            v.shrink_to_fit();
+            let mut w: AVec<u8, &Arena> = AVec::with_capacity_in(24, &arena);
+            w.resize(24, USER);
+            w[8..16].copy_from_slice(&forged(b));
+            w
+        });
+        assert_refused(got);
+        assert_eq!(v[..], [0xAA; 8]);
+        assert_eq!(w[8..16], forged(b));
+        assert!(w[16..].iter().all(|&x| x == USER));
+        drop((v, w));
+        let mut arena = arena;
+        let r = arena.verify().unwrap();
+        assert!(r.is_clean(), "{r:?}");
+        assert_eq!(r.live_blocks, 0);
+    }
+}
