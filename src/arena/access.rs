@@ -55,7 +55,8 @@ impl Arena {
                     }
                     Err(now) => {
                         cur = now;
-                        (len, readers) = inner.recheck(hdr, cur, h, mode)?;
+                        inner.still_start(hdr, h)?;
+                        (len, readers) = inner.check_live(hdr, cur, h, mode)?;
                     }
                 }
             }
@@ -197,7 +198,8 @@ impl Arena {
                 }
                 Err(now) => {
                     cur = now;
-                    (len, readers) = inner.recheck(hdr, cur, h, Mode::Read)?;
+                    inner.still_start(hdr, h)?;
+                    (len, readers) = inner.check_live(hdr, cur, h, Mode::Read)?;
                 }
             }
         }
@@ -428,19 +430,6 @@ impl Inner {
                 found: 0,
             })
         }
-    }
-
-    /// [`Inner::check_live`] of a header word `w` a retry loaded, after [`Inner::still_start`].
-    #[inline]
-    pub(super) fn recheck(
-        &self,
-        hdr: u64,
-        w: u64,
-        h: Handle,
-        mode: Mode,
-    ) -> Result<(u64, u64), Error> {
-        self.still_start(hdr, h)?;
-        self.check_live(hdr, w, h, mode)
     }
 
     /// Checks that header word `w` at `hdr` is the live block `h` names; returns its length and

@@ -110,6 +110,19 @@ fn forged(b: Handle) -> [u8; 8] {
     live_word(B.len() as u64, b.generation(), 0).to_le_bytes()
 }
 
+/// The owner's writes to the block that covers `b`'s old header at its bytes `8..16` (where the
+/// old code put it): `b`'s header word there, its own bytes after.
+fn write_over(v: &mut [u8], b: Handle) {
+    v[16..].fill(USER);
+    v[8..16].copy_from_slice(&forged(b));
+}
+
+/// The owner's block still holds what [`write_over`] wrote (no reader's pin changed it).
+fn assert_written(v: &[u8], b: Handle) {
+    assert_eq!(v[8..16], forged(b));
+    assert!(v[16..].iter().all(|&x| x == USER), "{v:x?}");
+}
+
 fn assert_refused(got: Result<Vec<u8>, Error>) {
     match got {
         Err(Error::Stale { .. }) => {}
@@ -130,39 +143,43 @@ unsafe fn bytes<'a>(p: *mut u8, len: usize) -> &'a mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(p, len) }
 }
 
+/// A `GlobalArena` block of `len` bytes (8-aligned) filled with `0xAA`, and `b` right after it:
+/// the block, `b`, and the arena.
+fn global_block_then_b(g: &GlobalArena, len: usize) -> (*mut u8, Handle, &Arena) {
+    // SAFETY: a non-zero size.
+    let p = unsafe { g.alloc(Layout::from_size_align(len, 8).unwrap()) };
+    assert!(!p.is_null());
+    // SAFETY: `p` holds `len` bytes, ours.
+    unsafe { bytes(p, len) }.fill(0xAA);
+    let arena = g.arena().expect("the arena served the allocation");
+    let b = arena.alloc_copy(&B).unwrap();
+    let span = (len as u64 + 8).next_multiple_of(8);
+    assert_eq!(
+        b.offset(),
+        offset_of_ptr(arena, p) + span,
+        "b follows the block"
+    );
+    (p, b, arena)
+}
+
 /// `GlobalArena::realloc` grows the block before `b` (in place when it may) over `b`'s header.
 #[test]
 fn global_realloc_grow_keeps_a_freed_handle_out() {
     let g = GlobalArena::new(1 << 20, Freelist::Optimistic);
-    let small = Layout::from_size_align(8, 8).unwrap();
-    // SAFETY: a non-zero size.
-    let p = unsafe { g.alloc(small) };
-    assert!(!p.is_null());
-    // SAFETY: `p` holds 8 bytes, ours.
-    unsafe { bytes(p, 8) }.fill(0xAA);
-    let arena = g.arena().expect("the arena served the allocation");
-    let b = arena.alloc_copy(&B).unwrap();
-    assert_eq!(
-        b.offset(),
-        offset_of_ptr(arena, p) + 16,
-        "b follows the block"
-    );
+    let (p, b, arena) = global_block_then_b(&g, 8);
     let (got, q) = race(arena, b, || {
-        // SAFETY: `p` came from `g.alloc(small)` and is not used after this.
-        let q = unsafe { g.realloc(p, small, 72) };
+        // SAFETY: `p` came from `g.alloc` with 8 bytes, alignment 8, and is not used after this.
+        let q = unsafe { g.realloc(p, Layout::from_size_align(8, 8).unwrap(), 72) };
         assert!(!q.is_null());
         // SAFETY: `q` holds 72 bytes, ours.
-        let v = unsafe { bytes(q, 72) };
-        v[16..].fill(USER);
-        v[8..16].copy_from_slice(&forged(b));
+        write_over(unsafe { bytes(q, 72) }, b);
         q
     });
     assert_refused(got);
     // SAFETY: `q` holds 72 bytes, ours; no other thread runs.
     let v = unsafe { bytes(q, 72) };
     assert_eq!(v[..8], [0xAA; 8]);
-    assert_eq!(v[8..16], forged(b));
-    assert!(v[16..].iter().all(|&x| x == USER));
+    assert_written(v, b);
     // SAFETY: `q` came from `realloc` with 72 bytes, alignment 8.
     unsafe { g.dealloc(q, Layout::from_size_align(72, 8).unwrap()) };
 }
@@ -173,18 +190,7 @@ fn global_realloc_grow_keeps_a_freed_handle_out() {
 fn global_realloc_shrink_then_alloc_keeps_a_freed_handle_out() {
     let g = GlobalArena::new(1 << 20, Freelist::Optimistic);
     let l24 = Layout::from_size_align(24, 8).unwrap();
-    // SAFETY: a non-zero size.
-    let p = unsafe { g.alloc(l24) };
-    assert!(!p.is_null());
-    // SAFETY: `p` holds 24 bytes, ours.
-    unsafe { bytes(p, 24) }.fill(0xAA);
-    let arena = g.arena().expect("the arena served the allocation");
-    let b = arena.alloc_copy(&B).unwrap();
-    assert_eq!(
-        b.offset(),
-        offset_of_ptr(arena, p) + 32,
-        "b follows the block"
-    );
+    let (p, b, arena) = global_block_then_b(&g, 24);
     let (got, (q, w)) = race(arena, b, || {
         // SAFETY: `p` came from `g.alloc(l24)` and is not used after this.
         let q = unsafe { g.realloc(p, l24, 8) };
@@ -193,17 +199,14 @@ fn global_realloc_shrink_then_alloc_keeps_a_freed_handle_out() {
         let w = unsafe { g.alloc(l24) };
         assert!(!w.is_null());
         // SAFETY: `w` holds 24 bytes, ours.
-        let v = unsafe { bytes(w, 24) };
-        v[16..].fill(USER);
-        v[8..16].copy_from_slice(&forged(b));
+        write_over(unsafe { bytes(w, 24) }, b);
         (q, w)
     });
     assert_refused(got);
     // SAFETY: `q` holds 8 bytes and `w` 24, ours; no other thread runs.
     let (vq, vw) = unsafe { (bytes(q, 8), bytes(w, 24)) };
     assert_eq!(vq, [0xAA; 8]);
-    assert_eq!(vw[8..16], forged(b));
-    assert!(vw[16..].iter().all(|&x| x == USER));
+    assert_written(vw, b);
     // SAFETY: each came from `g` with that layout, and is not used after.
     unsafe { g.dealloc(q, Layout::from_size_align(8, 8).unwrap()) };
     // SAFETY: as above.
@@ -224,29 +227,39 @@ mod api2 {
             .unwrap()
     }
 
+    /// A `Vec` of capacity `cap` holding `0xAA`s, and `b` right after its block.
+    fn vec_then_b(arena: &Arena, cap: usize) -> (AVec<u8, &Arena>, Handle) {
+        let mut v: AVec<u8, &Arena> = AVec::with_capacity_in(cap, arena);
+        v.resize(cap, 0xAA);
+        let b = arena.alloc_copy(&B).unwrap();
+        let span = (cap as u64 + 8).next_multiple_of(8);
+        assert_eq!(b.offset(), offset_of_ptr(arena, v.as_ptr()) + span);
+        (v, b)
+    }
+
+    /// Once every block is gone, the arena verifies clean and empty.
+    fn assert_empty(mut arena: Arena) {
+        let r = arena.verify().unwrap();
+        assert!(r.is_clean(), "{r:?}");
+        assert_eq!(r.live_blocks, 0);
+    }
+
     /// allocator-api2's `Vec::reserve_exact` grows the block before `b` (in place when it may)
     /// over `b`'s header.
     #[test]
     fn vec_grow_keeps_a_freed_handle_out() {
         let arena = heap_arena();
-        let mut v: AVec<u8, &Arena> = AVec::with_capacity_in(8, &arena);
-        v.extend_from_slice(&[0xAA; 8]);
-        let b = arena.alloc_copy(&B).unwrap();
-        assert_eq!(b.offset(), offset_of_ptr(&arena, v.as_ptr()) + 16);
+        let (mut v, b) = vec_then_b(&arena, 8);
         let (got, ()) = race(&arena, b, || {
             v.reserve_exact(64);
-            v.resize(72, USER);
-            v[8..16].copy_from_slice(&forged(b));
+            v.resize(72, 0);
+            write_over(&mut v, b);
         });
         assert_refused(got);
         assert_eq!(v[..8], [0xAA; 8]);
-        assert_eq!(v[8..16], forged(b));
-        assert!(v[16..].iter().all(|&x| x == USER));
+        assert_written(&v, b);
         drop(v);
-        let mut arena = arena;
-        let r = arena.verify().unwrap();
-        assert!(r.is_clean(), "{r:?}");
-        assert_eq!(r.live_blocks, 0);
+        assert_empty(arena);
     }
 
     /// allocator-api2's `Vec::shrink_to_fit` shrinks the block before `b`, then a new `Vec` is
@@ -254,26 +267,19 @@ mod api2 {
     #[test]
     fn vec_shrink_then_alloc_keeps_a_freed_handle_out() {
         let arena = heap_arena();
-        let mut v: AVec<u8, &Arena> = AVec::with_capacity_in(24, &arena);
-        v.extend_from_slice(&[0xAA; 24]);
-        let b = arena.alloc_copy(&B).unwrap();
-        assert_eq!(b.offset(), offset_of_ptr(&arena, v.as_ptr()) + 32);
+        let (mut v, b) = vec_then_b(&arena, 24);
         let (got, w) = race(&arena, b, || {
             v.truncate(8);
             v.shrink_to_fit();
             let mut w: AVec<u8, &Arena> = AVec::with_capacity_in(24, &arena);
-            w.resize(24, USER);
-            w[8..16].copy_from_slice(&forged(b));
+            w.resize(24, 0);
+            write_over(&mut w, b);
             w
         });
         assert_refused(got);
         assert_eq!(v[..], [0xAA; 8]);
-        assert_eq!(w[8..16], forged(b));
-        assert!(w[16..].iter().all(|&x| x == USER));
+        assert_written(&w, b);
         drop((v, w));
-        let mut arena = arena;
-        let r = arena.verify().unwrap();
-        assert!(r.is_clean(), "{r:?}");
-        assert_eq!(r.live_blocks, 0);
+        assert_empty(arena);
     }
 }
