@@ -203,8 +203,10 @@ fn global_realloc_shrink_then_alloc_keeps_a_freed_handle_out() {
         (q, w)
     });
     assert_refused(got);
-    // SAFETY: `q` holds 8 bytes and `w` 24, ours; no other thread runs.
-    let (vq, vw) = unsafe { (bytes(q, 8), bytes(w, 24)) };
+    // SAFETY: `q` holds 8 bytes, ours; no other thread runs.
+    let vq = unsafe { bytes(q, 8) };
+    // SAFETY: `w` holds 24 bytes, ours, apart from `q`'s.
+    let vw = unsafe { bytes(w, 24) };
     assert_eq!(vq, [0xAA; 8]);
     assert_written(vw, b);
     // SAFETY: each came from `g` with that layout, and is not used after.
