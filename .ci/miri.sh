@@ -43,10 +43,17 @@ if [ ${#args[@]} -eq 0 ] && [ -z "${MIRI_FULL:-}" ]; then
 fi
 # Bounded: Miri is thousands of times slower than native code.
 timeout -k 30 "${MIRI_TIMEOUT:-2400}" cargo +nightly miri test -p parena --lib --test all -- "${args[@]}"
-# The handle tests (forged headers, allocator blocks, foreign arenas) once more under Tree
-# Borrows: the aliasing model a forged handle would break first is checked in both models.
+# The handle tests (forged headers, allocator blocks, foreign arenas, a freed handle's reader
+# against an allocator block's resize) once more under Tree Borrows: the aliasing model a forged
+# handle would break first is checked in both models. The resize race goes through allocator-api2's
+# `Vec` as well as `GlobalArena::realloc` (the run above has only the latter: no features), so
+# this run turns the feature on.
 if [ $# -eq 0 ]; then
     MIRIFLAGS="$MIRIFLAGS -Zmiri-tree-borrows" timeout -k 30 "${MIRI_TIMEOUT:-2400}" \
         cargo +nightly miri test -p parena --test all -- handles::
+    timeout -k 30 "${MIRI_TIMEOUT:-2400}" \
+        cargo +nightly miri test -p parena --features allocator-api2 --test all -- resize_soundness::
+    MIRIFLAGS="$MIRIFLAGS -Zmiri-tree-borrows" timeout -k 30 "${MIRI_TIMEOUT:-2400}" \
+        cargo +nightly miri test -p parena --features allocator-api2 --test all -- resize_soundness::
 fi
 echo "miri: done in $(( $(date +%s) - start )) s (MIRIFLAGS=$MIRIFLAGS)"

@@ -26,7 +26,7 @@
 //! | word | op | ordering | why |
 //! | --- | --- | --- | --- |
 //! | `bump` | CAS | Relaxed | disjointness comes from the RMW order alone; no data is published |
-//! | cell `cur`/`end`/`generation` | load/store | Relaxed | one writer; exclusive passes see them through the `Arc` drop / `&mut` hand-over |
+//! | cell cursor (`cells`, invariant C) | load/store | Relaxed | one writer; exclusive passes see it through the `Arc` drop / `&mut` hand-over |
 
 use crate::backing::Backing;
 use crate::block::{self, LiveState};
@@ -59,8 +59,7 @@ impl Chunks<'_> {
         span: u64,
         align: u64,
     ) -> Option<(u64, u32)> {
-        let cur = cell.cur.load(Ordering::Relaxed);
-        let end = cell.end.load(Ordering::Relaxed);
+        let (cur, end) = cell.cursor();
         if cur == 0 {
             return None;
         }
@@ -75,14 +74,14 @@ impl Chunks<'_> {
             livemap::owner_toggle(self.mem, self.maps, cur);
             add_discarded(self.mem, hdr - cur);
         }
-        let generation = cell.generation.load(Ordering::Relaxed) as u32;
+        let generation = cell.generation();
         // The start bit before the header (docs/metadata.md): a header is never LIVE without it.
         livemap::owner_toggle(self.mem, self.maps, hdr);
         self.mem.word(hdr).store(
             block::live(len, generation, LiveState::Pending, 0),
             Ordering::Relaxed,
         );
-        cell.cur.store(hdr + span, Ordering::Relaxed);
+        cell.bumped(hdr + span);
         Some((hdr, generation))
     }
 
@@ -175,13 +174,8 @@ impl Chunks<'_> {
     /// Gives up the cell's chunk: its unused tail goes back (listed, or a gap). (Not the async
     /// layer's retiring of a registry entry.)
     pub(crate) fn return_chunk(&self, cell: &ChunkCell) {
-        let cur = cell.cur.load(Ordering::Relaxed);
-        let end = cell.end.load(Ordering::Relaxed);
-        if cur != 0 {
+        if let Some((cur, end)) = cell.retire() {
             self.give_back_zeroed(cur, end - cur);
         }
-        cell.cur.store(0, Ordering::Relaxed);
-        cell.end.store(0, Ordering::Relaxed);
-        cell.start.store(0, Ordering::Relaxed);
     }
 }

@@ -10,6 +10,11 @@
 //!
 //! The hook owns no reference to the arena (which would keep it alive); a layer that keeps
 //! per-arena state does so itself, keyed by the arena's uid, and drops it in the hook's `Drop`.
+//!
+//! One more seam, process-wide and for tests only: [`full_readers_wait`], a point inside the
+//! handle check's wait for a full reader count where a test (through `testkit`) can hold the
+//! waiting thread, so that a race with that wait runs in the one order the test names instead of
+//! whichever order the scheduler picks.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -49,6 +54,25 @@ impl HookSlot {
         if let Some(hook) = self.0.get() {
             hook.detach(&only_clone);
         }
+    }
+}
+
+/// The function [`full_readers_wait`] calls; installed at most once per process, by `testkit`.
+static FULL_READERS_WAIT: OnceLock<fn(u64)> = OnceLock::new();
+
+/// Installs `f` as the function a handle check calls each time it waits for a reader to leave a
+/// block whose reader count is full. The first call wins; later ones change nothing.
+pub(crate) fn set_full_readers_wait(f: fn(u64)) {
+    let _ = FULL_READERS_WAIT.set(f);
+}
+
+/// Called by a handle check (`Arena::read_with` and the other pins) on every round of its wait for
+/// a full reader count to drop, before it tests the block again, with the handle's data offset.
+/// Nothing unless a test installed a function: one atomic load, on a path that is already waiting.
+#[inline]
+pub(crate) fn full_readers_wait(offset: u64) {
+    if let Some(f) = FULL_READERS_WAIT.get() {
+        f(offset);
     }
 }
 

@@ -531,3 +531,82 @@ fn exhausted_allocs_share_one_pass() {
         assert_eq!(r.live_blocks, 31, "{r:?}");
     });
 }
+
+/// A reader of a block `b` races its free and the reuse of its memory by the allocator block `v`
+/// just before it in the same chunk: `v` grows in place (`grow`), or shrinks in place and a new
+/// allocator block is bumped after it (`!grow`), and its owner writes, where `b`'s header was, the
+/// exact header word `b` had. The reader either pinned `b` before the free (and reads `b`'s own
+/// bytes) or is refused: it never pins the user's word and reads an allocator block's memory.
+///
+/// Guard: the cursor rule of `cells.rs` (`ChunkCell::last_block`): no cursor move but a bump
+/// leaves a position an entry started at, so the free's rewind leaves `b`'s header position a
+/// header position, which no resize may cover. Seen failing without it (the crate before that
+/// rule, where an in-place resize moved the cursor whenever the block was the chunk's last):
+/// loom finds the interleaving where the reader tests `b`'s start and loads its header, the free
+/// rewinds over `b`, `v` grows over its header (or shrinks and the next block covers it), the
+/// owner writes the word, and the reader's CAS pins it ("the freed handle pinned bytes that are
+/// not its block's: [0, 0, 0, 0, 0, 0, 0, 0]").
+fn reader_races_a_free_and_a_resize(grow: bool) {
+    use parena::loom_hooks::{allocate, deallocate, resize_in_place, write_user_word};
+    let name = format!("reader_races_a_free_and_a_resize(grow: {grow})");
+    model(&name, move || {
+        let arena = Options::new()
+            .capacity(3 * 4096)
+            .chunk_size(512)
+            .heap()
+            .unwrap();
+        let (v_len, v_span) = if grow { (8, 16) } else { (24, 32) };
+        let v = allocate(&arena, v_len);
+        let b = arena.alloc_copy(&[0xBB; 8]).unwrap();
+        assert_eq!(b.offset(), v + v_span, "b follows v in the chunk");
+        let reader = {
+            let a = arena.clone();
+            thread::spawn(move || a.read_with(b, <[u8]>::to_vec))
+        };
+        arena.free(b).unwrap();
+        let word = parena::testkit::live_word(8, b.generation(), 0);
+        // The owners' blocks after the reuse, `(data offset, length)`.
+        let mut owned = Vec::new();
+        if grow {
+            if resize_in_place(&arena, v, 8, 72) {
+                write_user_word(&arena, v + 8, word);
+                owned.push((v, 72));
+            } else {
+                // `Allocator::grow` moves it.
+                let w = allocate(&arena, 72);
+                write_user_word(&arena, w + 8, word);
+                deallocate(&arena, v, 8);
+                owned.push((w, 72));
+            }
+        } else {
+            assert!(
+                resize_in_place(&arena, v, 24, 8),
+                "a shrink is always in place"
+            );
+            let w = allocate(&arena, 24);
+            write_user_word(&arena, w + 8, word);
+            owned.extend([(v, 8), (w, 24)]);
+        }
+        match reader.join().unwrap() {
+            Err(Error::Stale { .. }) => {}
+            Ok(bytes) => assert_eq!(
+                bytes, [0xBB; 8],
+                "the freed handle pinned bytes that are not its block's: {bytes:?}"
+            ),
+            Err(e) => panic!("the freed handle got {e:?}, not Stale"),
+        }
+        for (off, len) in owned {
+            deallocate(&arena, off, len);
+        }
+    });
+}
+
+#[test]
+fn reader_races_a_free_and_an_in_place_grow() {
+    reader_races_a_free_and_a_resize(true);
+}
+
+#[test]
+fn reader_races_a_free_a_shrink_and_a_bump() {
+    reader_races_a_free_and_a_resize(false);
+}

@@ -55,6 +55,7 @@ impl Arena {
                     }
                     Err(now) => {
                         cur = now;
+                        inner.still_start(hdr, h)?;
                         (len, readers) = inner.check_live(hdr, cur, h, mode)?;
                     }
                 }
@@ -171,6 +172,8 @@ impl Arena {
                 } else {
                     spin_hint();
                 }
+                crate::hook::full_readers_wait(h.offset());
+                inner.still_start(hdr, h)?;
                 cur = inner.header_acquire(hdr);
                 (len, readers) = inner.check_live(hdr, cur, h, Mode::Read)?;
                 continue;
@@ -196,6 +199,7 @@ impl Arena {
                 }
                 Err(now) => {
                     cur = now;
+                    inner.still_start(hdr, h)?;
                     (len, readers) = inner.check_live(hdr, cur, h, Mode::Read)?;
                 }
             }
@@ -414,8 +418,26 @@ impl Inner {
         Ok(hdr)
     }
 
+    /// The start-map test of [`Inner::locate`] again, for a handle check that goes round once
+    /// more (a pin waiting out a full reader count, a CAS that lost to another change of the
+    /// header word): every round tests the map before it uses the header word again, so no round
+    /// rests on a test an earlier round made, however long ago.
+    #[inline]
+    pub(super) fn still_start(&self, hdr: u64, h: Handle) -> Result<(), Error> {
+        if livemap::is_start_checked(&self.mem, &self.maps, hdr) {
+            Ok(())
+        } else {
+            Err(Error::Stale {
+                expected: h.generation(),
+                found: 0,
+            })
+        }
+    }
+
     /// Checks that header word `w` at `hdr` is the live block `h` names; returns its length and
-    /// readers. `freeing` selects the error for a block already being freed.
+    /// readers. `freeing` selects the error for a block already being freed. A block of the
+    /// allocator interfaces is [`Error::Foreign`] to a handle of its own generation; to any other
+    /// handle it is a block that handle does not name ([`Error::Stale`]).
     #[inline]
     pub(super) fn check_live(
         &self,
@@ -425,9 +447,6 @@ impl Inner {
         mode: Mode,
     ) -> Result<(u64, u64), Error> {
         let freeing = mode != Mode::Read;
-        if block::is_foreign(w) && mode != Mode::Foreign {
-            return Err(Error::Foreign { offset: hdr + WORD });
-        }
         match block::decode(w) {
             HeaderWord::Live {
                 len,
@@ -435,6 +454,9 @@ impl Inner {
                 state,
                 readers,
             } if generation == h.generation() => {
+                if block::is_foreign(w) && mode != Mode::Foreign {
+                    return Err(Error::Foreign { offset: hdr + WORD });
+                }
                 let span_ok = block_span(len)
                     .and_then(|s| hdr.checked_add(s))
                     .is_some_and(|e| e <= self.bump());

@@ -147,11 +147,10 @@ impl Inner {
                     return self.alloc_from_cache(cell, len, span, class, head);
                 }
             }
-            let cur = cell.cur.load(Ordering::Relaxed);
-            let end = cell.end.load(Ordering::Relaxed);
+            let (cur, end) = cell.cursor();
             debug_assert!(cur <= end, "chunk cell cur {cur} past end {end}");
             if cur != 0 && span <= end - cur {
-                let generation = cell.generation.load(Ordering::Relaxed) as u32;
+                let generation = cell.generation();
                 // The start bit first (the chunk's owner-map word is this thread's alone), then
                 // the header: a header is never LIVE without its bit.
                 // SAFETY: `cur < end <= heap_end = maps.base`.
@@ -163,7 +162,7 @@ impl Inner {
                 // A chunk holds at most 1 MiB, so a block bumped in one is never LARGE.
                 let word = block::live_small(len, generation, LiveState::Pending, 0);
                 w.store(word, Ordering::Relaxed);
-                cell.cur.store(cur + span, Ordering::Relaxed);
+                cell.bumped(cur + span);
                 bump_counter(&cell.counters.allocs, 1);
                 bump_counter(&cell.counters.alloc_bytes, len);
                 return Ok((cur, word));
@@ -191,11 +190,7 @@ impl Inner {
                     self.chunks().return_chunk(cell);
                     match self.chunks().reserve(span + slack, chunk) {
                         Some((start, end)) => {
-                            cell.start.store(start, Ordering::Relaxed);
-                            cell.cur.store(start, Ordering::Relaxed);
-                            cell.end.store(end, Ordering::Relaxed);
-                            cell.generation
-                                .store(self.fresh_gen().into(), Ordering::Relaxed);
+                            cell.take_chunk(start, end, self.fresh_gen().into());
                             self.chunks().bump_in_cell(cell, len, span, align)
                         }
                         None => None,

@@ -101,7 +101,9 @@ impl Inner {
             len
         };
         bump_counter(&cell.counters.free_bytes, bytes);
-        if cell.may_rewind(hdr, span) {
+        // The cursor may move back over the block only through the gate of invariant C
+        // (`cells.rs`): never two rewinds in a row.
+        if let Some(last) = cell.last_block(hdr, span) {
             // The entry goes away: its start bit with it (the block lies in this thread's own
             // chunk, so the owner-map word is ours).
             livemap::owner_toggle(&self.mem, &self.maps, hdr);
@@ -110,13 +112,10 @@ impl Inner {
             // SAFETY: the block is DYING with no readers: ours alone.
             unsafe { self.mem.zero(hdr + WORD, span - WORD) };
             self.mem.word(hdr).store(0, Ordering::Relaxed);
-            cell.cur.store(hdr, Ordering::Relaxed);
-            cell.last_rewind.store(hdr, Ordering::Relaxed);
             // A fresh generation, not the next one after the cell's: the chain of a chunk's
             // rewinds would run into generations the counter hands out later, and a block at this
             // offset could then get a generation a stale handle still carries.
-            cell.generation
-                .store(self.fresh_gen().into(), Ordering::Relaxed);
+            last.rewind(self.fresh_gen().into());
             bump_counter(&cell.counters.rewinds, 1);
             return;
         }

@@ -1,6 +1,6 @@
-//! Pointers and in-place resizing for the allocator interfaces. Resizing in place: the last block of the calling
-//! thread's chunk grows or shrinks by moving the chunk's cursor; any other block shrinks by giving
-//! its cut-off tail back.
+//! Pointers and in-place resizing for the allocator interfaces. Resizing in place: the last block of
+//! the calling thread's chunk grows or shrinks by moving the chunk's cursor, when invariant C
+//! (`cells.rs`) lets the cursor move; any other block shrinks by giving its cut-off tail back.
 
 use super::{Arena, Inner};
 use crate::block::{self, Handle, Header, HeaderWord, LiveState};
@@ -15,6 +15,13 @@ impl Arena {
     /// pointers instead of handles).
     pub(crate) fn data_ptr(&self, off: u64) -> *mut u8 {
         self.inner.mem.ptr(off)
+    }
+
+    /// The word at arena offset `off` as the arena's atomics see it: under loom its side-table
+    /// atomic, so a model's user write there is seen by the handle checks (`loom_hooks`).
+    #[cfg(parena_loom)]
+    pub(crate) fn word_at(&self, off: u64) -> &crate::sync::AtomicU64 {
+        self.inner.mem.word(off)
     }
 
     /// The data offset of a pointer `allocate_ptr` returned.
@@ -62,9 +69,12 @@ impl Arena {
             _ => return false,
         };
         with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
-            if cell.ends_with(hdr, old_span) {
-                let end = cell.end.load(Ordering::Relaxed);
-                if hdr + new_span > end {
+            // The cursor moves with the block's end only through the gate of invariant C
+            // (`cells.rs`): not when it stands on a former start (a rewound block's header
+            // position, which a handle check may still be reading). Then a grow moves the block
+            // and a shrink gives its tail to the lists below, with the cursor left where it is.
+            if let Some(last) = cell.last_block(hdr, old_span) {
+                if new_span > last.room() {
                     return false;
                 }
                 if new_span < old_span {
@@ -74,7 +84,7 @@ impl Arena {
                 }
                 // Growing: `cur..end` is zero (invariant Z), so the new bytes already read zero.
                 set_len(inner, hdr, new as u64);
-                cell.cur.store(hdr + new_span, Ordering::Relaxed);
+                last.resize(new_span);
                 return true;
             }
             if new_span > old_span {

@@ -26,6 +26,7 @@ mod powercut;
 mod powercut_engine;
 mod powerloss;
 mod regressions;
+mod resize_soundness;
 mod salvage;
 mod stress;
 mod util;
