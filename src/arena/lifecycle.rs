@@ -38,6 +38,9 @@ impl Arena {
     pub fn flush(&self) -> Result<(), Error> {
         audit_op!();
         let inner = &*self.inner;
+        if inner.forked_file() {
+            return Err(Error::Forked);
+        }
         if inner.thread_cache && !inner.read_only {
             // The calling thread's cached blocks go to the shared lists, so what is flushed
             // lists them.
@@ -257,6 +260,12 @@ impl Inner {
         if self.read_only {
             return Ok(());
         }
+        if self.forked_file() {
+            // A child's copy of a file arena: the file, its lock and its dirty state are the
+            // opener's. Nothing is written; the map and the descriptor just go.
+            self.read_only = true;
+            return Ok(());
+        }
         self.return_all_chunks();
         let bump = self.bump();
         let hw = self.mem.word(OFF_HIGH_WATER);
@@ -276,6 +285,7 @@ impl Inner {
         self.mem.flush(0, self.geom.data_start)?;
         // Mark the arena closed so the drop does not repeat the protocol.
         self.read_only = true;
+        self.write_gate = true;
         Ok(())
     }
 }

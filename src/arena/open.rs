@@ -14,7 +14,7 @@ use crate::layout::align_up;
 use crate::livemap::{self, MapGeom};
 use crate::options::{Options, DEFAULT_CAPACITY};
 use crate::recovery::{self, Report};
-use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, StdAtomicU64, StdOrdering};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering, StdAtomicU64, StdOrdering};
 use std::path::Path;
 /// The next arena uid (process-wide; never reused).
 static NEXT_UID: StdAtomicU64 = StdAtomicU64::new(1);
@@ -137,10 +137,12 @@ impl Arena {
         recovery: Option<Report>,
     ) -> Arena {
         let lists = FreeLists::load(&b, g.data_start, Some(MapGeom::for_capacity(capacity)));
+        crate::fork::watch();
         Arena {
             lane: 0,
             inner: Arc::new(Inner {
                 read_only: b.read_only(),
+                write_gate: b.read_only() || b.kind() == BackingKind::File,
                 mem: b,
                 geom: g,
                 capacity,
@@ -148,12 +150,13 @@ impl Arena {
                 heap_end: MapGeom::for_capacity(capacity).heap_end(),
                 flush_lock: Mutex::new(()),
                 uid: new_uid(),
+                fork_epoch: crate::fork::epoch(),
                 zero_on_free: o.zero_on_free,
                 thread_cache: o.thread_cache && g.freelist != Freelist::None,
                 lists,
                 cells: CellRegistry::default(),
                 coalesce_on: o.coalesce && g.freelist != Freelist::None,
-                coalescing: AtomicBool::new(false),
+                coalescing: AtomicU64::new(0),
                 passes: AtomicU64::new(0),
                 activity_at_pass: AtomicU64::new(0),
                 pass_cost: AtomicU64::new(0),

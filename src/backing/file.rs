@@ -252,6 +252,8 @@ struct Held(FileId);
 
 impl Held {
     fn register(id: FileId) -> Held {
+        // A child of `fork()` must not find the table locked by a thread it does not have.
+        crate::fork::hold_across_fork!(HELD, Vec<(FileId, usize)>);
         let mut l = held_list();
         match l.iter_mut().find(|(h, _)| *h == id) {
             Some((_, n)) => *n += 1,
