@@ -8,6 +8,7 @@ mod aio;
 mod basics;
 mod bitflips;
 mod coalesce;
+mod copies;
 #[cfg(feature = "allocator-api2")]
 mod collections;
 mod corruption;
