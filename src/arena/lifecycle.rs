@@ -215,6 +215,9 @@ impl Arena {
             inner.return_all_chunks();
         }
         let mut header = inner.header_snapshot();
+        // The image names no file, so its first writable open gives it generations of its own
+        // (`Arena::open_writable`): a copy is a new arena for the blocks allocated after it.
+        header.file_id = 0;
         header.state = STATE_CLEAN;
         header.state_checksum = header.compute_state_checksum();
         out.write_all(bytemuck::bytes_of(&header))?;

@@ -39,6 +39,15 @@ fn random_id() -> u64 {
     h.finish() | 1
 }
 
+/// Where the generation counter of a copy starts: `seed` (the original's counter at the copy)
+/// plus a random jump of `2^30` to `3 * 2^30` values, so that the copy mints generations the
+/// original does not reach before it minted `2^30` of its own (and the reverse), while the copy
+/// still mints none of the generations minted in the `2^30` before the copy for as long again
+/// (docs/design.md, "Copies").
+fn copy_seed(seed: u64) -> u64 {
+    seed.wrapping_add((1 << 30) + random_id() % (1 << 31))
+}
+
 impl Geometry {
     pub(super) fn from_options(o: &Options, capacity: u64) -> Result<Geometry, Error> {
         let reserved = o.reserved.unwrap_or(0);
@@ -309,7 +318,23 @@ impl Arena {
             Backing::file(f.dup()?, old_capacity)?
         };
         let b = at_old;
-        // Mark dirty and make that durable before the first change.
+        // A copy is a new arena for the blocks allocated from now on: the original keeps its
+        // counter, a copy jumps ahead (`copy_seed`). A `map_copy` view always is one; a file is
+        // one when the header names another file than this one (a `write_image` image, a plain
+        // copy of the file, or a file written before `file_id` existed).
+        let seed = b.word(format::OFF_GEN_SEED);
+        if o.map_copy {
+            seed.store(copy_seed(seed.load(Ordering::Relaxed)), Ordering::Relaxed);
+        } else {
+            let here = f.identity()?;
+            let recorded = b.word(format::OFF_FILE_ID);
+            if recorded.load(Ordering::Relaxed) != here {
+                seed.store(copy_seed(seed.load(Ordering::Relaxed)), Ordering::Relaxed);
+                recorded.store(here, Ordering::Relaxed);
+            }
+        }
+        // Mark dirty and make that durable before the first change (and the new counter with it,
+        // before any block is minted from it).
         b.word(OFF_STATE).store(STATE_DIRTY, Ordering::Relaxed);
         b.word(OFF_OPEN_COUNT).fetch_add(1, Ordering::Relaxed);
         b.flush(0, HEADER_SIZE)?;
@@ -353,6 +378,7 @@ impl Arena {
         let mut raw = RawHeader::new(&g, capacity);
         raw.state = STATE_DIRTY;
         raw.open_count = 1;
+        raw.file_id = f.identity()?;
         let before = f.file.metadata()?.len();
         if let Err(e) = f.format(capacity, o.preallocate, bytemuck::bytes_of(&raw)) {
             // The file held no arena (it was created, or ended at or before the arena's offset):

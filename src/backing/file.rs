@@ -105,6 +105,16 @@ impl OpenedFile {
         })
     }
 
+    /// The file's identity (device and inode, hashed; never 0): what the header's `file_id`
+    /// records, so that an open can tell a copy of the file from the file itself.
+    pub(crate) fn identity(&self) -> Result<u64, Error> {
+        let id = FileId::of(&self.file)?;
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&id.dev.to_le_bytes());
+        bytes[8..].copy_from_slice(&id.ino.to_le_bytes());
+        Ok(crate::format::fnv1a(&bytes) | 1)
+    }
+
     /// A second descriptor on the same open file (it shares the lock), for a read-only map.
     pub(crate) fn dup_read_only(&self) -> Result<OpenedFile, Error> {
         Ok(OpenedFile {

@@ -119,7 +119,10 @@ fn a_map_copy_view_is_a_new_arena_for_new_blocks() {
     let a = open(&pa);
     assert_old_valid(&a, &old, "original after the view");
     let new_a = allocate_new(&a, 0xA0);
-    assert!(new_a.iter().zip(&new_view).any(|(x, y)| x.offset() == y.offset()));
+    assert!(new_a
+        .iter()
+        .zip(&new_view)
+        .any(|(x, y)| x.offset() == y.offset()));
     assert_eq!(
         accepted(&a, &new_view),
         0,

@@ -8,9 +8,9 @@ mod aio;
 mod basics;
 mod bitflips;
 mod coalesce;
-mod copies;
 #[cfg(feature = "allocator-api2")]
 mod collections;
+mod copies;
 mod corruption;
 mod crash;
 mod cutkit;
