@@ -11,6 +11,8 @@
 //! Its own binary, because the global allocator is per binary.
 
 #![cfg(target_os = "linux")]
+// Not the library: std's atomics and `Arc` are fine here (see clippy.toml).
+#![allow(clippy::disallowed_types)]
 
 use parena::{Freelist, GlobalArena};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -20,6 +20,7 @@ fn bytes_of(tag: u8, i: usize) -> Vec<u8> {
 
 /// `OLD` blocks in a fresh file arena at `path`, closed; their handles.
 fn original(path: &Path) -> Vec<Handle> {
+    // SAFETY: as `open`.
     let a = unsafe { Options::new().capacity(4 << 20).map_file(path) }.expect("create");
     let hs = (0..OLD)
         .map(|i| a.alloc_copy(&bytes_of(0x11, i)).unwrap())
