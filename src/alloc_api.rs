@@ -194,6 +194,15 @@ mod api2 {
 /// allocator also fails). No allocator entry point allocates, panics or waits for something its
 /// own thread holds (invariant A; docs/design.md, "Allocator paths").
 ///
+/// # `fork()`
+/// A child process gets a private copy of the arena (an anonymous map) and may allocate and free
+/// in it at once, from any thread it starts: nothing a parent thread held at the fork (a
+/// coalescing pass, the registration of a thread) is waited for in the child. What the parent's
+/// other threads had in flight (their current chunks' unused tails, their caches of freed blocks)
+/// stays unusable in the child's copy, a bounded leak of the child only. [`Arena::flush`] in the
+/// child hands the calling thread's cached blocks to the shared lists, as in the parent; nothing
+/// is durable. See docs/design.md, "Fork".
+///
 /// # What `arena()` is for
 /// [`GlobalArena::arena`] gives the [`Arena`] behind the allocator, for observation and
 /// maintenance that leave its blocks alone: [`Arena::stats`], [`Arena::capacity`],

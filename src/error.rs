@@ -142,6 +142,11 @@ pub enum Error {
     },
     /// The arena was opened read-only.
     ReadOnly,
+    /// A file arena opened by an ancestor process, used in a child of `fork()`: the file, its
+    /// lock and every operation in flight in it belong to the process that opened it, so the
+    /// child's copy changes nothing (docs/design.md, "Fork"). Open the file again in the child
+    /// once the parent has closed it, or use an anonymous or heap arena.
+    Forked,
     /// Another writer (in this process or another) holds the file, or a writer holds it and a reader
     /// asked for it.
     Locked,
@@ -345,6 +350,9 @@ impl fmt::Display for Error {
                 }
             }
             Error::ReadOnly => f.write_str("the arena is read-only"),
+            Error::Forked => f.write_str(
+                "this file arena was opened by the parent process; a forked child may not change it",
+            ),
             Error::Locked => f.write_str("the arena file is locked by another writer"),
             Error::Exists => f.write_str("the arena file already exists"),
             Error::Truncated { expected, found } => {

@@ -20,6 +20,7 @@ mod block;
 mod bump;
 mod cells;
 mod error;
+mod fork;
 mod format;
 mod freelist;
 mod hook;

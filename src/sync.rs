@@ -25,6 +25,8 @@ use loom::sync::atomic as imp_atomic;
 pub(crate) type AtomicBool = imp_atomic::AtomicBool;
 /// An atomic `u64` (std's, or loom's under `--cfg parena_loom`).
 pub(crate) type AtomicU64 = imp_atomic::AtomicU64;
+/// An atomic pointer (std's, or loom's under `--cfg parena_loom`).
+pub(crate) type AtomicPtr<T> = imp_atomic::AtomicPtr<T>;
 /// A shared pointer (std's, or loom's under `--cfg parena_loom`).
 pub(crate) type Arc<T> = imp::Arc<T>;
 /// A mutex (std's, or loom's under `--cfg parena_loom`); lock it with [`lock`].

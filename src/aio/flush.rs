@@ -25,6 +25,8 @@ fn flush_state(a: &Arena) -> Arc<FlushState> {
     a.inner
         .hook
         .get_or_install(|| Box::new(AioHook::unregistered(uid)));
+    // A child of `fork()` must not find the table locked by a thread it does not have.
+    crate::fork::hold_across_fork!(FLUSH_STATES, BTreeMap<u64, Arc<FlushState>>);
     Arc::clone(lock(&FLUSH_STATES).entry(uid).or_default())
 }
 

@@ -107,6 +107,8 @@ fn check_compatible(o: &Options, a: &Arena, first: OpenedWith) -> Result<(), Err
 
 /// Looks up `key` with the registry locked and decides the next step.
 fn claim(o: &Options, key: &Path) -> Claim {
+    // A child of `fork()` must not find the registry locked by a thread it does not have.
+    crate::fork::hold_across_fork!(OPEN_REGISTRY, super::registry::OpenRegistry);
     let mut map = lock(&OPEN_REGISTRY);
     match map.get(key) {
         None => {

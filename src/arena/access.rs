@@ -28,8 +28,8 @@ impl Arena {
     /// deallocation (`Mode::Foreign`).
     pub(crate) fn free_as(&self, h: Handle, mode: Mode) -> Result<(), Error> {
         let inner = &*self.inner;
-        if inner.read_only {
-            return Err(Error::ReadOnly);
+        if inner.write_gate {
+            inner.writable()?;
         }
         with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
             let _slot = CheckSlot::hold(cell, h);

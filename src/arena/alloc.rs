@@ -82,8 +82,8 @@ impl Arena {
         if len >= block::LARGE_MIN {
             return self.alloc_large_len(len, align);
         }
-        if inner.read_only {
-            return Err(Error::ReadOnly);
+        if inner.write_gate {
+            inner.writable()?;
         }
         let span = len.div_ceil(WORD) * WORD + WORD;
         let (hdr, word) = with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
@@ -109,9 +109,7 @@ impl Arena {
                 max: MAX_BLOCK_LEN,
             });
         };
-        if inner.read_only {
-            return Err(Error::ReadOnly);
-        }
+        inner.writable()?;
         let (hdr, word) = with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
             inner.alloc_in(cell, len, span, align)
         })?;

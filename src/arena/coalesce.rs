@@ -4,7 +4,7 @@ use super::Inner;
 use crate::cells::{bump_counter, for_each_thread_cell, ChunkCell};
 use crate::error::Error;
 use crate::reentry::{in_step, Step};
-use crate::sync::{spin_hint, yield_now, AtomicBool, Ordering};
+use crate::sync::{spin_hint, yield_now, AtomicU64, Ordering};
 impl Inner {
     /// Merges physically adjacent listed free segments, for an allocation that found the main
     /// memory and the free lists exhausted. Returns whether the free lists are worth another try:
@@ -53,17 +53,14 @@ impl Inner {
         if self.lists.none_listed() {
             return Ok(false);
         }
-        // Acquire: pairs with the Release store that ended the previous pass (`PassGuard`), so
-        // this pass starts after it.
-        if self
-            .coalescing
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        if !self.claim_pass() {
+            let me = crate::fork::epoch();
             let mut rounds = 0u32;
             // Acquire: pairs with the Release store ending the pass: the segments it listed again
-            // are pushed before our retry.
-            while self.coalescing.load(Ordering::Acquire) {
+            // are pushed before our retry. Only a pass of a thread of this process is waited for
+            // (the flag holds this process's fork epoch); one of an ancestor's thread never ends
+            // and is taken over by the next `claim_pass`.
+            while self.coalescing.load(Ordering::Acquire) == me {
                 rounds += 1;
                 if rounds > 64 {
                     yield_now();
@@ -109,6 +106,32 @@ impl Inner {
         Ok(true)
     }
 
+    /// Takes the pass flag for the calling thread: `true` when this thread now runs the one pass,
+    /// `false` when a thread of this process runs one. The flag holds 0 when no pass runs, else
+    /// the fork epoch of the process whose thread runs it (`crate::fork`): an epoch other than
+    /// ours was set before a fork by a thread this process does not have, whose pass never ends
+    /// here, so it is taken over (what that pass had detached stays off the lists in this
+    /// process: a leak, never a segment listed twice).
+    fn claim_pass(&self) -> bool {
+        let me = crate::fork::epoch();
+        loop {
+            // Relaxed: the CAS below orders the pass.
+            let held = self.coalescing.load(Ordering::Relaxed);
+            if held == me {
+                return false;
+            }
+            // Acquire: pairs with the Release store that ended the previous pass (`PassGuard`),
+            // so this pass starts after it.
+            if self
+                .coalescing
+                .compare_exchange(held, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return true;
+            }
+        }
+    }
+
     /// Allocations and frees of every thread so far: how much the lists may have changed.
     pub(super) fn activity(&self) -> u64 {
         self.cells.fold(0u64, |n, c| {
@@ -128,12 +151,12 @@ impl Inner {
 
 /// Ends a coalescing pass when dropped (also when the pass returns early or unwinds), so threads
 /// waiting for it never wait forever.
-struct PassGuard<'a>(&'a AtomicBool);
+struct PassGuard<'a>(&'a AtomicU64);
 
 impl Drop for PassGuard<'_> {
     fn drop(&mut self) {
         // Release: the pass's pushes happen before the waiters' retries and the next pass; pairs
         // with the Acquire load of the waiters and the Acquire CAS that starts a pass.
-        self.0.store(false, Ordering::Release);
+        self.0.store(0, Ordering::Release);
     }
 }

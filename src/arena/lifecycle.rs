@@ -38,6 +38,9 @@ impl Arena {
     pub fn flush(&self) -> Result<(), Error> {
         audit_op!();
         let inner = &*self.inner;
+        if inner.forked_file() {
+            return Err(Error::Forked);
+        }
         if inner.thread_cache && !inner.read_only {
             // The calling thread's cached blocks go to the shared lists, so what is flushed
             // lists them.
@@ -216,6 +219,9 @@ impl Arena {
             inner.return_all_chunks();
         }
         let mut header = inner.header_snapshot();
+        // The image names no file, so its first writable open gives it generations of its own
+        // (`Arena::open_writable`): a copy is a new arena for the blocks allocated after it.
+        header.file_id = 0;
         header.state = STATE_CLEAN;
         header.state_checksum = header.compute_state_checksum();
         out.write_all(bytemuck::bytes_of(&header))?;
@@ -261,6 +267,12 @@ impl Inner {
         if self.read_only {
             return Ok(());
         }
+        if self.forked_file() {
+            // A child's copy of a file arena: the file, its lock and its dirty state are the
+            // opener's. Nothing is written; the map and the descriptor just go.
+            self.read_only = true;
+            return Ok(());
+        }
         self.return_all_chunks();
         let bump = self.bump();
         let hw = self.mem.word(OFF_HIGH_WATER);
@@ -280,6 +292,7 @@ impl Inner {
         self.mem.flush(0, self.geom.data_start)?;
         // Mark the arena closed so the drop does not repeat the protocol.
         self.read_only = true;
+        self.write_gate = true;
         Ok(())
     }
 }

@@ -132,9 +132,7 @@ impl Arena {
     }
 
     pub(super) fn root_word(&self, i: usize) -> Result<&crate::sync::AtomicU64, Error> {
-        if self.inner.read_only {
-            return Err(Error::ReadOnly);
-        }
+        self.inner.writable()?;
         Ok(self.inner.mem.word(root_slot(i)?))
     }
 

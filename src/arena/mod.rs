@@ -44,7 +44,7 @@ use crate::format::{Geometry, OFF_BUMP};
 use crate::freelist::FreeLists;
 use crate::livemap::MapGeom;
 use crate::recovery::Report;
-use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 use std::path::Path;
 /// A persistent, lock-free arena: one region of memory (heap buffer, anonymous map or file map)
 /// that many threads allocate from at once.
@@ -96,8 +96,14 @@ pub(crate) struct Inner {
     flush_lock: Mutex<()>,
     /// Process-unique id of this open arena (never reused), keys the per-thread cells.
     uid: u64,
+    /// The fork epoch (`crate::fork`) of the process that opened the arena: another one in
+    /// `fork::epoch()` means this is a child's copy of the arena (see `Inner::forked_file`).
+    fork_epoch: u64,
     /// Opened read-only, or closed (the close protocol ran).
     read_only: bool,
+    /// `read_only`, or a file map: every write asks [`Inner::writable`] (one test on the fast
+    /// path, as `read_only` alone was).
+    write_gate: bool,
     /// Freed blocks are zeroed (`Options::zero_on_free`).
     zero_on_free: bool,
     /// Per-thread caches of freed blocks are on (never with `Freelist::None`).
@@ -109,8 +115,9 @@ pub(crate) struct Inner {
     /// Coalescing passes can run (`Options::coalesce`, and a policy that lists free space): the
     /// only thing that merges an entry start away while the arena is shared (`CheckSlot`).
     coalesce_on: bool,
-    /// Set while a thread runs a coalescing pass (`Inner::coalesce`); one pass at a time.
-    coalescing: AtomicBool,
+    /// While a thread runs a coalescing pass (`Inner::coalesce`; one pass at a time): the fork
+    /// epoch of its process (`crate::fork`); 0 when none runs.
+    coalescing: AtomicU64,
     /// Coalescing passes completed since open.
     passes: AtomicU64,
     /// The arena's activity (allocations and frees of all threads) when the last pass ended.
@@ -229,7 +236,11 @@ impl Arena {
         self.inner
             .hook
             .detach(|| Arc::strong_count(&self.inner) == 1);
-        Arc::get_mut(&mut self.inner).ok_or(Error::Shared)
+        let inner = Arc::get_mut(&mut self.inner).ok_or(Error::Shared)?;
+        if inner.forked_file() {
+            return Err(Error::Forked);
+        }
+        Ok(inner)
     }
 }
 
@@ -287,6 +298,30 @@ impl Inner {
                 region: crate::error::Region::Heap,
             }),
         }
+    }
+
+    /// Whether this is a file arena that a process forked after the open holds: its shared map,
+    /// its file lock and everything in flight in it belong to the process that opened it, so
+    /// this copy refuses to change it ([`Error::Forked`]) and its drop leaves the file alone.
+    /// An anonymous or heap arena is copied by the fork and stays the child's to use.
+    #[inline]
+    pub(super) fn forked_file(&self) -> bool {
+        self.mem.kind() == BackingKind::File
+            && !self.read_only
+            && self.fork_epoch != crate::fork::epoch()
+    }
+
+    /// `Ok` when this process may change the arena: [`Error::ReadOnly`] for a read-only or
+    /// closed arena, [`Error::Forked`] for a file arena opened by an ancestor process.
+    #[inline]
+    pub(super) fn writable(&self) -> Result<(), Error> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if self.forked_file() {
+            return Err(Error::Forked);
+        }
+        Ok(())
     }
 
     /// A new generation for a header at a position with no history we can trust.

@@ -14,7 +14,7 @@ use crate::layout::align_up;
 use crate::livemap::{self, MapGeom};
 use crate::options::{Options, DEFAULT_CAPACITY};
 use crate::recovery::{self, Report};
-use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, StdAtomicU64, StdOrdering};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering, StdAtomicU64, StdOrdering};
 use std::path::Path;
 /// The next arena uid (process-wide; never reused).
 static NEXT_UID: StdAtomicU64 = StdAtomicU64::new(1);
@@ -37,6 +37,15 @@ fn random_id() -> u64 {
         h.write_u128(t.as_nanos());
     }
     h.finish() | 1
+}
+
+/// Where the generation counter of a copy starts: `seed` (the original's counter at the copy)
+/// plus a random jump of `2^30` to `3 * 2^30` values, so that the copy mints generations the
+/// original does not reach before it minted `2^30` of its own (and the reverse), while the copy
+/// still mints none of the generations minted in the `2^30` before the copy for as long again
+/// (docs/design.md, "Copies").
+fn copy_seed(seed: u64) -> u64 {
+    seed.wrapping_add((1 << 30) + random_id() % (1 << 31))
 }
 
 impl Geometry {
@@ -148,10 +157,12 @@ impl Arena {
         recovery: Option<Report>,
     ) -> Arena {
         let lists = FreeLists::load(&b, g.data_start, Some(MapGeom::for_capacity(capacity)));
+        crate::fork::watch();
         Arena {
             lane: 0,
             inner: Arc::new(Inner {
                 read_only: b.read_only(),
+                write_gate: b.read_only() || b.kind() == BackingKind::File,
                 mem: b,
                 geom: g,
                 capacity,
@@ -159,12 +170,13 @@ impl Arena {
                 heap_end: MapGeom::for_capacity(capacity).heap_end(),
                 flush_lock: Mutex::new(()),
                 uid: new_uid(),
+                fork_epoch: crate::fork::epoch(),
                 zero_on_free: o.zero_on_free,
                 thread_cache: o.thread_cache && g.freelist != Freelist::None,
                 lists,
                 cells: CellRegistry::default(),
                 coalesce_on: o.coalesce && g.freelist != Freelist::None,
-                coalescing: AtomicBool::new(false),
+                coalescing: AtomicU64::new(0),
                 passes: AtomicU64::new(0),
                 activity_at_pass: AtomicU64::new(0),
                 pass_cost: AtomicU64::new(0),
@@ -308,7 +320,23 @@ impl Arena {
             Backing::file(f.dup()?, old_capacity)?
         };
         let b = at_old;
-        // Mark dirty and make that durable before the first change.
+        // A copy is a new arena for the blocks allocated from now on: the original keeps its
+        // counter, a copy jumps ahead (`copy_seed`). A `map_copy` view always is one; a file is
+        // one when the header names another file than this one (a `write_image` image, a plain
+        // copy of the file, or a file written before `file_id` existed).
+        let seed = b.word(format::OFF_GEN_SEED);
+        if o.map_copy {
+            seed.store(copy_seed(seed.load(Ordering::Relaxed)), Ordering::Relaxed);
+        } else {
+            let here = f.identity()?;
+            let recorded = b.word(format::OFF_FILE_ID);
+            if recorded.load(Ordering::Relaxed) != here {
+                seed.store(copy_seed(seed.load(Ordering::Relaxed)), Ordering::Relaxed);
+                recorded.store(here, Ordering::Relaxed);
+            }
+        }
+        // Mark dirty and make that durable before the first change (and the new counter with it,
+        // before any block is minted from it).
         b.word(OFF_STATE).store(STATE_DIRTY, Ordering::Relaxed);
         b.word(OFF_OPEN_COUNT).fetch_add(1, Ordering::Relaxed);
         b.flush(0, HEADER_SIZE)?;
@@ -360,6 +388,7 @@ impl Arena {
         let mut raw = RawHeader::new(&g, capacity);
         raw.state = STATE_DIRTY;
         raw.open_count = 1;
+        raw.file_id = f.identity()?;
         let before = f.file.metadata()?.len();
         if let Err(e) = f.format(capacity, o.preallocate, bytemuck::bytes_of(&raw)) {
             // The file held no arena (it was created, or ended at or before the arena's offset):

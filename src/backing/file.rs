@@ -118,6 +118,16 @@ impl OpenedFile {
         }
     }
 
+    /// The file's identity (device and inode, hashed; never 0): what the header's `file_id`
+    /// records, so that an open can tell a copy of the file from the file itself.
+    pub(crate) fn identity(&self) -> Result<u64, Error> {
+        let id = FileId::of(&self.file)?;
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&id.dev.to_le_bytes());
+        bytes[8..].copy_from_slice(&id.ino.to_le_bytes());
+        Ok(crate::format::fnv1a(&bytes) | 1)
+    }
+
     /// A second descriptor on the same open file (it shares the lock), for a read-only map.
     pub(crate) fn dup_read_only(&self) -> Result<OpenedFile, Error> {
         Ok(OpenedFile {
@@ -266,6 +276,8 @@ struct Held(FileId);
 
 impl Held {
     fn register(id: FileId) -> Held {
+        // A child of `fork()` must not find the table locked by a thread it does not have.
+        crate::fork::hold_across_fork!(HELD, Vec<(FileId, usize)>);
         let mut l = held_list();
         match l.iter_mut().find(|(h, _)| *h == id) {
             Some((_, n)) => *n += 1,

@@ -26,7 +26,8 @@
 //!     88     8  high_water       alloc     heap at or past this was never written (reads zero)
 //!     96     8  discarded        alloc     bytes in fillers too small to list
 //!    104     8  gen_seed         alloc     source of generations for new header positions
-//!    112    16  spare            -         zero
+//!    112     8  file_id          open      the file this arena was last opened writable as (0: none)
+//!    120     8  spare            -         zero
 //!    128   128  roots[16]        user      persisted root slots
 //!    256  2048  heads[256]       free      free-list heads, one per size class (tag | offset)
 //!   2304   256  meta slot 0      flush     the layout as of a flush (see below)
@@ -101,7 +102,8 @@ pub(crate) struct RawHeader {
     pub high_water: u64,
     pub discarded: u64,
     pub gen_seed: u64,
-    pub spare: [u64; 2],
+    pub file_id: u64,
+    pub spare: u64,
     pub roots: [u64; ROOT_SLOTS],
     pub heads: [u64; CLASSES],
     pub meta: [[u64; META_SLOT_WORDS]; 2],
@@ -204,6 +206,10 @@ pub(crate) const OFF_BUMP: u64 = offset_of!(RawHeader, bump) as u64;
 pub(crate) const OFF_HIGH_WATER: u64 = offset_of!(RawHeader, high_water) as u64;
 pub(crate) const OFF_DISCARDED: u64 = offset_of!(RawHeader, discarded) as u64;
 pub(crate) const OFF_GEN_SEED: u64 = offset_of!(RawHeader, gen_seed) as u64;
+/// A file arena's identity (device and inode, hashed; never 0) as of its last writable open: an
+/// open that finds another one is an open of a copy, and gives it its own generations
+/// (`Arena::open_writable`; docs/design.md, "Copies").
+pub(crate) const OFF_FILE_ID: u64 = offset_of!(RawHeader, file_id) as u64;
 pub(crate) const OFF_ROOTS: u64 = offset_of!(RawHeader, roots) as u64;
 pub(crate) const OFF_HEADS: u64 = offset_of!(RawHeader, heads) as u64;
 /// End of the words covered by `state_checksum`.

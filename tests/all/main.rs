@@ -10,6 +10,7 @@ mod bitflips;
 mod coalesce;
 #[cfg(feature = "allocator-api2")]
 mod collections;
+mod copies;
 mod corruption;
 mod crash;
 mod cutkit;
