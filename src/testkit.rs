@@ -24,6 +24,8 @@ pub const OFF_STATE_CHECKSUM: usize = format::OFF_STATE_CHECKSUM as usize;
 pub const OFF_BUMP: usize = format::OFF_BUMP as usize;
 /// Offset of the root slots.
 pub const OFF_ROOTS: usize = format::OFF_ROOTS as usize;
+/// Bytes of one root slot, from one root's value to the next one's.
+pub const ROOT_SLOT_BYTES: usize = 8;
 /// End of the words the state checksum covers.
 pub const HEAP_META_END: usize = format::HEAP_META_END as usize;
 /// The state word of a cleanly closed arena.
