@@ -3,7 +3,7 @@
 use super::Arena;
 use crate::error::Error;
 use crate::format::Freelist;
-use crate::format::{HEADER_SIZE, OFF_DISCARDED, OFF_ROOTS, ROOT_SLOTS, STATE_CLEAN};
+use crate::format::{HEADER_SIZE, OFF_DISCARDED, OFF_ROOTS, ROOT_SLOTS};
 use crate::sync::Ordering;
 
 /// Counters and sizes of an arena at one moment.
@@ -218,8 +218,10 @@ pub struct HeaderInfo {
     pub arena_id: u64,
     /// Total bytes.
     pub capacity: u64,
-    /// The state word says clean (only ever true for an arena opened read-only after a clean
-    /// close: a writable open marks the arena dirty).
+    /// The open trusted the header as a clean close sealed it: the same fact as
+    /// [`Arena::was_clean`], fixed at open (a writable open then marks the file dirty on disk,
+    /// which this does not follow). `false` after a crash and after damage to the sealed header
+    /// (a CLEAN state word whose checksum fails; the recovery report and `verify()` name it).
     pub clean: bool,
     /// Writable opens so far.
     pub open_count: u64,
@@ -247,7 +249,7 @@ impl Arena {
             data_start: h.data_start,
             arena_id: h.arena_id,
             capacity: h.capacity,
-            clean: h.state == STATE_CLEAN,
+            clean: self.inner.was_clean,
             open_count: h.open_count,
             bump: h.bump,
             high_water: h.high_water,

@@ -8,7 +8,7 @@
 //! offset  size  field            changes?  notes
 //! ------  ----  ---------------  --------  ---------------------------------------------------
 //!      0     8  magic            never     b"\x89PARENA\n"
-//!      8     4  format_version   never     FORMAT_VERSION
+//!      8     4  format_version   never     FORMAT_VERSION (4)
 //!     12     2  magic_version    never     the user's own format version
 //!     14     1  freelist         never     0 None, 1 Optimistic, 2 Pessimistic
 //!     15     1  chunk_shift      never     log2 of the per-thread chunk size (9..=20)
@@ -20,7 +20,8 @@
 //! ------  ----  ---------------  --------  ------------- mutable, 8-byte atomics -------------
 //!     48     8  capacity         grow      total bytes, a multiple of 4096
 //!     56     8  state            open/close CLEAN or DIRTY marker
-//!     64     8  state_checksum   close     FNV-1a over bytes 48..HEAP_META_END, state word as 0
+//!     64     8  state_checksum   close     FNV-1a over bytes 48..4096 (state words as 0), then
+//!                                          the reserved area
 //!     72     8  open_count       open      writable opens so far
 //!     80     8  bump             alloc     end of reserved heap: data_start..=capacity
 //!     88     8  high_water       alloc     heap at or past this was never written (reads zero)
@@ -58,7 +59,7 @@ pub use crate::kinds::Freelist;
 /// The first 8 bytes of every arena.
 pub const MAGIC: [u8; 8] = *b"\x89PARENA\n";
 /// The format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Number of persisted root slots.
 pub const ROOT_SLOTS: usize = 16;
 /// Number of free-list size classes.
@@ -206,8 +207,9 @@ pub(crate) const OFF_DISCARDED: u64 = offset_of!(RawHeader, discarded) as u64;
 pub(crate) const OFF_GEN_SEED: u64 = offset_of!(RawHeader, gen_seed) as u64;
 pub(crate) const OFF_ROOTS: u64 = offset_of!(RawHeader, roots) as u64;
 pub(crate) const OFF_HEADS: u64 = offset_of!(RawHeader, heads) as u64;
-/// End of the words covered by `state_checksum`.
-pub(crate) const HEAP_META_END: u64 = OFF_HEADS + (CLASSES as u64) * 8;
+/// End of the header words covered by `state_checksum`: the whole page (the reserved area's bytes
+/// follow them into the checksum).
+pub(crate) const SEALED_END: u64 = HEADER_SIZE;
 /// Bytes covered by `header_checksum`.
 const IMMUTABLE_END: usize = offset_of!(RawHeader, header_checksum);
 
@@ -228,16 +230,72 @@ fn fnv1a_more(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
-/// Checksum of the mutable words `48..HEAP_META_END`, reading `state` and `state_checksum` as 0.
-pub(crate) fn state_checksum(words: impl Iterator<Item = (u64, u64)>) -> u64 {
-    words.fold(FNV_OFFSET, |h, (off, w)| {
+/// Checksum of the header words `48..SEALED_END` (`words` yields `(offset, word)` for each, in
+/// order), reading `state` and `state_checksum` as 0, then of the reserved area's bytes: what a
+/// clean close seals. Every word of the page after the unchanging fields is under it (the roots,
+/// the meta slots, the spare and padding words included), and so is the reserved area.
+pub(crate) fn state_checksum(words: impl Iterator<Item = (u64, u64)>, reserved: &[u8]) -> u64 {
+    let h = words.fold(FNV_OFFSET, |h, (off, w)| {
         let w = if off == OFF_STATE || off == OFF_STATE_CHECKSUM {
             0
         } else {
             w
         };
         fnv1a_more(h, &w.to_le_bytes())
-    })
+    });
+    fnv1a_more(h, reserved)
+}
+
+/// A word of the header page that fails a check an open arena can make at any time (`verify`):
+/// each meta slot is valid or was never written, and the words parena keeps zero are zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeaderFault {
+    /// Meta slot `slot` is neither valid nor never written (all zero).
+    MetaSlot { slot: u64 },
+    /// A word parena keeps zero (spare, a meta slot's unused words, padding) is not.
+    Spare { offset: u64, word: u64 },
+}
+
+impl RawHeader {
+    /// The faults [`HeaderFault`] describes. A meta slot torn by a power cut in a flush is one of
+    /// them, so callers ask only of a header a clean close or a recovery left behind.
+    pub(crate) fn faults(&self) -> Vec<HeaderFault> {
+        let mut out = Vec::new();
+        for (slot, words) in self.meta.iter().enumerate() {
+            let mut w = [0u64; 8];
+            w.copy_from_slice(&words[..8]);
+            let never = words.iter().all(|&x| x == 0);
+            if !never && Meta::decode(&w, slot as u64).is_none() {
+                out.push(HeaderFault::MetaSlot { slot: slot as u64 });
+            }
+            for (i, &x) in words.iter().enumerate().skip(8) {
+                if x != 0 {
+                    out.push(HeaderFault::Spare {
+                        offset: OFF_META + (slot * META_SLOT_WORDS + i) as u64 * 8,
+                        word: x,
+                    });
+                }
+            }
+        }
+        let spare = offset_of!(RawHeader, spare) as u64;
+        let padding = offset_of!(RawHeader, padding) as u64;
+        let zeros = self
+            .spare
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (spare + 8 * i as u64, x));
+        let pad = self
+            .padding
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (padding + 8 * i as u64, x));
+        for (offset, word) in zeros.chain(pad) {
+            if word != 0 {
+                out.push(HeaderFault::Spare { offset, word });
+            }
+        }
+        out
+    }
 }
 
 /// The facts of a header that passed validation and never change while the arena is open.
@@ -285,7 +343,7 @@ mod tests {
     #[test]
     fn new_header_validates() {
         let h = RawHeader::new(&geometry(), 1 << 20);
-        let v = h.validate(1 << 20).unwrap();
+        let v = h.validate(1 << 20, &[0; 100]).unwrap();
         assert_eq!(v.geometry, geometry());
         assert!(v.clean);
         assert_eq!(v.capacity, 1 << 20);
@@ -327,11 +385,11 @@ mod tests {
             let cap = g.data_start + extra_pages * 4096;
             let mut h = RawHeader::new(&g, cap);
             h.roots[..4].copy_from_slice(&roots);
-            h.state_checksum = h.compute_state_checksum();
+            h.state_checksum = h.compute_state_checksum(&vec![0; reserved as usize]);
             let bytes = bytemuck::bytes_of(&h).to_vec();
             let back = RawHeader::parse(&bytes);
             proptest::prop_assert_eq!(bytemuck::bytes_of(&back), &bytes[..]);
-            let v = back.validate(cap).unwrap();
+            let v = back.validate(cap, &vec![0; reserved as usize]).unwrap();
             proptest::prop_assert_eq!(v.geometry, g);
             proptest::prop_assert_eq!(v.capacity, cap);
             proptest::prop_assert!(v.clean);
@@ -344,7 +402,7 @@ mod tests {
             let h = RawHeader::new(&geometry(), 1 << 20);
             let mut bytes = bytemuck::bytes_of(&h).to_vec();
             bytes[at] ^= x;
-            let r = RawHeader::parse(&bytes).validate(1 << 20);
+            let r = RawHeader::parse(&bytes).validate(1 << 20, &[0; 100]);
             if at < 48 {
                 proptest::prop_assert!(r.is_err());
             }
@@ -357,30 +415,42 @@ mod tests {
         let good = RawHeader::new(&g, 1 << 20);
         let mut h = good;
         h.magic[0] = 0;
-        assert!(matches!(h.validate(1 << 20), Err(Error::Magic { .. })));
+        assert!(matches!(
+            h.validate(1 << 20, &[0; 100]),
+            Err(Error::Magic { .. })
+        ));
         let mut h = good;
         h.format_version = 9;
         assert!(matches!(
-            h.validate(1 << 20),
+            h.validate(1 << 20, &[0; 100]),
             Err(Error::Version { found: 9, .. })
         ));
         let mut h = good;
         h.arena_id ^= 1;
-        assert!(matches!(h.validate(1 << 20), Err(Error::Checksum { .. })));
-        assert!(matches!(good.validate(4096), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            h.validate(1 << 20, &[0; 100]),
+            Err(Error::Checksum { .. })
+        ));
+        assert!(matches!(
+            good.validate(4096, &[0; 100]),
+            Err(Error::Truncated { .. })
+        ));
         let mut h = good;
         h.bump = (1 << 20) + 8;
-        assert!(matches!(h.validate(1 << 20), Err(Error::Bump { .. })));
+        assert!(matches!(
+            h.validate(1 << 20, &[0; 100]),
+            Err(Error::Bump { .. })
+        ));
         let mut h = good;
         h.state = 5;
         assert!(matches!(
-            h.validate(1 << 20),
+            h.validate(1 << 20, &[0; 100]),
             Err(Error::State { found: 5 })
         ));
         let mut h = good;
         h.capacity = 12345;
         assert!(matches!(
-            h.validate(1 << 20),
+            h.validate(1 << 20, &[0; 100]),
             Err(Error::Size {
                 field: "capacity",
                 ..
@@ -389,7 +459,7 @@ mod tests {
         let mut h = good;
         h.roots[3] = 9;
         assert!(
-            !h.validate(1 << 20).unwrap().clean,
+            !h.validate(1 << 20, &[0; 100]).unwrap().clean,
             "changed roots without checksum: not clean"
         );
     }

@@ -451,6 +451,10 @@ fn sweep_header(image: &[u8], reserved: u32, flips: &[(usize, u32)], t: &mut Hea
         let (r, reported) = readable(&mut a, !read_only).unwrap();
         assert!(!reported, "the unharmed image reports damage");
         assert!(r.was_clean, "the unharmed image opens clean");
+        assert_eq!(
+            r.header.4, r.was_clean,
+            "header().clean and was_clean() disagree"
+        );
         base.push(r);
     }
     for &(at, bit) in flips {
