@@ -489,30 +489,35 @@ fn sweep_header(image: &[u8], reserved: u32, flips: &[(usize, u32)], t: &mut Hea
     }
 }
 
-/// Every bit of the header page, or (`sampled`) every bit of the words that change while an
-/// arena is open (bytes 48..256: capacity to `gen_seed` and the spare words), of the root slots,
-/// of the meta slots' used words, and every bit of one byte in eight elsewhere.
-fn header_flips(sampled: bool) -> Vec<(usize, u32)> {
+/// Every bit of the header page and of the reserved area (`reserved` bytes after it), or
+/// (`sampled`) every bit of the words that change while an arena is open (bytes 48..128:
+/// capacity to `gen_seed` and the spare words), of root slots 0 and 5, of each meta slot's epoch
+/// and checksum, and one bit of every reserved byte and of one byte in sixteen elsewhere (the bit
+/// moving with the byte, so every bit position is tried).
+fn header_flips(sampled: bool, reserved: usize) -> Vec<(usize, u32)> {
     let roots = parena_testkit::layout::OFF_ROOTS;
-    let roots = roots..roots + 16 * parena_testkit::layout::ROOT_SLOT_BYTES;
-    (0..4096usize)
-        .filter(|&at| {
-            !sampled
-                || (48..256).contains(&at)
-                || roots.contains(&at)
-                || (2304..2304 + 64).contains(&at)
-                || (2560..2560 + 64).contains(&at)
-                || at % 8 == 3
-        })
+    let slot = parena_testkit::layout::ROOT_SLOT_BYTES;
+    let every = |at: usize| {
+        (48..128).contains(&at)
+            || (roots..roots + slot).contains(&at)
+            || (roots + 5 * slot..roots + 6 * slot).contains(&at)
+            || [2304, 2304 + 56, 2560, 2560 + 56]
+                .iter()
+                .any(|&w| (w..w + 8).contains(&at))
+    };
+    (0..4096 + reserved)
         .flat_map(|at| (0..8).map(move |bit| (at, bit)))
+        .filter(|&(at, bit)| {
+            !sampled || every(at) || (bit as usize == (at / 16) % 8 && (at % 16 == 3 || at >= 4096))
+        })
         .collect()
 }
 
 fn header_sweep(sampled: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let flips = header_flips(sampled);
     let mut failures = Vec::new();
     for (name, reserved) in [("plain", 0u32), ("reserved and roots", 100)] {
+        let flips = header_flips(sampled, reserved as usize);
         let image = build_header_case(&dir.path().join(name), reserved);
         let mut t = HeaderTally::default();
         sweep_header(&image, reserved, &flips, &mut t);
@@ -529,16 +534,19 @@ fn header_sweep(sampled: bool) {
     );
 }
 
-/// One flipped bit in the header page of a cleanly closed arena is refused (a typed error, the
-/// file untouched) or reported (recovery report or `verify()`), read-only and writable: the
-/// mutable words, the roots and the meta slots bit by bit, one byte in eight elsewhere.
+/// One flipped bit in the header page or the reserved area of a cleanly closed arena is refused
+/// (a typed error, the file untouched) or reported (recovery report or `verify()`), read-only
+/// and writable, and never changes a readable value unannounced: the mutable words, two root
+/// slots and the meta slots' epochs and checksums bit by bit, a sample elsewhere
+/// ([`header_flips`]).
 #[test]
 #[cfg_attr(miri, ignore = "maps files")]
 fn a_flipped_header_bit_is_refused_or_reported() {
     header_sweep(true);
 }
 
-/// [`a_flipped_header_bit_is_refused_or_reported`] over every bit of the header page.
+/// [`a_flipped_header_bit_is_refused_or_reported`] over every bit of the header page and the
+/// reserved area.
 #[test]
 #[cfg_attr(miri, ignore = "maps files")]
 #[ignore = "long: every bit of the header page, two arenas, read-only and writable"]
