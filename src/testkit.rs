@@ -25,7 +25,7 @@ pub const OFF_BUMP: usize = format::OFF_BUMP as usize;
 /// Offset of the root slots.
 pub const OFF_ROOTS: usize = format::OFF_ROOTS as usize;
 /// Bytes of one root slot, from one root's value to the next one's.
-pub const ROOT_SLOT_BYTES: usize = 8;
+pub const ROOT_SLOT_BYTES: usize = format::ROOT_SLOT_BYTES as usize;
 /// End of the header words the state checksum covers (the reserved area's bytes follow them).
 pub const HEAP_META_END: usize = format::SEALED_END as usize;
 /// The state word of a cleanly closed arena.

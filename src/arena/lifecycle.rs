@@ -103,10 +103,13 @@ impl Arena {
         let mut header = inner.header_damage.clone();
         // A dirty file opened read-only may hold a meta slot a power cut tore in a flush: only a
         // header a clean close or a recovery left behind is held to the slot check.
-        if !inner.recovery_pending {
-            let faults = inner.header_snapshot().faults();
-            header.extend(faults.into_iter().map(recovery::Problem::of_header));
-        }
+        let pending = inner.recovery_pending;
+        let faults = inner
+            .header_snapshot()
+            .faults()
+            .into_iter()
+            .filter(|f| !(pending && matches!(f, format::HeaderFault::MetaSlot { .. })));
+        header.extend(faults.map(recovery::Problem::of_header));
         r.problems.splice(0..0, header);
         Ok(r)
     }
@@ -219,6 +222,7 @@ impl Arena {
             inner.return_all_chunks();
         }
         let mut header = inner.header_snapshot();
+        header.settle_roots();
         header.state = STATE_CLEAN;
         header.state_checksum = header.compute_state_checksum(inner.reserved_bytes());
         out.write_all(bytemuck::bytes_of(&header))?;
@@ -277,6 +281,7 @@ impl Inner {
         let bump = self.bump();
         let hw = self.mem.word(OFF_HIGH_WATER);
         hw.store(hw.load(Ordering::Relaxed).max(bump), Ordering::Relaxed);
+        self.settle_roots();
         self.flush_layout()?;
         // The seal: every header word after the unchanging ones (the meta slot the flush just
         // wrote included) and the reserved area.

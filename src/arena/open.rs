@@ -282,6 +282,14 @@ impl Arena {
             })
             .into_iter()
             .collect();
+        // What else the header shows, for the recovery report (a dirty file's meta slot may be
+        // one a power cut tore in a flush: not damage).
+        let faults: Vec<Problem> = raw
+            .faults()
+            .into_iter()
+            .filter(|f| v.clean || !matches!(f, format::HeaderFault::MetaSlot { .. }))
+            .map(Problem::of_header)
+            .collect();
         let arena = if !v.clean && !o.read_only {
             let probe = Backing::file(f.dup_read_only()?, v.capacity)?;
             let plan = recovery::cut::plan(&probe, &g, v.capacity)?;
@@ -293,17 +301,20 @@ impl Arena {
         } else {
             Arena::open_writable(o, f, g, v.capacity, capacity, None)?
         };
-        Ok(arena.with_header_damage(damage))
+        Ok(arena.with_header_damage(damage, faults))
     }
 
-    /// Records the header damage the open found: in the recovery report, and for `verify()`.
-    fn with_header_damage(mut self, damage: Vec<Problem>) -> Arena {
-        if damage.is_empty() {
-            return self;
-        }
+    /// Records the header damage the open found (`damage`: a failed seal, kept for every
+    /// `verify()`; `faults`: what the header's own checks found, which `verify()` checks again)
+    /// in the recovery report, and settles root stores a crash left in flight.
+    fn with_header_damage(mut self, damage: Vec<Problem>, faults: Vec<Problem>) -> Arena {
         let inner = Arc::get_mut(&mut self.inner).expect("a fresh arena has one clone");
+        if !inner.read_only {
+            inner.settle_roots();
+        }
         if let Some(r) = inner.recovery.as_mut() {
-            r.problems.splice(0..0, damage.iter().cloned());
+            r.problems
+                .splice(0..0, damage.iter().chain(&faults).cloned());
         }
         inner.header_damage = damage;
         self

@@ -103,19 +103,23 @@ pub(crate) struct RawHeader {
     pub discarded: u64,
     pub gen_seed: u64,
     pub spare: [u64; 2],
-    pub roots: [u64; ROOT_SLOTS],
+    /// Zero (version 3 kept the roots here).
+    pub spare_roots: [u64; ROOT_SLOTS],
     pub heads: [u64; CLASSES],
     pub meta: [[u64; META_SLOT_WORDS]; 2],
-    pub padding: [u64; 160],
+    /// Each root slot: its value, then its check word ([`root_check`]), in one 16-byte unit.
+    pub roots: [[u64; 2]; ROOT_SLOTS],
+    pub padding: [u64; 128],
 }
 
 const _: () = assert!(size_of::<RawHeader>() as u64 == HEADER_SIZE);
 const _: () = assert!(offset_of!(RawHeader, header_checksum) == 40);
 const _: () = assert!(offset_of!(RawHeader, capacity) == 48);
-const _: () = assert!(offset_of!(RawHeader, roots) == 128);
+const _: () = assert!(offset_of!(RawHeader, spare_roots) == 128);
 const _: () = assert!(offset_of!(RawHeader, heads) == 256);
 const _: () = assert!(offset_of!(RawHeader, meta) == 2304);
-const _: () = assert!(offset_of!(RawHeader, padding) == 2816);
+const _: () = assert!(offset_of!(RawHeader, roots) == 2816);
+const _: () = assert!(offset_of!(RawHeader, padding) == 3072);
 
 /// Words in one meta slot (256 bytes; eight are used).
 pub(crate) const META_SLOT_WORDS: usize = 32;
@@ -206,6 +210,8 @@ pub(crate) const OFF_HIGH_WATER: u64 = offset_of!(RawHeader, high_water) as u64;
 pub(crate) const OFF_DISCARDED: u64 = offset_of!(RawHeader, discarded) as u64;
 pub(crate) const OFF_GEN_SEED: u64 = offset_of!(RawHeader, gen_seed) as u64;
 pub(crate) const OFF_ROOTS: u64 = offset_of!(RawHeader, roots) as u64;
+/// Bytes from one root slot to the next: the value word, then its check word.
+pub(crate) const ROOT_SLOT_BYTES: u64 = 16;
 pub(crate) const OFF_HEADS: u64 = offset_of!(RawHeader, heads) as u64;
 /// End of the header words covered by `state_checksum`: the whole page (the reserved area's bytes
 /// follow them into the checksum).
@@ -246,6 +252,67 @@ pub(crate) fn state_checksum(words: impl Iterator<Item = (u64, u64)>, reserved: 
     fnv1a_more(h, reserved)
 }
 
+// ---- Root check words ----------------------------------------------------------------------
+//
+// Each root's value word is followed, in the same 16-byte unit, by a check word:
+//
+//   bits  0..32  CRC-32 of (slot, value) as of the last settled store
+//   bits 32..48  n: stores in flight (raised before the value is stored, lowered after)
+//   bits 48..64  !n, so a flipped bit of n is seen
+//
+// n == 0: the value must match the CRC (a mismatch is damage). n > 0: a store was in flight (at
+// a crash, either value is right); a writable open and a close settle the word. The protocol and
+// its argument are in docs/format.md (*Root slots*).
+
+/// Stores in flight, as the check word counts them.
+const ROOT_N_SHIFT: u32 = 32;
+const ROOT_N_MASK: u64 = 0xffff;
+
+/// CRC-32 (IEEE, reflected) of the slot number and the value's little-endian bytes: any single
+/// flipped bit (and any burst of up to 32) changes it.
+pub(crate) fn root_crc(slot: usize, value: u64) -> u32 {
+    let mut c = !0u32;
+    for byte in std::iter::once(slot as u8).chain(value.to_le_bytes()) {
+        c ^= u32::from(byte);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A root check word: `crc` with `n` stores in flight.
+pub(crate) fn root_check(crc: u32, n: u64) -> u64 {
+    let n = n & ROOT_N_MASK;
+    u64::from(crc) | n << ROOT_N_SHIFT | (!n & ROOT_N_MASK) << (ROOT_N_SHIFT + 16)
+}
+
+/// `(crc, n)` of a root check word, or `None` when its two copies of `n` disagree (damage).
+pub(crate) fn decode_root_check(w: u64) -> Option<(u32, u64)> {
+    let n = (w >> ROOT_N_SHIFT) & ROOT_N_MASK;
+    let not_n = (w >> (ROOT_N_SHIFT + 16)) & ROOT_N_MASK;
+    (not_n == !n & ROOT_N_MASK).then_some((w as u32, n))
+}
+
+/// The settled check word of root `slot` holding `value`.
+pub(crate) fn settled_root_check(slot: usize, value: u64) -> u64 {
+    root_check(root_crc(slot, value), 0)
+}
+
+/// Whether root `slot` (value `value`, check word `check`) is damaged: a check word whose copies
+/// of `n` disagree, or no store in flight and a value that does not match the CRC.
+pub(crate) fn root_damaged(slot: usize, value: u64, check: u64) -> bool {
+    match decode_root_check(check) {
+        None => true,
+        Some((crc, 0)) => crc != root_crc(slot, value),
+        Some(_) => false,
+    }
+}
+
 /// A word of the header page that fails a check an open arena can make at any time (`verify`):
 /// each meta slot is valid or was never written, and the words parena keeps zero are zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,9 +321,21 @@ pub(crate) enum HeaderFault {
     MetaSlot { slot: u64 },
     /// A word parena keeps zero (spare, a meta slot's unused words, padding) is not.
     Spare { offset: u64, word: u64 },
+    /// Root slot `slot`'s value does not match its check word, or the check word is damaged.
+    Root { slot: usize, value: u64 },
 }
 
 impl RawHeader {
+    /// Settles every root slot with a store in flight (see `Inner::settle_roots`), for an image
+    /// written while no store runs.
+    pub(crate) fn settle_roots(&mut self) {
+        for (slot, r) in self.roots.iter_mut().enumerate() {
+            if decode_root_check(r[1]).is_some_and(|(_, n)| n > 0) {
+                r[1] = settled_root_check(slot, r[0]);
+            }
+        }
+    }
+
     /// The faults [`HeaderFault`] describes. A meta slot torn by a power cut in a flush is one of
     /// them, so callers ask only of a header a clean close or a recovery left behind.
     pub(crate) fn faults(&self) -> Vec<HeaderFault> {
@@ -277,19 +356,24 @@ impl RawHeader {
                 }
             }
         }
-        let spare = offset_of!(RawHeader, spare) as u64;
-        let padding = offset_of!(RawHeader, padding) as u64;
-        let zeros = self
-            .spare
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| (spare + 8 * i as u64, x));
-        let pad = self
-            .padding
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| (padding + 8 * i as u64, x));
-        for (offset, word) in zeros.chain(pad) {
+        for (slot, &[value, check]) in self.roots.iter().enumerate() {
+            if root_damaged(slot, value, check) {
+                out.push(HeaderFault::Root { slot, value });
+            }
+        }
+        let at = |base: usize, words: &[u64]| {
+            let base = base as u64;
+            words
+                .iter()
+                .enumerate()
+                .map(move |(i, &x)| (base + 8 * i as u64, x))
+                .collect::<Vec<_>>()
+        };
+        let zeros = at(offset_of!(RawHeader, spare), &self.spare)
+            .into_iter()
+            .chain(at(offset_of!(RawHeader, spare_roots), &self.spare_roots))
+            .chain(at(offset_of!(RawHeader, padding), &self.padding));
+        for (offset, word) in zeros {
             if word != 0 {
                 out.push(HeaderFault::Spare { offset, word });
             }
@@ -384,7 +468,9 @@ mod tests {
             };
             let cap = g.data_start + extra_pages * 4096;
             let mut h = RawHeader::new(&g, cap);
-            h.roots[..4].copy_from_slice(&roots);
+            for (i, &v) in roots.iter().enumerate() {
+                h.roots[i] = [v, settled_root_check(i, v)];
+            }
             h.state_checksum = h.compute_state_checksum(&vec![0; reserved as usize]);
             let bytes = bytemuck::bytes_of(&h).to_vec();
             let back = RawHeader::parse(&bytes);
@@ -406,6 +492,31 @@ mod tests {
             if at < 48 {
                 proptest::prop_assert!(r.is_err());
             }
+        }
+    }
+
+    /// A settled root check word catches every flipped bit of the value and of itself; a word
+    /// with a store in flight accepts any value.
+    #[test]
+    fn root_check_words_catch_every_flipped_bit() {
+        for (slot, value) in [
+            (0usize, 0u64),
+            (5, 42),
+            (15, u64::MAX),
+            (3, 0x0123_4567_89ab_cdef),
+        ] {
+            let c = settled_root_check(slot, value);
+            assert!(!root_damaged(slot, value, c));
+            for bit in 0..64 {
+                assert!(root_damaged(slot, value ^ 1 << bit, c), "value bit {bit}");
+                assert!(root_damaged(slot, value, c ^ 1 << bit), "check bit {bit}");
+            }
+            let in_flight = root_check(root_crc(slot, value), 1);
+            assert!(!root_damaged(slot, value ^ 1, in_flight));
+            assert_eq!(
+                decode_root_check(in_flight),
+                Some((root_crc(slot, value), 1))
+            );
         }
     }
 
@@ -457,7 +568,7 @@ mod tests {
             })
         ));
         let mut h = good;
-        h.roots[3] = 9;
+        h.roots[3][0] = 9;
         assert!(
             !h.validate(1 << 20, &[0; 100]).unwrap().clean,
             "changed roots without checksum: not clean"

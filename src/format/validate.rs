@@ -31,6 +31,9 @@ impl RawHeader {
         // generations from their first block on: a handle of one arena is refused by another
         // unless their counters meet (probability about 2^-32 per handle; docs/design.md).
         h.gen_seed = g.arena_id;
+        for (slot, r) in h.roots.iter_mut().enumerate() {
+            *r = [0, super::settled_root_check(slot, 0)];
+        }
         let first = Meta {
             epoch: 1,
             map: 0,

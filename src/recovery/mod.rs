@@ -178,6 +178,14 @@ pub enum Problem {
         /// The checksum of what the header and reserved area hold now.
         found: u64,
     },
+    /// A root slot whose value does not match its check word (or whose check word is damaged):
+    /// the value may not be the one last stored. Reported until `set_root` stores the slot again.
+    Root {
+        /// The slot.
+        slot: usize,
+        /// Its value now.
+        value: u64,
+    },
     /// A meta slot (the layout as of a flush) that is neither valid nor never written.
     MetaSlot {
         /// The slot, 0 or 1.
@@ -200,6 +208,7 @@ impl Problem {
             crate::format::HeaderFault::Spare { offset, word } => {
                 Problem::HeaderSpare { offset, word }
             }
+            crate::format::HeaderFault::Root { slot, value } => Problem::Root { slot, value },
         }
     }
 
@@ -221,6 +230,10 @@ impl Problem {
                 word: 0,
             },
             Problem::HeaderSpare { offset, word } => Error::Corrupt { offset, word },
+            Problem::Root { slot, value } => Error::Corrupt {
+                offset: crate::format::OFF_ROOTS + crate::format::ROOT_SLOT_BYTES * slot as u64,
+                word: value,
+            },
             Problem::ListBadNode { offset, .. }
             | Problem::ListedTwice { offset }
             | Problem::StartMissing { offset }
