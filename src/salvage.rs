@@ -255,10 +255,11 @@ impl Source {
         // Validate as an open does; a failure in a mutable word (capacity, bump offset, state) is
         // patched from the newest meta slot and the header validated again, so only the
         // unchanging fields (which the header checksum covers) can refuse the file.
+        let reserved = crate::arena::read_reserved(&f, &raw, file_len)?;
         let mut patched = raw;
         let mut repaired = Vec::new();
         let v = loop {
-            match patched.validate(file_len) {
+            match patched.validate(file_len, &reserved) {
                 Ok(v) => {
                     // A capacity that validates but that no valid meta slot names (a growth
                     // names the new capacity in a slot before the header) is a damaged word.

@@ -24,8 +24,10 @@ pub const OFF_STATE_CHECKSUM: usize = format::OFF_STATE_CHECKSUM as usize;
 pub const OFF_BUMP: usize = format::OFF_BUMP as usize;
 /// Offset of the root slots.
 pub const OFF_ROOTS: usize = format::OFF_ROOTS as usize;
-/// End of the words the state checksum covers.
-pub const HEAP_META_END: usize = format::HEAP_META_END as usize;
+/// Bytes of one root slot, from one root's value to the next one's.
+pub const ROOT_SLOT_BYTES: usize = format::ROOT_SLOT_BYTES as usize;
+/// End of the header words the state checksum covers (the reserved area's bytes follow them).
+pub const HEAP_META_END: usize = format::SEALED_END as usize;
 /// The state word of a cleanly closed arena.
 pub const STATE_CLEAN: u64 = format::STATE_CLEAN;
 /// The state word of an arena that is open (or was not closed cleanly).
@@ -55,7 +57,10 @@ pub fn reseal_state_checksum(file: &mut [u8]) {
             w.copy_from_slice(&file[off..off + 8]);
             (off as u64, u64::from_le_bytes(w))
         });
-        let sum = format::state_checksum(words);
+        // The reserved area, as far as the file holds it.
+        let len = u32::from_le_bytes([file[16], file[17], file[18], file[19]]) as usize;
+        let reserved = &file[HEADER_SIZE.min(file.len())..(HEADER_SIZE + len).min(file.len())];
+        let sum = format::state_checksum(words, reserved);
         file[OFF_STATE_CHECKSUM..OFF_STATE_CHECKSUM + 8].copy_from_slice(&sum.to_le_bytes());
     }
 }
@@ -167,18 +172,23 @@ mod tests {
         };
         let mut bytes = bytemuck::bytes_of(&RawHeader::new(&g, 1 << 20)).to_vec();
         bytes[OFF_BUMP..OFF_BUMP + 8].copy_from_slice(&(g.data_start + 64).to_le_bytes());
-        assert!(!RawHeader::parse(&bytes).validate(1 << 20).unwrap().clean);
+        assert!(
+            !RawHeader::parse(&bytes)
+                .validate(1 << 20, &[])
+                .unwrap()
+                .clean
+        );
         reseal_header(&mut bytes);
         let h = RawHeader::parse(&bytes);
-        assert!(h.validate(1 << 20).unwrap().clean);
+        assert!(h.validate(1 << 20, &[]).unwrap().clean);
         assert_eq!(h.bump, g.data_start + 64);
         // The immutable part: an edit without a reseal is refused, with one it validates.
         bytes[12] ^= 1;
-        assert!(RawHeader::parse(&bytes).validate(1 << 20).is_err());
+        assert!(RawHeader::parse(&bytes).validate(1 << 20, &[]).is_err());
         reseal_header(&mut bytes);
         assert_eq!(
             RawHeader::parse(&bytes)
-                .validate(1 << 20)
+                .validate(1 << 20, &[])
                 .unwrap()
                 .geometry
                 .magic_version,

@@ -2,7 +2,7 @@
 
 use crate::json::{Object, Value};
 use crate::{Invocation, Outcome, FAILED, OK, PROBLEMS};
-use parena::{Handle, HeaderInfo, Report, Stats};
+use parena::{Handle, HeaderInfo, Problem, Report, Stats};
 
 /// The words the tool uses for the bytes of a heap; printed by `--help`. Every heap byte below
 /// the bump offset is in exactly one of the first six kinds, and the seven kinds add up to the
@@ -127,6 +127,24 @@ fn open_and_walk(inv: &Invocation) -> Result<(HeaderInfo, Report, Stats), Outcom
     Ok((header, report, stats))
 }
 
+/// The header said CLEAN but failed its seal: damage, not a crash.
+fn header_damaged(r: &Report) -> bool {
+    r.problems
+        .iter()
+        .any(|p| matches!(p, Problem::HeaderChecksum { .. }))
+}
+
+/// What the last close left, in words.
+fn last_close(h: &HeaderInfo, r: &Report) -> &'static str {
+    if header_damaged(r) {
+        "DAMAGED: the header says clean but fails its checksum; the next writable open recovers it"
+    } else if h.clean {
+        "clean"
+    } else {
+        "NOT clean: the writer died; the next writable open recovers it"
+    }
+}
+
 fn problems(r: &Report) -> Vec<String> {
     r.problems.iter().map(|p| format!("{p:?}")).collect()
 }
@@ -175,6 +193,7 @@ pub fn inspect(inv: &Invocation) -> Outcome {
             .set("discarded", h.discarded)
             .set("open_count", h.open_count)
             .set("closed_cleanly", h.clean)
+            .set("header_damaged", header_damaged(&r))
             .set(
                 "roots",
                 roots
@@ -209,14 +228,7 @@ pub fn inspect(inv: &Invocation) -> Outcome {
     }
 
     println!("{path}  ({} on disk)", bytes(file_len));
-    println!(
-        "  last close      {}",
-        if h.clean {
-            "clean"
-        } else {
-            "NOT clean: the writer died; the next writable open recovers it"
-        }
-    );
+    println!("  last close      {}", last_close(&h, &r));
     println!(
         "  format          version {}, magic_version {}, freelist {}",
         h.format_version,
@@ -346,6 +358,7 @@ pub fn verify(inv: &Invocation) -> Outcome {
         let out = Object::new()
             .set("path", inv.path.display().to_string())
             .set("closed_cleanly", h.clean)
+            .set("header_damaged", header_damaged(&r))
             .set("clean", r.is_clean())
             .set("live_blocks", r.live_blocks)
             .set("live_bytes", r.live_bytes)
@@ -353,7 +366,9 @@ pub fn verify(inv: &Invocation) -> Outcome {
         println!("{}", out.to_json());
     } else {
         print!("{}: ", inv.path.display());
-        if !h.clean {
+        if header_damaged(&r) {
+            print!("header DAMAGED (says clean, fails its checksum); ");
+        } else if !h.clean {
             print!("not closed cleanly (recovery pending); ");
         }
         println!("{} live blocks ({})", r.live_blocks, bytes(r.live_bytes));

@@ -321,3 +321,27 @@ fn heap_accounting_adds_up_to_stats() {
     let text = stdout(&parena(&["inspect", path]));
     assert!(text.contains("start and flush maps"), "{text}");
 }
+
+/// A flipped bit in a root of a cleanly closed file: `verify` and `inspect` say the header is
+/// damaged (not "the writer died") and exit with the problems status.
+#[test]
+fn a_damaged_header_is_reported_as_damage() {
+    let t = arena_file("header-damage");
+    let p = t.0.to_str().expect("utf-8 path");
+    let mut img = std::fs::read(&t.0).expect("read");
+    let root2 = parena::testkit::OFF_ROOTS + 2 * parena::testkit::ROOT_SLOT_BYTES;
+    img[root2] ^= 1;
+    std::fs::write(&t.0, &img).expect("write");
+    let out = parena(&["verify", p]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains("header DAMAGED"), "{text}");
+    assert!(text.contains("HeaderChecksum"), "{text}");
+    let out = parena(&["inspect", "--json", p]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+    assert_eq!(v["header"]["header_damaged"], true);
+    assert_eq!(v["header"]["closed_cleanly"], false);
+    let out = parena(&["inspect", p]);
+    assert!(stdout(&out).contains("DAMAGED"), "{out:?}");
+}

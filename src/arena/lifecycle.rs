@@ -94,17 +94,27 @@ impl Arena {
     }
 
     /// Walks the heap and the free lists and reports what it found, without changing anything.
+    /// The header is checked too: damage the open found (a CLEAN state over words that fail their
+    /// checksum), and, unless recovery is pending, each meta slot (valid or never written) and
+    /// the words parena keeps zero.
     ///
     /// # Errors
     /// [`Error::Shared`] if other clones exist (the walk needs the heap to hold still).
     pub fn verify(&mut self) -> Result<Report, Error> {
         let inner = self.exclusive()?;
-        Ok(recovery::verify(
-            &inner.mem,
-            &inner.geom,
-            &inner.lists,
-            inner.bump(),
-        ))
+        let mut r = recovery::verify(&inner.mem, &inner.geom, &inner.lists, inner.bump());
+        let mut header = inner.header_damage.clone();
+        // A dirty file opened read-only may hold a meta slot a power cut tore in a flush: only a
+        // header a clean close or a recovery left behind is held to the slot check.
+        let pending = inner.recovery_pending;
+        let faults = inner
+            .header_snapshot()
+            .faults()
+            .into_iter()
+            .filter(|f| !(pending && matches!(f, format::HeaderFault::MetaSlot { .. })));
+        header.extend(faults.map(recovery::Problem::of_header));
+        r.problems.splice(0..0, header);
+        Ok(r)
     }
 
     /// Every live block, in heap order: its handle, length and whether it is still pending (its
@@ -222,8 +232,9 @@ impl Arena {
         // The image names no file, so its first writable open gives it generations of its own
         // (`Arena::open_writable`): a copy is a new arena for the blocks allocated after it.
         header.file_id = 0;
+        header.settle_roots();
         header.state = STATE_CLEAN;
-        header.state_checksum = header.compute_state_checksum();
+        header.state_checksum = header.compute_state_checksum(inner.reserved_bytes());
         out.write_all(bytemuck::bytes_of(&header))?;
         // SAFETY: in bounds; `get_mut` proved no other clone can write while we copy.
         let rest = unsafe { inner.mem.slice(HEADER_SIZE, inner.capacity - HEADER_SIZE) };
@@ -253,6 +264,15 @@ impl Inner {
         Ok(())
     }
 
+    /// The reserved area, for the seal. Callers hold the arena exclusively (`&mut Inner`, or the
+    /// only clone), so nothing writes it meanwhile.
+    fn reserved_bytes(&self) -> &[u8] {
+        // SAFETY: in bounds (header size + reserved_len <= data_start < capacity); written only
+        // through `Arena::reserved_mut`, which needs `&mut` on the only clone, and every caller
+        // of this holds that clone (or `Inner` by `&mut`), so no such borrow is live.
+        unsafe { self.mem.slice(HEADER_SIZE, self.geom.reserved_len.into()) }
+    }
+
     pub(super) fn header_snapshot(&self) -> RawHeader {
         let mut bytes = vec![0u8; HEADER_SIZE as usize];
         for off in (0..HEADER_SIZE).step_by(8) {
@@ -277,11 +297,15 @@ impl Inner {
         let bump = self.bump();
         let hw = self.mem.word(OFF_HIGH_WATER);
         hw.store(hw.load(Ordering::Relaxed).max(bump), Ordering::Relaxed);
+        self.settle_roots();
         self.flush_layout()?;
+        // The seal: every header word after the unchanging ones (the meta slot the flush just
+        // wrote included) and the reserved area.
         let sum = format::state_checksum(
-            (OFF_CAPACITY..format::HEAP_META_END)
+            (OFF_CAPACITY..format::SEALED_END)
                 .step_by(8)
                 .map(|off| (off, self.mem.word(off).load(Ordering::Relaxed))),
+            self.reserved_bytes(),
         );
         self.mem
             .word(OFF_STATE_CHECKSUM)

@@ -3,7 +3,10 @@
 use super::Arena;
 use crate::error::Error;
 use crate::format::Freelist;
-use crate::format::{HEADER_SIZE, OFF_DISCARDED, OFF_ROOTS, ROOT_SLOTS, STATE_CLEAN};
+use crate::format::{
+    decode_root_check, root_check, settled_root_check, HEADER_SIZE, OFF_DISCARDED, OFF_ROOTS,
+    ROOT_SLOTS, ROOT_SLOT_BYTES,
+};
 use crate::sync::Ordering;
 
 /// Counters and sizes of an arena at one moment.
@@ -102,7 +105,7 @@ impl Arena {
         // visible.
         self.inner
             .mem
-            .word(OFF_ROOTS + 8 * i as u64)
+            .word(OFF_ROOTS + ROOT_SLOT_BYTES * i as u64)
             .load(Ordering::Acquire)
     }
 
@@ -111,8 +114,8 @@ impl Arena {
     /// # Errors
     /// [`Error::ReadOnly`]; [`Error::OutOfBounds`] if `i >= ROOT_SLOTS`.
     pub fn set_root(&self, i: usize, value: u64) -> Result<(), Error> {
-        self.root_word(i)?.store(value, Ordering::Release);
-        Ok(())
+        // SeqCst (at least the Release `root` pairs with): see `root_update`.
+        self.root_update(i, |w| w.store(value, Ordering::SeqCst))
     }
 
     /// Compare-and-swap on root slot `i`; returns the previous value on failure.
@@ -125,15 +128,57 @@ impl Arena {
         current: u64,
         new: u64,
     ) -> Result<Result<u64, u64>, Error> {
-        // AcqRel: publishes like `set_root` and observes like `root`.
-        Ok(self
-            .root_word(i)?
-            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire))
+        // SeqCst (at least the AcqRel of publishing like `set_root` and observing like `root`):
+        // see `root_update`.
+        self.root_update(i, |w| {
+            w.compare_exchange(current, new, Ordering::SeqCst, Ordering::SeqCst)
+        })
     }
 
-    pub(super) fn root_word(&self, i: usize) -> Result<&crate::sync::AtomicU64, Error> {
+    /// Runs `store` on root slot `i`'s value word inside the check-word protocol
+    /// (docs/format.md, *Root slots*): raise the in-flight count `n`, store, then lower `n`, and
+    /// when it reaches 0 write the CRC of the value read just before. Lock-free: each CAS fails
+    /// only when another store changed the word. All SeqCst: the settle step reads two words
+    /// (check, then value) and relies on one total order with every store's raise and value
+    /// store to know that no store is in flight between its read of the value and its CAS.
+    fn root_update<R>(
+        &self,
+        i: usize,
+        store: impl FnOnce(&crate::sync::AtomicU64) -> R,
+    ) -> Result<R, Error> {
         self.inner.writable()?;
-        Ok(self.inner.mem.word(root_slot(i)?))
+        let off = root_slot(i)?;
+        let (value, check) = (self.inner.mem.word(off), self.inner.mem.word(off + 8));
+        // A damaged check word counts no store in flight: this store rewrites it.
+        let parts = |c: u64| decode_root_check(c).unwrap_or((0, 0));
+        let mut c = check.load(Ordering::SeqCst);
+        loop {
+            let (crc, n) = parts(c);
+            match check.compare_exchange_weak(
+                c,
+                root_check(crc, n + 1),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => break,
+                Err(now) => c = now,
+            }
+        }
+        let r = store(value);
+        let mut c = check.load(Ordering::SeqCst);
+        loop {
+            let v = value.load(Ordering::SeqCst);
+            let (crc, n) = parts(c);
+            let next = match n.saturating_sub(1) {
+                0 => settled_root_check(i, v),
+                n => root_check(crc, n),
+            };
+            match check.compare_exchange(c, next, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(now) => c = now,
+            }
+        }
+        Ok(r)
     }
 
     /// Length of the user-reserved area.
@@ -230,8 +275,10 @@ pub struct HeaderInfo {
     pub arena_id: u64,
     /// Total bytes.
     pub capacity: u64,
-    /// The state word says clean (only ever true for an arena opened read-only after a clean
-    /// close: a writable open marks the arena dirty).
+    /// The open trusted the header as a clean close sealed it: the same fact as
+    /// [`Arena::was_clean`], fixed at open (a writable open then marks the file dirty on disk,
+    /// which this does not follow). `false` after a crash and after damage to the sealed header
+    /// (a CLEAN state word whose checksum fails; the recovery report and `verify()` name it).
     pub clean: bool,
     /// Writable opens so far.
     pub open_count: u64,
@@ -259,12 +306,12 @@ impl Arena {
             data_start: h.data_start,
             arena_id: h.arena_id,
             capacity: h.capacity,
-            clean: h.state == STATE_CLEAN,
+            clean: self.inner.was_clean,
             open_count: h.open_count,
             bump: h.bump,
             high_water: h.high_water,
             discarded: h.discarded,
-            roots: h.roots,
+            roots: h.roots.map(|[value, _]| value),
         }
     }
 }
@@ -290,5 +337,23 @@ fn root_slot(i: usize) -> Result<u64, Error> {
             region: crate::error::Region::RootSlots,
         });
     }
-    Ok(OFF_ROOTS + 8 * i as u64)
+    Ok(OFF_ROOTS + ROOT_SLOT_BYTES * i as u64)
+}
+
+impl super::Inner {
+    /// Settles every root slot with a store in flight (a crash's leftover, or a fork's copy of a
+    /// parent's store): its check word becomes the CRC of its value. Exclusive callers only (a
+    /// writable open, the close), when no store of this process can be in flight.
+    pub(super) fn settle_roots(&self) {
+        for i in 0..ROOT_SLOTS {
+            let off = OFF_ROOTS + ROOT_SLOT_BYTES * i as u64;
+            let check = self.mem.word(off + 8);
+            if let Some((_, n)) = decode_root_check(check.load(Ordering::Relaxed)) {
+                if n > 0 {
+                    let v = self.mem.word(off).load(Ordering::Relaxed);
+                    check.store(settled_root_check(i, v), Ordering::Relaxed);
+                }
+            }
+        }
+    }
 }

@@ -34,6 +34,7 @@ pub use lifecycle::LiveBlock;
 pub use meta::{HeaderInfo, Stats};
 #[cfg(all(feature = "async", not(parena_loom)))]
 pub(crate) use open::capacity_error;
+pub(crate) use open::read_reserved;
 
 use crate::backing::{Backing, BackingKind};
 use crate::bump::Chunks;
@@ -130,6 +131,9 @@ pub(crate) struct Inner {
     recovery_pending: bool,
     /// What recovery did at open, when it ran.
     recovery: Option<Report>,
+    /// Damage the open found in the header (a CLEAN state over words that fail their checksum):
+    /// reported by the recovery report and by every `verify()` of this open.
+    header_damage: Vec<crate::recovery::Problem>,
     /// What a layer above the arena attached (`crate::hook`). Must stay declared after `mem`:
     /// fields drop in order, so it is dropped after the close protocol and after the file is
     /// unlocked.
@@ -137,7 +141,10 @@ pub(crate) struct Inner {
 }
 
 impl Arena {
-    /// Whether the last writer closed the arena cleanly (always `true` for a new arena).
+    /// Whether the open trusted the header as a clean close left it: the state word said CLEAN and
+    /// the header page and reserved area matched their checksum (always `true` for a new arena).
+    /// `false` after a crash, and after damage (then the recovery report and `verify()` say so).
+    /// [`HeaderInfo::clean`] is this same fact.
     pub fn was_clean(&self) -> bool {
         self.inner.was_clean
     }

@@ -13,7 +13,7 @@ use crate::freelist::FreeLists;
 use crate::layout::align_up;
 use crate::livemap::{self, MapGeom};
 use crate::options::{Options, DEFAULT_CAPACITY};
-use crate::recovery::{self, Report};
+use crate::recovery::{self, Problem, Report};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering, StdAtomicU64, StdOrdering};
 use std::path::Path;
 /// The next arena uid (process-wide; never reused).
@@ -183,6 +183,7 @@ impl Arena {
                 was_clean,
                 recovery_pending,
                 recovery,
+                header_damage: Vec::new(),
                 hook: Default::default(),
             }),
         }
@@ -229,7 +230,7 @@ impl Arena {
             });
         }
         let raw = RawHeader::parse(&buf);
-        let v = raw.validate(file_len)?;
+        let v = raw.validate(file_len, &read_reserved(&f, &raw, file_len)?)?;
         let g = v.geometry;
         if g.magic_version != o.magic_version {
             return Err(Error::MagicVersion {
@@ -285,19 +286,52 @@ impl Arena {
         }
         // Everything above only read. A dirty arena is planned (still read-only) before anything
         // is written, so a heap that cannot be recovered leaves the file untouched.
-        if !v.clean && !o.read_only {
+        // A CLEAN state whose checksum fails is damage, not a crash: the header's words are not
+        // trusted (recovery rebuilds the layout), and the open reports it.
+        let damage: Vec<Problem> = v
+            .damaged
+            .map(|d| Problem::HeaderChecksum {
+                expected: d.expected,
+                found: d.found,
+            })
+            .into_iter()
+            .collect();
+        // What else the header shows, for the recovery report (a dirty file's meta slot may be
+        // one a power cut tore in a flush: not damage).
+        let faults: Vec<Problem> = raw
+            .faults()
+            .into_iter()
+            .filter(|f| v.clean || !matches!(f, format::HeaderFault::MetaSlot { .. }))
+            .map(Problem::of_header)
+            .collect();
+        let arena = if !v.clean && !o.read_only {
             let probe = Backing::file(f.dup_read_only()?, v.capacity)?;
             let plan = recovery::cut::plan(&probe, &g, v.capacity)?;
             drop(probe);
-            return Arena::open_writable(o, f, g, v.capacity, capacity, Some(plan));
-        }
-        if o.read_only {
+            Arena::open_writable(o, f, g, v.capacity, capacity, Some(plan))?
+        } else if o.read_only {
             let b = Backing::file(f, v.capacity)?;
-            return Ok(Arena::from_parts(
-                b, g, v.capacity, o, v.clean, !v.clean, None,
-            ));
+            Arena::from_parts(b, g, v.capacity, o, v.clean, !v.clean, None)
+        } else {
+            Arena::open_writable(o, f, g, v.capacity, capacity, None)?
+        };
+        Ok(arena.with_header_damage(damage, faults))
+    }
+
+    /// Records the header damage the open found (`damage`: a failed seal, kept for every
+    /// `verify()`; `faults`: what the header's own checks found, which `verify()` checks again)
+    /// in the recovery report, and settles root stores a crash left in flight.
+    fn with_header_damage(mut self, damage: Vec<Problem>, faults: Vec<Problem>) -> Arena {
+        let inner = Arc::get_mut(&mut self.inner).expect("a fresh arena has one clone");
+        if !inner.read_only {
+            inner.settle_roots();
         }
-        Arena::open_writable(o, f, g, v.capacity, capacity, None)
+        if let Some(r) = inner.recovery.as_mut() {
+            r.problems
+                .splice(0..0, damage.iter().chain(&faults).cloned());
+        }
+        inner.header_damage = damage;
+        self
     }
 
     pub(super) fn open_writable(
@@ -401,6 +435,23 @@ impl Arena {
         let b = Backing::file(f, capacity)?;
         Ok(Arena::from_parts(b, g, capacity, o, true, false, None))
     }
+}
+
+/// The reserved area of the arena file `f` (`file_len` bytes) whose header is `raw`, for the
+/// seal's check; empty when the file is too short to hold it (validation then refuses the file).
+pub(crate) fn read_reserved(
+    f: &OpenedFile,
+    raw: &RawHeader,
+    file_len: u64,
+) -> Result<Vec<u8>, Error> {
+    let end = HEADER_SIZE + u64::from(raw.reserved_len);
+    if raw.reserved_len == 0 || end > file_len {
+        return Ok(Vec::new());
+    }
+    let mut buf = vec![0u8; end as usize];
+    let n = f.read_prefix(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf.split_off(HEADER_SIZE as usize))
 }
 
 /// Grows a file arena (recovered, with nothing in flight) from `old` to `new` bytes: the maps move

@@ -8,7 +8,7 @@
 //! offset  size  field            changes?  notes
 //! ------  ----  ---------------  --------  ---------------------------------------------------
 //!      0     8  magic            never     b"\x89PARENA\n"
-//!      8     4  format_version   never     FORMAT_VERSION
+//!      8     4  format_version   never     FORMAT_VERSION (4)
 //!     12     2  magic_version    never     the user's own format version
 //!     14     1  freelist         never     0 None, 1 Optimistic, 2 Pessimistic
 //!     15     1  chunk_shift      never     log2 of the per-thread chunk size (9..=20)
@@ -20,7 +20,8 @@
 //! ------  ----  ---------------  --------  ------------- mutable, 8-byte atomics -------------
 //!     48     8  capacity         grow      total bytes, a multiple of 4096
 //!     56     8  state            open/close CLEAN or DIRTY marker
-//!     64     8  state_checksum   close     FNV-1a over bytes 48..HEAP_META_END, state word as 0
+//!     64     8  state_checksum   close     FNV-1a over bytes 48..4096 (state words as 0), then
+//!                                          the reserved area
 //!     72     8  open_count       open      writable opens so far
 //!     80     8  bump             alloc     end of reserved heap: data_start..=capacity
 //!     88     8  high_water       alloc     heap at or past this was never written (reads zero)
@@ -59,7 +60,7 @@ pub use crate::kinds::Freelist;
 /// The first 8 bytes of every arena.
 pub const MAGIC: [u8; 8] = *b"\x89PARENA\n";
 /// The format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Number of persisted root slots.
 pub const ROOT_SLOTS: usize = 16;
 /// Number of free-list size classes.
@@ -104,19 +105,23 @@ pub(crate) struct RawHeader {
     pub gen_seed: u64,
     pub file_id: u64,
     pub spare: u64,
-    pub roots: [u64; ROOT_SLOTS],
+    /// Zero (version 3 kept the roots here).
+    pub spare_roots: [u64; ROOT_SLOTS],
     pub heads: [u64; CLASSES],
     pub meta: [[u64; META_SLOT_WORDS]; 2],
-    pub padding: [u64; 160],
+    /// Each root slot: its value, then its check word ([`root_check`]), in one 16-byte unit.
+    pub roots: [[u64; 2]; ROOT_SLOTS],
+    pub padding: [u64; 128],
 }
 
 const _: () = assert!(size_of::<RawHeader>() as u64 == HEADER_SIZE);
 const _: () = assert!(offset_of!(RawHeader, header_checksum) == 40);
 const _: () = assert!(offset_of!(RawHeader, capacity) == 48);
-const _: () = assert!(offset_of!(RawHeader, roots) == 128);
+const _: () = assert!(offset_of!(RawHeader, spare_roots) == 128);
 const _: () = assert!(offset_of!(RawHeader, heads) == 256);
 const _: () = assert!(offset_of!(RawHeader, meta) == 2304);
-const _: () = assert!(offset_of!(RawHeader, padding) == 2816);
+const _: () = assert!(offset_of!(RawHeader, roots) == 2816);
+const _: () = assert!(offset_of!(RawHeader, padding) == 3072);
 
 /// Words in one meta slot (256 bytes; eight are used).
 pub(crate) const META_SLOT_WORDS: usize = 32;
@@ -211,9 +216,12 @@ pub(crate) const OFF_GEN_SEED: u64 = offset_of!(RawHeader, gen_seed) as u64;
 /// (`Arena::open_writable`; docs/design.md, "Copies").
 pub(crate) const OFF_FILE_ID: u64 = offset_of!(RawHeader, file_id) as u64;
 pub(crate) const OFF_ROOTS: u64 = offset_of!(RawHeader, roots) as u64;
+/// Bytes from one root slot to the next: the value word, then its check word.
+pub(crate) const ROOT_SLOT_BYTES: u64 = 16;
 pub(crate) const OFF_HEADS: u64 = offset_of!(RawHeader, heads) as u64;
-/// End of the words covered by `state_checksum`.
-pub(crate) const HEAP_META_END: u64 = OFF_HEADS + (CLASSES as u64) * 8;
+/// End of the header words covered by `state_checksum`: the whole page (the reserved area's bytes
+/// follow them into the checksum).
+pub(crate) const SEALED_END: u64 = HEADER_SIZE;
 /// Bytes covered by `header_checksum`.
 const IMMUTABLE_END: usize = offset_of!(RawHeader, header_checksum);
 
@@ -234,16 +242,153 @@ fn fnv1a_more(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
-/// Checksum of the mutable words `48..HEAP_META_END`, reading `state` and `state_checksum` as 0.
-pub(crate) fn state_checksum(words: impl Iterator<Item = (u64, u64)>) -> u64 {
-    words.fold(FNV_OFFSET, |h, (off, w)| {
+/// Checksum of the header words `48..SEALED_END` (`words` yields `(offset, word)` for each, in
+/// order), reading `state` and `state_checksum` as 0, then of the reserved area's bytes: what a
+/// clean close seals. Every word of the page after the unchanging fields is under it (the roots,
+/// the meta slots, the spare and padding words included), and so is the reserved area.
+pub(crate) fn state_checksum(words: impl Iterator<Item = (u64, u64)>, reserved: &[u8]) -> u64 {
+    let h = words.fold(FNV_OFFSET, |h, (off, w)| {
         let w = if off == OFF_STATE || off == OFF_STATE_CHECKSUM {
             0
         } else {
             w
         };
         fnv1a_more(h, &w.to_le_bytes())
-    })
+    });
+    fnv1a_more(h, reserved)
+}
+
+// ---- Root check words ----------------------------------------------------------------------
+//
+// Each root's value word is followed, in the same 16-byte unit, by a check word:
+//
+//   bits  0..32  CRC-32 of (slot, value) as of the last settled store
+//   bits 32..48  n: stores in flight (raised before the value is stored, lowered after)
+//   bits 48..64  !n, so a flipped bit of n is seen
+//
+// n == 0: the value must match the CRC (a mismatch is damage). n > 0: a store was in flight (at
+// a crash, either value is right); a writable open and a close settle the word. The protocol and
+// its argument are in docs/format.md (*Root slots*).
+
+/// Stores in flight, as the check word counts them.
+const ROOT_N_SHIFT: u32 = 32;
+const ROOT_N_MASK: u64 = 0xffff;
+
+/// CRC-32 (IEEE, reflected) of the slot number and the value's little-endian bytes: any single
+/// flipped bit (and any burst of up to 32) changes it.
+pub(crate) fn root_crc(slot: usize, value: u64) -> u32 {
+    let mut c = !0u32;
+    for byte in std::iter::once(slot as u8).chain(value.to_le_bytes()) {
+        c ^= u32::from(byte);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A root check word: `crc` with `n` stores in flight.
+pub(crate) fn root_check(crc: u32, n: u64) -> u64 {
+    let n = n & ROOT_N_MASK;
+    u64::from(crc) | n << ROOT_N_SHIFT | (!n & ROOT_N_MASK) << (ROOT_N_SHIFT + 16)
+}
+
+/// `(crc, n)` of a root check word, or `None` when its two copies of `n` disagree (damage).
+pub(crate) fn decode_root_check(w: u64) -> Option<(u32, u64)> {
+    let n = (w >> ROOT_N_SHIFT) & ROOT_N_MASK;
+    let not_n = (w >> (ROOT_N_SHIFT + 16)) & ROOT_N_MASK;
+    (not_n == !n & ROOT_N_MASK).then_some((w as u32, n))
+}
+
+/// The settled check word of root `slot` holding `value`.
+pub(crate) fn settled_root_check(slot: usize, value: u64) -> u64 {
+    root_check(root_crc(slot, value), 0)
+}
+
+/// Whether root `slot` (value `value`, check word `check`) is damaged: a check word whose copies
+/// of `n` disagree, or no store in flight and a value that does not match the CRC.
+pub(crate) fn root_damaged(slot: usize, value: u64, check: u64) -> bool {
+    match decode_root_check(check) {
+        None => true,
+        Some((crc, 0)) => crc != root_crc(slot, value),
+        Some(_) => false,
+    }
+}
+
+/// A word of the header page that fails a check an open arena can make at any time (`verify`):
+/// each meta slot is valid or was never written, and the words parena keeps zero are zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeaderFault {
+    /// Meta slot `slot` is neither valid nor never written (all zero).
+    MetaSlot { slot: u64 },
+    /// A word parena keeps zero (spare, a meta slot's unused words, padding) is not.
+    Spare { offset: u64, word: u64 },
+    /// Root slot `slot`'s value does not match its check word, or the check word is damaged.
+    Root { slot: usize, value: u64 },
+}
+
+impl RawHeader {
+    /// Settles every root slot with a store in flight (see `Inner::settle_roots`), for an image
+    /// written while no store runs.
+    pub(crate) fn settle_roots(&mut self) {
+        for (slot, r) in self.roots.iter_mut().enumerate() {
+            if decode_root_check(r[1]).is_some_and(|(_, n)| n > 0) {
+                r[1] = settled_root_check(slot, r[0]);
+            }
+        }
+    }
+
+    /// The faults [`HeaderFault`] describes. A meta slot torn by a power cut in a flush is one of
+    /// them, so callers ask only of a header a clean close or a recovery left behind.
+    pub(crate) fn faults(&self) -> Vec<HeaderFault> {
+        let mut out = Vec::new();
+        for (slot, words) in self.meta.iter().enumerate() {
+            let mut w = [0u64; 8];
+            w.copy_from_slice(&words[..8]);
+            let never = words.iter().all(|&x| x == 0);
+            if !never && Meta::decode(&w, slot as u64).is_none() {
+                out.push(HeaderFault::MetaSlot { slot: slot as u64 });
+            }
+            for (i, &x) in words.iter().enumerate().skip(8) {
+                if x != 0 {
+                    out.push(HeaderFault::Spare {
+                        offset: OFF_META + (slot * META_SLOT_WORDS + i) as u64 * 8,
+                        word: x,
+                    });
+                }
+            }
+        }
+        for (slot, &[value, check]) in self.roots.iter().enumerate() {
+            if root_damaged(slot, value, check) {
+                out.push(HeaderFault::Root { slot, value });
+            }
+        }
+        let at = |base: usize, words: &[u64]| {
+            let base = base as u64;
+            words
+                .iter()
+                .enumerate()
+                .map(move |(i, &x)| (base + 8 * i as u64, x))
+                .collect::<Vec<_>>()
+        };
+        let zeros = at(
+            offset_of!(RawHeader, spare),
+            std::slice::from_ref(&self.spare),
+        )
+        .into_iter()
+        .chain(at(offset_of!(RawHeader, spare_roots), &self.spare_roots))
+        .chain(at(offset_of!(RawHeader, padding), &self.padding));
+        for (offset, word) in zeros {
+            if word != 0 {
+                out.push(HeaderFault::Spare { offset, word });
+            }
+        }
+        out
+    }
 }
 
 /// The facts of a header that passed validation and never change while the arena is open.
@@ -291,7 +436,7 @@ mod tests {
     #[test]
     fn new_header_validates() {
         let h = RawHeader::new(&geometry(), 1 << 20);
-        let v = h.validate(1 << 20).unwrap();
+        let v = h.validate(1 << 20, &[0; 100]).unwrap();
         assert_eq!(v.geometry, geometry());
         assert!(v.clean);
         assert_eq!(v.capacity, 1 << 20);
@@ -332,12 +477,14 @@ mod tests {
             };
             let cap = g.data_start + extra_pages * 4096;
             let mut h = RawHeader::new(&g, cap);
-            h.roots[..4].copy_from_slice(&roots);
-            h.state_checksum = h.compute_state_checksum();
+            for (i, &v) in roots.iter().enumerate() {
+                h.roots[i] = [v, settled_root_check(i, v)];
+            }
+            h.state_checksum = h.compute_state_checksum(&vec![0; reserved as usize]);
             let bytes = bytemuck::bytes_of(&h).to_vec();
             let back = RawHeader::parse(&bytes);
             proptest::prop_assert_eq!(bytemuck::bytes_of(&back), &bytes[..]);
-            let v = back.validate(cap).unwrap();
+            let v = back.validate(cap, &vec![0; reserved as usize]).unwrap();
             proptest::prop_assert_eq!(v.geometry, g);
             proptest::prop_assert_eq!(v.capacity, cap);
             proptest::prop_assert!(v.clean);
@@ -350,10 +497,35 @@ mod tests {
             let h = RawHeader::new(&geometry(), 1 << 20);
             let mut bytes = bytemuck::bytes_of(&h).to_vec();
             bytes[at] ^= x;
-            let r = RawHeader::parse(&bytes).validate(1 << 20);
+            let r = RawHeader::parse(&bytes).validate(1 << 20, &[0; 100]);
             if at < 48 {
                 proptest::prop_assert!(r.is_err());
             }
+        }
+    }
+
+    /// A settled root check word catches every flipped bit of the value and of itself; a word
+    /// with a store in flight accepts any value.
+    #[test]
+    fn root_check_words_catch_every_flipped_bit() {
+        for (slot, value) in [
+            (0usize, 0u64),
+            (5, 42),
+            (15, u64::MAX),
+            (3, 0x0123_4567_89ab_cdef),
+        ] {
+            let c = settled_root_check(slot, value);
+            assert!(!root_damaged(slot, value, c));
+            for bit in 0..64 {
+                assert!(root_damaged(slot, value ^ 1 << bit, c), "value bit {bit}");
+                assert!(root_damaged(slot, value, c ^ 1 << bit), "check bit {bit}");
+            }
+            let in_flight = root_check(root_crc(slot, value), 1);
+            assert!(!root_damaged(slot, value ^ 1, in_flight));
+            assert_eq!(
+                decode_root_check(in_flight),
+                Some((root_crc(slot, value), 1))
+            );
         }
     }
 
@@ -363,39 +535,51 @@ mod tests {
         let good = RawHeader::new(&g, 1 << 20);
         let mut h = good;
         h.magic[0] = 0;
-        assert!(matches!(h.validate(1 << 20), Err(Error::Magic { .. })));
+        assert!(matches!(
+            h.validate(1 << 20, &[0; 100]),
+            Err(Error::Magic { .. })
+        ));
         let mut h = good;
         h.format_version = 9;
         assert!(matches!(
-            h.validate(1 << 20),
+            h.validate(1 << 20, &[0; 100]),
             Err(Error::Version { found: 9, .. })
         ));
         let mut h = good;
         h.arena_id ^= 1;
-        assert!(matches!(h.validate(1 << 20), Err(Error::Checksum { .. })));
-        assert!(matches!(good.validate(4096), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            h.validate(1 << 20, &[0; 100]),
+            Err(Error::Checksum { .. })
+        ));
+        assert!(matches!(
+            good.validate(4096, &[0; 100]),
+            Err(Error::Truncated { .. })
+        ));
         let mut h = good;
         h.bump = (1 << 20) + 8;
-        assert!(matches!(h.validate(1 << 20), Err(Error::Bump { .. })));
+        assert!(matches!(
+            h.validate(1 << 20, &[0; 100]),
+            Err(Error::Bump { .. })
+        ));
         let mut h = good;
         h.state = 5;
         assert!(matches!(
-            h.validate(1 << 20),
+            h.validate(1 << 20, &[0; 100]),
             Err(Error::State { found: 5 })
         ));
         let mut h = good;
         h.capacity = 12345;
         assert!(matches!(
-            h.validate(1 << 20),
+            h.validate(1 << 20, &[0; 100]),
             Err(Error::Size {
                 field: "capacity",
                 ..
             })
         ));
         let mut h = good;
-        h.roots[3] = 9;
+        h.roots[3][0] = 9;
         assert!(
-            !h.validate(1 << 20).unwrap().clean,
+            !h.validate(1 << 20, &[0; 100]).unwrap().clean,
             "changed roots without checksum: not clean"
         );
     }

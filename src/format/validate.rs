@@ -3,8 +3,8 @@
 
 use super::{
     fnv1a, heap_end, heap_minimum, state_checksum, Freelist, Geometry, Meta, RawHeader, DATA_ALIGN,
-    FORMAT_VERSION, HEADER_SIZE, HEAP_META_END, IMMUTABLE_END, MAGIC, MAX_CAPACITY,
-    MAX_CHUNK_SHIFT, MIN_CHUNK_SHIFT, OFF_CAPACITY, STATE_CLEAN, STATE_DIRTY,
+    FORMAT_VERSION, HEADER_SIZE, IMMUTABLE_END, MAGIC, MAX_CAPACITY, MAX_CHUNK_SHIFT,
+    MIN_CHUNK_SHIFT, OFF_CAPACITY, SEALED_END, STATE_CLEAN, STATE_DIRTY,
 };
 use crate::error::Error;
 use bytemuck::Zeroable;
@@ -31,6 +31,9 @@ impl RawHeader {
         // generations from their first block on: a handle of one arena is refused by another
         // unless their counters meet (probability about 2^-32 per handle; docs/design.md).
         h.gen_seed = g.arena_id;
+        for (slot, r) in h.roots.iter_mut().enumerate() {
+            *r = [0, super::settled_root_check(slot, 0)];
+        }
         let first = Meta {
             epoch: 1,
             map: 0,
@@ -41,7 +44,8 @@ impl RawHeader {
             gen_seed: h.gen_seed,
         };
         h.meta[0][..8].copy_from_slice(&first.encode(0));
-        h.state_checksum = h.compute_state_checksum();
+        // A new reserved area reads zero.
+        h.state_checksum = h.compute_state_checksum(&vec![0; g.reserved_len as usize]);
         h
     }
 
@@ -55,19 +59,25 @@ impl RawHeader {
         fnv1a(&bytemuck::bytes_of(self)[..IMMUTABLE_END])
     }
 
-    pub(crate) fn compute_state_checksum(&self) -> u64 {
+    /// The checksum a clean close seals over this header and the reserved area `reserved`.
+    pub(crate) fn compute_state_checksum(&self, reserved: &[u8]) -> u64 {
         let bytes = bytemuck::bytes_of(self);
-        state_checksum((OFF_CAPACITY..HEAP_META_END).step_by(8).map(|off| {
-            let o = off as usize;
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&bytes[o..o + 8]);
-            (off, u64::from_le_bytes(w))
-        }))
+        state_checksum(
+            (OFF_CAPACITY..SEALED_END).step_by(8).map(|off| {
+                let o = off as usize;
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&bytes[o..o + 8]);
+                (off, u64::from_le_bytes(w))
+            }),
+            reserved,
+        )
     }
 
     /// Checks every field, in the order that gives the most useful error, against a storage of
-    /// `storage_len` bytes. Reads only; the storage is never touched here.
-    pub(crate) fn validate(&self, storage_len: u64) -> Result<Validated, Error> {
+    /// `storage_len` bytes whose reserved area holds `reserved` (the bytes after the header, as
+    /// many as the header says; the seal covers them). Reads only; the storage is never touched
+    /// here.
+    pub(crate) fn validate(&self, storage_len: u64, reserved: &[u8]) -> Result<Validated, Error> {
         if self.magic != MAGIC {
             return Err(Error::Magic { found: self.magic });
         }
@@ -126,9 +136,24 @@ impl RawHeader {
                 capacity: cap,
             });
         }
-        let clean = match self.state {
-            STATE_CLEAN => self.state_checksum == self.compute_state_checksum(),
-            STATE_DIRTY => false,
+        let (clean, damaged) = match self.state {
+            STATE_CLEAN => {
+                let found = self.compute_state_checksum(reserved);
+                if found == self.state_checksum {
+                    (true, None)
+                } else {
+                    // A clean close writes the checksum before the CLEAN word and makes both
+                    // durable together; a crash never leaves CLEAN over words that do not match.
+                    (
+                        false,
+                        Some(Damage {
+                            expected: self.state_checksum,
+                            found,
+                        }),
+                    )
+                }
+            }
+            STATE_DIRTY => (false, None),
             found => return Err(Error::State { found }),
         };
         let g = Geometry {
@@ -144,6 +169,7 @@ impl RawHeader {
             geometry: g,
             capacity: cap,
             clean,
+            damaged,
         })
     }
 }
@@ -153,8 +179,19 @@ impl RawHeader {
 pub(crate) struct Validated {
     pub geometry: Geometry,
     pub capacity: u64,
-    /// The state word says CLEAN and the mutable words match their checksum.
+    /// The state word says CLEAN and the header page and reserved area match their checksum:
+    /// the open trusts the header (O(1)).
     pub clean: bool,
+    /// The state word says CLEAN but the checksum does not match: damage (a crash cannot leave
+    /// this), reported, and the header's words are not trusted.
+    pub damaged: Option<Damage>,
+}
+
+/// A sealed header whose checksum does not match: the stored and the computed checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Damage {
+    pub expected: u64,
+    pub found: u64,
 }
 
 #[cfg(not(target_endian = "little"))]

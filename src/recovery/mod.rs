@@ -168,9 +168,50 @@ pub enum Problem {
         /// Offset of the bit.
         offset: u64,
     },
+    /// The header says its last writer closed it cleanly, but the header page and reserved area
+    /// do not match the checksum that close sealed: damage (a crash never leaves this), not a
+    /// crash. Which word was hit cannot be told, so a root or a reserved byte may have changed;
+    /// the open did not trust the header and recovered the layout from the heap and its maps.
+    HeaderChecksum {
+        /// The checksum the header holds.
+        expected: u64,
+        /// The checksum of what the header and reserved area hold now.
+        found: u64,
+    },
+    /// A root slot whose value does not match its check word (or whose check word is damaged):
+    /// the value may not be the one last stored. Reported until `set_root` stores the slot again.
+    Root {
+        /// The slot.
+        slot: usize,
+        /// Its value now.
+        value: u64,
+    },
+    /// A meta slot (the layout as of a flush) that is neither valid nor never written.
+    MetaSlot {
+        /// The slot, 0 or 1.
+        slot: u64,
+    },
+    /// A header word parena keeps zero (spare, padding, a meta slot's unused words) is not.
+    HeaderSpare {
+        /// Offset of the word.
+        offset: u64,
+        /// The word.
+        word: u64,
+    },
 }
 
 impl Problem {
+    /// The problem a fault of the header page is.
+    pub(crate) fn of_header(f: crate::format::HeaderFault) -> Problem {
+        match f {
+            crate::format::HeaderFault::MetaSlot { slot } => Problem::MetaSlot { slot },
+            crate::format::HeaderFault::Spare { offset, word } => {
+                Problem::HeaderSpare { offset, word }
+            }
+            crate::format::HeaderFault::Root { slot, value } => Problem::Root { slot, value },
+        }
+    }
+
     pub(crate) fn into_error(self) -> Error {
         match self {
             Problem::BadHeader { offset, word } => Error::Corrupt { offset, word },
@@ -180,6 +221,19 @@ impl Problem {
                 word: span,
             },
             Problem::BadTail { offset, word } => Error::Corrupt { offset, word },
+            Problem::HeaderChecksum { expected, .. } => Error::Corrupt {
+                offset: crate::format::OFF_STATE_CHECKSUM,
+                word: expected,
+            },
+            Problem::MetaSlot { slot } => Error::Corrupt {
+                offset: crate::format::OFF_META + 256 * slot,
+                word: 0,
+            },
+            Problem::HeaderSpare { offset, word } => Error::Corrupt { offset, word },
+            Problem::Root { slot, value } => Error::Corrupt {
+                offset: crate::format::OFF_ROOTS + crate::format::ROOT_SLOT_BYTES * slot as u64,
+                word: value,
+            },
             Problem::ListBadNode { offset, .. }
             | Problem::ListedTwice { offset }
             | Problem::StartMissing { offset }

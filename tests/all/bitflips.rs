@@ -308,3 +308,293 @@ fn one_flipped_bit_in_a_large_block_is_refused_or_reported() {
         "damage lost data silently: {failures:?}"
     );
 }
+
+// ---- The header page: every bit of the first 4096 bytes ----------------------------------------
+
+/// What a user of an opened arena can read: the roots, the reserved bytes, every block and its
+/// bytes, the file-wide stats, the header's counters and whether the open trusted the last close,
+/// and (writable opens) the handle the next allocation gets, which shows the generation counter.
+#[derive(Debug, PartialEq, Eq)]
+struct Readable {
+    roots: Vec<u64>,
+    reserved: Vec<u8>,
+    blocks: Vec<(parena::LiveBlock, Vec<u8>)>,
+    stats: (u64, u64, u64, u64, u64, u64),
+    header: (u64, u64, u32, u32, bool),
+    was_clean: bool,
+    next: Option<Handle>,
+}
+
+/// Reads everything in [`Readable`], and whether the open or `verify()` reported anything.
+fn readable(a: &mut Arena, writable: bool) -> Result<(Readable, bool), Error> {
+    let mut reported = a.recovery_report().is_some_and(|r| !r.is_clean());
+    reported |= !a.verify()?.is_clean();
+    let mut blocks = Vec::new();
+    for b in a.live_blocks()? {
+        let mut bytes = vec![0u8; b.len as usize];
+        a.read(b.handle, 0, &mut bytes)?;
+        blocks.push((b, bytes));
+    }
+    let s = a.stats();
+    let h = a.header();
+    let next = if writable {
+        Some(a.alloc_copy(b"next")?)
+    } else {
+        None
+    };
+    let r = Readable {
+        roots: (0..parena::ROOT_SLOTS).map(|i| a.root(i)).collect(),
+        reserved: a.reserved().to_vec(),
+        blocks,
+        stats: (
+            s.capacity,
+            s.data_start,
+            s.heap_end,
+            s.allocated,
+            s.remaining,
+            s.discarded,
+        ),
+        header: (
+            h.capacity,
+            h.open_count,
+            h.reserved_len,
+            h.min_segment,
+            h.clean,
+        ),
+        was_clean: a.was_clean(),
+        next,
+    };
+    Ok((r, reported))
+}
+
+fn open_header_case(path: &Path, reserved: u32, read_only: bool) -> Result<Arena, Error> {
+    // SAFETY: private file in a private directory; nothing else maps it.
+    unsafe {
+        Options::new()
+            .create(false)
+            .read_only(read_only)
+            .freelist(Freelist::Pessimistic)
+            .reserved(reserved)
+            .map_file(path)
+    }
+}
+
+/// A cleanly closed arena: blocks (a quarter freed, so free-list heads are in use) and, with
+/// `reserved > 0`, reserved bytes and sixteen non-zero roots.
+fn build_header_case(path: &Path, reserved: u32) -> Vec<u8> {
+    // SAFETY: as above.
+    let mut a = unsafe {
+        Options::new()
+            .capacity(256 << 10)
+            .chunk_size(4096)
+            .freelist(Freelist::Pessimistic)
+            .reserved(reserved)
+            .map_file(path)
+    }
+    .unwrap();
+    if reserved > 0 {
+        for (k, x) in a.reserved_mut().unwrap().iter_mut().enumerate() {
+            *x = byte(7, k) | 1;
+        }
+        for i in 0..parena::ROOT_SLOTS {
+            a.set_root(i, 42 + (i as u64) * 0x0101_0101).unwrap();
+        }
+    }
+    let mut freed = Vec::new();
+    for i in 0..120 {
+        let len = 24 + (i * 13) % 300;
+        let mut b = a.alloc(len).unwrap();
+        for (k, x) in b.iter_mut().enumerate() {
+            *x = byte(i, k);
+        }
+        let h = b.into_handle();
+        if i % 4 == 1 {
+            freed.push(h);
+        }
+    }
+    for h in freed {
+        a.free(h).unwrap();
+    }
+    a.close().unwrap();
+    std::fs::read(path).unwrap()
+}
+
+/// Header-page flips tallied: refused (a typed error, the file untouched), reported (by the
+/// recovery report or `verify()`), kept with every readable value unchanged, or silent (a
+/// readable value changed and nothing said so).
+#[derive(Debug, Default)]
+struct HeaderTally {
+    cases: u64,
+    refused: u64,
+    refused_but_changed: u64,
+    reported: u64,
+    unchanged: u64,
+    silent: u64,
+    panicked: u64,
+    /// The first few silent cases: (byte offset, bit, read-only open).
+    first_silent: Vec<(usize, u32, bool)>,
+}
+
+/// Flips each `(byte, bit)` of `image`'s header page, one at a time, and opens the result
+/// read-only (as `parena verify` does) and writable.
+fn sweep_header(image: &[u8], reserved: u32, flips: &[(usize, u32)], t: &mut HeaderTally) {
+    // In memory where the system has a tmpfs: tens of thousands of opens, each with an `msync`.
+    let dir = match tempfile::tempdir_in("/dev/shm") {
+        Ok(d) => d,
+        Err(_) => tempfile::tempdir().unwrap(),
+    };
+    let path = dir.path().join("flip");
+    let mut base = Vec::new();
+    for read_only in [true, false] {
+        std::fs::write(&path, image).unwrap();
+        let mut a = open_header_case(&path, reserved, read_only).unwrap();
+        let (r, reported) = readable(&mut a, !read_only).unwrap();
+        assert!(!reported, "the unharmed image reports damage");
+        assert!(r.was_clean, "the unharmed image opens clean");
+        assert_eq!(
+            r.header.4, r.was_clean,
+            "header().clean and was_clean() disagree"
+        );
+        base.push(r);
+    }
+    for &(at, bit) in flips {
+        let mut img = image.to_vec();
+        img[at] ^= 1 << bit;
+        for (k, read_only) in [true, false].into_iter().enumerate() {
+            t.cases += 1;
+            std::fs::write(&path, &img).unwrap();
+            let before = file_hash(&path);
+            let outcome = std::panic::catch_unwind(|| {
+                let mut a = open_header_case(&path, reserved, read_only)?;
+                readable(&mut a, !read_only)
+            });
+            match outcome {
+                Err(_) => t.panicked += 1,
+                Ok(Err(_)) => {
+                    t.refused += 1;
+                    if file_hash(&path) != before {
+                        t.refused_but_changed += 1;
+                    }
+                }
+                Ok(Ok((_, true))) => t.reported += 1,
+                Ok(Ok((r, false))) if r == base[k] => t.unchanged += 1,
+                Ok(Ok(_)) => {
+                    t.silent += 1;
+                    if t.first_silent.len() < 12 {
+                        t.first_silent.push((at, bit, read_only));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every bit of the header page and of the reserved area (`reserved` bytes after it), or
+/// (`sampled`) every bit of the words that change while an arena is open (bytes 48..128:
+/// capacity to `gen_seed` and the spare words), of root slots 0 and 5, of each meta slot's epoch
+/// and checksum, and one bit of every reserved byte and of one byte in sixteen elsewhere (the bit
+/// moving with the byte, so every bit position is tried).
+fn header_flips(sampled: bool, reserved: usize) -> Vec<(usize, u32)> {
+    let roots = parena_testkit::layout::OFF_ROOTS;
+    let slot = parena_testkit::layout::ROOT_SLOT_BYTES;
+    let every = |at: usize| {
+        (48..128).contains(&at)
+            || (roots..roots + slot).contains(&at)
+            || (roots + 5 * slot..roots + 6 * slot).contains(&at)
+            || [2304, 2304 + 56, 2560, 2560 + 56]
+                .iter()
+                .any(|&w| (w..w + 8).contains(&at))
+    };
+    (0..4096 + reserved)
+        .flat_map(|at| (0..8).map(move |bit| (at, bit)))
+        .filter(|&(at, bit)| {
+            !sampled || every(at) || (bit as usize == (at / 16) % 8 && (at % 16 == 3 || at >= 4096))
+        })
+        .collect()
+}
+
+fn header_sweep(sampled: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (name, reserved) in [("plain", 0u32), ("reserved and roots", 100)] {
+        let flips = header_flips(sampled, reserved as usize);
+        let image = build_header_case(&dir.path().join(name), reserved);
+        let mut t = HeaderTally::default();
+        sweep_header(&image, reserved, &flips, &mut t);
+        eprintln!("header flips, {name}: {t:?}");
+        // A cleanly closed header is sealed whole: every flip is refused or reported, and in
+        // particular no readable value changes unannounced.
+        if t.refused_but_changed + t.silent + t.unchanged + t.panicked > 0 {
+            failures.push(format!("{name}: {t:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "header flips not refused nor reported: {failures:?}"
+    );
+}
+
+/// One flipped bit in the header page or the reserved area of a cleanly closed arena is refused
+/// (a typed error, the file untouched) or reported (recovery report or `verify()`), read-only
+/// and writable, and never changes a readable value unannounced: the mutable words, two root
+/// slots and the meta slots' epochs and checksums bit by bit, a sample elsewhere
+/// ([`header_flips`]).
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
+fn a_flipped_header_bit_is_refused_or_reported() {
+    header_sweep(true);
+}
+
+/// [`a_flipped_header_bit_is_refused_or_reported`] over every bit of the header page and the
+/// reserved area.
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
+#[ignore = "long: every bit of the header page, two arenas, read-only and writable"]
+fn every_flipped_header_bit_is_refused_or_reported() {
+    header_sweep(false);
+}
+
+/// A root's value and its check word share one 16-byte unit, so even a file left dirty (no seal:
+/// a crash, here a flushed arena never closed) reports a flipped bit in either: every bit of root
+/// 5's value and of its check word, read-only (through `verify()`) and writable (the recovery
+/// report and `verify()`). The unharmed dirty image reports nothing.
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
+fn a_flipped_root_bit_in_a_dirty_file_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("arena");
+    let a = open(&path).unwrap();
+    for i in 0..parena::ROOT_SLOTS {
+        a.set_root(i, 42 + i as u64).unwrap();
+    }
+    let _ = a.alloc_copy(b"a block").unwrap();
+    a.flush().unwrap();
+    let dirty = std::fs::read(&path).unwrap();
+    drop(a);
+    let at = parena_testkit::layout::OFF_ROOTS + 5 * parena_testkit::layout::ROOT_SLOT_BYTES;
+    let reported = |img: &[u8], read_only: bool| {
+        std::fs::write(&path, img).unwrap();
+        // SAFETY: as above.
+        let mut a = unsafe {
+            Options::new()
+                .create(false)
+                .read_only(read_only)
+                .map_file(&path)
+        }
+        .unwrap();
+        let by_open = a.recovery_report().is_some_and(|r| !r.is_clean());
+        by_open | !a.verify().unwrap().is_clean()
+    };
+    assert!(!reported(&dirty, true) && !reported(&dirty, false));
+    let mut silent = Vec::new();
+    for bit in 0..128 {
+        let mut img = dirty.clone();
+        img[at + bit / 8] ^= 1 << (bit % 8);
+        for read_only in [true, false] {
+            if !reported(&img, read_only) {
+                silent.push((bit, read_only));
+            }
+        }
+    }
+    assert!(silent.is_empty(), "root flips not reported: {silent:?}");
+}

@@ -198,13 +198,13 @@ fn heap_walk_recovers_from_a_dirty_image() {
 }
 
 /// A file of an earlier format version (1: no live map, no meta slots; 2: 24-bit generations, a
-/// 29-bit length in the LIVE word) is refused with `Error::Version`, writable or read-only, and
+/// 29-bit length in the LIVE word; 3: a seal over the header's mutable words only) is refused with `Error::Version`, writable or read-only, and
 /// left byte-for-byte as it was.
 #[test]
 #[cfg_attr(miri, ignore = "maps files")]
 fn an_older_format_version_is_refused_untouched() {
-    assert_eq!(parena::FORMAT_VERSION, 3);
-    for version in [1u64, 2] {
+    assert_eq!(parena::FORMAT_VERSION, 4);
+    for version in [1u64, 2, 3] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("v{version}"));
         build(&path);
