@@ -29,11 +29,12 @@
 //!    104     8  gen_seed         alloc     source of generations for new header positions
 //!    112     8  file_id          open      the file this arena was last opened writable as (0: none)
 //!    120     8  spare            -         zero
-//!    128   128  roots[16]        user      persisted root slots
+//!    128   128  spare            -         zero (the roots until version 3)
 //!    256  2048  heads[256]       free      free-list heads, one per size class (tag | offset)
 //!   2304   256  meta slot 0      flush     the layout as of a flush (see below)
 //!   2560   256  meta slot 1      flush     the other one: each flush writes the older slot
-//!   2816  1280  padding          -         zero
+//!   2816   256  roots[16]        user      per slot: the value, then its check word
+//!   3072  1024  padding          -         zero
 //!   4096     R  reserved area    user
 //!  data_start   heap             alloc     blocks, free segments, fillers
 //!  heap_end     maps             alloc     live maps A and B, flush maps F0 and F1 (livemap)
