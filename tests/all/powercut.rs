@@ -247,10 +247,21 @@ fn run_policy(name: &str, cuts: u64) -> (Outcome, Tally) {
     (outcome, tally)
 }
 
+/// The default run: twelve chained cuts per policy (`PARENA_POWERCUT_CYCLES` sets more).
 #[test]
-#[ignore = "long (54 s on 2 cores, debug build): power-cut images of a churning child process, mixed page by page, each reopened and checked"]
+#[cfg_attr(miri, ignore = "spawns and kills processes, maps files")]
 fn power_cuts_keep_every_flushed_block() {
-    let cuts = cutkit::cuts(50);
+    power_cuts(12);
+}
+
+#[test]
+#[ignore = "long (54 s on 2 cores, debug build): fifty chained cuts per policy"]
+fn power_cuts_keep_every_flushed_block_long() {
+    power_cuts(50);
+}
+
+fn power_cuts(default_cuts: u64) {
+    let cuts = cutkit::cuts(default_cuts);
     let mut failures = Vec::new();
     let only = std::env::var("PARENA_POWERCUT_POLICY_ONLY").ok();
     for name in ["optimistic", "pessimistic"] {
