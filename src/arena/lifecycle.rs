@@ -180,8 +180,10 @@ impl Arena {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Shared`] if other clones exist; [`Error::ReadOnly`]; [`Error::Io`] from `msync`
-    /// (then the arena is as before the call, but for chunk tails given back to the lists).
+    /// [`Error::Shared`] if other clones exist; [`Error::ReadOnly`]; [`Error::Io`] from `msync`:
+    /// then every block is still there at its handle, but the free lists were emptied (their
+    /// segments come back with the next `compact()` or recovery), and until the next successful
+    /// `flush()` a power cut may recover either the old layout or the empty one.
     pub fn clear(&mut self) -> Result<(), Error> {
         let inner = self.exclusive()?;
         if inner.read_only {
@@ -191,11 +193,22 @@ impl Arena {
         inner.lists.clear_all(&inner.mem);
         let start = inner.geom.data_start;
         let bump = inner.bump();
+        let discarded = inner.mem.word(OFF_DISCARDED).load(Ordering::Relaxed);
         inner.mem.word(OFF_BUMP).store(start, Ordering::Relaxed);
         inner.mem.word(OFF_DISCARDED).store(0, Ordering::Relaxed);
         // The empty layout is durable (one meta slot) before anything recovery reads changes, so a
         // cut recovers the old layout whole or the empty one (docs/metadata.md, section 7, row n).
-        livemap::flush_empty_layout(&inner.mem, &inner.maps, start, bump, inner.capacity)?;
+        if let Err(e) =
+            livemap::flush_empty_layout(&inner.mem, &inner.maps, start, bump, inner.capacity)
+        {
+            // Nothing of the heap changed: the blocks stay, at the bump offset they had.
+            inner.mem.word(OFF_BUMP).store(bump, Ordering::Relaxed);
+            inner
+                .mem
+                .word(OFF_DISCARDED)
+                .store(discarded, Ordering::Relaxed);
+            return Err(e);
+        }
         // SAFETY: `start..bump` is the heap in use, in bounds and writable (not read-only, checked
         // above); `&mut` on the only clone means no other thread touches it.
         unsafe { inner.mem.zero(start, bump - start) };

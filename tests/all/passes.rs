@@ -26,6 +26,19 @@ fn open(path: &Path, capacity: u64) -> Result<Arena, Error> {
     unsafe { Options::new().capacity(capacity).map_file(path) }
 }
 
+/// Opens (or creates) the file arena at `path` without the thread cache, so that frees reach the
+/// free lists and allocations carve them (the splits whose remainders the passes must keep).
+fn open_uncached(path: &Path, capacity: u64) -> Arena {
+    // SAFETY: as `open`.
+    unsafe {
+        Options::new()
+            .capacity(capacity)
+            .thread_cache(false)
+            .map_file(path)
+            .unwrap()
+    }
+}
+
 /// The byte `i` of the block written as record `seq`.
 fn record_byte(seq: u64, i: usize) -> u8 {
     let x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i as u64).wrapping_mul(0x2545_f491);
@@ -97,14 +110,7 @@ fn recover_and_check(img: &[u8], path: &Path, cap: u64, live: &[(Handle, u64, us
 fn carved_arena(path: &Path, cap: u64) -> (Arena, Vec<(Handle, u64, usize)>) {
     // The thread cache would serve the 24 B blocks from freed 64 B blocks whole; the split
     // remainders are the case under test.
-    // SAFETY: as `open`.
-    let arena = unsafe {
-        Options::new()
-            .capacity(cap)
-            .thread_cache(false)
-            .map_file(path)
-            .unwrap()
-    };
+    let arena = open_uncached(path, cap);
     let mut live = Vec::new();
     let mut seq = 0;
     loop {
@@ -206,14 +212,7 @@ fn a_recovery_cut_again_and_again_loses_no_flushed_block() {
     // A dirtier file than the issue's: records of many sizes, a third freed, flushed, then more
     // churn after the flush (not protected), so recovery has gaps to walk and runs to merge.
     let mut rng = Rng(7);
-    // SAFETY: as `open`.
-    let arena = unsafe {
-        Options::new()
-            .capacity(cap)
-            .thread_cache(false)
-            .map_file(&path)
-            .unwrap()
-    };
+    let arena = open_uncached(&path, cap);
     let mut live = fill_and_churn(&arena, &mut rng, 300);
     arena.flush().unwrap();
     let mut extra = Vec::new();
