@@ -21,6 +21,10 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     fi
 fi
 
+# The drivers' smoke tests first (random inputs, stable, no libFuzzer): a wrong oracle shows here
+# in seconds.
+cargo test --lib --release
+
 # Optimised, with debug assertions (cargo-fuzz's default) and AddressSanitizer.
 cargo +nightly fuzz build
 echo "fuzz: build took $(( $(date +%s) - start )) s"
@@ -36,7 +40,8 @@ for t in $targets; do
         -print_final_stats=1 >"work/$t.log" 2>&1
     rc=$?
     set -e
-    grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|==[0-9]+==|thread .* panicked|SUMMARY)' \
+    # A panic's message is on the line after "panicked at".
+    grep -E -A1 '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|==[0-9]+==|thread .* panicked|SUMMARY)' \
         "work/$t.log" || true
     if [ "$rc" -ne 0 ]; then
         tail -n 40 "work/$t.log"

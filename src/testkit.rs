@@ -33,6 +33,21 @@ pub const STATE_CLEAN: u64 = format::STATE_CLEAN;
 /// The state word of an arena that is open (or was not closed cleanly).
 pub const STATE_DIRTY: u64 = format::STATE_DIRTY;
 
+/// Offsets of the header words parena keeps zero: the spare word and the old roots' words, each
+/// meta slot's unused words, the padding.
+pub fn spare_word_offsets() -> Vec<usize> {
+    let spare = offset_of!(RawHeader, spare);
+    let old_roots = offset_of!(RawHeader, spare_roots);
+    let meta = offset_of!(RawHeader, meta);
+    let padding = offset_of!(RawHeader, padding);
+    let slot = format::META_SLOT_WORDS * 8;
+    std::iter::once(spare)
+        .chain((old_roots..old_roots + format::ROOT_SLOTS * 8).step_by(8))
+        .chain((0..2).flat_map(|s| (meta + s * slot + 64..meta + (s + 1) * slot).step_by(8)))
+        .chain((padding..HEADER_SIZE).step_by(8))
+        .collect()
+}
+
 /// FNV-1a 64, the checksum of the header.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     format::fnv1a(bytes)

@@ -321,10 +321,22 @@ impl Arena {
     /// Records the header damage the open found (`damage`: a failed seal, kept for every
     /// `verify()`; `faults`: what the header's own checks found, which `verify()` checks again)
     /// in the recovery report, and settles root stores a crash left in flight.
+    ///
+    /// A recovery also repairs the words parena keeps zero: they hold nothing, so the report
+    /// lists each one it found set and the arena verifies clean from then on. A root whose value
+    /// fails its check word is reported and kept (only its owner knows the right value):
+    /// `verify()` lists it until `set_root` stores the slot again.
     fn with_header_damage(mut self, damage: Vec<Problem>, faults: Vec<Problem>) -> Arena {
         let inner = Arc::get_mut(&mut self.inner).expect("a fresh arena has one clone");
         if !inner.read_only {
             inner.settle_roots();
+        }
+        if inner.recovery.is_some() && !inner.read_only {
+            for f in &faults {
+                if let Problem::HeaderSpare { offset, .. } = *f {
+                    inner.mem.word(offset).store(0, Ordering::Relaxed);
+                }
+            }
         }
         if let Some(r) = inner.recovery.as_mut() {
             r.problems
