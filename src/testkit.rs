@@ -22,6 +22,8 @@ pub const OFF_STATE: usize = format::OFF_STATE as usize;
 pub const OFF_STATE_CHECKSUM: usize = format::OFF_STATE_CHECKSUM as usize;
 /// Offset of the bump offset word.
 pub const OFF_BUMP: usize = format::OFF_BUMP as usize;
+/// Offset of the generation counter.
+pub const OFF_GEN_SEED: usize = format::OFF_GEN_SEED as usize;
 /// Offset of the root slots.
 pub const OFF_ROOTS: usize = format::OFF_ROOTS as usize;
 /// Bytes of one root slot, from one root's value to the next one's.

@@ -381,6 +381,19 @@ impl Arena {
                 recorded.store(here, Ordering::Relaxed);
             }
         }
+        if plan.is_some() {
+            // The counter's floor (docs/design.md, "Generations"): every meta slot records the
+            // counter as of its flush, and the counter only grows, so a header below its newest
+            // slot is damaged or torn, and blocks minted after that flush may hold any value
+            // past the slot's: continue a jump past it, as a copy does. (The counter wraps at
+            // 2^64: "below" is a distance of less than 2^63 behind.)
+            if let Some((_, m)) = livemap::newest_meta(&b) {
+                let behind = m.gen_seed.wrapping_sub(seed.load(Ordering::Relaxed));
+                if behind != 0 && behind < 1 << 63 {
+                    seed.store(copy_seed(m.gen_seed), Ordering::Relaxed);
+                }
+            }
+        }
         // Mark dirty and make that durable before the first change (and the new counter with it,
         // before any block is minted from it).
         b.word(OFF_STATE).store(STATE_DIRTY, Ordering::Relaxed);
