@@ -2,7 +2,7 @@
 
 use super::{Arena, Inner};
 use crate::backing::SimDisk;
-use crate::block::{Handle, LiveState};
+use crate::block::{self, Handle, LiveState};
 use crate::cells::for_each_thread_cell;
 use crate::error::Error;
 use crate::format::{
@@ -26,6 +26,10 @@ pub struct LiveBlock {
     /// Its `BlockMut` was never dropped: the writer had not finished (or had not published it)
     /// when the arena was closed or the process died. Its bytes are whatever the writer got to.
     pub pending: bool,
+    /// The allocator interfaces (`Allocator`, `GlobalArena`) handed it out as a pointer. `free`
+    /// refuses its handle ([`Error::Foreign`]); when no pointer to it is left (after a crash,
+    /// none is), [`Arena::free_orphan`] frees it.
+    pub foreign: bool,
 }
 impl Arena {
     /// Makes everything written so far durable: the heap and its live map, then a copy of the
@@ -149,15 +153,41 @@ impl Arena {
                 ..
             } = r
             {
+                let foreign = block::is_foreign(inner.mem.word(off).load(Ordering::Relaxed));
                 out.push(LiveBlock {
                     handle: Handle::new(off + WORD, generation),
                     len,
                     pending: state == LiveState::Pending,
+                    foreign,
                 });
             }
         })
         .map_err(recovery::Problem::into_error)?;
         Ok(out)
+    }
+
+    /// Frees a block [`live_blocks`](Arena::live_blocks) lists that nothing will free otherwise:
+    /// an orphan a crash left behind, the allocator interfaces' blocks included (their pointers
+    /// do not survive the process, and `free` refuses their handles by design). Needs the only
+    /// clone, so no `&Arena` lent to an allocator interface (and no `Box` or collection holding
+    /// one) is alive while it runs.
+    ///
+    /// ```
+    /// let mut arena = parena::Options::new().capacity(1 << 20).heap()?;
+    /// let orphan = arena.alloc_copy(b"nobody links to me")?;
+    /// for b in arena.live_blocks()? {
+    ///     arena.free_orphan(b.handle)?;
+    /// }
+    /// assert!(!arena.contains(orphan));
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Shared`] if other clones exist; otherwise those of [`free`](Arena::free) but
+    /// [`Error::Foreign`].
+    pub fn free_orphan(&mut self, h: Handle) -> Result<(), Error> {
+        self.exclusive()?;
+        self.free_as(h, super::Mode::Foreign)
     }
 
     /// Frees every block at once and moves the bump offset back to the start of the heap, like

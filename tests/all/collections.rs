@@ -136,3 +136,54 @@ fn grow_zeroed_after_an_in_place_shrink_reads_zero() {
     // SAFETY: allocated above with `big`.
     unsafe { a.deallocate(r, big) };
 }
+
+/// After a crash no pointer the allocator interfaces handed out survives, so their blocks are
+/// orphans that `free` refuses by design (`Foreign`: a handle never names them). `live_blocks`
+/// says which they are, and `free_orphan` frees them once nothing else holds the arena.
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
+fn an_allocator_block_orphaned_by_a_crash_is_listed_and_freed() {
+    use allocator_api2::alloc::Allocator;
+    use parena::{Error, Handle};
+    use std::alloc::Layout;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("arena");
+    let open = || {
+        // SAFETY: a private file; nothing else maps it.
+        unsafe { Options::new().capacity(1 << 20).map_file(&path) }.unwrap()
+    };
+    let a = open();
+    let kept = a.alloc_copy(b"by handle").unwrap();
+    let layout = Layout::from_size_align(100, 8).unwrap();
+    let p = a.allocate(layout).unwrap();
+    a.flush().unwrap();
+    let crashed = std::fs::read(&path).unwrap();
+    // SAFETY: `p` came from `allocate(layout)` on this arena and is not used again.
+    unsafe { a.deallocate(p.cast(), layout) };
+    drop(a);
+    std::fs::write(&path, &crashed).unwrap();
+
+    let mut a = open();
+    let live = a.live_blocks().unwrap();
+    assert_eq!(live.len(), 2, "{live:?}");
+    let orphan = live
+        .iter()
+        .find(|b| b.foreign)
+        .expect("the allocator's block");
+    assert_eq!(orphan.len, 100);
+    assert!(live.iter().any(|b| b.handle == kept && !b.foreign));
+    let h: Handle = orphan.handle;
+    assert!(matches!(a.free(h), Err(Error::Foreign { .. })));
+    let other = a.clone();
+    assert!(matches!(a.free_orphan(h), Err(Error::Shared)));
+    drop(other);
+    a.free_orphan(h).unwrap();
+    assert!(matches!(
+        a.free_orphan(h),
+        Err(Error::DoubleFree { .. } | Error::Stale { .. })
+    ));
+    let live = a.live_blocks().unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].handle, kept);
+    assert!(a.verify().unwrap().is_clean());
+}

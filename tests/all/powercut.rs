@@ -70,13 +70,14 @@ fn child_powercut_worker() {
                 live.write().unwrap().insert(b.handle.to_u64(), (seq, len));
                 adopted[(seq & 1) as usize].push(b.handle.to_u64());
             }
-            None => match arena.free(b.handle) {
-                // A phantom a power cut can leave among the blocks allocated after a flush
-                // (docs/metadata.md, section 6, step 3) may read as an allocator block, which
-                // `free` refuses by design: it stays, as leaked space.
-                Ok(()) | Err(Error::Foreign { .. }) => {}
-                Err(e) => panic!("freeing an orphan {b:?}: {e}"),
-            },
+            // A phantom a power cut can leave among the blocks allocated after a flush
+            // (docs/metadata.md, section 6, step 3) may read as an allocator block, which `free`
+            // refuses by design; `free_orphan` frees every orphan alike.
+            None => {
+                if let Err(e) = arena.free_orphan(b.handle) {
+                    panic!("freeing an orphan {b:?}: {e}");
+                }
+            }
         }
     }
     let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
