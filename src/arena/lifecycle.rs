@@ -66,7 +66,8 @@ impl Arena {
     /// segment, calls `flush()` once, and then appends into it with `flush_range`.
     ///
     /// # Errors
-    /// [`Error::OutOfBounds`] outside the arena; [`Error::Io`].
+    /// [`Error::OutOfBounds`] past the heap's end ([`Stats::heap_end`](crate::Stats::heap_end):
+    /// the start and flush maps after it are [`Arena::flush`]'s to write); [`Error::Io`].
     pub fn flush_range(&self, offset: u64, len: u64) -> Result<(), Error> {
         self.inner.check_range(offset, len)?;
         self.inner.mem.flush(offset, len)
@@ -91,7 +92,7 @@ impl Arena {
     /// Starts write-back of `offset..offset + len` without waiting.
     ///
     /// # Errors
-    /// [`Error::OutOfBounds`]; [`Error::Io`].
+    /// [`Error::OutOfBounds`] past the heap's end, as [`Arena::flush_range`]; [`Error::Io`].
     pub fn flush_range_background(&self, offset: u64, len: u64) -> Result<(), Error> {
         self.inner.check_range(offset, len)?;
         self.inner.mem.flush_async(offset, len)
