@@ -21,16 +21,16 @@
 //!
 //! - **Zero runs.** The heap walk steps over any zero run. The dirty open's plan refuses one that
 //!   holds a start the live map records after its first word (a zeroed page over entries, not an
-//!   unused tail); salvage refuses one that holds a recorded start anywhere, its first word
-//!   included. Deliberate: the walk runs on a heap the repair has made consistent or refuses the
-//!   file; the plan must keep a crash between setting a start bit and writing the LIVE header
-//!   (the bit set, the word still zero) walkable, since that block was never handed out; salvage
-//!   copies only what two records agree on, and a recorded start with no header is a disagreement
-//!   (a header destroyed by damage looks the same). Its cost: in the image of a process crash
-//!   between setting a start bit and writing the header, salvage reports that run
-//!   (`LostReason::Unwalkable`, though nothing in it was handed out) and resumes at the next
-//!   recorded start, so the next block, when allocated after the last flush, has only the start
-//!   map to vouch for it (`LostReason::OneRecord`).
+//!   unused tail). Deliberate: the walk runs on a heap the plan and the repair have made
+//!   consistent, or refuses the file; the plan must keep walkable a crash between setting a start
+//!   bit and writing the LIVE header (the bit set, the word still zero), since that block was
+//!   never handed out. Salvage refused a zero run with a recorded start at its first word too: a
+//!   **bug**. In the image of a process crash at that point, it reported the run unwalkable and
+//!   resumed at the next recorded start without reaching it, so the next block allocated since the
+//!   last flush (another thread's, which recovery keeps) was lost as `LostReason::OneRecord`
+//!   (`salvage::tests::a_crash_between_a_start_bit_and_its_header_loses_no_block`). Salvage now
+//!   has the plan's rule and reports such a run as `LostReason::NoHeader` (docs/recovery.md,
+//!   "Salvage", has the cases).
 //! - **Entries and the start map.** The walk and the plan step over LIVE, FREE and PAD entries
 //!   whatever the start map says (the plan then sends a handed-out LIVE block the map does not
 //!   vouch for to the repair as DYING). Salvage steps only over an entry at a recorded start, with
@@ -49,7 +49,7 @@
 //!   the span; the others only stopped. The stepper keeps the walk's order, so its problems are
 //!   the same.
 //!
-//! No difference was a bug: each is what its caller's guarantee needs (docs/recovery.md).
+//! The other differences are what each caller's guarantee needs (docs/recovery.md).
 
 use crate::backing::Backing;
 use crate::block::{self, HeaderWord, LiveState};

@@ -8,9 +8,10 @@
 //! - the **heap walk** steps from `data_start` header by header. A step must agree with the start
 //!   map: a LIVE, FREE or PAD entry starts at a recorded start, holds no recorded start inside its
 //!   span, and ends where the next step can begin (a recorded start, a never-used chunk tail, or
-//!   the end of the walk); a zero word (a chunk's never-used tail) holds no recorded start up to
-//!   the next chunk boundary. Where a step fails, the walk resumes at the next recorded start and
-//!   the region in between is reported;
+//!   the end of the walk); a zero word (a chunk's never-used tail) holds no recorded start after it
+//!   up to the next chunk boundary (one at the zero word itself is reported, and stepped over).
+//!   Where a step fails, the walk resumes at the next recorded start and the region in between is
+//!   reported;
 //! - the **flush map** of the newest valid meta slot records the starts of the last flush (for a
 //!   cleanly closed file: the layout at the close).
 //!
@@ -130,6 +131,11 @@ pub enum LostReason {
         /// Its header word.
         word: u64,
     },
+    /// A zero word at a start the start map records, with no recorded start after it up to the
+    /// next chunk boundary (the region's end): an allocation a crash cut short between setting
+    /// its start bit and writing its header (nothing there was handed out), or a block whose
+    /// header was destroyed. The walk steps over it as a never-used chunk tail.
+    NoHeader,
     /// A LIVE header in state RESERVED or DYING: an allocation or a free in progress at a crash
     /// (recovery would reclaim it), or a damaged state field.
     NotLive {
@@ -206,5 +212,69 @@ pub unsafe fn salvage(
             let _ = std::fs::remove_file(fresh);
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{salvage, Lost, LostReason};
+    use crate::backing::{Backing, OpenedFile};
+    use crate::livemap::{self, MapGeom};
+    use crate::options::Options;
+
+    /// The image of a process crash inside an allocation from a chunk, between setting the block's
+    /// start bit and writing its header, with another thread's chunk above it: every block handed
+    /// out is saved (recovery keeps them all), and the run from the bit is reported.
+    #[test]
+    fn a_crash_between_a_start_bit_and_its_header_loses_no_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a");
+        let o = Options::new()
+            .capacity(1 << 20)
+            .chunk_size(4096)
+            .magic_version(3);
+        // SAFETY: a private file in a private directory; nothing else maps it.
+        let a = unsafe { o.map_file(&path) }.unwrap();
+        a.flush().unwrap();
+        // Allocated after the flush: only the start map and the walk vouch for them.
+        let mine: Vec<_> = (0..3).map(|i| a.alloc_copy(&[i; 40]).unwrap()).collect();
+        let theirs: Vec<_> = std::thread::scope(|s| {
+            s.spawn(|| {
+                (0..3)
+                    .map(|i| a.alloc_copy(&[i; 40]).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(theirs[0].offset() > mine[2].offset());
+        // The file as a process crash leaves it (the page cache at this moment).
+        let img = std::fs::read(&path).unwrap();
+        drop(a);
+        let dirty = dir.path().join("dirty");
+        std::fs::write(&dirty, &img).unwrap();
+        // The crash: the next allocation of this thread had set its start bit only.
+        let cut = mine[2].offset() - 8 + 48;
+        {
+            let f = OpenedFile::open(&dirty, false, false, false, 0).unwrap();
+            let b = Backing::file(f, 1 << 20).unwrap();
+            livemap::owner_toggle(&b, &MapGeom::for_capacity(1 << 20), cut);
+        }
+        // SAFETY: as above, for both files.
+        let r = unsafe { salvage(&dirty, dir.path().join("fresh")) }.unwrap();
+        let saved: Vec<_> = r.saved.iter().map(|s| s.handle).collect();
+        for h in mine.iter().chain(&theirs) {
+            assert!(saved.contains(h), "{h:?} lost: {:?}", r.lost);
+        }
+        // The run from the bit to the chunk's end is reported, nothing else.
+        let end = theirs[0].offset() - 8;
+        assert_eq!(
+            r.lost,
+            [Lost {
+                offset: cut,
+                len: end - cut,
+                reason: LostReason::NoHeader,
+            }]
+        );
     }
 }

@@ -78,6 +78,7 @@ pub(super) fn plan(src: &Source) -> Plan {
                 }
             }
             Entry::Free { generation } => seen_gens.push(generation),
+            Entry::Gap if rule.map.has(p) => plan.lost.push(lost(LostReason::NoHeader)),
             Entry::Pad | Entry::Gap => {}
         }
         p += s.span;
@@ -106,7 +107,8 @@ pub(super) fn plan(src: &Source) -> Plan {
 /// Salvage's rule: a step must agree with the start map. A LIVE, FREE or PAD entry starts at a
 /// recorded start, holds no recorded start inside its span, and ends where the next step can
 /// begin (a recorded start, a never-used chunk tail, or the end of the walk); a zero run holds no
-/// recorded start.
+/// recorded start after its first word (one at its first word is an allocation cut short before
+/// its header, or a destroyed header: stepped over and reported, `LostReason::NoHeader`).
 struct Agrees<'a> {
     src: &'a Source,
     map: Starts<'a>,
@@ -114,7 +116,7 @@ struct Agrees<'a> {
 
 impl Rule for Agrees<'_> {
     fn gap(&self, at: u64, end: u64) -> bool {
-        self.map.first_in(at, end).is_none()
+        self.map.first_in(at + 8, end).is_none()
     }
 
     fn entry(&self, at: u64, end: u64) -> bool {
