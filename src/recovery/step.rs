@@ -48,6 +48,9 @@
 //!   overrun of 16 bytes before reading its span word, then a bad span word, then an overrun of
 //!   the span; the others only stopped. The stepper keeps the walk's order, so its problems are
 //!   the same.
+//! - **Memory order.** The walk loaded each header word with Acquire (it pairs with the Release
+//!   stores that published the headers); the plan and salvage loaded it Relaxed, on a heap no other
+//!   thread writes. The stepper loads it with Acquire for all: no caller sees another value.
 //!
 //! The other differences are what each caller's guarantee needs (docs/recovery.md).
 
