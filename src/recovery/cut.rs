@@ -18,13 +18,12 @@
 //!
 //! [`plan`] only reads, so a file it refuses is left untouched; [`apply`] writes what it decided.
 
-use super::step::{step, Entry, Rule};
+use super::step::{step, AnyEntry, Entry, Live, Rule, Step};
 use super::Dropped;
 use crate::backing::Backing;
 use crate::block::{self, HeaderWord, LiveState};
 use crate::error::Error;
 use crate::format::{Geometry, Meta, OFF_BUMP, OFF_META};
-use crate::layout::block_span;
 use crate::livemap::{self, MapGeom};
 use crate::sync::Ordering;
 
@@ -75,23 +74,17 @@ pub(crate) fn plan(b: &Backing, g: &Geometry, capacity: u64) -> Result<Plan, Err
     let mut fixed = Vec::new();
     for (i, &s) in starts.iter().enumerate() {
         let extent = starts.get(i + 1).copied().unwrap_or(bump_f);
-        if !livemap::is_start(b, &maps, s) {
+        if s >= extent || !livemap::is_start(b, &maps, s) {
             continue;
         }
-        if let HeaderWord::Live {
-            len,
-            generation,
-            state,
-            ..
-        } = block::decode(b.word(s).load(Ordering::Relaxed))
+        // A LIVE entry that steps whole inside its flush extent.
+        if let Ok(Step {
+            span,
+            entry: Entry::Live(l),
+        }) = step(b, g, s, extent, &AnyEntry)
         {
-            // A LIVE generation is never 0: a 0 is a damaged word.
-            if let Some(span) = block_span(len).filter(|_| len > 0 && generation != 0) {
-                if s.checked_add(span).is_some_and(|e| e <= extent)
-                    && tail_ok(b, s, len, generation, state)
-                {
-                    fixed.push((s, span));
-                }
+            if tail_ok(&l) {
+                fixed.push((s, span));
             }
         }
     }
@@ -162,16 +155,12 @@ fn walk_part(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &
         };
         match s.entry {
             Entry::Gap if g.chunk_line_after(q) > to => p.tails.push((q, s.span)),
-            Entry::Live(l) if matches!(l.state, LiveState::Published | LiveState::Pending) => {
-                // A LARGE block kept by recovery needs its own tail word: one that is not (a page
-                // from before the block, an allocation cut short between its header and its
-                // tail, or damage) is not vouched for.
-                if l.exact.is_err() {
-                    break;
-                }
-                if !livemap::is_start(b, maps, q) {
-                    p.unvouched.push((q, s.span));
-                }
+            Entry::Live(l) if !tail_ok(&l) => break,
+            Entry::Live(l)
+                if matches!(l.state, LiveState::Published | LiveState::Pending)
+                    && !livemap::is_start(b, maps, q) =>
+            {
+                p.unvouched.push((q, s.span));
             }
             _ => {}
         }
@@ -180,17 +169,13 @@ fn walk_part(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &
     q
 }
 
-/// Whether the LIVE entry at `s` (length field `len`) has the tail word it needs: a
-/// LARGE block's exact length is in its last word, written before its allocation returned, so a
-/// PUBLISHED or PENDING one (which recovery keeps) whose tail is not its own (a page from before
-/// the block, an allocation cut short between its header and its tail, or damage) is not vouched
-/// for. RESERVED and DYING blocks are reclaimed whatever their tail says. The caller checked that
-/// the entry's span lies inside the part being planned.
-fn tail_ok(b: &Backing, s: u64, len: u64, generation: u32, state: LiveState) -> bool {
-    if len < block::LARGE_MIN || !matches!(state, LiveState::Published | LiveState::Pending) {
-        return true;
-    }
-    block::large_len(block::tail_word(b, s, len), generation, len).is_some()
+/// Whether a LIVE entry has the tail word it needs: a LARGE block's exact length is in its last
+/// word, written before its allocation returned, so a PUBLISHED or PENDING one (which recovery
+/// keeps) whose tail is not its own (a page from before the block, an allocation cut short between
+/// its header and its tail, or damage) is not vouched for. RESERVED and DYING blocks are reclaimed
+/// whatever their tail says.
+fn tail_ok(l: &Live) -> bool {
+    l.exact.is_ok() || !matches!(l.state, LiveState::Published | LiveState::Pending)
 }
 
 /// Writes the plan: unvouched LIVE headers become DYING (so the repair reclaims them), dropped gaps

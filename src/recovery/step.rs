@@ -1,9 +1,10 @@
 //! The entry stepper: given a position in the heap, decode the block-header word there and return
 //! the entry it starts (LIVE, FREE, PAD, or a zero run to the next chunk line), or why it cannot be
 //! stepped over. The heap walk behind `check`, `verify` and the repair ([`super::walk`]), the dirty
-//! open's plan ([`super::cut`]) and salvage (`src/salvage/plan.rs`) all step with [`step`]; what
-//! each accepts besides the decoding is its [`Rule`], and what it does with an entry or a refusal
-//! (report a problem, drop a region, lose a block) stays with the caller.
+//! open's plan ([`super::cut`]: its fixed blocks and its gaps) and salvage
+//! (`src/salvage/plan.rs`) all step with [`step`]; what each accepts besides the decoding is its
+//! [`Rule`], and what it does with an entry or a refusal (report a problem, drop a region, lose a
+//! block) stays with the caller.
 //!
 //! ## What every caller checks (the stepper)
 //!
