@@ -98,7 +98,7 @@ impl Chunks<'_> {
         let bump = self.mem.word(OFF_BUMP);
         let mut cur = bump.load(Ordering::Relaxed);
         let (start, end) = loop {
-            let start = self.geom.data_start + align_up(cur - self.geom.data_start, chunk)?;
+            let start = self.geom.chunk_line_from(cur)?;
             if start >= self.capacity {
                 return None;
             }

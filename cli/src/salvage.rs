@@ -46,6 +46,7 @@ fn reason(r: &LostReason) -> (&'static str, u64) {
         LostReason::NotLive { word } => ("not live", word),
         LostReason::BeyondBump { word } => ("beyond bump", word),
         LostReason::BadTail { word } => ("bad tail", word),
+        LostReason::NoHeader => ("no header", 0),
         _ => ("other", 0),
     }
 }

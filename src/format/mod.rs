@@ -51,6 +51,7 @@
 //! aligned 8-byte word, stored with one instruction. Power loss can lose the stores made after the
 //! last flush; see `docs/recovery.md`.
 
+mod grid;
 mod validate;
 
 use bytemuck::{Pod, Zeroable};

@@ -18,12 +18,12 @@
 //!
 //! [`plan`] only reads, so a file it refuses is left untouched; [`apply`] writes what it decided.
 
+use super::step::{step, AnyEntry, Entry, Live, Rule, Step};
 use super::Dropped;
 use crate::backing::Backing;
 use crate::block::{self, HeaderWord, LiveState};
 use crate::error::Error;
 use crate::format::{Geometry, Meta, OFF_BUMP, OFF_META};
-use crate::layout::block_span;
 use crate::livemap::{self, MapGeom};
 use crate::sync::Ordering;
 
@@ -74,23 +74,17 @@ pub(crate) fn plan(b: &Backing, g: &Geometry, capacity: u64) -> Result<Plan, Err
     let mut fixed = Vec::new();
     for (i, &s) in starts.iter().enumerate() {
         let extent = starts.get(i + 1).copied().unwrap_or(bump_f);
-        if !livemap::is_start(b, &maps, s) {
+        if s >= extent || !livemap::is_start(b, &maps, s) {
             continue;
         }
-        if let HeaderWord::Live {
-            len,
-            generation,
-            state,
-            ..
-        } = block::decode(b.word(s).load(Ordering::Relaxed))
+        // A LIVE entry that steps whole inside its flush extent.
+        if let Ok(Step {
+            span,
+            entry: Entry::Live(l),
+        }) = step(b, g, s, extent, &AnyEntry)
         {
-            // A LIVE generation is never 0: a 0 is a damaged word.
-            if let Some(span) = block_span(len).filter(|_| len > 0 && generation != 0) {
-                if s.checked_add(span).is_some_and(|e| e <= extent)
-                    && tail_ok(b, s, len, generation, state)
-                {
-                    fixed.push((s, span));
-                }
+            if tail_ok(&l) {
+                fixed.push((s, span));
             }
         }
     }
@@ -135,78 +129,53 @@ fn gap(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &mut Pl
     }
 }
 
+/// The plan's rule in a gap: a zero run is a never-used chunk tail only when the live map records
+/// no start in it after its first word.
+struct UnusedTail<'a> {
+    b: &'a Backing,
+    maps: &'a MapGeom,
+}
+
+impl Rule for UnusedTail<'_> {
+    fn gap(&self, at: u64, end: u64) -> bool {
+        // A zero run over entries the map records is not an unused chunk tail (a zeroed page, or
+        // a cut that kept the map's page and not the heap's): it is dropped, and reported, up to
+        // the next recorded start.
+        livemap::first_start_in(self.b, self.maps, at + 8, end).is_none()
+    }
+}
+
 /// Walks from `from` towards `to`; returns where it stopped (`to` when it landed exactly).
 fn walk_part(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &mut Plan) -> u64 {
-    let chunk = g.chunk();
+    let rule = UnusedTail { b, maps };
     let mut q = from;
     while q < to {
-        let span = match block::decode(b.word(q).load(Ordering::Relaxed)) {
-            HeaderWord::Gap => {
-                let next = g.data_start + ((q - g.data_start) / chunk + 1) * chunk;
-                if livemap::first_start_in(b, maps, q + 8, next.min(to)).is_some() {
-                    // A zero run over entries the map records is not an unused chunk tail (a
-                    // zeroed page, or a cut that kept the map's page and not the heap's): it is
-                    // dropped, and reported, up to the next recorded start.
-                    break;
-                }
-                if next > to {
-                    p.tails.push((q, to - q));
-                }
-                next.min(to) - q
-            }
-            HeaderWord::Live {
-                len,
-                state,
-                generation,
-                ..
-            } => {
-                let Some(span) = block_span(len).filter(|_| len > 0 && generation != 0) else {
-                    break;
-                };
-                if q.checked_add(span).is_none_or(|e| e > to)
-                    || !tail_ok(b, q, len, generation, state)
-                {
-                    break;
-                }
-                if matches!(state, LiveState::Published | LiveState::Pending)
-                    && !livemap::is_start(b, maps, q)
-                {
-                    p.unvouched.push((q, span));
-                }
-                span
-            }
-            HeaderWord::Free { .. } => {
-                if q + 16 > to {
-                    break;
-                }
-                let span = b.word(q + 8).load(Ordering::Relaxed);
-                if span < 16 || span % 8 != 0 {
-                    break;
-                }
-                span
-            }
-            HeaderWord::Pad { span } if span > 0 => span,
-            HeaderWord::Pad { .. } | HeaderWord::Bad => break,
+        let Ok(s) = step(b, g, q, to, &rule) else {
+            break;
         };
-        match q.checked_add(span) {
-            Some(e) if e <= to => q = e,
-            _ => break,
+        match s.entry {
+            Entry::Gap if g.chunk_line_after(q) > to => p.tails.push((q, s.span)),
+            Entry::Live(l) if !tail_ok(&l) => break,
+            Entry::Live(l)
+                if matches!(l.state, LiveState::Published | LiveState::Pending)
+                    && !livemap::is_start(b, maps, q) =>
+            {
+                p.unvouched.push((q, s.span));
+            }
+            _ => {}
         }
+        q += s.span;
     }
     q
 }
 
-/// Whether the LIVE entry at `s` (length field `len`) has the tail word it needs: a
-/// LARGE block's exact length is in its last word, written before its allocation returned, so a
-/// PUBLISHED or PENDING one (which recovery keeps) whose tail is not its own (a page from before
-/// the block, an allocation cut short between its header and its tail, or damage) is not vouched
-/// for. RESERVED and DYING blocks are reclaimed whatever their tail says. The caller checked that
-/// the entry's span lies inside the part being planned.
-fn tail_ok(b: &Backing, s: u64, len: u64, generation: u32, state: LiveState) -> bool {
-    if len < block::LARGE_MIN || !matches!(state, LiveState::Published | LiveState::Pending) {
-        return true;
-    }
-    block::large_len(block::tail_word(b, s, len), generation, len).is_some()
+/// Whether a LIVE entry has the tail word it needs: a LARGE block's exact length is in its last
+/// word, written before its allocation returned, so a PUBLISHED or PENDING one (which recovery
+/// keeps) whose tail is not its own (a page from before the block, an allocation cut short between
+/// its header and its tail, or damage) is not vouched for. RESERVED and DYING blocks are reclaimed
+/// whatever their tail says.
+fn tail_ok(l: &Live) -> bool {
+    l.exact.is_ok() || !matches!(l.state, LiveState::Published | LiveState::Pending)
 }
 
 /// Writes the plan: unvouched LIVE headers become DYING (so the repair reclaims them), dropped gaps

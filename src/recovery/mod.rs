@@ -26,6 +26,7 @@
 
 pub(crate) mod cut;
 mod repair;
+pub(crate) mod step;
 mod walk;
 
 pub(crate) use repair::repair;

@@ -105,8 +105,7 @@ pub(crate) fn repair(
         debug_assert_eq!(end, bump0);
         // Free space reaches the bump offset: give it back to the main memory, down to the next
         // chunk boundary.
-        let chunk = g.chunk();
-        let boundary = (g.data_start + (s - g.data_start).div_ceil(chunk) * chunk).min(bump0);
+        let boundary = g.chunk_line_from(s).map_or(bump0, |l| l.min(bump0));
         if boundary > s {
             put(s, boundary, &mut r, &mut discarded);
         }

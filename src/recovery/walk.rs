@@ -1,13 +1,13 @@
 //! The heap walk, and the read-only passes over it: `check` and `verify`.
 
+use super::step::{step, AnyEntry, Entry, Stuck};
 use super::{histogram_bucket, Problem, Region, Report};
 use crate::backing::Backing;
-use crate::block::{self, HeaderWord, LiveState};
+use crate::block::LiveState;
 use crate::error::Error;
 use crate::format::{Geometry, CLASSES};
 use crate::freelist::{class_of, FreeLists, ListWalk};
 use crate::livemap;
-use crate::sync::Ordering;
 use std::collections::HashMap;
 
 /// Walks the heap from the data start to `bump`, calling `f` for each entry before reading the
@@ -18,100 +18,51 @@ pub(crate) fn walk(
     bump: u64,
     mut f: impl FnMut(Region),
 ) -> Result<(), Problem> {
-    let chunk = g.chunk();
     let mut p = g.data_start;
     while p < bump {
-        // Acquire: pairs with the Release stores and CASes that published each header (walks run
-        // with the heap held still, after those threads handed the arena over).
-        let w = b.word(p).load(Ordering::Acquire);
-        let e = match block::decode(w) {
-            HeaderWord::Gap => {
-                let next = g.data_start + ((p - g.data_start) / chunk + 1) * chunk;
-                Region::Gap {
-                    off: p,
-                    span: next.min(bump) - p,
-                }
+        let s = step(b, g, p, bump, &AnyEntry).map_err(|stuck| match stuck {
+            Stuck::BadHeader { word } | Stuck::Refused { word } => {
+                Problem::BadHeader { offset: p, word }
             }
-            HeaderWord::Live {
-                len,
-                generation,
-                state,
-                readers,
-            } => {
-                // parena never writes generation 0 or length 0 in a LIVE word.
-                if len == 0 || generation == 0 {
-                    return Err(Problem::BadHeader { offset: p, word: w });
-                }
-                Region::Live {
-                    off: p,
-                    len,
-                    generation,
-                    state,
-                    readers,
-                }
-            }
-            HeaderWord::Free { .. } => {
-                if p + 16 > bump {
-                    return Err(Problem::Overrun {
-                        offset: p,
-                        span: 16,
-                        limit: bump,
-                    });
-                }
-                let span = b.word(p + 8).load(Ordering::Relaxed);
-                if span < 16 || span % 8 != 0 {
-                    return Err(Problem::BadFreeSpan { offset: p, span });
-                }
-                Region::Free { off: p, span }
-            }
-            HeaderWord::Pad { span } => {
-                if span == 0 {
-                    return Err(Problem::BadHeader { offset: p, word: w });
-                }
-                Region::Pad { off: p, span }
-            }
-            HeaderWord::Bad => return Err(Problem::BadHeader { offset: p, word: w }),
-        };
-        let span = e.span();
-        if p.checked_add(span).is_none_or(|end| end > bump) {
-            return Err(Problem::Overrun {
+            Stuck::BadFreeSpan { span } => Problem::BadFreeSpan { offset: p, span },
+            Stuck::Overrun { span } => Problem::Overrun {
                 offset: p,
                 span,
                 limit: bump,
-            });
-        }
-        let e = match e {
+            },
+        })?;
+        let e = match s.entry {
             // A LARGE block handed out (PUBLISHED, or PENDING: its `BlockMut` was returned) has
             // its exact length in its tail word, written before the allocation returned; a
             // RESERVED or DYING one may not have it yet (recovery reclaims it): it reports its
             // exact length when the tail is there, its capacity otherwise.
-            Region::Live {
-                off,
-                len,
-                generation,
-                state,
-                readers,
-            } if len >= block::LARGE_MIN => {
-                let t = block::tail_word(b, off, len);
-                let exact = block::large_len(t, generation, len);
-                if exact.is_none() && matches!(state, LiveState::Published | LiveState::Pending) {
-                    return Err(Problem::BadTail {
-                        offset: off,
-                        word: t,
-                    });
+            Entry::Live(l) => match l.exact {
+                Err(t) if matches!(l.state, LiveState::Published | LiveState::Pending) => {
+                    return Err(Problem::BadTail { offset: p, word: t });
                 }
-                Region::Live {
-                    off,
-                    len: exact.unwrap_or(len),
-                    generation,
-                    state,
-                    readers,
-                }
-            }
-            e => e,
+                exact => Region::Live {
+                    off: p,
+                    len: exact.unwrap_or(l.len),
+                    generation: l.generation,
+                    state: l.state,
+                    readers: l.readers,
+                },
+            },
+            Entry::Free { .. } => Region::Free {
+                off: p,
+                span: s.span,
+            },
+            Entry::Pad => Region::Pad {
+                off: p,
+                span: s.span,
+            },
+            Entry::Gap => Region::Gap {
+                off: p,
+                span: s.span,
+            },
         };
         f(e);
-        p += span;
+        p += s.span;
     }
     Ok(())
 }
