@@ -33,8 +33,8 @@ use crate::format::{
     OFF_OPEN_COUNT, OFF_STATE, STATE_DIRTY,
 };
 use crate::freelist::{FreeLists, Unlisted};
+use crate::heap::{self, MapGeom, StartMap};
 use crate::layout::block_span;
-use crate::livemap::{self, MapGeom};
 use crate::options::Options;
 use crate::sync::Ordering;
 use std::path::Path;
@@ -338,13 +338,13 @@ impl Source {
     /// Decides what to save: one walk of the heap against the start map and the flush map.
     fn plan(&self) -> Plan {
         let d = self.g.data_start;
-        let starts = livemap::starts_in(&self.mem, &self.maps, d, self.maps.heap_end());
+        let starts = StartMap::new(&self.mem, &self.maps).starts_in(d, self.maps.heap_end());
         // The flush's bump offset ends the extent of its last start, as in recovery.
         let flush_bump = self
             .meta
             .map_or(d, |m| m.bump.clamp(d, self.maps.heap_end()));
         let flushed = self.meta.map_or_else(Vec::new, |m| {
-            livemap::flushed_starts_in(&self.mem, &self.maps, m.map, d, flush_bump)
+            StartMap::new(&self.mem, &self.maps).flushed_starts_in(m.map, d, flush_bump)
         });
         let map = Starts(&starts);
         let mut plan = Plan::default();
@@ -571,7 +571,7 @@ fn write_fresh(
             block::live(s.len, s.handle.generation(), LiveState::Published, 0)
         };
         b.word(off).store(word, Ordering::Relaxed);
-        livemap::owner_toggle(&b, &maps, off);
+        StartMap::new(&b, &maps).owner_toggle(off);
         at = off + span;
     }
     if bump > at {
@@ -582,7 +582,7 @@ fn write_fresh(
     b.word(OFF_BUMP).store(bump, Ordering::Relaxed);
     debug_assert_eq!(b.word(OFF_STATE).load(Ordering::Relaxed), STATE_DIRTY);
     debug_assert_eq!(b.word(OFF_OPEN_COUNT).load(Ordering::Relaxed), 1);
-    livemap::flush_layout(&b, &maps, d, capacity)?;
+    heap::flush_layout(&b, &maps, d, capacity)?;
     drop(b);
 
     // The ordinary recovering open checks what was written: nothing dropped, every block live.

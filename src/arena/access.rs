@@ -5,7 +5,6 @@ use crate::block::{self, Handle, Header, HeaderWord, LiveState};
 use crate::cells::{with_cell, ChunkCell};
 use crate::error::Error;
 use crate::layout::{block_span, WORD};
-use crate::livemap;
 use crate::sync::{sc_order, spin_hint, yield_now, AtomicU64, Ordering};
 
 /// How many times `read` re-checks a block whose reader count is full before it answers `Busy`.
@@ -409,7 +408,7 @@ impl Inner {
             });
         }
         let hdr = data - WORD;
-        if !livemap::is_start_checked(&self.mem, &self.maps, hdr) {
+        if !self.start_map().is_start_checked(hdr) {
             return Err(Error::Stale {
                 expected: h.generation(),
                 found: 0,
@@ -424,7 +423,7 @@ impl Inner {
     /// rests on a test an earlier round made, however long ago.
     #[inline]
     pub(super) fn still_start(&self, hdr: u64, h: Handle) -> Result<(), Error> {
-        if livemap::is_start_checked(&self.mem, &self.maps, hdr) {
+        if self.start_map().is_start_checked(hdr) {
             Ok(())
         } else {
             Err(Error::Stale {

@@ -43,7 +43,7 @@ use crate::error::Error;
 use crate::format::Freelist;
 use crate::format::{Geometry, OFF_BUMP};
 use crate::freelist::FreeLists;
-use crate::livemap::MapGeom;
+use crate::heap::{MapGeom, StartMap};
 use crate::recovery::Report;
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 use std::path::Path;
@@ -89,7 +89,7 @@ pub(crate) struct Inner {
     geom: Geometry,
     /// Total bytes; fixed while open. Always `> data_start`, a multiple of 4096.
     capacity: u64,
-    /// Where the live and flush maps lie; `maps.heap_end()` ends the heap.
+    /// Where the start map and the flush maps lie; `maps.heap_end()` ends the heap.
     maps: MapGeom,
     /// End of the heap (`maps.base`): every block, segment and chunk lies below it.
     heap_end: u64,
@@ -276,6 +276,12 @@ impl Inner {
     #[inline]
     pub(crate) fn uid(&self) -> u64 {
         self.uid
+    }
+
+    /// The arena's start map and flush maps.
+    #[inline]
+    pub(super) fn start_map(&self) -> StartMap<'_> {
+        StartMap::new(&self.mem, &self.maps)
     }
 
     /// Chunk reservation over this arena's heap (`bump`).

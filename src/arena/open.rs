@@ -10,8 +10,8 @@ use crate::format::{
     MIN_CHUNK_SHIFT, OFF_CAPACITY, OFF_HIGH_WATER, OFF_OPEN_COUNT, OFF_STATE, STATE_DIRTY,
 };
 use crate::freelist::FreeLists;
+use crate::heap::{self, MapGeom, StartMap};
 use crate::layout::align_up;
-use crate::livemap::{self, MapGeom};
 use crate::options::{Options, DEFAULT_CAPACITY};
 use crate::recovery::{self, Problem, Report};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering, StdAtomicU64, StdOrdering};
@@ -410,7 +410,7 @@ impl Arena {
             ));
         }
         let bump = b.word(format::OFF_BUMP).load(Ordering::Relaxed);
-        let words = livemap::live_words(&b, &MapGeom::for_capacity(old_capacity), bump);
+        let words = StartMap::new(&b, &MapGeom::for_capacity(old_capacity)).start_words(bump);
         drop(b);
         f.resize(capacity, o.preallocate)?;
         let b = Backing::file(f, capacity)?;
@@ -472,7 +472,7 @@ pub(crate) fn read_reserved(
 /// one of the two capacities with its own maps whole.
 fn grow_maps(b: &Backing, g: &Geometry, old: u64, new: u64, words: &[u64]) -> Result<(), Error> {
     let maps = MapGeom::for_capacity(new);
-    let mut target = livemap::Retarget::new(b, &maps);
+    let mut target = StartMap::new(b, &maps).retarget();
     target.words(words);
     target.finish();
     // The old map region is heap now: below the high-water mark, so it is zeroed when taken.
@@ -480,9 +480,9 @@ fn grow_maps(b: &Backing, g: &Geometry, old: u64, new: u64, words: &[u64]) -> Re
     hw.store(hw.load(Ordering::Relaxed).max(old), Ordering::Relaxed);
     // Both flush maps hold the layout before the first meta slot for `new` names one of them.
     let bump = b.word(format::OFF_BUMP).load(Ordering::Relaxed);
-    livemap::copy_to_flushed(b, &maps, 0, g.data_start, bump);
-    livemap::copy_to_flushed(b, &maps, 1, g.data_start, bump);
-    livemap::flush_layout(b, &maps, g.data_start, new)?;
+    StartMap::new(b, &maps).copy_to_flushed(0, g.data_start, bump);
+    StartMap::new(b, &maps).copy_to_flushed(1, g.data_start, bump);
+    heap::flush_layout(b, &maps, g.data_start, new)?;
     b.word(OFF_CAPACITY).store(new, Ordering::Relaxed);
     b.flush(0, HEADER_SIZE)?;
     Ok(())

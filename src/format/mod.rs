@@ -37,7 +37,7 @@
 //!   3072  1024  padding          -         zero
 //!   4096     R  reserved area    user
 //!  data_start   heap             alloc     blocks, free segments, fillers
-//!  heap_end     maps             alloc     live maps A and B, flush maps F0 and F1 (livemap)
+//!  heap_end     maps             alloc     owner/shared maps A, B; flush maps F0, F1 (heap/startmap)
 //!  capacity
 //! ```
 //!
@@ -45,7 +45,7 @@
 //! live starts), `capacity`, `bump`, `high_water`, `discarded`, `gen_seed`, and an FNV-1a checksum
 //! of the seven before it and the slot's index; the rest of its 256 bytes is zero. The valid slot
 //! with the larger epoch describes the last completed flush. The maps lie at the end of the
-//! arena: `heap_end = capacity - region_len(capacity)` (`livemap::MapGeom`).
+//! arena: `heap_end = capacity - region_len(capacity)` (`heap::MapGeom`).
 //!
 //! A crash can leave any mutable field half-way through a protocol, never half-written: each is an
 //! aligned 8-byte word, stored with one instruction. Power loss can lose the stores made after the
@@ -130,7 +130,7 @@ pub(crate) const META_SLOT_WORDS: usize = 32;
 pub(crate) const OFF_META: u64 = offset_of!(RawHeader, meta) as u64;
 
 /// Bytes of the map region at the end of an arena of `capacity` bytes: four bitmaps of one bit
-/// per 8 bytes of the arena, rounded up to a page (`livemap`).
+/// per 8 bytes of the arena, rounded up to a page (`heap/startmap.rs`).
 pub(crate) const fn map_region_len(capacity: u64) -> u64 {
     (capacity.div_ceil(512) * 8 * 4).div_ceil(DATA_ALIGN) * DATA_ALIGN
 }

@@ -23,8 +23,8 @@ use crate::backing::Backing;
 use crate::block::{self, HeaderWord, LiveState};
 use crate::error::Error;
 use crate::format::{Geometry, Meta, OFF_BUMP, OFF_META};
+use crate::heap::{self, MapGeom, StartMap};
 use crate::layout::block_span;
-use crate::livemap::{self, MapGeom};
 use crate::sync::Ordering;
 
 /// What [`plan`] found, for [`apply`] to write.
@@ -52,7 +52,7 @@ pub(crate) struct Plan {
 pub(crate) fn plan(b: &Backing, g: &Geometry, capacity: u64) -> Result<Plan, Error> {
     let maps = MapGeom::for_capacity(capacity);
     let heap_end = maps.heap_end();
-    let meta = match livemap::newest_meta(b) {
+    let meta = match heap::newest_meta(b) {
         Some((_, m)) if m.capacity == capacity => m,
         // A growth that had written its new meta slot but not the header's capacity: the other
         // slot still describes this capacity.
@@ -70,11 +70,11 @@ pub(crate) fn plan(b: &Backing, g: &Geometry, capacity: u64) -> Result<Plan, Err
     let bump_f = meta.bump.clamp(g.data_start, heap_end);
     let header_bump = b.word(OFF_BUMP).load(Ordering::Relaxed);
     let end = bump_f.max(header_bump).min(heap_end);
-    let starts = livemap::flushed_starts_in(b, &maps, meta.map, g.data_start, bump_f);
+    let starts = StartMap::new(b, &maps).flushed_starts_in(meta.map, g.data_start, bump_f);
     let mut fixed = Vec::new();
     for (i, &s) in starts.iter().enumerate() {
         let extent = starts.get(i + 1).copied().unwrap_or(bump_f);
-        if !livemap::is_start(b, &maps, s) {
+        if !StartMap::new(b, &maps).is_start(s) {
             continue;
         }
         if let HeaderWord::Live {
@@ -115,7 +115,7 @@ pub(crate) fn plan(b: &Backing, g: &Geometry, capacity: u64) -> Result<Plan, Err
 }
 
 fn older_meta(b: &Backing, slot: u64, capacity: u64) -> Option<Meta> {
-    livemap::read_meta(b, slot).filter(|m| m.capacity == capacity)
+    heap::read_meta(b, slot).filter(|m| m.capacity == capacity)
 }
 
 /// Walks `from..to` as a chain. Where a step fails (a word parena does not write there, or an
@@ -129,7 +129,9 @@ fn gap(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &mut Pl
         if stop == to {
             return;
         }
-        let resume = livemap::first_start_in(b, maps, stop + 8, to).unwrap_or(to);
+        let resume = StartMap::new(b, maps)
+            .first_start_in(stop + 8, to)
+            .unwrap_or(to);
         p.dropped.push((stop, resume - stop));
         q = resume;
     }
@@ -143,7 +145,10 @@ fn walk_part(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &
         let span = match block::decode(b.word(q).load(Ordering::Relaxed)) {
             HeaderWord::Gap => {
                 let next = g.data_start + ((q - g.data_start) / chunk + 1) * chunk;
-                if livemap::first_start_in(b, maps, q + 8, next.min(to)).is_some() {
+                if StartMap::new(b, maps)
+                    .first_start_in(q + 8, next.min(to))
+                    .is_some()
+                {
                     // A zero run over entries the map records is not an unused chunk tail (a
                     // zeroed page, or a cut that kept the map's page and not the heap's): it is
                     // dropped, and reported, up to the next recorded start.
@@ -169,7 +174,7 @@ fn walk_part(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &
                     break;
                 }
                 if matches!(state, LiveState::Published | LiveState::Pending)
-                    && !livemap::is_start(b, maps, q)
+                    && !StartMap::new(b, maps).is_start(q)
                 {
                     p.unvouched.push((q, span));
                 }
