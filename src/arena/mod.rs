@@ -18,6 +18,8 @@
 mod access;
 mod alloc;
 mod block_mut;
+mod build;
+mod check;
 mod coalesce;
 mod lifecycle;
 mod meta;
@@ -28,12 +30,12 @@ mod release;
 mod resize;
 
 pub use crate::cells::LANES;
-pub(crate) use access::Mode;
 pub use block_mut::BlockMut;
+#[cfg(all(feature = "async", not(parena_loom)))]
+pub(crate) use build::capacity_error;
+pub(crate) use check::Mode;
 pub use lifecycle::LiveBlock;
 pub use meta::{HeaderInfo, Stats};
-#[cfg(all(feature = "async", not(parena_loom)))]
-pub(crate) use open::capacity_error;
 pub(crate) use open::read_reserved;
 
 use crate::backing::{Backing, BackingKind};
