@@ -3,9 +3,9 @@
 //!
 //! ## Algorithm
 //!
-//! The heap `data_start..capacity` is cut into chunks of `2^chunk_shift` bytes at fixed boundaries
-//! (`data_start + k * chunk`). The header's `bump` word is always a chunk boundary or `capacity`;
-//! it only grows while the arena is shared (a CAS reserves whole chunks), and it is only lowered by
+//! The heap `data_start..heap_end` is cut into chunks of `2^chunk_shift` bytes at fixed
+//! boundaries (`data_start + k * chunk`). The file header's `bump` word is always a chunk boundary
+//! or `heap_end`; it only grows while the arena is shared (a CAS reserves whole chunks), and it is only lowered by
 //! exclusive passes (`compact`, recovery).
 //!
 //! A thread that allocates a small block takes a chunk with one CAS on `bump` and then bumps inside
@@ -37,14 +37,14 @@ use crate::heap::{MapGeom, StartMap};
 use crate::layout::{align_up, WORD};
 use crate::sync::Ordering;
 
-/// The arena's heap as chunk reservation sees it: the memory, its geometry and capacity, and the
+/// The arena's heap as chunk reservation sees it: the memory, its geometry and end, and the
 /// free lists tails go back to. Borrowed from the arena's core for one call.
 #[derive(Clone, Copy)]
 pub(crate) struct Chunks<'a> {
     pub mem: &'a Backing,
     pub geom: &'a Geometry,
-    /// Total bytes; fixed while open.
-    pub capacity: u64,
+    /// End of the heap (the start map's first byte): every chunk lies below it. Fixed while open.
+    pub heap_end: u64,
     /// The start map, whose owner words a chunk's owner toggles.
     pub maps: &'a MapGeom,
     pub lists: &'a FreeLists,
@@ -105,10 +105,10 @@ impl<'a> Chunks<'a> {
         let mut cur = bump.load(Ordering::Relaxed);
         let (start, end) = loop {
             let start = self.geom.data_start + align_up(cur - self.geom.data_start, chunk)?;
-            if start >= self.capacity {
+            if start >= self.heap_end {
                 return None;
             }
-            let end = start.checked_add(n)?.min(self.capacity);
+            let end = start.checked_add(n)?.min(self.heap_end);
             if end - start < need {
                 return None;
             }
@@ -165,7 +165,7 @@ impl<'a> Chunks<'a> {
         Some((hdr, generation))
     }
 
-    /// Gives back `off..off + len`, which is zero and ends at a chunk boundary (or the capacity):
+    /// Gives back `off..off + len`, which is zero and ends at a chunk boundary (or the heap's end):
     /// listed when worth it, otherwise left as a gap that walks skip.
     pub(crate) fn give_back_zeroed(&self, off: u64, len: u64) {
         if len == 0 {

@@ -3,7 +3,7 @@
 
 use super::check::{CheckSlot, Live, Mode};
 use super::{Arena, Inner};
-use crate::block::{self, Handle, Header, HeaderWord, LiveState};
+use crate::block::{self, BlockHeader, Handle, HeaderWord, LiveState};
 use crate::cells::with_cell;
 use crate::error::Error;
 use crate::layout::WORD;
@@ -42,7 +42,7 @@ impl Arena {
             } = inner.live(h, mode)?;
             let w = inner.mem.word(hdr);
             loop {
-                let dying = Header(cur).with_state(LiveState::Dying).0;
+                let dying = BlockHeader(cur).with_state(LiveState::Dying).0;
                 // AcqRel: Acquire pairs with the Release publish (BlockMut drop) and with
                 // readers' Release unpin, so every earlier access to the bytes happens before
                 // their reuse.
@@ -94,8 +94,9 @@ impl Arena {
     /// `f` to return before its bytes can be reused, so `f` never sees another block's bytes.
     ///
     /// One header check and one pin for the whole block, where [`Arena::len_of`] followed by
-    /// [`Arena::read`] takes two of each. Keep `f` short: a block has room for 15 pins at a
-    /// time, and a pin held long delays the reuse of a freed block.
+    /// [`Arena::read`] takes two of each. Keep `f` short: a block has room for 7 pins at a
+    /// time (more readers wait for one to leave), and a pin held long delays the reuse of a freed
+    /// block.
     ///
     /// # Errors
     /// As [`Arena::free`] for the handle.
@@ -182,7 +183,7 @@ impl Arena {
             // Acquire: pairs with the Release publish in BlockMut's drop.
             match w.compare_exchange_weak(
                 cur,
-                Header(cur).with_reader().0,
+                BlockHeader(cur).with_reader().0,
                 Ordering::Acquire,
                 Ordering::Acquire,
             ) {
@@ -284,7 +285,7 @@ impl Inner {
             // `free` (or with the Acquire below when we are the one to release it).
             match w.compare_exchange_weak(
                 cur,
-                Header(cur).without_reader().0,
+                BlockHeader(cur).without_reader().0,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {

@@ -284,7 +284,9 @@ impl Inner {
         // SAFETY: the block came off this thread's own cache: no one else references it.
         unsafe { self.mem.zero(hdr + WORD, span - WORD) };
         // A change of state only: `with_state` keeps the check code right without the multiply.
-        let pending = block::Header(reserved).with_state(LiveState::Pending).0;
+        let pending = block::BlockHeader(reserved)
+            .with_state(LiveState::Pending)
+            .0;
         self.mem.word(hdr).store(pending, Ordering::Relaxed);
         bump_counter(&cell.counters.allocs, 1);
         bump_counter(&cell.counters.alloc_bytes, len);

@@ -79,8 +79,8 @@ pub(crate) struct Live {
 
 impl Inner {
     /// The opening of every handle check: locate the header `h` names, load it with Acquire,
-    /// check that it is the live block `h` names (`freeing` selects the error for a block already
-    /// being freed).
+    /// check that it is the live block `h` names (`mode` selects the error for a block already
+    /// being freed: [`Mode::Read`] does not free).
     #[inline]
     pub(super) fn live(&self, h: Handle, mode: Mode) -> Result<Live, Error> {
         let hdr = self.locate(h)?;
@@ -171,7 +171,7 @@ impl Inner {
     }
 
     /// Checks that header word `w` at `hdr` is the live block `h` names; returns its length and
-    /// readers. `freeing` selects the error for a block already being freed. A block of the
+    /// readers. `mode` selects the error for a block already being freed. A block of the
     /// allocator interfaces is [`Error::Foreign`] to a handle of its own generation; to any other
     /// handle it is a block that handle does not name ([`Error::Stale`]).
     #[inline]

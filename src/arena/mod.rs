@@ -292,7 +292,7 @@ impl Inner {
         Chunks {
             mem: &self.mem,
             geom: &self.geom,
-            capacity: self.heap_end,
+            heap_end: self.heap_end,
             maps: &self.maps,
             lists: &self.lists,
         }

@@ -29,7 +29,7 @@ pub(super) const READERS_SHIFT: u32 = 58;
 pub(crate) const MAX_READERS: u64 = 0b111;
 /// Set in the LIVE word of a block the allocator interfaces (`Allocator`, `GlobalArena`) handed
 /// out: every handle operation refuses it; only their own deallocation frees it. The state-word
-/// helpers (`Header`) and the reader count leave it as it is.
+/// helpers (`BlockHeader`) and the reader count leave it as it is.
 pub(crate) const FOREIGN: u64 = 1 << 61;
 
 /// Whether a LIVE word belongs to a block of the allocator interfaces.
@@ -257,7 +257,7 @@ pub(crate) const fn decode(w: u64) -> HeaderWord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::block::Header;
+    use crate::block::BlockHeader;
 
     #[test]
     fn live_round_trip() {
@@ -290,7 +290,7 @@ mod tests {
                         }
                         if state == LiveState::Pending && readers == 0 {
                             assert_eq!(
-                                Header(w).published_from_pending().0,
+                                BlockHeader(w).published_from_pending().0,
                                 live(exact, generation, LiveState::Published, 0)
                             );
                         }
@@ -310,7 +310,7 @@ mod tests {
                             }
                         );
                         assert_eq!(
-                            decode(Header(w).with_state(LiveState::Dying).0),
+                            decode(BlockHeader(w).with_state(LiveState::Dying).0),
                             HeaderWord::Live {
                                 len,
                                 generation,
@@ -324,7 +324,7 @@ mod tests {
         }
         let w = live(5, 1, LiveState::Published, 0);
         assert_eq!(
-            decode(Header(w).with_reader().0),
+            decode(BlockHeader(w).with_reader().0),
             HeaderWord::Live {
                 len: 5,
                 generation: 1,

@@ -52,7 +52,7 @@ pub(crate) use header_word::{
     live_small, pad, tail_word, HeaderWord, LiveState, FREE_GEN_MASK, GEN_MASK, LARGE_MIN,
     MAX_READERS,
 };
-pub(crate) use pin::Header;
+pub(crate) use pin::BlockHeader;
 
 use crate::backing::Backing;
 use crate::format::OFF_GEN_SEED;

@@ -37,7 +37,7 @@
 //!   3072  1024  padding          -         zero
 //!   4096     R  reserved area    user
 //!  data_start   heap             alloc     blocks, free segments, fillers
-//!  heap_end     maps             alloc     owner/shared maps A, B; flush maps F0, F1 (heap/startmap)
+//!  heap_end     maps             alloc     owner map A, shared map B, flush maps F0 and F1
 //!  capacity
 //! ```
 //!

@@ -1,6 +1,6 @@
-//! The start map and the flush maps, behind [`StartMap`]: an out-of-line record of where the heap's entries (blocks,
-//! free segments, fillers) start, which user bytes cannot write and which a power cut cannot tear
-//! (docs/metadata.md).
+//! The start map and the flush maps, behind [`StartMap`]: an out-of-line record of where the
+//! heap's entries (blocks, free segments, fillers) start, which user bytes cannot write and which a
+//! power cut cannot tear (docs/metadata.md).
 //!
 //! Four bitmaps sit at the end of the arena, after the heap (`MapGeom::base..capacity`). Each
 //! holds one bit per 8-byte unit of the arena (bit `off / 8`), so a bitmap word covers 512 bytes:
