@@ -25,7 +25,7 @@ pub struct Lists {
     segs: Vec<(u64, u64)>,
     /// The start map, when the model has one ([`Lists::with_start_map`]).
     maps: Option<MapGeom>,
-    /// One thread's check slot (the check-slot protocol, `arena/access.rs`).
+    /// One thread's check slot (the check-slot protocol, `arena/check.rs`).
     slot: AtomicU64,
 }
 

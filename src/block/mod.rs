@@ -22,11 +22,11 @@
 //! `check` is a 3-bit code over every other bit of the word: the top three bits of `covered * K`
 //! (`covered`: the word without its code and, in a LIVE word, without `state` and `readers`) for a
 //! constant `K` none of whose 3-bit windows is `000` or `111`, XORed in a LIVE word with a linear
-//! code of `state` and `readers` ([`sr_code`]), so a publish or a pin updates the code without the
-//! multiply. Any single flipped bit below the kind bits makes the word invalid (`decode` gives
-//! `Bad`), and a random word passes with probability 1/8. A flipped kind bit changes which bits are
-//! covered and is caught by the code with probability 7/8, and otherwise by the heap walk against
-//! the start map.
+//! code of `state` and `readers` ([`check::sr_code`]), so a publish or a pin updates the code
+//! without the multiply. Any single flipped bit below the kind bits makes the word invalid
+//! (`decode` gives `Bad`), and a random word passes with probability 1/8. A flipped kind bit
+//! changes which bits are covered and is caught by the code with probability 7/8, and otherwise by
+//! the heap walk against the start map.
 //!
 //! A FREE segment keeps its span (bytes, header included) in the word after the header; the
 //! lock-free list reads only header words of nodes it does not own, so it never reads memory a

@@ -6,7 +6,7 @@
 //!
 //! - [`startmap`]: the start map (the owner and shared bitmaps that record where every entry
 //!   starts) and the two flush maps, behind [`StartMap`], a borrowed view that owns their encoding;
-//!   and [`Retarget`], the one rewrite of the start map by an exclusive pass.
+//!   and [`startmap::Retarget`], the one rewrite of the start map by an exclusive pass.
 //! - [`slots`]: the two meta slots in the file header and the flush protocol's durable part
 //!   (`flush_layout`, `flush_empty_layout`).
 
