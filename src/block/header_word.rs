@@ -126,7 +126,7 @@ pub(crate) enum LiveState {
     Dying = 3,
 }
 
-/// A decoded header word.
+/// A decoded block header word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum HeaderWord {
     Gap,

@@ -1,4 +1,4 @@
-//! The per-block header word and [`Handle`].
+//! The 8-byte block header word and [`Handle`].
 //!
 //! Every block, free segment and filler in the heap starts with one 8-byte header word. Its top two
 //! bits say what follows:
@@ -39,6 +39,10 @@
 //! LIVE states: `PUBLISHED` (readable and freeable), `PENDING` (a [`crate::BlockMut`] is out),
 //! `RESERVED` (being initialised by the allocator, never handed out: recovery reclaims it), `DYING`
 //! (a free is in progress, or waits for readers to drain).
+//!
+//! Names: "header" here is always this 8-byte *block header* word, never the 4096-byte *file
+//! header* (`crate::format`). Throughout the crate `hdr` is the byte offset of a block header word
+//! from the start of the arena; the block's data starts at `hdr + 8`, and a handle names `hdr + 8`.
 
 mod check;
 mod handle;
