@@ -124,7 +124,7 @@ pub(crate) fn read_meta(mem: &Backing, slot: u64) -> Option<Meta> {
 }
 
 /// Writes meta slot `slot` (the caller makes it durable).
-pub(crate) fn write_meta(mem: &Backing, slot: u64, meta: &Meta) {
+fn write_meta(mem: &Backing, slot: u64, meta: &Meta) {
     for (i, w) in meta.encode(slot).iter().enumerate() {
         mem.word(OFF_META + slot * META_SLOT_BYTES + i as u64 * WORD)
             .store(*w, Ordering::Relaxed);
