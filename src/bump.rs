@@ -3,9 +3,9 @@
 //!
 //! ## Algorithm
 //!
-//! The heap `data_start..capacity` is cut into chunks of `2^chunk_shift` bytes at fixed boundaries
-//! (`data_start + k * chunk`). The header's `bump` word is always a chunk boundary or `capacity`;
-//! it only grows while the arena is shared (a CAS reserves whole chunks), and it is only lowered by
+//! The heap `data_start..heap_end` is cut into chunks of `2^chunk_shift` bytes at fixed
+//! boundaries (`data_start + k * chunk`). The file header's `bump` word is always a chunk boundary
+//! or `heap_end`; it only grows while the arena is shared (a CAS reserves whole chunks), and it is only lowered by
 //! exclusive passes (`compact`, recovery).
 //!
 //! A thread that allocates a small block takes a chunk with one CAS on `bump` and then bumps inside
@@ -33,24 +33,30 @@ use crate::block::{self, LiveState};
 use crate::cells::ChunkCell;
 use crate::format::{Geometry, OFF_BUMP, OFF_HIGH_WATER};
 use crate::freelist::{add_discarded, FreeLists, Unlisted};
+use crate::heap::{MapGeom, StartMap};
 use crate::layout::{align_up, WORD};
-use crate::livemap::{self, MapGeom};
 use crate::sync::Ordering;
 
-/// The arena's heap as chunk reservation sees it: the memory, its geometry and capacity, and the
+/// The arena's heap as chunk reservation sees it: the memory, its geometry and end, and the
 /// free lists tails go back to. Borrowed from the arena's core for one call.
 #[derive(Clone, Copy)]
 pub(crate) struct Chunks<'a> {
     pub mem: &'a Backing,
     pub geom: &'a Geometry,
-    /// Total bytes; fixed while open.
-    pub capacity: u64,
-    /// The live map, whose owner words a chunk's owner toggles.
+    /// End of the heap (the start map's first byte): every chunk lies below it. Fixed while open.
+    pub heap_end: u64,
+    /// The start map, whose owner words a chunk's owner toggles.
     pub maps: &'a MapGeom,
     pub lists: &'a FreeLists,
 }
 
-impl Chunks<'_> {
+impl<'a> Chunks<'a> {
+    /// The arena's start map.
+    #[inline]
+    fn start_map(&self) -> StartMap<'a> {
+        StartMap::new(self.mem, self.maps)
+    }
+
     /// Bumps inside the cell's chunk with any alignment; `None` when it does not fit.
     pub(crate) fn bump_in_cell(
         &self,
@@ -71,12 +77,12 @@ impl Chunks<'_> {
             self.mem
                 .word(cur)
                 .store(block::pad(hdr - cur), Ordering::Relaxed);
-            livemap::owner_toggle(self.mem, self.maps, cur);
+            self.start_map().owner_toggle(cur);
             add_discarded(self.mem, hdr - cur);
         }
         let generation = cell.generation();
         // The start bit before the header (docs/metadata.md): a header is never LIVE without it.
-        livemap::owner_toggle(self.mem, self.maps, hdr);
+        self.start_map().owner_toggle(hdr);
         self.mem.word(hdr).store(
             block::live(len, generation, LiveState::Pending, 0),
             Ordering::Relaxed,
@@ -99,16 +105,16 @@ impl Chunks<'_> {
         let mut cur = bump.load(Ordering::Relaxed);
         let (start, end) = loop {
             let start = self.geom.chunk_line_from(cur)?;
-            if start >= self.capacity {
+            if start >= self.heap_end {
                 return None;
             }
-            let end = start.checked_add(n)?.min(self.capacity);
+            let end = start.checked_add(n)?.min(self.heap_end);
             if end - start < need {
                 return None;
             }
             // Relaxed: the RMW order on `bump` alone makes reservations disjoint; see module docs.
             match bump.compare_exchange_weak(cur, end, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) if livemap::first_start_in(self.mem, self.maps, start, end).is_some() => {
+                Ok(_) if self.start_map().first_start_in(start, end).is_some() => {
                     // No entry starts past the bump offset unless the bump word is damaged (or
                     // was tampered with) and lies below blocks: those chunks are left as they
                     // are, blocks and all, and the reservation goes on above them.
@@ -144,12 +150,12 @@ impl Chunks<'_> {
             self.mem
                 .word(start)
                 .store(block::pad(hdr - start), Ordering::Relaxed);
-            livemap::owner_toggle(self.mem, self.maps, start);
+            self.start_map().owner_toggle(start);
             add_discarded(self.mem, hdr - start);
         }
         let generation = block::fresh_gen(self.mem);
         // The chunks are ours alone since the reservation: their owner-map words too.
-        livemap::owner_toggle(self.mem, self.maps, hdr);
+        self.start_map().owner_toggle(hdr);
         self.mem.word(hdr).store(
             block::live(len, generation, LiveState::Pending, 0),
             Ordering::Relaxed,
@@ -159,7 +165,7 @@ impl Chunks<'_> {
         Some((hdr, generation))
     }
 
-    /// Gives back `off..off + len`, which is zero and ends at a chunk boundary (or the capacity):
+    /// Gives back `off..off + len`, which is zero and ends at a chunk boundary (or the heap's end):
     /// listed when worth it, otherwise left as a gap that walks skip.
     pub(crate) fn give_back_zeroed(&self, off: u64, len: u64) {
         if len == 0 {

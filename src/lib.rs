@@ -23,10 +23,10 @@ mod error;
 mod fork;
 mod format;
 mod freelist;
+mod heap;
 mod hook;
 mod kinds;
 mod layout;
-mod livemap;
 #[cfg(parena_loom)]
 #[doc(hidden)]
 pub mod loom_hooks;

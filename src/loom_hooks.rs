@@ -9,7 +9,7 @@ use crate::backing::Backing;
 use crate::block::{self, HeaderWord, LiveState};
 use crate::format::{HEADER_SIZE, OFF_BUMP};
 use crate::freelist::{class_of, FreeLists, ListWalk, Optimistic, Pessimistic, Policy};
-use crate::livemap::{self, MapGeom};
+use crate::heap::{MapGeom, StartMap};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Bytes of every segment a [`Lists`] hands out: one exact size class.
@@ -25,7 +25,7 @@ pub struct Lists {
     segs: Vec<(u64, u64)>,
     /// The start map, when the model has one ([`Lists::with_start_map`]).
     maps: Option<MapGeom>,
-    /// One thread's check slot (the check-slot protocol, `arena/access.rs`).
+    /// One thread's check slot (the check-slot protocol, `arena/check.rs`).
     slot: AtomicU64,
 }
 
@@ -97,7 +97,7 @@ impl Lists {
         }
         if let Some(m) = &maps {
             for &(off, _) in &segs {
-                livemap::owner_toggle(&b, m, off);
+                StartMap::new(&b, m).owner_toggle(off);
             }
         }
         let fl = FreeLists::load(&b, HEADER_SIZE, maps);
@@ -121,7 +121,7 @@ impl Lists {
         let maps = self.maps.as_ref().expect("a start map");
         self.slot.swap(off, Ordering::SeqCst);
         crate::sync::sc_order();
-        let seen = livemap::is_start_checked(&self.b, maps, off).then(|| {
+        let seen = StartMap::new(&self.b, maps).is_start_checked(off).then(|| {
             let first = self.b.word(off).load(Ordering::Acquire);
             crate::sync::yield_now();
             (first, self.b.word(off).load(Ordering::Acquire))

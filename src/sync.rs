@@ -71,7 +71,7 @@ pub(crate) fn spin_hint() {
 }
 
 /// Between a `SeqCst` write (or read-modify-write) and a later `SeqCst` load of another location,
-/// in the store-buffering shape of the check-slot protocol (`arena/access.rs`, `CheckSlot`). The
+/// in the store-buffering shape of the check-slot protocol (`arena/check.rs`, `CheckSlot`). The
 /// memory model already orders them (every `SeqCst` operation is in one total order), so in a
 /// normal build this is nothing. loom models `SeqCst` accesses as `AcqRel` (it does not implement
 /// that total order, and would report the shape as a race), but implements `SeqCst` fences, which

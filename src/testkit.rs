@@ -123,7 +123,7 @@ pub fn live_word(len: u64, generation: u32, readers: u64) -> u64 {
 /// The same LIVE header word with its reader count set to `readers` (at most [`MAX_READERS`]).
 pub fn with_readers(word: u64, readers: u64) -> u64 {
     debug_assert!(readers <= MAX_READERS, "{readers} readers do not fit");
-    block::Header(word).with_readers(readers).0
+    block::BlockHeader(word).with_readers(readers).0
 }
 
 /// A FREE header word with this generation (its low 21 bits, as stored) and `next` link, check

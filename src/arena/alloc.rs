@@ -8,7 +8,6 @@ use crate::error::Error;
 use crate::format::Freelist;
 use crate::freelist::{exact_class, Optimistic, Pessimistic, Prepared, Unlisted};
 use crate::layout::{align_up, block_span, MAX_ALIGN, WORD};
-use crate::livemap;
 use crate::reentry::audit_op;
 use crate::sync::Ordering;
 use std::alloc::Layout;
@@ -152,7 +151,7 @@ impl Inner {
                 // The start bit first (the chunk's owner-map word is this thread's alone), then
                 // the header: a header is never LIVE without its bit.
                 // SAFETY: `cur < end <= heap_end = maps.base`.
-                unsafe { livemap::owner_toggle_unchecked(&self.mem, &self.maps, cur) };
+                unsafe { self.start_map().owner_toggle_unchecked(cur) };
                 // Invariant Z: `cur..end` is zero, so the block needs no zeroing.
                 // SAFETY: `cur` is 8-aligned (chunk starts and spans are) and
                 // `cur + 8 <= cur + span <= end <= heap_end`, inside the backing.
@@ -285,7 +284,9 @@ impl Inner {
         // SAFETY: the block came off this thread's own cache: no one else references it.
         unsafe { self.mem.zero(hdr + WORD, span - WORD) };
         // A change of state only: `with_state` keeps the check code right without the multiply.
-        let pending = block::Header(reserved).with_state(LiveState::Pending).0;
+        let pending = block::BlockHeader(reserved)
+            .with_state(LiveState::Pending)
+            .0;
         self.mem.word(hdr).store(pending, Ordering::Relaxed);
         bump_counter(&cell.counters.allocs, 1);
         bump_counter(&cell.counters.alloc_bytes, len);
@@ -304,13 +305,13 @@ impl Inner {
                 word: span,
             });
         }
-        let inside = livemap::first_start_in(&self.mem, &self.maps, off + WORD, off + span);
+        let inside = self.start_map().first_start_in(off + WORD, off + span);
         match inside {
             Some(at) => Err(Error::Corrupt {
                 offset: at,
                 word: span,
             }),
-            None if !livemap::is_start(&self.mem, &self.maps, off) => Err(Error::Corrupt {
+            None if !self.start_map().is_start(off) => Err(Error::Corrupt {
                 offset: off,
                 word: span,
             }),
@@ -390,7 +391,7 @@ impl Inner {
         let reserved = block::live(len, generation, LiveState::Reserved, 0);
         if front > 0 {
             // A new entry behind the filler: its start bit before its header.
-            livemap::shared_toggle(&self.mem, &self.maps, hdr);
+            self.start_map().shared_toggle(hdr);
             self.mem.word(hdr).store(reserved, Ordering::Relaxed);
             // Commit: the walk now sees the pad, the block and the remainder.
             self.mem

@@ -89,7 +89,7 @@ impl Drop for BlockMut<'_> {
         // allocation stored (no readers: nothing pins a pending block), so the PUBLISHED word is
         // it XOR a constant.
         w.store(
-            block::Header(self.word).published_from_pending().0,
+            block::BlockHeader(self.word).published_from_pending().0,
             Ordering::Release,
         );
     }

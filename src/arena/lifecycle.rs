@@ -9,8 +9,8 @@ use crate::format::{
     self, RawHeader, HEADER_SIZE, OFF_BUMP, OFF_CAPACITY, OFF_DISCARDED, OFF_HIGH_WATER, OFF_STATE,
     OFF_STATE_CHECKSUM, STATE_CLEAN,
 };
+use crate::heap;
 use crate::layout::WORD;
-use crate::livemap;
 use crate::recovery::{self, Report};
 use crate::reentry::audit_op;
 use crate::sync::{lock, Ordering};
@@ -32,8 +32,8 @@ pub struct LiveBlock {
     pub foreign: bool,
 }
 impl Arena {
-    /// Makes everything written so far durable: the heap and its live map, then a copy of the
-    /// live map and a meta slot naming it (docs/metadata.md, section 5). Every block allocated
+    /// Makes everything written so far durable: the heap and its start map, then a copy of the
+    /// start map and a meta slot naming it (docs/metadata.md, section 5). Every block allocated
     /// before the call and not freed after it survives a power cut from then on, at the same
     /// handle. A no-op for heap and anonymous arenas.
     ///
@@ -230,7 +230,7 @@ impl Arena {
         // The empty layout is durable (one meta slot) before anything recovery reads changes, so a
         // cut recovers the old layout whole or the empty one (docs/metadata.md, section 7, row n).
         if let Err(e) =
-            livemap::flush_empty_layout(&inner.mem, &inner.maps, start, bump, inner.capacity)
+            heap::flush_empty_layout(&inner.mem, &inner.maps, start, bump, inner.capacity)
         {
             // Nothing of the heap changed: the blocks stay, at the bump offset they had.
             inner.mem.word(OFF_BUMP).store(bump, Ordering::Relaxed);
@@ -243,7 +243,7 @@ impl Arena {
         // SAFETY: `start..bump` is the heap in use, in bounds and writable (not read-only, checked
         // above); `&mut` on the only clone means no other thread touches it.
         unsafe { inner.mem.zero(start, bump - start) };
-        livemap::Retarget::new(&inner.mem, &inner.maps).finish();
+        inner.start_map().retarget().finish();
         Ok(())
     }
 
@@ -304,7 +304,7 @@ impl Inner {
             return Ok(());
         }
         let _one = lock(&self.flush_lock);
-        livemap::flush_layout(&self.mem, &self.maps, self.geom.data_start, self.capacity)?;
+        heap::flush_layout(&self.mem, &self.maps, self.geom.data_start, self.capacity)?;
         Ok(())
     }
 

@@ -18,6 +18,8 @@
 mod access;
 mod alloc;
 mod block_mut;
+mod build;
+mod check;
 mod coalesce;
 mod lifecycle;
 mod meta;
@@ -28,12 +30,12 @@ mod release;
 mod resize;
 
 pub use crate::cells::LANES;
-pub(crate) use access::Mode;
 pub use block_mut::BlockMut;
+#[cfg(all(feature = "async", not(parena_loom)))]
+pub(crate) use build::capacity_error;
+pub(crate) use check::Mode;
 pub use lifecycle::LiveBlock;
 pub use meta::{HeaderInfo, Stats};
-#[cfg(all(feature = "async", not(parena_loom)))]
-pub(crate) use open::capacity_error;
 pub(crate) use open::read_reserved;
 
 use crate::backing::{Backing, BackingKind};
@@ -43,7 +45,7 @@ use crate::error::Error;
 use crate::format::Freelist;
 use crate::format::{Geometry, OFF_BUMP};
 use crate::freelist::FreeLists;
-use crate::livemap::MapGeom;
+use crate::heap::{MapGeom, StartMap};
 use crate::recovery::Report;
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 use std::path::Path;
@@ -89,7 +91,7 @@ pub(crate) struct Inner {
     geom: Geometry,
     /// Total bytes; fixed while open. Always `> data_start`, a multiple of 4096.
     capacity: u64,
-    /// Where the live and flush maps lie; `maps.heap_end()` ends the heap.
+    /// Where the start map and the flush maps lie; `maps.heap_end()` ends the heap.
     maps: MapGeom,
     /// End of the heap (`maps.base`): every block, segment and chunk lies below it.
     heap_end: u64,
@@ -278,13 +280,19 @@ impl Inner {
         self.uid
     }
 
+    /// The arena's start map and flush maps.
+    #[inline]
+    pub(super) fn start_map(&self) -> StartMap<'_> {
+        StartMap::new(&self.mem, &self.maps)
+    }
+
     /// Chunk reservation over this arena's heap (`bump`).
     #[inline]
     pub(super) fn chunks(&self) -> Chunks<'_> {
         Chunks {
             mem: &self.mem,
             geom: &self.geom,
-            capacity: self.heap_end,
+            heap_end: self.heap_end,
             maps: &self.maps,
             lists: &self.lists,
         }

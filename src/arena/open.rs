@@ -1,18 +1,19 @@
 //! Create, open and validate: from options or a file to an open [`Arena`].
 
+use super::build::{capacity_error, requested_capacity};
 use super::{Arena, Inner};
 use crate::backing::{Backing, BackingKind, OpenedFile};
 use crate::cells::CellRegistry;
 use crate::error::Error;
 use crate::format::Freelist;
 use crate::format::{
-    self, Geometry, RawHeader, DATA_ALIGN, HEADER_SIZE, MAX_CAPACITY, MAX_CHUNK_SHIFT,
-    MIN_CHUNK_SHIFT, OFF_CAPACITY, OFF_HIGH_WATER, OFF_OPEN_COUNT, OFF_STATE, STATE_DIRTY,
+    self, Geometry, RawHeader, DATA_ALIGN, HEADER_SIZE, MAX_CAPACITY, OFF_CAPACITY, OFF_HIGH_WATER,
+    OFF_OPEN_COUNT, OFF_STATE, STATE_DIRTY,
 };
 use crate::freelist::FreeLists;
+use crate::heap::{self, MapGeom, StartMap};
 use crate::layout::align_up;
-use crate::livemap::{self, MapGeom};
-use crate::options::{Options, DEFAULT_CAPACITY};
+use crate::options::Options;
 use crate::recovery::{self, Problem, Report};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering, StdAtomicU64, StdOrdering};
 use std::path::Path;
@@ -24,7 +25,7 @@ fn new_uid() -> u64 {
 }
 
 /// A random arena id (not cryptographic): hashed time, process id, address and a counter.
-fn random_id() -> u64 {
+pub(super) fn random_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(new_uid());
@@ -48,69 +49,8 @@ fn copy_seed(seed: u64) -> u64 {
     seed.wrapping_add((1 << 30) + random_id() % (1 << 31))
 }
 
-impl Geometry {
-    pub(super) fn from_options(o: &Options, capacity: u64) -> Result<Geometry, Error> {
-        let reserved = o.reserved.unwrap_or(0);
-        let data_start = Geometry::data_start_for(reserved);
-        if capacity > MAX_CAPACITY || capacity < data_start + format::heap_minimum(capacity) {
-            return Err(capacity_error(o, o.capacity.unwrap_or(capacity)));
-        }
-        let heap = format::heap_end(capacity) - data_start;
-        let chunk_shift = match o.chunk_size {
-            Some(c) => {
-                let c = u64::from(c);
-                if !c.is_power_of_two()
-                    || !(1 << MIN_CHUNK_SHIFT..=1 << MAX_CHUNK_SHIFT).contains(&c)
-                {
-                    return Err(Error::ChunkSize {
-                        requested: c,
-                        min: 1 << MIN_CHUNK_SHIFT,
-                        max: 1 << MAX_CHUNK_SHIFT,
-                    });
-                }
-                c.trailing_zeros() as u8
-            }
-            None => {
-                let per_thread = (heap / 64).max(1);
-                (63 - per_thread.leading_zeros() as u8).clamp(MIN_CHUNK_SHIFT, 16)
-            }
-        };
-        let min_segment = o.min_segment_size.clamp(16, 1 << 20).div_ceil(8) * 8;
-        Ok(Geometry {
-            magic_version: o.magic_version,
-            freelist: o.freelist.unwrap_or_default(),
-            chunk_shift,
-            reserved_len: reserved,
-            min_segment,
-            data_start,
-            arena_id: random_id(),
-        })
-    }
-}
-
-fn requested_capacity(o: &Options) -> Result<u64, Error> {
-    let c = o.capacity.unwrap_or(DEFAULT_CAPACITY);
-    align_up(c, DATA_ALIGN).ok_or_else(|| capacity_error(o, c))
-}
-
-/// [`Error::Capacity`] for `requested` bytes, with the bounds that apply to options `o`.
-pub(crate) fn capacity_error(o: &Options, requested: u64) -> Error {
-    let data_start = Geometry::data_start_for(o.reserved.unwrap_or(0));
-    // The smallest capacity that holds the header, the reserved area, the maps and a chunk (the
-    // map region grows with the capacity, so step up to it).
-    let mut min = data_start;
-    while min < data_start + format::heap_minimum(min) && min < MAX_CAPACITY {
-        min += DATA_ALIGN;
-    }
-    Error::Capacity {
-        requested,
-        min,
-        max: MAX_CAPACITY,
-    }
-}
-
 impl Arena {
-    fn create_in_memory(o: &Options, anon: bool) -> Result<Arena, Error> {
+    pub(super) fn create_in_memory(o: &Options, anon: bool) -> Result<Arena, Error> {
         if o.read_only {
             return Err(Error::ReadOnly);
         }
@@ -130,7 +70,9 @@ impl Arena {
     }
 
     /// A heap arena on a simulated disk, for power-loss tests.
-    fn create_simulated(o: &Options) -> Result<(Arena, Arc<crate::backing::SimDisk>), Error> {
+    pub(super) fn create_simulated(
+        o: &Options,
+    ) -> Result<(Arena, Arc<crate::backing::SimDisk>), Error> {
         let capacity = requested_capacity(o)?;
         let g = Geometry::from_options(o, capacity)?;
         let (b, disk) = Backing::sim(capacity)?;
@@ -387,7 +329,7 @@ impl Arena {
             // slot is damaged or torn, and blocks minted after that flush may hold any value
             // past the slot's: continue a jump past it, as a copy does. (The counter wraps at
             // 2^64: "below" is a distance of less than 2^63 behind.)
-            if let Some((_, m)) = livemap::newest_meta(&b) {
+            if let Some((_, m)) = heap::newest_meta(&b) {
                 let behind = m.gen_seed.wrapping_sub(seed.load(Ordering::Relaxed));
                 if behind != 0 && behind < 1 << 63 {
                     seed.store(copy_seed(m.gen_seed), Ordering::Relaxed);
@@ -423,7 +365,7 @@ impl Arena {
             ));
         }
         let bump = b.word(format::OFF_BUMP).load(Ordering::Relaxed);
-        let words = livemap::live_words(&b, &MapGeom::for_capacity(old_capacity), bump);
+        let words = StartMap::new(&b, &MapGeom::for_capacity(old_capacity)).start_words(bump);
         drop(b);
         f.resize(capacity, o.preallocate)?;
         let b = Backing::file(f, capacity)?;
@@ -485,7 +427,7 @@ pub(crate) fn read_reserved(
 /// one of the two capacities with its own maps whole.
 fn grow_maps(b: &Backing, g: &Geometry, old: u64, new: u64, words: &[u64]) -> Result<(), Error> {
     let maps = MapGeom::for_capacity(new);
-    let mut target = livemap::Retarget::new(b, &maps);
+    let mut target = StartMap::new(b, &maps).retarget();
     target.words(words);
     target.finish();
     // The old map region is heap now: below the high-water mark, so it is zeroed when taken.
@@ -493,87 +435,10 @@ fn grow_maps(b: &Backing, g: &Geometry, old: u64, new: u64, words: &[u64]) -> Re
     hw.store(hw.load(Ordering::Relaxed).max(old), Ordering::Relaxed);
     // Both flush maps hold the layout before the first meta slot for `new` names one of them.
     let bump = b.word(format::OFF_BUMP).load(Ordering::Relaxed);
-    livemap::copy_to_flushed(b, &maps, 0, g.data_start, bump);
-    livemap::copy_to_flushed(b, &maps, 1, g.data_start, bump);
-    livemap::flush_layout(b, &maps, g.data_start, new)?;
+    StartMap::new(b, &maps).copy_to_flushed(0, g.data_start, bump);
+    StartMap::new(b, &maps).copy_to_flushed(1, g.data_start, bump);
+    heap::flush_layout(b, &maps, g.data_start, new)?;
     b.word(OFF_CAPACITY).store(new, Ordering::Relaxed);
     b.flush(0, HEADER_SIZE)?;
     Ok(())
-}
-
-/// The ways to create or open an arena (the builder's terminal calls).
-impl Options {
-    /// An arena in an aligned heap buffer.
-    ///
-    /// # Errors
-    /// [`Error::Capacity`] when the capacity cannot hold the header and a heap, or is above
-    /// 32 GiB; [`Error::ChunkSize`]; [`Error::NoMemory`] when the allocation fails.
-    pub fn heap(&self) -> Result<Arena, Error> {
-        self.no_offset(BackingKind::Heap)?;
-        self.with_map_settings(Arena::create_in_memory(self, false)?)
-    }
-
-    /// An arena in an anonymous memory map.
-    ///
-    /// # Errors
-    /// As [`Options::heap`]; [`Error::NoMemory`] when the system refuses a map that large;
-    /// [`Error::Io`] when the map fails otherwise.
-    pub fn map_anon(&self) -> Result<Arena, Error> {
-        self.no_offset(BackingKind::Anon)?;
-        if self.map.remove_on_drop {
-            return Err(Error::Unsupported {
-                option: "remove_on_drop",
-                backing: crate::BackingKind::Anon,
-            });
-        }
-        self.with_map_settings(Arena::create_in_memory(self, true)?)
-    }
-
-    /// A heap arena on a simulated disk that records what `flush` made durable, and can produce
-    /// the image a power cut would leave ([`crate::SimDisk::crash_image`]). For tests.
-    ///
-    /// # Errors
-    /// As [`Options::heap`].
-    #[doc(hidden)]
-    pub fn simulated_disk(&self) -> Result<(Arena, Arc<crate::backing::SimDisk>), Error> {
-        Arena::create_simulated(self)
-    }
-
-    /// Creates the arena file at `path`, or opens it, validates it, and recovers it when its last
-    /// writer did not close it cleanly.
-    ///
-    /// # Errors
-    /// [`Error::Open`] (naming the path) when the file cannot be opened or created; a typed error
-    /// per header check; [`Error::Locked`] when another writer has it; [`Error::NoSpace`] when the
-    /// disk cannot hold it; [`Error::Capacity`], [`Error::ChunkSize`] and [`Error::Offset`] for
-    /// options that can make no arena. A file that fails validation is not modified, and a file
-    /// this call created is removed again when the create fails.
-    ///
-    /// # Safety
-    /// The arena maps the file: its bytes are read and written as memory. The caller must make
-    /// sure no other process (or code outside this arena) modifies or truncates the file while it
-    /// is mapped; parena's lock keeps other parena writers out, but not other programs. Truncating
-    /// a mapped file makes accesses raise `SIGBUS`.
-    pub unsafe fn map_file(&self, path: impl AsRef<Path>) -> Result<Arena, Error> {
-        self.with_map_settings(Arena::open_file(self, path.as_ref())?)
-    }
-
-    /// `Options::offset` is for file arenas only.
-    fn no_offset(&self, backing: BackingKind) -> Result<(), Error> {
-        if self.offset != 0 {
-            return Err(Error::Unsupported {
-                option: "offset",
-                backing,
-            });
-        }
-        Ok(())
-    }
-
-    /// Applies the map settings (`populate`, `huge_pages`, `lock_memory`, `remove_on_drop`) to a
-    /// freshly opened arena; on failure the arena is dropped (closed as usual) and the error
-    /// returned.
-    pub(crate) fn with_map_settings(&self, arena: Arena) -> Result<Arena, Error> {
-        arena.inner.mem.apply(self.map)?;
-        Ok(arena)
-    }
 }

@@ -23,7 +23,7 @@
 //! atomics are `std`'s, so this module is not built under `cfg(parena_loom)`, whose atomics are a
 //! side table.
 
-use super::access::Live;
+use super::check::Live;
 use super::Arena;
 use crate::block::Handle;
 use crate::error::{Error, Region};

@@ -8,7 +8,6 @@ use crate::error::Error;
 use crate::format::Freelist;
 use crate::freelist::exact_class;
 use crate::layout::{block_span, WORD};
-use crate::livemap;
 use crate::sync::{fence, Ordering};
 
 impl Inner {
@@ -106,7 +105,7 @@ impl Inner {
         if let Some(last) = cell.last_block(hdr, span) {
             // The entry goes away: its start bit with it (the block lies in this thread's own
             // chunk, so the owner-map word is ours).
-            livemap::owner_toggle(&self.mem, &self.maps, hdr);
+            self.start_map().owner_toggle(hdr);
             // The block ends where this thread's chunk is bumped to: move the bump back, keeping
             // invariant Z (everything from `cur` on is zero). Data first, header last.
             // SAFETY: the block is DYING with no readers: ours alone.

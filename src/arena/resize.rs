@@ -3,7 +3,7 @@
 //! (`cells.rs`) lets the cursor move; any other block shrinks by giving its cut-off tail back.
 
 use super::{Arena, Inner};
-use crate::block::{self, Handle, Header, HeaderWord, LiveState};
+use crate::block::{self, BlockHeader, Handle, HeaderWord, LiveState};
 use crate::cells::with_cell;
 use crate::freelist::{Prepared, Unlisted};
 use crate::layout::{block_span, WORD};
@@ -135,7 +135,7 @@ pub(super) fn set_len(inner: &Inner, hdr: u64, len: u64) {
         // the new one (pairs with the Acquire loads in `read`/`free`).
         match w.compare_exchange_weak(
             cur,
-            Header(cur).with_len(len).0,
+            BlockHeader(cur).with_len(len).0,
             Ordering::Release,
             Ordering::Relaxed,
         ) {

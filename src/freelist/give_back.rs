@@ -45,7 +45,7 @@ impl FreeLists {
     }
 
     /// [`FreeLists::give_back`] for an exclusive pass, which records the starts of what it writes
-    /// in its own target map (`livemap::Retarget`, docs/metadata.md section 7) instead of
+    /// in its own target map (`heap::startmap::Retarget`, docs/metadata.md section 7) instead of
     /// toggling the shared map: writes the entry and lists it, toggles nothing. Returns the bytes
     /// left unlisted and whether an entry now starts at `off` (nothing is written for a gap).
     pub(crate) fn give_back_unmarked(

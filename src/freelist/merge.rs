@@ -122,7 +122,7 @@ impl FreeLists {
     ///
     /// Each absorbed segment's start goes out of the start map (`SeqCst`), and then `held(off)`
     /// asks whether a handle check holds `off` in its check slot (`SeqCst` loads; the protocol is
-    /// on `CheckSlot` in `arena/access.rs`). A held start is put back and its segment stays a
+    /// on `CheckSlot` in `arena/check.rs`). A held start is put back and its segment stays a
     /// separate segment that takes the rest of the run, so the position a check is reading stays
     /// a header position.
     pub(crate) fn coalesce(

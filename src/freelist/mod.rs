@@ -68,7 +68,7 @@ use crate::backing::Backing;
 use crate::block::{self, HeaderWord};
 use crate::error::Error;
 use crate::format::{CLASSES, OFF_BUMP, OFF_HEADS};
-use crate::livemap::{self, MapGeom};
+use crate::heap::{MapGeom, StartMap};
 use crate::sync::{AtomicU64, Ordering};
 
 /// A segment taken off a list: the caller owns `off..off + span`.
@@ -95,7 +95,7 @@ impl FreeLists {
     #[inline]
     pub(crate) fn toggle_start(&self, b: &Backing, off: u64) {
         if let Some(m) = &self.maps {
-            livemap::shared_toggle(b, m, off);
+            StartMap::new(b, m).shared_toggle(off);
         }
     }
 
@@ -103,7 +103,7 @@ impl FreeLists {
     #[inline]
     pub(crate) fn toggle_start_checked(&self, b: &Backing, off: u64) {
         if let Some(m) = &self.maps {
-            livemap::shared_toggle_checked(b, m, off);
+            StartMap::new(b, m).shared_toggle_checked(off);
         }
     }
 

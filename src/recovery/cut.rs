@@ -5,13 +5,13 @@
 //! docs/recovery.md. In short:
 //!
 //! 1. **Fixed blocks.** The newest valid meta slot names a flush map `F` and the flush's bump
-//!    offset. A start `s` of `F` is *fixed* when the live map also has it, its header word is LIVE
+//!    offset. A start `s` of `F` is *fixed* when the start map also has it, its header word is LIVE
 //!    with a length whose span ends at or before the next start of `F` (its *flush extent*). Every
 //!    block live at the flush and not freed since is fixed: nothing rewrites its header's length or
 //!    generation, its live bit, or its extent. Fixed blocks never overlap (extents are disjoint).
 //! 2. **Gaps.** Between fixed blocks, and from the last one to the bump offset, the heap is walked
 //!    as a chain that must land exactly on the next fixed block. A LIVE header there counts only
-//!    when the live map vouches for it (the bit is set before a header becomes LIVE). After a
+//!    when the start map vouches for it (the bit is set before a header becomes LIVE). After a
 //!    process crash the chain and the map are exact, so every gap walks whole. After a power cut
 //!    a gap that does not walk held only blocks allocated since the flush: it is dropped (turned
 //!    into one free run) and reported.
@@ -24,7 +24,7 @@ use crate::backing::Backing;
 use crate::block::{self, HeaderWord, LiveState};
 use crate::error::Error;
 use crate::format::{Geometry, Meta, OFF_BUMP, OFF_META};
-use crate::livemap::{self, MapGeom};
+use crate::heap::{self, MapGeom, StartMap};
 use crate::sync::Ordering;
 
 /// What [`plan`] found, for [`apply`] to write.
@@ -32,7 +32,7 @@ use crate::sync::Ordering;
 pub(crate) struct Plan {
     /// The end of the heap to walk: the larger of the flush's and the header's bump offsets.
     end: u64,
-    /// Gaps that walk whole: LIVE headers the live map does not vouch for (allocations that never
+    /// Gaps that walk whole: LIVE headers the start map does not vouch for (allocations that never
     /// returned, or phantoms of a power cut), to be reclaimed.
     unvouched: Vec<(u64, u64)>,
     /// Parts of gaps that do not walk: dropped.
@@ -52,7 +52,7 @@ pub(crate) struct Plan {
 pub(crate) fn plan(b: &Backing, g: &Geometry, capacity: u64) -> Result<Plan, Error> {
     let maps = MapGeom::for_capacity(capacity);
     let heap_end = maps.heap_end();
-    let meta = match livemap::newest_meta(b) {
+    let meta = match heap::newest_meta(b) {
         Some((_, m)) if m.capacity == capacity => m,
         // A growth that had written its new meta slot but not the header's capacity: the other
         // slot still describes this capacity.
@@ -70,11 +70,11 @@ pub(crate) fn plan(b: &Backing, g: &Geometry, capacity: u64) -> Result<Plan, Err
     let bump_f = meta.bump.clamp(g.data_start, heap_end);
     let header_bump = b.word(OFF_BUMP).load(Ordering::Relaxed);
     let end = bump_f.max(header_bump).min(heap_end);
-    let starts = livemap::flushed_starts_in(b, &maps, meta.map, g.data_start, bump_f);
+    let starts = StartMap::new(b, &maps).flushed_starts_in(meta.map, g.data_start, bump_f);
     let mut fixed = Vec::new();
     for (i, &s) in starts.iter().enumerate() {
         let extent = starts.get(i + 1).copied().unwrap_or(bump_f);
-        if s >= extent || !livemap::is_start(b, &maps, s) {
+        if s >= extent || !StartMap::new(b, &maps).is_start(s) {
             continue;
         }
         // A LIVE entry that steps whole inside its flush extent.
@@ -109,12 +109,12 @@ pub(crate) fn plan(b: &Backing, g: &Geometry, capacity: u64) -> Result<Plan, Err
 }
 
 fn older_meta(b: &Backing, slot: u64, capacity: u64) -> Option<Meta> {
-    livemap::read_meta(b, slot).filter(|m| m.capacity == capacity)
+    heap::read_meta(b, slot).filter(|m| m.capacity == capacity)
 }
 
 /// Walks `from..to` as a chain. Where a step fails (a word parena does not write there, or an
-/// entry that overruns the gap), the part up to the next start the live map records is dropped and
-/// the walk resumes there: the live map is the independent record that lets one damaged or
+/// entry that overruns the gap), the part up to the next start the start map records is dropped and
+/// the walk resumes there: the start map is the independent record that lets one damaged or
 /// half-written entry cost only itself.
 fn gap(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &mut Plan) {
     let mut q = from;
@@ -123,13 +123,15 @@ fn gap(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &mut Pl
         if stop == to {
             return;
         }
-        let resume = livemap::first_start_in(b, maps, stop + 8, to).unwrap_or(to);
+        let resume = StartMap::new(b, maps)
+            .first_start_in(stop + 8, to)
+            .unwrap_or(to);
         p.dropped.push((stop, resume - stop));
         q = resume;
     }
 }
 
-/// The plan's rule in a gap: a zero run is a never-used chunk tail only when the live map records
+/// The plan's rule in a gap: a zero run is a never-used chunk tail only when the start map records
 /// no start in it after its first word.
 struct UnusedTail<'a> {
     b: &'a Backing,
@@ -141,7 +143,9 @@ impl Rule for UnusedTail<'_> {
         // A zero run over entries the map records is not an unused chunk tail (a zeroed page, or
         // a cut that kept the map's page and not the heap's): it is dropped, and reported, up to
         // the next recorded start.
-        livemap::first_start_in(self.b, self.maps, at + 8, end).is_none()
+        StartMap::new(self.b, self.maps)
+            .first_start_in(at + 8, end)
+            .is_none()
     }
 }
 
@@ -158,7 +162,7 @@ fn walk_part(b: &Backing, g: &Geometry, maps: &MapGeom, from: u64, to: u64, p: &
             Entry::Live(l) if !tail_ok(&l) => break,
             Entry::Live(l)
                 if matches!(l.state, LiveState::Published | LiveState::Pending)
-                    && !livemap::is_start(b, maps, q) =>
+                    && !StartMap::new(b, maps).is_start(q) =>
             {
                 p.unvouched.push((q, s.span));
             }

@@ -74,7 +74,7 @@ pub struct Report {
     pub problems: Vec<Problem>,
     /// What recovery could not vouch for and turned into free space: heap regions whose blocks
     /// were allocated after the last flush and whose metadata a power cut left partly written,
-    /// and LIVE headers the live map does not record. Never a block live at the last flush
+    /// and LIVE headers the start map does not record. Never a block live at the last flush
     /// (docs/recovery.md).
     pub dropped: Vec<Dropped>,
     /// Recovery only: of the live blocks, those the last flush's map vouched for (live at that

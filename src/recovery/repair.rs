@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::format::Freelist;
 use crate::format::{Geometry, OFF_BUMP, OFF_DISCARDED, OFF_HIGH_WATER};
 use crate::freelist::{FreeLists, Unlisted};
-use crate::livemap::{self, MapGeom};
+use crate::heap::{self, MapGeom, StartMap};
 use crate::sync::Ordering;
 
 /// Rebuilds the free lists from a walk, merging every run of free space (free segments, fillers,
@@ -26,7 +26,7 @@ pub(crate) fn repair(
     // The start map is rewritten to the walk's layout one word at a time, in offset order, through
     // the owner map only (docs/metadata.md, section 7): every version of every word keeps the
     // start of every block kept, whatever a kill or a power cut interrupts.
-    let target = std::cell::RefCell::new(livemap::Retarget::new(b, &maps));
+    let target = std::cell::RefCell::new(StartMap::new(b, &maps).retarget());
     lists.clear_all(b);
     let mut discarded = 0u64;
     // The run of free space being gathered: start, end, pieces in it.
@@ -131,6 +131,6 @@ pub(crate) fn repair(
     target.into_inner().finish();
     // The new layout becomes the durable one (a flush map and a meta slot), so a later cut
     // returns to it.
-    livemap::flush_layout(b, &maps, g.data_start, capacity)?;
+    heap::flush_layout(b, &maps, g.data_start, capacity)?;
     Ok(r)
 }

@@ -21,7 +21,7 @@
 //! ## How the three walkers differed before they shared the stepper
 //!
 //! - **Zero runs.** The heap walk steps over any zero run. The dirty open's plan refuses one that
-//!   holds a start the live map records after its first word (a zeroed page over entries, not an
+//!   holds a start the start map records after its first word (a zeroed page over entries, not an
 //!   unused tail). Deliberate: the walk runs on a heap the plan and the repair have made
 //!   consistent, or refuses the file; the plan must keep walkable a crash between setting a start
 //!   bit and writing the LIVE header (the bit set, the word still zero), since that block was

@@ -7,7 +7,7 @@ use crate::block::LiveState;
 use crate::error::Error;
 use crate::format::{Geometry, CLASSES};
 use crate::freelist::{class_of, FreeLists, ListWalk};
-use crate::livemap;
+use crate::heap::StartMap;
 use std::collections::HashMap;
 
 /// Walks the heap from the data start to `bump`, calling `f` for each entry before reading the
@@ -108,7 +108,7 @@ pub(crate) fn verify(b: &Backing, g: &Geometry, lists: &FreeLists, bump: u64) ->
     }
     if let Some(maps) = &lists.maps {
         // The start map against the walk: the same set of entry offsets, none above the bump.
-        let starts = livemap::starts_in(b, maps, g.data_start, maps.heap_end());
+        let starts = StartMap::new(b, maps).starts_in(g.data_start, maps.heap_end());
         let (mut i, mut j) = (0, 0);
         while i < entries.len() || j < starts.len() {
             match (entries.get(i), starts.get(j)) {

@@ -13,8 +13,8 @@ use crate::format::{
     STATE_DIRTY,
 };
 use crate::freelist::{FreeLists, Unlisted};
+use crate::heap::{self, StartMap};
 use crate::layout::block_span;
-use crate::livemap;
 use crate::options::Options;
 use crate::sync::Ordering;
 use std::path::Path;
@@ -73,7 +73,7 @@ pub(super) fn write_fresh(
             block::live(s.len, s.handle.generation(), LiveState::Published, 0)
         };
         b.word(off).store(word, Ordering::Relaxed);
-        livemap::owner_toggle(&b, &maps, off);
+        StartMap::new(&b, &maps).owner_toggle(off);
         at = off + span;
     }
     if bump > at {
@@ -84,7 +84,7 @@ pub(super) fn write_fresh(
     b.word(OFF_BUMP).store(bump, Ordering::Relaxed);
     debug_assert_eq!(b.word(OFF_STATE).load(Ordering::Relaxed), STATE_DIRTY);
     debug_assert_eq!(b.word(OFF_OPEN_COUNT).load(Ordering::Relaxed), 1);
-    livemap::flush_layout(&b, &maps, d, capacity)?;
+    heap::flush_layout(&b, &maps, d, capacity)?;
     drop(b);
 
     // The ordinary recovering open checks what was written: nothing dropped, every block live.

@@ -219,7 +219,7 @@ pub unsafe fn salvage(
 mod tests {
     use super::{salvage, Lost, LostReason};
     use crate::backing::{Backing, OpenedFile};
-    use crate::livemap::{self, MapGeom};
+    use crate::heap::{MapGeom, StartMap};
     use crate::options::Options;
 
     /// The image of a process crash inside an allocation from a chunk, between setting the block's
@@ -258,7 +258,7 @@ mod tests {
         {
             let f = OpenedFile::open(&dirty, false, false, false, 0).unwrap();
             let b = Backing::file(f, 1 << 20).unwrap();
-            livemap::owner_toggle(&b, &MapGeom::for_capacity(1 << 20), cut);
+            StartMap::new(&b, &MapGeom::for_capacity(1 << 20)).owner_toggle(cut);
         }
         // SAFETY: as above, for both files.
         let r = unsafe { salvage(&dirty, dir.path().join("fresh")) }.unwrap();

@@ -4,8 +4,8 @@
 use super::source::Source;
 use super::{Lost, LostReason, SavedBlock};
 use crate::block::{self, Handle, HeaderWord, LiveState, GEN_MASK};
+use crate::heap::StartMap;
 use crate::layout::block_span;
-use crate::livemap;
 use crate::recovery::step::{step, Entry, Rule};
 
 /// What to copy.
@@ -20,11 +20,11 @@ pub(super) struct Plan {
 pub(super) fn plan(src: &Source) -> Plan {
     let d = src.g.data_start;
     let heap_end = src.maps.heap_end();
-    let starts = livemap::starts_in(&src.mem, &src.maps, d, heap_end);
+    let starts = StartMap::new(&src.mem, &src.maps).starts_in(d, heap_end);
     // The flush's bump offset ends the extent of its last start, as in recovery.
     let flush_bump = src.meta.map_or(d, |m| m.bump.clamp(d, heap_end));
     let flushed = src.meta.map_or_else(Vec::new, |m| {
-        livemap::flushed_starts_in(&src.mem, &src.maps, m.map, d, flush_bump)
+        StartMap::new(&src.mem, &src.maps).flushed_starts_in(m.map, d, flush_bump)
     });
     let rule = Agrees {
         src,

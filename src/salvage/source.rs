@@ -4,7 +4,7 @@
 use crate::backing::{Backing, OpenedFile};
 use crate::error::Error;
 use crate::format::{self, Geometry, Meta, RawHeader, HEADER_SIZE, STATE_DIRTY};
-use crate::livemap::MapGeom;
+use crate::heap::MapGeom;
 use crate::sync::Ordering;
 use std::path::Path;
 

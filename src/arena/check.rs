@@ -1,0 +1,238 @@
+//! The one handle check: from a handle to the live block it names, or the error that says why
+//! not (`Inner::live`), and the check slot that keeps a coalescing pass from merging away the
+//! position a check is reading.
+
+use super::{Arena, Inner};
+use crate::block::{self, Handle, HeaderWord, LiveState};
+use crate::cells::{with_cell, ChunkCell};
+use crate::error::Error;
+use crate::layout::{block_span, WORD};
+use crate::sync::{sc_order, AtomicU64, Ordering};
+
+impl Arena {
+    /// The handle check for a read that does not pin (`len_of`, `contains`, `get`, the raw API):
+    /// [`Inner::live`] with the calling thread's check slot held while it reads the header.
+    pub(super) fn checked(&self, h: Handle) -> Result<Live, Error> {
+        let inner = &*self.inner;
+        if inner.read_only || !inner.coalesce_on {
+            // Nothing merges a start away: no check slot needed (see `CheckSlot`).
+            return inner.live(h, Mode::Read);
+        }
+        with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
+            let _slot = CheckSlot::hold(cell, h);
+            inner.live(h, Mode::Read)
+        })
+    }
+}
+
+/// The calling thread's check slot, holding the header position a handle check reads
+/// (docs/metadata.md, section 4). The check swaps the position in (`SeqCst`), then tests the
+/// start map (`SeqCst` loads), then reads or changes the header word; a coalescing pass toggles
+/// absorbed starts off (`SeqCst`), then loads every slot (`SeqCst`) and leaves a slot's position
+/// unmerged. All four in one total order: either the pass sees the slot, or the check sees the
+/// start gone and never touches the word. So a position a check is reading never becomes bytes
+/// of a block someone writes. Cleared on drop (`Release`: a pass that reads the cleared slot
+/// sees the check's accesses done).
+pub(super) struct CheckSlot<'a>(&'a AtomicU64);
+
+impl<'a> CheckSlot<'a> {
+    #[inline]
+    pub(super) fn hold(cell: &'a ChunkCell, h: Handle) -> CheckSlot<'a> {
+        cell.check
+            .swap(h.offset().wrapping_sub(WORD), Ordering::SeqCst);
+        sc_order();
+        CheckSlot(&cell.check)
+    }
+}
+
+impl Drop for CheckSlot<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Release);
+    }
+}
+
+/// What a handle check is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A read, a pin, a length: the block must be PUBLISHED.
+    Read,
+    /// `free` through a handle.
+    Free,
+    /// The allocator interfaces' own deallocation: the one path that may free a FOREIGN block.
+    Foreign,
+}
+
+/// A live block a handle names, as [`Inner::live`] found it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Live {
+    /// Offset of the block's header word.
+    pub hdr: u64,
+    /// The header word as loaded.
+    pub word: u64,
+    /// The block's length in bytes; for a LARGE block the most it can hold (its exact length is
+    /// in its tail word: [`Inner::exact_len`]).
+    pub len: u64,
+    /// Readers pinning it.
+    pub readers: u64,
+}
+
+impl Inner {
+    /// The opening of every handle check: locate the header `h` names, load it with Acquire,
+    /// check that it is the live block `h` names (`mode` selects the error for a block already
+    /// being freed: [`Mode::Read`] does not free).
+    #[inline]
+    pub(super) fn live(&self, h: Handle, mode: Mode) -> Result<Live, Error> {
+        let hdr = self.locate(h)?;
+        let word = self.header_acquire(hdr);
+        let (len, readers) = self.check_live(hdr, word, h, mode)?;
+        Ok(Live {
+            hdr,
+            word,
+            len,
+            readers,
+        })
+    }
+
+    /// The exact length of the live block at `hdr` whose header word is `w` and whose length
+    /// field says `len`: `len` itself, or for a LARGE block the length its tail word records.
+    /// The caller keeps the block from being released while this reads the tail (a pin, a
+    /// read-only arena, or an `unsafe` caller's promise). A tail that is not this block's is
+    /// [`Error::Corrupt`].
+    #[inline]
+    pub(crate) fn exact_len(&self, hdr: u64, w: u64, len: u64) -> Result<u64, Error> {
+        if !block::is_large(w) {
+            return Ok(len);
+        }
+        let HeaderWord::Live { generation, .. } = block::decode(w) else {
+            return Err(Error::Corrupt {
+                offset: hdr,
+                word: w,
+            });
+        };
+        // `check_live` checked that `hdr + len + 16`, the span's end, is inside the heap. The
+        // tail's Relaxed load: it was stored before the Release that published the block, and
+        // the caller's header load or pin was Acquire.
+        let t = block::tail_word(&self.mem, hdr, len);
+        block::large_len(t, generation, len).ok_or(Error::Corrupt {
+            offset: hdr + len + WORD,
+            word: t,
+        })
+    }
+
+    /// The header word at `hdr`, loaded for a handle check.
+    #[inline]
+    pub(super) fn header_acquire(&self, hdr: u64) -> u64 {
+        // Acquire: pairs with the Release publish in BlockMut's drop, so the bytes of a block
+        // seen PUBLISHED are visible; and with the Release fence in `release`, so a thread that
+        // sees a block gone also sees what happened before its free.
+        self.mem.word(hdr).load(Ordering::Acquire)
+    }
+
+    /// The header offset a handle names, if an entry starts there: the start map (outside the
+    /// heap's user bytes) must record one before the word is read at all, so an offset that user
+    /// bytes could make look like a header is refused whatever those bytes say.
+    #[inline]
+    pub(super) fn locate(&self, h: Handle) -> Result<u64, Error> {
+        let data = h.offset();
+        let bump = self.bump();
+        if data < self.geom.data_start + WORD || data + WORD > bump {
+            return Err(Error::OutOfBounds {
+                offset: data,
+                len: 0,
+                limit: bump,
+                region: crate::error::Region::Handle,
+            });
+        }
+        let hdr = data - WORD;
+        if !self.start_map().is_start_checked(hdr) {
+            return Err(Error::Stale {
+                expected: h.generation(),
+                found: 0,
+            });
+        }
+        Ok(hdr)
+    }
+
+    /// The start-map test of [`Inner::locate`] again, for a handle check that goes round once
+    /// more (a pin waiting out a full reader count, a CAS that lost to another change of the
+    /// header word): every round tests the map before it uses the header word again, so no round
+    /// rests on a test an earlier round made, however long ago.
+    #[inline]
+    pub(super) fn still_start(&self, hdr: u64, h: Handle) -> Result<(), Error> {
+        if self.start_map().is_start_checked(hdr) {
+            Ok(())
+        } else {
+            Err(Error::Stale {
+                expected: h.generation(),
+                found: 0,
+            })
+        }
+    }
+
+    /// Checks that header word `w` at `hdr` is the live block `h` names; returns its length and
+    /// readers. `mode` selects the error for a block already being freed. A block of the
+    /// allocator interfaces is [`Error::Foreign`] to a handle of its own generation; to any other
+    /// handle it is a block that handle does not name ([`Error::Stale`]).
+    #[inline]
+    pub(super) fn check_live(
+        &self,
+        hdr: u64,
+        w: u64,
+        h: Handle,
+        mode: Mode,
+    ) -> Result<(u64, u64), Error> {
+        let freeing = mode != Mode::Read;
+        match block::decode(w) {
+            HeaderWord::Live {
+                len,
+                generation,
+                state,
+                readers,
+            } if generation == h.generation() => {
+                if block::is_foreign(w) && mode != Mode::Foreign {
+                    return Err(Error::Foreign { offset: hdr + WORD });
+                }
+                let span_ok = block_span(len)
+                    .and_then(|s| hdr.checked_add(s))
+                    .is_some_and(|e| e <= self.bump());
+                if !span_ok || len == 0 {
+                    return Err(Error::Corrupt {
+                        offset: hdr,
+                        word: w,
+                    });
+                }
+                match state {
+                    LiveState::Published => Ok((len, readers)),
+                    LiveState::Pending | LiveState::Reserved => {
+                        Err(Error::Busy { offset: hdr + WORD })
+                    }
+                    LiveState::Dying if freeing => Err(Error::DoubleFree { offset: hdr + WORD }),
+                    LiveState::Dying => Err(Error::Stale {
+                        expected: h.generation(),
+                        found: generation,
+                    }),
+                }
+            }
+            HeaderWord::Live { generation, .. } => Err(Error::Stale {
+                expected: h.generation(),
+                found: generation,
+            }),
+            HeaderWord::Free { generation, .. }
+                if freeing
+                    && u64::from(generation)
+                        == u64::from(block::next_gen(h.generation())) & block::FREE_GEN_MASK =>
+            {
+                Err(Error::DoubleFree { offset: hdr + WORD })
+            }
+            HeaderWord::Free { generation, .. } => Err(Error::Stale {
+                expected: h.generation(),
+                found: generation,
+            }),
+            _ => Err(Error::Stale {
+                expected: h.generation(),
+                found: 0,
+            }),
+        }
+    }
+}

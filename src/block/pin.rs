@@ -1,0 +1,112 @@
+//! Reader pins and the other read-modify-write steps on a LIVE block header word.
+
+use super::check::{sealed, sr_code, with_sr, SR_MASK};
+use super::header_word::{
+    is_large, LiveState, CHECK_BITS, LARGE_MIN, LEN_MASK, LIVE_CHECK_SHIFT, MAX_READERS,
+    READERS_SHIFT, STATE_MASK, STATE_SHIFT,
+};
+
+/// A LIVE block header word in its stored (encoded) form, for the read-modify-write steps of the
+/// block-state protocol: each step is a method here instead of arithmetic on the bits at the call
+/// site. `decode` reads one; `live` builds one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BlockHeader(pub(crate) u64);
+
+impl BlockHeader {
+    /// The same word with one more reader (pinned once more). The caller checked that the
+    /// readers field is below [`MAX_READERS`].
+    #[inline]
+    pub(crate) const fn with_reader(self) -> BlockHeader {
+        debug_assert!((self.0 >> READERS_SHIFT) & MAX_READERS < MAX_READERS);
+        BlockHeader(with_sr(self.0, ((self.0 >> STATE_SHIFT) & SR_MASK) + 4))
+    }
+
+    /// The same word with one reader fewer. The caller holds one of its pins.
+    #[inline]
+    pub(crate) const fn without_reader(self) -> BlockHeader {
+        debug_assert!((self.0 >> READERS_SHIFT) & MAX_READERS > 0);
+        BlockHeader(with_sr(self.0, ((self.0 >> STATE_SHIFT) & SR_MASK) - 4))
+    }
+
+    /// The same word with its readers field set to `readers` (at most [`MAX_READERS`]).
+    #[inline]
+    pub(crate) const fn with_readers(self, readers: u64) -> BlockHeader {
+        debug_assert!(readers <= MAX_READERS);
+        BlockHeader(with_sr(
+            self.0,
+            ((self.0 >> STATE_SHIFT) & STATE_MASK) | (readers << 2),
+        ))
+    }
+
+    /// A PENDING word with no readers (what an allocation stores), PUBLISHED: one XOR with a
+    /// constant, the check code included.
+    #[inline]
+    pub(crate) const fn published_from_pending(self) -> BlockHeader {
+        const D: u64 = LiveState::Pending as u64 ^ LiveState::Published as u64;
+        debug_assert!((self.0 >> STATE_SHIFT) & SR_MASK == LiveState::Pending as u64);
+        BlockHeader(self.0 ^ (D << STATE_SHIFT) ^ (sr_code(D) << LIVE_CHECK_SHIFT))
+    }
+
+    /// The same word in another state.
+    #[inline]
+    pub(crate) const fn with_state(self, state: LiveState) -> BlockHeader {
+        BlockHeader(with_sr(
+            self.0,
+            ((self.0 >> STATE_SHIFT) & (MAX_READERS << 2)) | state as u64,
+        ))
+    }
+
+    /// The same word holding another length below [`LARGE_MIN`] (its check code recomputed).
+    #[inline]
+    pub(crate) const fn with_len(self, len: u64) -> BlockHeader {
+        debug_assert!(len < LARGE_MIN && !is_large(self.0));
+        BlockHeader(sealed(
+            (self.0 & !LEN_MASK & !(CHECK_BITS << LIVE_CHECK_SHIFT)) | len,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::check::check_ok;
+    use crate::block::header_word::*;
+
+    /// Every state and reader change keeps the check code right, and reaches the same word as
+    /// building it anew.
+    #[test]
+    fn state_and_reader_changes_keep_the_code() {
+        let states = [
+            LiveState::Published,
+            LiveState::Pending,
+            LiveState::Reserved,
+            LiveState::Dying,
+        ];
+        for len in [8, LARGE_MIN + 3] {
+            for s in states {
+                for r in 0..=MAX_READERS {
+                    let w = live(len, 0x8765_4321, s, r);
+                    assert!(check_ok(w));
+                    for t in states {
+                        assert_eq!(BlockHeader(w).with_state(t).0, live(len, 0x8765_4321, t, r));
+                    }
+                    for q in 0..=MAX_READERS {
+                        assert_eq!(
+                            BlockHeader(w).with_readers(q).0,
+                            live(len, 0x8765_4321, s, q)
+                        );
+                    }
+                    if r < MAX_READERS {
+                        let up = BlockHeader(w).with_reader();
+                        assert_eq!(up.0, live(len, 0x8765_4321, s, r + 1));
+                        assert_eq!(up.without_reader().0, w);
+                    }
+                }
+            }
+        }
+        let f = live_foreign(40, 9, LiveState::Published, 0);
+        assert!(
+            is_foreign(BlockHeader(f).with_reader().0) && check_ok(BlockHeader(f).with_reader().0)
+        );
+    }
+}

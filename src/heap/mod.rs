@@ -1,0 +1,17 @@
+//! The heap layer: the one owner of the persistent words that describe the heap's entries.
+//!
+//! This layer is to hold the only code that toggles a start-map bit, stores a block-header word
+//! or moves a chunk cursor, each write beside the crash order it keeps (docs/metadata.md). It holds
+//! so far:
+//!
+//! - [`startmap`]: the start map (the owner and shared bitmaps that record where every entry
+//!   starts) and the two flush maps, behind [`StartMap`], a borrowed view that owns their encoding;
+//!   and [`startmap::Retarget`], the one rewrite of the start map by an exclusive pass.
+//! - [`slots`]: the two meta slots in the file header and the flush protocol's durable part
+//!   (`flush_layout`, `flush_empty_layout`).
+
+pub(crate) mod slots;
+pub(crate) mod startmap;
+
+pub(crate) use slots::{flush_empty_layout, flush_layout, newest_meta, read_meta};
+pub(crate) use startmap::{MapGeom, StartMap};
