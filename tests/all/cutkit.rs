@@ -198,6 +198,12 @@ pub fn run_cuts<S>(
             ],
         );
         std::thread::sleep(Duration::from_millis(delay_ms.0 + rng.below(delay_ms.1)));
+        if attempt % 2 == 1 {
+            // Every other cut comes only once the file holds a version between two flushes: a
+            // slow child (a loaded machine) would otherwise be cut before any, and no image
+            // would mix such versions.
+            await_version_between_flushes(name, dir.path(), &mut child);
+        }
         if let Some(status) = child.try_wait().unwrap() {
             panic!("{name} ended on its own before the cut: {status}");
         }
@@ -230,6 +236,30 @@ pub fn run_cuts<S>(
         }
     }
     out
+}
+
+/// Waits until the child has published a flush, then a snapshot after it, and has changed the
+/// file since that snapshot: a cut from then on has a page version between two flushes. The wait
+/// follows the child's progress, not the clock; a child that makes none for two minutes fails.
+fn await_version_between_flushes(name: &str, dir: &Path, child: &mut Child) {
+    let give_up = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{name} ended on its own before the cut: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "{name} made no progress for two minutes (no snapshot after a flush)"
+        );
+        let epoch = fs::read(dir.join("flushed"))
+            .ok()
+            .and_then(|f| Some(u64::from_le_bytes(f.get(..8)?.try_into().ok()?)));
+        let snap = epoch.and_then(|e| fs::read(dir.join(format!("snap.{e}.0"))).ok());
+        if snap.is_some_and(|s| fs::read(dir.join("arena")).is_ok_and(|now| now != s)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// What the disk can hold after the cut, as published by the child.
