@@ -393,6 +393,7 @@ impl Header {
     }
 
     /// The same word with its readers field set to `readers` (at most [`MAX_READERS`]).
+    #[cfg(any(test, feature = "testkit"))]
     #[inline]
     pub(crate) const fn with_readers(self, readers: u64) -> Header {
         debug_assert!(readers <= MAX_READERS);

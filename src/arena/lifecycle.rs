@@ -1,6 +1,7 @@
 //! Flush, verify, compact, image, close and the close protocol on drop.
 
 use super::{Arena, Inner};
+#[cfg(feature = "testkit")]
 use crate::backing::SimDisk;
 use crate::block::{Handle, LiveState};
 use crate::cells::for_each_thread_cell;
@@ -342,6 +343,7 @@ impl Drop for Inner {
     }
 }
 
+#[cfg(feature = "testkit")]
 impl SimDisk {
     /// The image a power cut would leave now: every flushed page, plus the live contents of each
     /// page `p` (its byte offset) for which `keep(p)` says the OS happened to write it back.
@@ -350,6 +352,7 @@ impl SimDisk {
     }
 }
 
+#[cfg(feature = "testkit")]
 impl Inner {
     /// This arena's memory as the simulated disk `disk` would leave it after a power cut.
     fn crash_image(&self, disk: &SimDisk, keep: impl FnMut(u64) -> bool) -> Vec<u8> {

@@ -130,6 +130,7 @@ impl Arena {
     }
 
     /// A heap arena on a simulated disk, for power-loss tests.
+    #[cfg(feature = "testkit")]
     fn create_simulated(o: &Options) -> Result<(Arena, Arc<crate::backing::SimDisk>), Error> {
         let capacity = requested_capacity(o)?;
         let g = Geometry::from_options(o, capacity)?;
@@ -521,6 +522,7 @@ impl Options {
     ///
     /// # Errors
     /// As [`Options::heap`].
+    #[cfg(feature = "testkit")]
     #[doc(hidden)]
     pub fn simulated_disk(&self) -> Result<(Arena, Arc<crate::backing::SimDisk>), Error> {
         Arena::create_simulated(self)

@@ -11,10 +11,12 @@
 
 mod anon;
 mod file;
+#[cfg(feature = "testkit")]
 mod sim;
 mod vec;
 
 pub(crate) use file::OpenedFile;
+#[cfg(feature = "testkit")]
 pub use sim::SimDisk;
 
 use crate::error::Error;
@@ -75,7 +77,8 @@ enum Store {
     Heap(#[allow(dead_code)] vec::HeapBuf),
     Anon(#[allow(dead_code)] anon::AnonMap),
     File(file::FileMap),
-    /// A heap buffer whose flushes copy pages into a simulated disk (tests only).
+    /// A heap buffer whose flushes copy pages into a simulated disk (feature `testkit`).
+    #[cfg(feature = "testkit")]
     Sim(#[allow(dead_code)] vec::HeapBuf, crate::sync::Arc<SimDisk>),
 }
 
@@ -123,6 +126,7 @@ impl Backing {
     }
 
     /// A zeroed heap buffer whose flushes are recorded by a simulated disk.
+    #[cfg(feature = "testkit")]
     pub(crate) fn sim(len: u64) -> Result<(Backing, crate::sync::Arc<SimDisk>), Error> {
         let buf = vec::HeapBuf::new(len)?;
         let base = buf.base();
@@ -187,7 +191,8 @@ impl Backing {
         match &self.store {
             Store::Anon(m) => m.apply(s),
             Store::File(m) => m.apply(s),
-            Store::Heap(_) | Store::Sim(..) => match s.first_on() {
+            // A heap buffer (the simulated disk's included).
+            _ => match s.first_on() {
                 Some(option) => Err(Error::Unsupported {
                     option,
                     backing: self.kind(),
@@ -199,7 +204,9 @@ impl Backing {
 
     pub(crate) fn kind(&self) -> BackingKind {
         match self.store {
-            Store::Heap(_) | Store::Sim(..) => BackingKind::Heap,
+            Store::Heap(_) => BackingKind::Heap,
+            #[cfg(feature = "testkit")]
+            Store::Sim(..) => BackingKind::Heap,
             Store::Anon(_) => BackingKind::Anon,
             Store::File(_) => BackingKind::File,
         }
@@ -214,6 +221,7 @@ impl Backing {
     pub(crate) fn durable(&self) -> bool {
         match &self.store {
             Store::File(_) => !self.read_only,
+            #[cfg(feature = "testkit")]
             Store::Sim(..) => true,
             _ => false,
         }
@@ -332,6 +340,7 @@ impl Backing {
     pub(crate) fn flush(&self, off: u64, len: u64) -> Result<(), Error> {
         match &self.store {
             Store::File(f) if !self.read_only => f.flush(off, len),
+            #[cfg(feature = "testkit")]
             Store::Sim(_, disk) => {
                 disk.persist(self, off, len);
                 Ok(())
