@@ -468,20 +468,12 @@ impl Fast {
 }
 
 // No destructor, so it stays usable while other thread-locals (`CELLS` included) are destroyed.
-#[cfg(not(parena_loom))]
-std::thread_local! {
+crate::sync::parena_thread_local! {
     static FAST: Fast = const {
         Fast {
             arena: std::cell::Cell::new(0),
             cells: [const { std::cell::Cell::new(std::ptr::null()) }; LANES],
         }
-    };
-}
-#[cfg(parena_loom)]
-loom::thread_local! {
-    static FAST: Fast = Fast {
-        arena: std::cell::Cell::new(0),
-        cells: std::array::from_fn(|_| std::cell::Cell::new(std::ptr::null())),
     };
 }
 
