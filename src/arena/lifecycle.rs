@@ -210,8 +210,8 @@ impl Arena {
                 .store(discarded, Ordering::Relaxed);
             return Err(e);
         }
-        // SAFETY: `start..bump` is the heap in use, in bounds and writable (not read-only, checked
-        // above); `&mut` on the only clone means no other thread touches it.
+        // SAFETY: `start..bump` is the heap in use; `&mut` on the only clone means no other
+        // thread touches it.
         unsafe { inner.mem.zero(start, bump - start) };
         livemap::Retarget::new(&inner.mem, &inner.maps).finish();
         Ok(())
@@ -250,7 +250,7 @@ impl Arena {
         header.state = STATE_CLEAN;
         header.state_checksum = header.compute_state_checksum(inner.reserved_bytes());
         out.write_all(bytemuck::bytes_of(&header))?;
-        // SAFETY: in bounds; `get_mut` proved no other clone can write while we copy.
+        // SAFETY: `get_mut` proved no other clone can write while we copy.
         let rest = unsafe { inner.mem.slice(HEADER_SIZE, inner.capacity - HEADER_SIZE) };
         out.write_all(rest)?;
         Ok(())
@@ -281,8 +281,7 @@ impl Inner {
     /// The reserved area, for the seal. Callers hold the arena exclusively (`&mut Inner`, or the
     /// only clone), so nothing writes it meanwhile.
     fn reserved_bytes(&self) -> &[u8] {
-        // SAFETY: in bounds (header size + reserved_len <= data_start < capacity); written only
-        // through `Arena::reserved_mut`, which needs `&mut` on the only clone, and every caller
+        // SAFETY: written only through `Arena::reserved_mut`, which needs `&mut` on the only clone, and every caller
         // of this holds that clone (or `Inner` by `&mut`), so no such borrow is live.
         unsafe { self.mem.slice(HEADER_SIZE, self.geom.reserved_len.into()) }
     }
