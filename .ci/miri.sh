@@ -37,9 +37,9 @@ cargo +nightly miri setup
 args=("$@")
 if [ ${#args[@]} -eq 0 ] && [ -z "${MIRI_FULL:-}" ]; then
     args=(--skip engine::memtable_readers_never_see_a_freed_value
-          --skip basics::thread_cache_reuses_without_shared_lists
-          --skip coalesce::nothing_to_merge_is_still_full
-          --skip coalesce::own_cached_blocks_are_merged)
+          --skip allocator::reuse::thread_cache_reuses_without_shared_lists
+          --skip allocator::coalesce::nothing_to_merge_is_still_full
+          --skip allocator::coalesce::own_cached_blocks_are_merged)
 fi
 # Bounded: Miri is thousands of times slower than native code.
 timeout -k 30 "${MIRI_TIMEOUT:-2400}" cargo +nightly miri test -p parena --lib --test all -- "${args[@]}"
@@ -50,10 +50,10 @@ timeout -k 30 "${MIRI_TIMEOUT:-2400}" cargo +nightly miri test -p parena --lib -
 # this run turns the feature on.
 if [ $# -eq 0 ]; then
     MIRIFLAGS="$MIRIFLAGS -Zmiri-tree-borrows" timeout -k 30 "${MIRI_TIMEOUT:-2400}" \
-        cargo +nightly miri test -p parena --test all -- handles::
+        cargo +nightly miri test -p parena --test all -- handles::forged::
     timeout -k 30 "${MIRI_TIMEOUT:-2400}" \
-        cargo +nightly miri test -p parena --features allocator-api2 --test all -- resize_soundness::
+        cargo +nightly miri test -p parena --features allocator-api2 --test all -- handles::resize_soundness::
     MIRIFLAGS="$MIRIFLAGS -Zmiri-tree-borrows" timeout -k 30 "${MIRI_TIMEOUT:-2400}" \
-        cargo +nightly miri test -p parena --features allocator-api2 --test all -- resize_soundness::
+        cargo +nightly miri test -p parena --features allocator-api2 --test all -- handles::resize_soundness::
 fi
 echo "miri: done in $(( $(date +%s) - start )) s (MIRIFLAGS=$MIRIFLAGS)"

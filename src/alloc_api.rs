@@ -245,7 +245,7 @@ std::thread_local! {
 }
 
 /// Runs `f` marked as inside the arena; `None` if this thread already is, is inside one of parena's
-/// exclusive steps (a coalescing pass, a walk of its cells: invariant A in `cells.rs`), or is
+/// exclusive steps (a coalescing pass, a walk of its cells: invariant A in `reentry.rs`), or is
 /// exiting.
 fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
     if in_step() {

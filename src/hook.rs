@@ -57,11 +57,13 @@ impl HookSlot {
     }
 }
 
-/// The function [`full_readers_wait`] calls; installed at most once per process, by `testkit`.
+/// The function [`full_readers_wait`] calls; installed at most once per process, by `testkit`
+/// (feature `testkit`).
 static FULL_READERS_WAIT: OnceLock<fn(u64)> = OnceLock::new();
 
 /// Installs `f` as the function a handle check calls each time it waits for a reader to leave a
 /// block whose reader count is full. The first call wins; later ones change nothing.
+#[cfg(feature = "testkit")]
 pub(crate) fn set_full_readers_wait(f: fn(u64)) {
     let _ = FULL_READERS_WAIT.set(f);
 }

@@ -35,6 +35,7 @@ mod recovery;
 mod reentry;
 mod salvage;
 mod sync;
+#[cfg(feature = "testkit")]
 #[doc(hidden)]
 pub mod testkit;
 
@@ -46,6 +47,7 @@ pub use alloc_api::GlobalArena;
 pub use allocator_api2;
 pub use arena::{Arena, BlockMut, HeaderInfo, LiveBlock, Stats, LANES};
 pub use backing::BackingKind;
+#[cfg(feature = "testkit")]
 #[doc(hidden)]
 pub use backing::SimDisk;
 pub use block::{Handle, MAX_BLOCK_LEN};

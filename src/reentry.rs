@@ -12,14 +12,9 @@
 //! serves it from the system allocator, and the exhausted path skips the pass and answers `Full`.
 //! See docs/design.md, "Allocator paths".
 
-#[cfg(not(parena_loom))]
-std::thread_local! {
+crate::sync::parena_thread_local! {
     /// How many [`Step`]s are on this thread's stack. No destructor, so usable at thread exit.
     static STEP: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-#[cfg(parena_loom)]
-loom::thread_local! {
-    static STEP: std::cell::Cell<u32> = std::cell::Cell::new(0);
 }
 
 /// Marks an exclusive step of the calling thread (its slot list borrowed, the registry locked, a

@@ -50,14 +50,26 @@ pub(crate) type StdAtomicBool = std::sync::atomic::AtomicBool;
 /// The orderings of the std atomics (the same type loom re-exports).
 pub(crate) use std::sync::atomic::Ordering as StdOrdering;
 
-/// Declares a thread-local with std or loom, whichever is in force.
+/// Declares thread-locals with std's `thread_local!`, or loom's under `--cfg parena_loom`; the
+/// one way parena declares a thread-local that the loom models must see.
+///
+/// Takes std's syntax, `const { .. }` initialisers included. Loom's macro has no `const` form: there
+/// the block's expression becomes the lazy initialiser, run on each model thread's first use.
 #[cfg(not(parena_loom))]
 macro_rules! parena_thread_local {
     ($($t:tt)*) => { std::thread_local!($($t)*); };
 }
 #[cfg(parena_loom)]
 macro_rules! parena_thread_local {
-    ($($t:tt)*) => { loom::thread_local!($($t)*); };
+    () => {};
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = const { $init:expr }; $($rest:tt)*) => {
+        loom::thread_local!($(#[$attr])* $vis static $name: $t = $init;);
+        $crate::sync::parena_thread_local!($($rest)*);
+    };
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = $init:expr; $($rest:tt)*) => {
+        loom::thread_local!($(#[$attr])* $vis static $name: $t = $init;);
+        $crate::sync::parena_thread_local!($($rest)*);
+    };
 }
 pub(crate) use parena_thread_local;
 

@@ -794,3 +794,46 @@ fn use_trees_expand() {
         ["super::registry::Entry"]
     );
 }
+
+/// Where a file names the `loom` crate in code (comments and strings aside): the 1-based lines.
+fn loom_paths(src: &str) -> Vec<usize> {
+    let code = strip(src);
+    let mut lines = Vec::new();
+    for (at, _) in code.match_indices("loom::") {
+        // `loom::` or `::loom::`, not `my_loom::` or `a::loom::`.
+        let head = code[..at].strip_suffix("::").unwrap_or(&code[..at]);
+        if !head.chars().next_back().is_some_and(is_ident) {
+            lines.push(code[..at].matches('\n').count() + 1);
+        }
+    }
+    lines
+}
+
+/// src/sync.rs says it is the only module that names loom: every loom atomic, `Arc`, `Mutex` and
+/// thread-local reaches the rest of the crate through it (thread-locals through
+/// `parena_thread_local!`), so a model never runs a std type in its place.
+#[test]
+fn only_sync_names_loom() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = BTreeMap::new();
+    read_sources(&root.join("src"), root, &mut sources);
+    let found: Vec<String> = sources
+        .iter()
+        .filter(|(file, _)| file.as_str() != "src/sync.rs")
+        .flat_map(|(file, src)| {
+            loom_paths(src)
+                .into_iter()
+                .map(move |l| format!("{file}:{l}"))
+        })
+        .collect();
+    assert!(
+        found.is_empty(),
+        "loom named outside src/sync.rs (use crate::sync's aliases and parena_thread_local!): {}",
+        found.join(", ")
+    );
+    assert_eq!(
+        loom_paths("// loom::x\nuse loom::sync;\nlet s = \"loom::\"; my_loom::f(); ::loom::g();\n"),
+        [2, 3],
+        "the scan itself"
+    );
+}

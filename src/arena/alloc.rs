@@ -402,7 +402,7 @@ impl Inner {
             // Commit: the walk now sees the block and the remainder.
             self.mem.word(hdr).store(reserved, Ordering::Relaxed);
         }
-        // SAFETY: the segment is ours since the pop; the data range lies inside it.
+        // SAFETY: the segment is ours since the pop, and the data range lies inside it.
         unsafe { self.mem.zero(hdr + WORD, span - WORD) };
         self.mem.word(hdr).store(
             block::live(len, generation, LiveState::Pending, 0),

@@ -43,7 +43,7 @@ impl Deref for BlockMut<'_> {
     type Target = [u8];
     #[inline]
     fn deref(&self) -> &[u8] {
-        // SAFETY: in bounds (allocated); PENDING: no one else reads or writes these bytes.
+        // SAFETY: PENDING: no one else reads or writes these bytes.
         unsafe { self.inner.mem.slice(self.hdr + WORD, self.len) }
     }
 }
@@ -51,8 +51,7 @@ impl Deref for BlockMut<'_> {
 impl DerefMut for BlockMut<'_> {
     #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: in bounds, writable (allocation refuses read-only arenas); PENDING: exclusive,
-        // and `&mut self` makes this the only live borrow of the bytes.
+        // SAFETY: PENDING: exclusive, and `&mut self` makes this the only live borrow of the bytes.
         unsafe { self.inner.mem.slice_mut(self.hdr + WORD, self.len) }
     }
 }

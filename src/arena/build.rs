@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::format::{self, Geometry, DATA_ALIGN, MAX_CAPACITY, MAX_CHUNK_SHIFT, MIN_CHUNK_SHIFT};
 use crate::layout::align_up;
 use crate::options::{Options, DEFAULT_CAPACITY};
+#[cfg(feature = "testkit")]
 use crate::sync::Arc;
 use std::path::Path;
 
@@ -105,6 +106,7 @@ impl Options {
     ///
     /// # Errors
     /// As [`Options::heap`].
+    #[cfg(feature = "testkit")]
     #[doc(hidden)]
     pub fn simulated_disk(&self) -> Result<(Arena, Arc<crate::backing::SimDisk>), Error> {
         Arena::create_simulated(self)

@@ -22,7 +22,7 @@ impl Inner {
     #[cold]
     #[inline(never)]
     pub(super) fn coalesce(&self, cell: &ChunkCell, seen: &mut u64) -> Result<bool, Error> {
-        // Invariant A (`cells.rs`): a call that re-entered parena from inside a step of this
+        // Invariant A (`reentry.rs`): a call that re-entered parena from inside a step of this
         // thread (a pass, a walk of its cells) neither runs a pass nor waits for one: the pass it
         // would wait for may be its own.
         if in_step() {

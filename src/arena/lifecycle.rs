@@ -1,6 +1,7 @@
 //! Flush, verify, compact, image, close and the close protocol on drop.
 
 use super::{Arena, Inner};
+#[cfg(feature = "testkit")]
 use crate::backing::SimDisk;
 use crate::block::{self, Handle, LiveState};
 use crate::cells::for_each_thread_cell;
@@ -240,8 +241,8 @@ impl Arena {
                 .store(discarded, Ordering::Relaxed);
             return Err(e);
         }
-        // SAFETY: `start..bump` is the heap in use, in bounds and writable (not read-only, checked
-        // above); `&mut` on the only clone means no other thread touches it.
+        // SAFETY: `start..bump` is the heap in use; `&mut` on the only clone means no other
+        // thread touches it.
         unsafe { inner.mem.zero(start, bump - start) };
         inner.start_map().retarget().finish();
         Ok(())
@@ -280,7 +281,7 @@ impl Arena {
         header.state = STATE_CLEAN;
         header.state_checksum = header.compute_state_checksum(inner.reserved_bytes());
         out.write_all(bytemuck::bytes_of(&header))?;
-        // SAFETY: in bounds; `get_mut` proved no other clone can write while we copy.
+        // SAFETY: `get_mut` proved no other clone can write while we copy.
         let rest = unsafe { inner.mem.slice(HEADER_SIZE, inner.capacity - HEADER_SIZE) };
         out.write_all(rest)?;
         Ok(())
@@ -311,8 +312,7 @@ impl Inner {
     /// The reserved area, for the seal. Callers hold the arena exclusively (`&mut Inner`, or the
     /// only clone), so nothing writes it meanwhile.
     fn reserved_bytes(&self) -> &[u8] {
-        // SAFETY: in bounds (header size + reserved_len <= data_start < capacity); written only
-        // through `Arena::reserved_mut`, which needs `&mut` on the only clone, and every caller
+        // SAFETY: written only through `Arena::reserved_mut`, which needs `&mut` on the only clone, and every caller
         // of this holds that clone (or `Inner` by `&mut`), so no such borrow is live.
         unsafe { self.mem.slice(HEADER_SIZE, self.geom.reserved_len.into()) }
     }
@@ -373,6 +373,7 @@ impl Drop for Inner {
     }
 }
 
+#[cfg(feature = "testkit")]
 impl SimDisk {
     /// The image a power cut would leave now: every flushed page, plus the live contents of each
     /// page `p` (its byte offset) for which `keep(p)` says the OS happened to write it back.
@@ -381,6 +382,7 @@ impl SimDisk {
     }
 }
 
+#[cfg(feature = "testkit")]
 impl Inner {
     /// This arena's memory as the simulated disk `disk` would leave it after a power cut.
     fn crash_image(&self, disk: &SimDisk, keep: impl FnMut(u64) -> bool) -> Vec<u8> {

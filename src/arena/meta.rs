@@ -189,9 +189,8 @@ impl Arena {
     /// The user-reserved area. Writing it needs the only clone ([`Arena::reserved_mut`]), so
     /// nothing writes it while this borrow lives.
     pub fn reserved(&self) -> &[u8] {
-        // SAFETY: in bounds (header size + reserved_len <= data_start < capacity); written only
-        // through `reserved_mut`, which needs `&mut` on the only clone, so never while `&self` is
-        // borrowed from any clone.
+        // SAFETY: written only through `reserved_mut`, which needs `&mut` on the only clone, so
+        // never while `&self` is borrowed from any clone.
         unsafe {
             self.inner
                 .mem
@@ -208,7 +207,7 @@ impl Arena {
         if inner.read_only {
             return Err(Error::ReadOnly);
         }
-        // SAFETY: in bounds; `get_mut` proved this is the only clone and we hold it mutably.
+        // SAFETY: `get_mut` proved this is the only clone and we hold it mutably.
         Ok(unsafe {
             inner
                 .mem
@@ -233,7 +232,7 @@ impl Arena {
         let mut freed_bytes = 0u64;
         let mut alloc_bytes = 0u64;
         // A fold under the registry's lock, not a copy of the list: `stats` allocates nothing
-        // (invariant A, `cells.rs`), so it is safe on `GlobalArena::arena()`.
+        // (invariant A, `reentry.rs`), so it is safe on `GlobalArena::arena()`.
         inner.cells.fold((), |(), c| {
             let k = &c.counters;
             s.allocations += k.allocs.load(Ordering::Relaxed);

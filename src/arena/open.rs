@@ -70,6 +70,7 @@ impl Arena {
     }
 
     /// A heap arena on a simulated disk, for power-loss tests.
+    #[cfg(feature = "testkit")]
     pub(super) fn create_simulated(
         o: &Options,
     ) -> Result<(Arena, Arc<crate::backing::SimDisk>), Error> {

@@ -16,7 +16,7 @@ impl Inner {
     /// # Errors
     /// [`Error::Corrupt`] when a cached block's header is not FREE (a damaged heap): the rest of
     /// that class's cache is left off the lists (leaked until a repair), the other classes are
-    /// drained. Never panics (invariant A, `cells.rs`).
+    /// drained. Never panics (invariant A, `reentry.rs`).
     pub(super) fn drain_cache(&self, cell: &ChunkCell) -> Result<(), Error> {
         let mut result = Ok(());
         for slot in &cell.cache {
@@ -101,7 +101,7 @@ impl Inner {
         };
         bump_counter(&cell.counters.free_bytes, bytes);
         // The cursor may move back over the block only through the gate of invariant C
-        // (`cells.rs`): never two rewinds in a row.
+        // (`cells/mod.rs`): never two rewinds in a row.
         if let Some(last) = cell.last_block(hdr, span) {
             // The entry goes away: its start bit with it (the block lies in this thread's own
             // chunk, so the owner-map word is ours).

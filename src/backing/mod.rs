@@ -11,10 +11,12 @@
 
 mod anon;
 mod file;
+#[cfg(feature = "testkit")]
 mod sim;
 mod vec;
 
 pub(crate) use file::OpenedFile;
+#[cfg(feature = "testkit")]
 pub use sim::SimDisk;
 
 use crate::error::Error;
@@ -75,7 +77,8 @@ enum Store {
     Heap(#[allow(dead_code)] vec::HeapBuf),
     Anon(#[allow(dead_code)] anon::AnonMap),
     File(file::FileMap),
-    /// A heap buffer whose flushes copy pages into a simulated disk (tests only).
+    /// A heap buffer whose flushes copy pages into a simulated disk (feature `testkit`).
+    #[cfg(feature = "testkit")]
     Sim(#[allow(dead_code)] vec::HeapBuf, crate::sync::Arc<SimDisk>),
 }
 
@@ -123,6 +126,7 @@ impl Backing {
     }
 
     /// A zeroed heap buffer whose flushes are recorded by a simulated disk.
+    #[cfg(feature = "testkit")]
     pub(crate) fn sim(len: u64) -> Result<(Backing, crate::sync::Arc<SimDisk>), Error> {
         let buf = vec::HeapBuf::new(len)?;
         let base = buf.base();
@@ -187,7 +191,8 @@ impl Backing {
         match &self.store {
             Store::Anon(m) => m.apply(s),
             Store::File(m) => m.apply(s),
-            Store::Heap(_) | Store::Sim(..) => match s.first_on() {
+            // A heap buffer (the simulated disk's included).
+            _ => match s.first_on() {
                 Some(option) => Err(Error::Unsupported {
                     option,
                     backing: self.kind(),
@@ -199,7 +204,9 @@ impl Backing {
 
     pub(crate) fn kind(&self) -> BackingKind {
         match self.store {
-            Store::Heap(_) | Store::Sim(..) => BackingKind::Heap,
+            Store::Heap(_) => BackingKind::Heap,
+            #[cfg(feature = "testkit")]
+            Store::Sim(..) => BackingKind::Heap,
             Store::Anon(_) => BackingKind::Anon,
             Store::File(_) => BackingKind::File,
         }
@@ -214,6 +221,7 @@ impl Backing {
     pub(crate) fn durable(&self) -> bool {
         match &self.store {
             Store::File(_) => !self.read_only,
+            #[cfg(feature = "testkit")]
             Store::Sim(..) => true,
             _ => false,
         }
@@ -251,7 +259,8 @@ impl Backing {
         );
         #[cfg(not(parena_loom))]
         {
-            let p = self.ptr(off).cast::<u64>();
+            // SAFETY: `off + 8 <= len` by the caller's contract.
+            let p = unsafe { self.ptr_unchecked(off) }.cast::<u64>();
             // SAFETY: `p` is in bounds and 8-aligned by the caller's contract (the base is
             // page-aligned), and valid for the lifetime of `&self`. Shared words are only accessed
             // atomically (see `word`), which is what `from_ptr` requires.
@@ -264,51 +273,102 @@ impl Backing {
     }
 
     /// A raw pointer to byte `off`, derived from the base pointer.
+    ///
+    /// # Panics
+    /// If `off` is past the end of the backing.
     #[inline]
     pub(crate) fn ptr(&self, off: u64) -> *mut u8 {
+        assert!(
+            off <= self.len,
+            "offset {off} past the {}-byte backing",
+            self.len
+        );
+        // SAFETY: `off <= len` (checked above).
+        unsafe { self.ptr_unchecked(off) }
+    }
+
+    /// [`Backing::ptr`] without its check.
+    ///
+    /// # Safety
+    /// `off <= len`.
+    #[inline]
+    unsafe fn ptr_unchecked(&self, off: u64) -> *mut u8 {
         debug_assert!(
             off <= self.len,
             "offset {off} past the {}-byte backing",
             self.len
         );
-        let off = usize::try_from(off).expect("backing offsets fit in usize");
-        // SAFETY: `off <= len` and the region is one allocation of `len` bytes, so the result is in
-        // bounds or one past the end.
-        unsafe { self.base.as_ptr().add(off) }
+        // SAFETY: `off <= len` (the caller's contract), the region is one allocation of `len`
+        // bytes and `len` fits in `usize` (it was mapped or allocated), so the result is in bounds
+        // or one past the end.
+        unsafe { self.base.as_ptr().add(off as usize) }
+    }
+
+    /// A pointer to byte `off`, after checking the bounds half of the byte accessors' contract, so
+    /// that their `unsafe` covers aliasing only: `off..off + len` lies inside the backing, and a range to be written lies in
+    /// a writable one. Offsets derived from a file (a forged header or block word) can reach the
+    /// accessors, so this is a real check, not a debug assertion: a compare and a branch beside a
+    /// copy or a fill of the range.
+    ///
+    /// # Panics
+    /// If the range is outside the backing, or `write` and the backing is read-only.
+    #[inline]
+    #[track_caller]
+    fn range_ptr(&self, off: u64, len: u64, write: bool) -> *mut u8 {
+        assert!(
+            off.checked_add(len).is_some_and(|end| end <= self.len),
+            "range {off}..+{len} outside the {}-byte backing",
+            self.len
+        );
+        assert!(!(write && self.read_only), "write to a read-only backing");
+        // SAFETY: `off <= off + len <= len` (checked above).
+        unsafe { self.ptr_unchecked(off) }
     }
 
     /// The bytes `off..off + len`.
     ///
     /// # Safety
-    /// The range must be in bounds, and no thread may write it while the slice lives.
+    /// No thread may write the range while the slice lives.
+    ///
+    /// # Panics
+    /// If the range is outside the backing.
     #[inline]
     pub(crate) unsafe fn slice(&self, off: u64, len: u64) -> &[u8] {
-        debug_assert!(off + len <= self.len);
-        // SAFETY: in bounds and free of writers by the caller's contract.
-        unsafe { std::slice::from_raw_parts(self.ptr(off), len as usize) }
+        let p = self.range_ptr(off, len, false);
+        // SAFETY: in bounds (checked by `range_ptr`); free of writers by the caller's contract.
+        unsafe { std::slice::from_raw_parts(p, len as usize) }
     }
 
     /// The bytes `off..off + len`, exclusively.
     ///
     /// # Safety
-    /// The range must be in bounds, writable, and accessed by no one else while the slice lives.
+    /// No one else may access the range while the slice lives.
+    ///
+    /// # Panics
+    /// If the range is outside the backing, or the backing is read-only.
     #[allow(clippy::mut_from_ref)]
     #[inline]
     pub(crate) unsafe fn slice_mut(&self, off: u64, len: u64) -> &mut [u8] {
-        debug_assert!(off + len <= self.len && !self.read_only);
-        // SAFETY: in bounds and exclusive by the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr(off), len as usize) }
+        let p = self.range_ptr(off, len, true);
+        // SAFETY: in bounds and writable (checked by `range_ptr`); exclusive by the caller's
+        // contract.
+        unsafe { std::slice::from_raw_parts_mut(p, len as usize) }
     }
 
     /// Sets `off..off + len` to zero (both views under loom).
     ///
     /// # Safety
-    /// The range must be in bounds, writable, and owned by the caller: no other thread accesses it
-    /// (atomically or not) during the call.
+    /// The range must be owned by the caller: no other thread accesses it (atomically or not)
+    /// during the call.
+    ///
+    /// # Panics
+    /// If the range is outside the backing, or the backing is read-only.
+    #[inline]
     pub(crate) unsafe fn zero(&self, off: u64, len: u64) {
-        debug_assert!(off + len <= self.len && !self.read_only);
-        // SAFETY: in bounds and exclusive by the caller's contract.
-        unsafe { std::ptr::write_bytes(self.ptr(off), 0, len as usize) };
+        let p = self.range_ptr(off, len, true);
+        // SAFETY: in bounds and writable (checked by `range_ptr`); exclusive by the caller's
+        // contract.
+        unsafe { std::ptr::write_bytes(p, 0, len as usize) };
         #[cfg(parena_loom)]
         for w in (off / 8)..((off + len).div_ceil(8)) {
             self.words[w as usize].store(0, crate::sync::Ordering::Relaxed);
@@ -319,11 +379,15 @@ impl Backing {
     ///
     /// # Safety
     /// As for [`Backing::zero`].
+    ///
+    /// # Panics
+    /// As for [`Backing::zero`].
     pub(crate) unsafe fn write(&self, off: u64, src: &[u8]) {
-        debug_assert!(off + src.len() as u64 <= self.len && !self.read_only);
-        // SAFETY: in bounds and exclusive by the caller's contract; `src` is not in the region
-        // (it is borrowed while the region is owned by the caller).
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr(off), src.len()) };
+        let p = self.range_ptr(off, src.len() as u64, true);
+        // SAFETY: in bounds and writable (checked by `range_ptr`); exclusive by the caller's
+        // contract, and `src` is not in the region (it is borrowed while the region is owned by
+        // the caller).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) };
         #[cfg(parena_loom)]
         self.load_words();
     }
@@ -332,6 +396,7 @@ impl Backing {
     pub(crate) fn flush(&self, off: u64, len: u64) -> Result<(), Error> {
         match &self.store {
             Store::File(f) if !self.read_only => f.flush(off, len),
+            #[cfg(feature = "testkit")]
             Store::Sim(_, disk) => {
                 disk.persist(self, off, len);
                 Ok(())
@@ -354,5 +419,48 @@ impl Backing {
             Store::File(f) => Some(f.path()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backing;
+
+    // The byte accessors refuse a range outside the backing in every build, not only under debug
+    // assertions: offsets can come from a forged file.
+
+    #[test]
+    #[should_panic(expected = "outside the 8192-byte backing")]
+    fn a_slice_past_the_end_is_refused() {
+        let b = Backing::heap(8192).unwrap();
+        // SAFETY: nothing else uses the fresh backing.
+        let _ = unsafe { b.slice(8192 - 8, 16) };
+    }
+
+    #[test]
+    #[should_panic(expected = "outside the 8192-byte backing")]
+    fn a_write_past_the_end_is_refused() {
+        let b = Backing::heap(8192).unwrap();
+        // SAFETY: nothing else uses the fresh backing.
+        unsafe { b.write(8190, &[1; 4]) };
+    }
+
+    #[test]
+    #[should_panic(expected = "outside the 8192-byte backing")]
+    fn a_range_whose_end_overflows_is_refused() {
+        let b = Backing::heap(8192).unwrap();
+        // SAFETY: nothing else uses the fresh backing.
+        unsafe { b.zero(u64::MAX - 4, 8) };
+    }
+
+    #[test]
+    fn a_range_up_to_the_end_is_served() {
+        let b = Backing::heap(8192).unwrap();
+        // SAFETY: nothing else uses the fresh backing.
+        unsafe { b.write(8192 - 4, &[7; 4]) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { b.slice(8192 - 4, 4) }, [7; 4]);
+        // SAFETY: as above.
+        unsafe { b.zero(8192, 0) };
     }
 }

@@ -1,9 +1,11 @@
 //! Reader pins and the other read-modify-write steps on a LIVE block header word.
 
 use super::check::{sealed, sr_code, with_sr, SR_MASK};
+#[cfg(any(test, feature = "testkit"))]
+use super::header_word::STATE_MASK;
 use super::header_word::{
     is_large, LiveState, CHECK_BITS, LARGE_MIN, LEN_MASK, LIVE_CHECK_SHIFT, MAX_READERS,
-    READERS_SHIFT, STATE_MASK, STATE_SHIFT,
+    READERS_SHIFT, STATE_SHIFT,
 };
 
 /// A LIVE block header word in its stored (encoded) form, for the read-modify-write steps of the
@@ -29,6 +31,7 @@ impl BlockHeader {
     }
 
     /// The same word with its readers field set to `readers` (at most [`MAX_READERS`]).
+    #[cfg(any(test, feature = "testkit"))]
     #[inline]
     pub(crate) const fn with_readers(self, readers: u64) -> BlockHeader {
         debug_assert!(readers <= MAX_READERS);

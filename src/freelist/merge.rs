@@ -1,6 +1,6 @@
 //! Coalescing of the shared lists: detach whole lists into one chain linked through the segments'
 //! own headers, sort it in place, merge physically adjacent segments, list them again. Allocates
-//! nothing (invariant A, `cells.rs`).
+//! nothing (invariant A, `reentry.rs`).
 
 use super::{head_off, head_tag, pack_head, FreeLists};
 use crate::backing::Backing;
@@ -20,7 +20,7 @@ impl FreeLists {
     /// fails its CAS whatever it read from the old nodes since. `limit` bounds node offsets as in
     /// `pop`. A damaged chain is reported as `Error::Corrupt` and `chain` is left as it was; the
     /// class's nodes stay off the lists (leaked until the next repair), like the node a failing
-    /// `pop` reports. Allocates nothing (invariant A, `cells.rs`).
+    /// `pop` reports. Allocates nothing (invariant A, `reentry.rs`).
     pub(crate) fn take_all(
         &self,
         b: &Backing,
@@ -102,7 +102,7 @@ impl FreeLists {
     /// and how many were detached (the pass's cost is about that many cache misses times the sort's
     /// `log n`).
     ///
-    /// The pass allocates nothing (invariant A, `cells.rs`): the detached segments are linked
+    /// The pass allocates nothing (invariant A, `reentry.rs`): the detached segments are linked
     /// through their own FREE headers (the `next` field, which nothing reads while they are off
     /// the lists), and sorted there with a bottom-up merge sort over a fixed array of 64 runs.
     /// Rewriting `next` leaves every header FREE with its span, so a heap walk is unaffected.

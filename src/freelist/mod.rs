@@ -35,7 +35,7 @@
 //!
 //! `take_all` detaches a whole class with one CAS of its head to empty (tag bumped), for the
 //! coalescing pass (`coalesce`), which chains the detached segments through their own headers
-//! (no allocation: invariant A in `cells.rs`), sorts the chain, merges physically adjacent
+//! (no allocation: invariant A in `reentry.rs`), sorts the chain, merges physically adjacent
 //! segments and lists them again;
 //! see docs/design.md, "Coalescing while shared".
 //!

@@ -47,8 +47,7 @@ pub(super) fn write_fresh(
     f.format(capacity, false, bytemuck::bytes_of(&raw))?;
     let b = Backing::file(f, capacity)?;
     let reserved = u64::from(g.reserved_len);
-    // SAFETY: the reserved area `HEADER_SIZE..HEADER_SIZE + reserved` lies below `data_start` in
-    // both maps; the damaged file's map is private and nothing writes it.
+    // SAFETY: the damaged file's map is private and nothing writes it.
     let from = unsafe { src.mem.slice(HEADER_SIZE, reserved) };
     // SAFETY: the fresh file was created by this call and is mapped only here.
     unsafe { b.write(HEADER_SIZE, from) };
@@ -61,8 +60,7 @@ pub(super) fn write_fresh(
         if off > at {
             discarded += lists.give_back(&b, &g, at, off - at, Unlisted::Segment);
         }
-        // SAFETY: `off + span` lies below the bump offset, inside the heap of both maps (the
-        // walk checked it); the damaged map is private and unwritten.
+        // SAFETY: the damaged map is private and unwritten.
         let data = unsafe { src.mem.slice(off + 8, span - 8) };
         // SAFETY: as above, and the fresh map is this call's alone.
         unsafe { b.write(off + 8, data) };

@@ -1,6 +1,6 @@
 //! Helpers shared by the test modules.
 
-use parena::{Arena, Handle};
+use parena::{Arena, Error, Handle, Options};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -76,4 +76,12 @@ pub fn spawn_child(name: &str, env: &[(&str, &str)]) -> Child {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     c.spawn().unwrap()
+}
+
+/// Opens (or creates) the arena file at `path` with `o`. Every caller's file lives in a private
+/// temporary directory that nothing else touches while it is mapped.
+pub fn open(o: &Options, path: &Path) -> Result<Arena, Error> {
+    // SAFETY: the file is in a private temporary directory (see above): nothing else maps,
+    // truncates or writes it while it is mapped.
+    unsafe { o.map_file(path) }
 }

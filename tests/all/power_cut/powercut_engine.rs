@@ -23,11 +23,11 @@
 //!
 //! `PARENA_POWERCUT_CYCLES` sets the number of cuts (default 20, three images each).
 
-use crate::cutkit::{self, open};
 use crate::engine::memtable::Memtable;
 use crate::engine::wal::Wal;
 use crate::engine::{key, open_memtable, parse_payload, parse_value, payload, value};
 use crate::engine::{MEMTABLE_SLOT, WAL_SLOT};
+use crate::power_cut::cutkit::{self, open};
 use crate::util::Rng;
 use parena::{Arena, Error, Handle};
 use std::collections::{BTreeMap, BTreeSet};
@@ -270,7 +270,7 @@ fn memtable_and_wal_survive_power_cuts() {
     let cuts = cutkit::cuts(20);
     let mut t = Tally::default();
     let o = cutkit::run_cuts(
-        "powercut_engine::child_engine_worker",
+        "power_cut::powercut_engine::child_engine_worker",
         cuts,
         &["optimistic", "pessimistic"],
         cutkit::Start::Fresh,

@@ -382,7 +382,7 @@ fn kill_during(pass: &str, kills: u64) {
     let run = |kill_after: Option<Duration>| -> Option<u64> {
         fs::copy(&master, &path).unwrap();
         let mut child = spawn_child(
-            "passes::child_pass_worker",
+            "recovery::passes::child_pass_worker",
             &[
                 ("PARENA_PASS_FILE", path.to_str().unwrap()),
                 ("PARENA_PASS_CAP", &cap.to_string()),

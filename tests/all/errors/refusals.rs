@@ -1,120 +1,11 @@
-//! Issue "the arena itself": backings, header validation, locking, bounds, concurrency, >4 GiB.
+//! Bad input is refused with its own variant and harms nothing: a file that is not an arena, a
+//! second writer, a read-only arena, mismatched options, bad arguments, flipped header bytes.
 
-use crate::util::{check, file_hash, fill, spawn_child, Rng};
-use parena::{Arena, BackingKind, Error, Freelist, Options};
+use crate::util::{check, file_hash, fill, open, spawn_child, Rng};
+use parena::{Error, Freelist, Options};
 use proptest::prelude::*;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-
-/// SAFETY (for every `map_file` in this module): each file lives in a private temporary
-/// directory that nothing else touches while it is mapped.
-fn open(o: &Options, path: &Path) -> Result<Arena, Error> {
-    // SAFETY: see above.
-    unsafe { o.map_file(path) }
-}
-
-#[test]
-#[cfg_attr(miri, ignore = "includes a file map (Miri cannot mmap files)")]
-fn every_backing_round_trips() {
-    let dir = tempfile::tempdir().unwrap();
-    let arenas = [
-        Options::new().capacity(1 << 20).heap().unwrap(),
-        Options::new().capacity(1 << 20).map_anon().unwrap(),
-        open(&Options::new().capacity(1 << 20), &dir.path().join("f")).unwrap(),
-    ];
-    for (arena, kind) in
-        arenas
-            .iter()
-            .zip([BackingKind::Heap, BackingKind::Anon, BackingKind::File])
-    {
-        assert_eq!(arena.backing(), kind);
-        let hs: Vec<_> = (0..300)
-            .map(|i| (fill(arena, 1 + i % 97, i as u8), 1 + i % 97, i as u8))
-            .collect();
-        for &(h, len, b) in &hs {
-            check(arena, h, len, b);
-            assert_eq!(arena.len_of(h).unwrap(), len);
-        }
-        let s = arena.stats();
-        assert_eq!(s.net_blocks, 300);
-        assert_eq!(s.allocations, 300);
-    }
-}
-
-#[test]
-#[cfg_attr(miri, ignore = "maps a file (Miri cannot mmap files)")]
-fn reopen_keeps_blocks_roots_and_reserved() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("a");
-    let o = Options::new()
-        .capacity(4 << 20)
-        .reserved(100)
-        .magic_version(9)
-        .freelist(Freelist::Pessimistic);
-    let mut kept = Vec::new();
-    let id;
-    {
-        let mut arena = open(&o, &path).unwrap();
-        id = arena.id();
-        arena.reserved_mut().unwrap()[..5].copy_from_slice(b"hello");
-        let mut rng = Rng(7);
-        for i in 0..2000 {
-            let len = 1 + rng.below(700) as usize;
-            let h = fill(&arena, len, i as u8);
-            if rng.below(3) == 0 {
-                arena.free(h).unwrap();
-            } else {
-                kept.push((h, len, i as u8));
-            }
-        }
-        for i in 0..parena::ROOT_SLOTS {
-            arena.set_root(i, 1000 + i as u64).unwrap();
-        }
-        arena.close().unwrap();
-    }
-    let mut arena = open(&Options::new().magic_version(9), &path).unwrap();
-    assert!(arena.was_clean());
-    assert_eq!(arena.id(), id);
-    assert_eq!(arena.freelist(), Freelist::Pessimistic);
-    assert_eq!(&arena.reserved()[..5], b"hello");
-    for i in 0..parena::ROOT_SLOTS {
-        assert_eq!(arena.root(i), 1000 + i as u64);
-    }
-    for &(h, len, b) in &kept {
-        check(&arena, h, len, b);
-    }
-    let r = arena.verify().unwrap();
-    assert!(r.is_clean(), "{r:?}");
-    assert_eq!(r.live_blocks, kept.len() as u64);
-    // Handles stay usable for frees after reopen, and a second free is refused.
-    arena.free(kept[0].0).unwrap();
-    assert!(matches!(
-        arena.free(kept[0].0),
-        Err(Error::DoubleFree { .. })
-    ));
-}
-
-#[test]
-#[cfg_attr(miri, ignore = "maps a file (Miri cannot mmap files)")]
-fn heap_image_opens_as_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("img");
-    let mut arena = Options::new()
-        .capacity(1 << 20)
-        .magic_version(3)
-        .heap()
-        .unwrap();
-    let h = fill(&arena, 64, 0xab);
-    arena.set_root(2, h.to_u64()).unwrap();
-    let mut f = std::fs::File::create(&path).unwrap();
-    arena.write_image(&mut f).unwrap();
-    f.flush().unwrap();
-    drop(f);
-    let file = open(&Options::new().magic_version(3), &path).unwrap();
-    assert!(file.was_clean());
-    assert_eq!(file.root(2), h.to_u64());
-    check(&file, h, 64, 0xab);
-}
 
 #[test]
 #[cfg_attr(miri, ignore = "maps a file (Miri cannot mmap files)")]
@@ -186,7 +77,7 @@ fn writer_in_another_process_is_locked_out() {
     let path = dir.path().join("p");
     drop(open(&Options::new().capacity(1 << 20), &path).unwrap());
     let mut child = spawn_child(
-        "foundation::child_hold_writer",
+        "errors::refusals::child_hold_writer",
         &[("PARENA_HOLD", path.to_str().unwrap())],
     );
     let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -400,120 +291,6 @@ fn bad_arguments_are_typed_errors() {
             ..
         })
     ));
-}
-
-#[test]
-fn pending_block_is_busy_until_published() {
-    let arena = Options::new().capacity(1 << 20).heap().unwrap();
-    let mut b = arena.alloc(8).unwrap();
-    b[0] = 5;
-    let h = b.handle();
-    let mut buf = [0u8; 8];
-    assert!(matches!(
-        arena.read(h, 0, &mut buf),
-        Err(Error::Busy { .. })
-    ));
-    assert!(matches!(arena.free(h), Err(Error::Busy { .. })));
-    drop(b);
-    arena.read(h, 0, &mut buf).unwrap();
-    assert_eq!(buf[0], 5);
-}
-
-#[test]
-fn aligned_allocations() {
-    let arena = Options::new().capacity(4 << 20).heap().unwrap();
-    for align in [1usize, 2, 8, 16, 64, 256, 4096] {
-        for size in [1usize, 24, 100, 5000, 70_000] {
-            let l = std::alloc::Layout::from_size_align(size, align).unwrap();
-            let b = arena.alloc_layout(l).unwrap();
-            assert_eq!(b.as_ptr() as usize % align, 0, "align {align} size {size}");
-            assert_eq!(b.len(), size);
-        }
-    }
-    let mut a = arena;
-    assert!(a.verify().unwrap().is_clean());
-}
-
-#[test]
-#[cfg_attr(miri, ignore = "includes a file map; the sanitizers run it")]
-fn two_threads_never_overlap() {
-    let dir = tempfile::tempdir().unwrap();
-    let arenas = [
-        Options::new().capacity(32 << 20).heap().unwrap(),
-        open(&Options::new().capacity(32 << 20), &dir.path().join("t")).unwrap(),
-    ];
-    for arena in arenas {
-        let per_thread: Vec<Vec<(parena::Handle, usize)>> = std::thread::scope(|s| {
-            let ts: Vec<_> = (0..2u8)
-                .map(|t| {
-                    let arena = &arena;
-                    s.spawn(move || {
-                        let mut rng = Rng(1 + u64::from(t));
-                        let mut mine = Vec::new();
-                        for i in 0..20_000 {
-                            let len =
-                                1 + rng.below(if i % 100 == 0 { 40_000 } else { 200 }) as usize;
-                            mine.push((fill(arena, len, t + 1), len));
-                        }
-                        mine
-                    })
-                })
-                .collect();
-            ts.into_iter().map(|t| t.join().unwrap()).collect()
-        });
-        let mut spans = Vec::new();
-        for (t, blocks) in per_thread.iter().enumerate() {
-            for &(h, len) in blocks {
-                check(&arena, h, len, t as u8 + 1);
-                spans.push((h.offset(), h.offset() + len as u64));
-            }
-        }
-        spans.sort_unstable();
-        for w in spans.windows(2) {
-            assert!(w[0].1 <= w[1].0, "blocks {w:?} overlap");
-        }
-    }
-}
-
-#[test]
-#[cfg_attr(miri, ignore = "maps a 6 GiB sparse file")]
-fn arena_over_4_gib() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("big");
-    let cap = 6u64 << 30;
-    let o = Options::new().capacity(cap).preallocate(false);
-    let far = {
-        let a = open(&o, &path).unwrap();
-        // The longest block there can be (4 GiB - 4 KiB - 16), then a 512 MiB block past 4 GiB.
-        let mut b = a.alloc(parena::MAX_BLOCK_LEN as usize).unwrap();
-        assert_eq!(b.len() as u64, parena::MAX_BLOCK_LEN);
-        let n = b.len();
-        b[n - 8..].copy_from_slice(b"far away");
-        let huge = b.into_handle();
-        assert_eq!(a.len_of(huge).unwrap() as u64, parena::MAX_BLOCK_LEN);
-        assert!(matches!(
-            a.alloc(parena::MAX_BLOCK_LEN as usize + 1),
-            Err(Error::TooLarge { .. })
-        ));
-        let mut b = a.alloc(512 << 20).unwrap();
-        b[(512 << 20) - 8..].copy_from_slice(b"far away");
-        let h = b.into_handle();
-        assert!(h.offset() > 4 << 30, "last block at {}", h.offset());
-        a.set_root(0, h.to_u64()).unwrap();
-        a.set_root(1, huge.to_u64()).unwrap();
-        h
-    };
-    let a = open(&Options::new(), &path).unwrap();
-    assert_eq!(a.capacity(), cap);
-    let h = parena::Handle::from_u64(a.root(0));
-    assert_eq!(h, far);
-    let mut buf = [0u8; 8];
-    a.read(h, (512 << 20) - 8, &mut buf).unwrap();
-    assert_eq!(&buf, b"far away");
-    let huge = parena::Handle::from_u64(a.root(1));
-    a.read(huge, parena::MAX_BLOCK_LEN as usize - 8, &mut buf)
-        .unwrap();
-    assert_eq!(&buf, b"far away");
 }
 
 fn template_image() -> Vec<u8> {

@@ -113,7 +113,7 @@ fn kill_cycles(cycles: u64) {
     let mut checked = 0u64;
     for cycle in 0..cycles {
         let mut child = spawn_child(
-            "crash::child_crash_worker",
+            "recovery::crash::child_crash_worker",
             &[
                 ("PARENA_CRASH_CHILD", path.to_str().unwrap()),
                 ("PARENA_CRASH_SEED", &(cycle + 1).to_string()),

@@ -19,7 +19,7 @@
 //! Zero refusals, zero lost blocks and a clean `verify()` are required of every image.
 //! `PARENA_POWERCUT_CYCLES` sets the cuts per policy (default 50; 1,000 for the long run).
 
-use crate::cutkit::{self, open, Cut, Outcome};
+use crate::power_cut::cutkit::{self, open, Cut, Outcome};
 use crate::util::Rng;
 use parena::{Error, Handle};
 use std::collections::{BTreeMap, BTreeSet};
@@ -207,7 +207,7 @@ fn protected(dir: &Path, cut: &Cut) -> BTreeMap<u64, (u64, usize)> {
 fn run_policy(name: &str, cuts: u64) -> (Outcome, Tally) {
     let mut tally = Tally::default();
     let outcome = cutkit::run_cuts(
-        "powercut::child_powercut_worker",
+        "power_cut::powercut::child_powercut_worker",
         cuts,
         &[name],
         cutkit::Start::Chained,

@@ -1,0 +1,140 @@
+//! Freed space is reused: through the shared free lists, the thread cache, for aligned blocks,
+//! and after a flush hands every lane's cached blocks to the shared lists.
+
+use crate::util::{check, fill};
+use parena::{Error, Freelist, Options};
+
+#[test]
+fn freelist_reuse() {
+    for kind in [Freelist::Optimistic, Freelist::Pessimistic] {
+        // Under Miri a smaller heap: the same fills, splits and reuses in a quarter of the steps.
+        let arena = Options::new()
+            .capacity(if cfg!(miri) { 20 << 10 } else { 64 << 10 })
+            .freelist(kind)
+            .heap()
+            .unwrap();
+        let mut live = Vec::new();
+        for round in 0..if cfg!(miri) { 3 } else { 50u32 } {
+            loop {
+                match arena.alloc(100) {
+                    Ok(mut b) => {
+                        b.fill(round as u8);
+                        live.push((b.into_handle(), round as u8));
+                    }
+                    Err(Error::Full { .. }) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            for (h, b) in live.drain(..).rev().step_by(1) {
+                check(&arena, h, 100, b);
+                arena.free(h).unwrap();
+            }
+        }
+        assert!(arena.stats().from_freelist > 0 || arena.stats().rewinds > 0);
+    }
+}
+
+#[test]
+fn thread_cache_reuses_without_shared_lists() {
+    for cache in [true, false] {
+        let arena = Options::new()
+            .capacity(4 << 20)
+            .thread_cache(cache)
+            .heap()
+            .unwrap();
+        let keep: Vec<_> = (0..100).map(|i| fill(&arena, 40, i as u8)).collect();
+        let rounds = if cfg!(miri) { 200 } else { 1000u64 };
+        for round in 0..rounds {
+            let a = fill(&arena, 40, 1);
+            let b = fill(&arena, 200, 2);
+            let c = fill(&arena, 40, 3);
+            check(&arena, a, 40, 1);
+            arena.free(a).unwrap();
+            arena.free(c).unwrap();
+            arena.free(b).unwrap();
+            let _ = round;
+        }
+        let s = arena.stats();
+        if cache {
+            assert!(s.from_cache >= rounds * 9 / 10, "{s:?}");
+            assert!(s.cache_hit_rate() > 0.25);
+        } else {
+            assert_eq!(s.from_cache, 0);
+        }
+        // Blocks allocated before stay intact; the heap walks clean.
+        for (i, &h) in keep.iter().enumerate() {
+            check(&arena, h, 40, i as u8);
+        }
+        let mut arena = arena;
+        let r = arena.verify().unwrap();
+        assert!(r.is_clean(), "{r:?}");
+        let before = arena.stats().allocated;
+        arena.compact().unwrap();
+        assert!(arena.stats().allocated <= before);
+        assert!(arena.verify().unwrap().is_clean());
+    }
+}
+
+#[test]
+fn aligned_blocks_reuse_freed_space_of_their_size() {
+    // Large 16-aligned blocks (as a hash table's) freed and allocated again once the main memory
+    // is used up: each must reuse a freed block of its own size.
+    let arena = Options::new()
+        .capacity(8 << 20)
+        .chunk_size(64 << 10)
+        .heap()
+        .unwrap();
+    let layout = std::alloc::Layout::from_size_align(1 << 20, 16).unwrap();
+    for _ in 0..100 {
+        let b = arena
+            .alloc_layout(layout)
+            .expect("a freed block of this size exists");
+        let h = b.handle();
+        drop(b);
+        arena.free(h).unwrap();
+    }
+    assert!(arena.stats().from_freelist > 50, "{:?}", arena.stats());
+}
+
+#[test]
+fn flush_hands_every_lanes_cached_blocks_to_the_shared_lists() {
+    // A small arena with small chunks: the other thread runs the main memory out and must then
+    // find the blocks this thread freed in two lanes, which a flush moved from this thread's
+    // caches to the shared lists.
+    let arena = Options::new()
+        .capacity(if cfg!(miri) { 64 << 10 } else { 1 << 20 })
+        .chunk_size(4096)
+        .heap()
+        .unwrap();
+    let lanes = [arena.with_lane(0), arena.with_lane(3)];
+    let mut freed = Vec::new();
+    for lane in &lanes {
+        let hs: Vec<_> = (0..20).map(|_| fill(lane, 40, 9)).collect();
+        // A block after them keeps the frees from rewinding the chunk.
+        let _pin = fill(lane, 40, 9);
+        for h in hs {
+            lane.free(h).unwrap();
+            freed.push(h.offset());
+        }
+    }
+    arena.flush().unwrap();
+    let reused = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut reused = 0;
+            loop {
+                match arena.alloc(40) {
+                    Ok(b) => reused += usize::from(freed.contains(&b.offset())),
+                    Err(Error::Full { .. }) => break reused,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(
+        reused,
+        freed.len(),
+        "blocks stuck in a lane's cache after flush"
+    );
+}

@@ -1,0 +1,6 @@
+//! Handles: a stale, foreign, forged or still-pending handle never reaches bytes its caller
+//! does not own.
+
+mod forged;
+mod pending;
+mod resize_soundness;
