@@ -201,6 +201,13 @@ pub(crate) const fn free(generation: u32, next: u64) -> u64 {
     )
 }
 
+/// A PAD word with span 0, sealed: a word parena never writes (damage), for tests of the
+/// walkers' refusals.
+#[cfg(test)]
+pub(crate) const fn pad_of_nothing() -> u64 {
+    sealed(KIND_PAD << KIND_SHIFT)
+}
+
 /// A PAD filler covering `span` bytes (a multiple of 8, at least 8).
 #[inline]
 pub(crate) const fn pad(span: u64) -> u64 {

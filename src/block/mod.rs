@@ -50,6 +50,8 @@ mod header_word;
 mod pin;
 
 pub use handle::Handle;
+#[cfg(test)]
+pub(crate) use header_word::pad_of_nothing;
 pub use header_word::MAX_BLOCK_LEN;
 pub(crate) use header_word::{
     decode, free, is_foreign, is_large, large_len, large_tail, live, live_foreign, live_generation,

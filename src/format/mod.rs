@@ -347,7 +347,12 @@ mod tests {
                 data_start: Geometry::data_start_for(reserved),
                 arena_id,
             };
-            let cap = g.data_start + extra_pages * 4096;
+            // The least capacity that holds the maps and one chunk of heap is the smallest valid
+            // one: a smaller one is refused (`Size`), which is another test's case.
+            let mut cap = g.data_start + extra_pages * 4096;
+            while cap - g.data_start < heap_minimum(cap) {
+                cap += 4096;
+            }
             let mut h = RawHeader::new(&g, cap);
             for (i, &v) in roots.iter().enumerate() {
                 h.roots[i] = [v, settled_root_check(i, v)];

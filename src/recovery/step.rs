@@ -275,9 +275,9 @@ mod tests {
             Stuck::BadHeader { word: zero_gen }
         );
         assert_eq!(
-            stuck(block::pad(0), DS, 2 * DS),
+            stuck(block::pad_of_nothing(), DS, 2 * DS),
             Stuck::BadHeader {
-                word: block::pad(0)
+                word: block::pad_of_nothing()
             }
         );
         let live = block::live(100, 9, LiveState::Published, 0);
