@@ -195,8 +195,9 @@ pub enum LostReason {
 /// ([`Error::Corrupt`]) it is removed.
 ///
 /// # Safety
-/// As for [`Options::map_file`]: both files are mapped, so no other process (or code outside
-/// this call) may modify or truncate either of them while `salvage` runs.
+/// As for [`Options::map_file`](crate::Options::map_file): both files are mapped, so no other
+/// process (or code outside this call) may modify or truncate either of them while `salvage`
+/// runs.
 pub unsafe fn salvage(
     damaged: impl AsRef<Path>,
     fresh: impl AsRef<Path>,
