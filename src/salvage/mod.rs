@@ -227,6 +227,7 @@ mod tests {
     /// start bit and writing its header, with another thread's chunk above it: every block handed
     /// out is saved (recovery keeps them all), and the run from the bit is reported.
     #[test]
+    #[cfg_attr(miri, ignore = "maps files")]
     fn a_crash_between_a_start_bit_and_its_header_loses_no_block() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a");
