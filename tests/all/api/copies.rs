@@ -85,6 +85,7 @@ fn check_pair(a: Arena, b: Arena, old: &[Handle], what: &str) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "opens files")]
 fn a_written_image_is_a_new_arena_for_new_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb) = (dir.path().join("a"), dir.path().join("b"));
@@ -96,6 +97,7 @@ fn a_written_image_is_a_new_arena_for_new_blocks() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "opens files")]
 fn a_file_copy_of_a_closed_arena_is_a_new_arena_for_new_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let (pa, pc) = (dir.path().join("a"), dir.path().join("c"));
@@ -108,6 +110,7 @@ fn a_file_copy_of_a_closed_arena_is_a_new_arena_for_new_blocks() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "opens files")]
 fn a_map_copy_view_is_a_new_arena_for_new_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let pa = dir.path().join("a");

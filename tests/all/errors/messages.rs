@@ -44,6 +44,7 @@ fn capacity_names_the_value_passed_and_the_bound() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "opens files")]
 fn offset_names_the_alignment() {
     let dir = tempfile::tempdir().unwrap();
     // SAFETY: a test's private file; nothing else maps or changes it.
@@ -90,6 +91,7 @@ fn out_of_memory_names_the_size() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "opens files")]
 fn open_errors_name_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no-such-dir").join("db.arena");
@@ -104,6 +106,7 @@ fn open_errors_name_the_path() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "opens files")]
 fn a_failed_create_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, Options); 4] = [
@@ -208,6 +211,7 @@ fn stale_and_foreign_handles_say_what_they_are() {
 /// `Stats::net_blocks` counts this process's allocations minus its frees, and says so by its name:
 /// after a reopen the arena's blocks are counted by `live_blocks()` (or `verify`).
 #[test]
+#[cfg_attr(miri, ignore = "opens files")]
 fn stats_after_a_reopen_are_named_for_what_they_count() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
