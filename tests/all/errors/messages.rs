@@ -72,6 +72,7 @@ fn chunk_size_names_the_range() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "asks the system for a 32 GiB map")]
 fn out_of_memory_names_the_size() {
     // The largest arena as an anonymous map: where the system refuses it (more than its memory
     // and swap under the default overcommit rule), the refusal is `NoMemory`, not a bare errno.
