@@ -30,9 +30,9 @@
 
 use crate::backing::Backing;
 use crate::block::{self, LiveState};
-use crate::cells::ChunkCell;
 use crate::format::{Geometry, OFF_BUMP, OFF_HIGH_WATER};
 use crate::freelist::{add_discarded, FreeLists, Unlisted};
+use crate::heap::ChunkCell;
 use crate::heap::{MapGeom, StartMap};
 use crate::layout::{align_up, WORD};
 use crate::sync::Ordering;

@@ -17,6 +17,12 @@ pub(crate) const fn align_up(x: u64, align: u64) -> Option<u64> {
     }
 }
 
+/// Largest span with its own exact size class (also the largest a per-thread cache keeps).
+pub(crate) const EXACT_MAX: u64 = 512;
+/// Number of exact size classes: spans 16..=512 are classes 0..=62 (`freelist::exact_class`).
+/// The shared free lists and the per-thread caches both have one list per exact class.
+pub(crate) const EXACT_CLASSES: usize = (EXACT_MAX / WORD - 1) as usize;
+
 /// The first length that makes a block LARGE: its LIVE word keeps its span in 4 KiB units and
 /// its exact length is in its last word (`block::large_tail`).
 pub(crate) const LARGE_MIN: u64 = 1 << 20;

@@ -538,7 +538,7 @@ fn exhausted_allocs_share_one_pass() {
 /// exact header word `b` had. The reader either pinned `b` before the free (and reads `b`'s own
 /// bytes) or is refused: it never pins the user's word and reads an allocator block's memory.
 ///
-/// Guard: the cursor rule of `cells/mod.rs` (`ChunkCell::last_block`): no cursor move but a bump
+/// Guard: the cursor rule of `heap/cell.rs` (`ChunkCell::last_block`): no cursor move but a bump
 /// leaves a position an entry started at, so the free's rewind leaves `b`'s header position a
 /// header position, which no resize may cover. Seen failing without it (the crate before that
 /// rule, where an in-place resize moved the cursor whenever the block was the chunk's last):

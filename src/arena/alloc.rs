@@ -3,10 +3,11 @@
 
 use super::{Arena, BlockMut, Inner};
 use crate::block::{self, Handle, HeaderWord, LiveState, MAX_BLOCK_LEN};
-use crate::cells::{bump_counter, cache_head, cache_parts, with_cell, ChunkCell};
+use crate::cells::with_cell;
 use crate::error::Error;
 use crate::format::Freelist;
 use crate::freelist::{exact_class, Optimistic, Pessimistic, Prepared, Unlisted};
+use crate::heap::{CacheTop, ChunkCell};
 use crate::layout::{align_up, block_span, MAX_ALIGN, WORD};
 use crate::reentry::audit_op;
 use crate::sync::Ordering;
@@ -139,9 +140,9 @@ impl Inner {
     ) -> Result<(u64, u64), Error> {
         if align == WORD {
             if let Some(class) = exact_class(span).filter(|_| self.thread_cache) {
-                let head = cell.cache[class].load(Ordering::Relaxed);
-                if head != 0 {
-                    return self.alloc_from_cache(cell, len, span, class, head);
+                let top = cell.cache_top(class);
+                if !top.is_empty() {
+                    return self.alloc_from_cache(cell, len, span, class, top);
                 }
             }
             let (cur, end) = cell.cursor();
@@ -160,8 +161,7 @@ impl Inner {
                 let word = block::live_small(len, generation, LiveState::Pending, 0);
                 w.store(word, Ordering::Relaxed);
                 cell.bumped(cur + span);
-                bump_counter(&cell.counters.allocs, 1);
-                bump_counter(&cell.counters.alloc_bytes, len);
+                cell.counters().on_alloc(len);
                 return Ok((cur, word));
             }
         }
@@ -219,7 +219,7 @@ impl Inner {
                         rounds += 1;
                     }
                     if r.is_some() {
-                        bump_counter(&cell.counters.from_freelist, 1);
+                        cell.counters().on_freelist_take();
                     }
                     r
                 }
@@ -227,12 +227,11 @@ impl Inner {
         };
         match r {
             Some(r) => {
-                bump_counter(&cell.counters.allocs, 1);
-                bump_counter(&cell.counters.alloc_bytes, len);
+                cell.counters().on_alloc(len);
                 Ok(r)
             }
             None => {
-                bump_counter(&cell.counters.failures, 1);
+                cell.counters().on_failure();
                 Err(Error::Full {
                     requested: len,
                     available: self.heap_end - self.bump(),
@@ -242,16 +241,16 @@ impl Inner {
     }
 
     /// Takes a block of exactly `span` bytes from the calling thread's cache (`class` is the
-    /// span's exact class, `head` the class's non-empty head word).
+    /// span's exact class, `top` the class's head, not empty).
     pub(super) fn alloc_from_cache(
         &self,
         cell: &ChunkCell,
         len: u64,
         span: u64,
         class: usize,
-        head: u64,
+        top: CacheTop,
     ) -> Result<(u64, u64), Error> {
-        let (hdr, count) = cache_parts(head);
+        let hdr = top.first();
         let w = if self.cached_in_heap(hdr, span) {
             self.mem.word(hdr).load(Ordering::Relaxed)
         } else {
@@ -260,23 +259,23 @@ impl Inner {
         let HeaderWord::Free { next, .. } = block::decode(w) else {
             // Only a damaged heap gets here: the cache is dropped (its blocks leak until a
             // repair) and the allocation fails; no panic on an allocator path (invariant A).
-            cell.cache[class].store(0, Ordering::Relaxed);
+            cell.take_cache(class);
             return Err(Error::Corrupt {
                 offset: hdr,
                 word: w,
             });
         };
         if let Err(e) = self.vouch_free(hdr, span) {
-            cell.cache[class].store(0, Ordering::Relaxed);
+            cell.take_cache(class);
             return Err(e);
         }
-        cell.cache[class].store(cache_head(next, count.saturating_sub(1)), Ordering::Relaxed);
+        cell.cache_popped(class, top, next);
         // A fresh generation from the arena's counter (through this thread's batch of it, so no
         // shared atomic here). Not the chunk's generation: that is also the one its bump blocks
         // carry (a block freed into this cache and taken back would get the generation its stale
         // handle still has), it is 0 before the cell's first chunk, and a `next_gen` chain runs
         // into generations the counter hands out later.
-        let generation = self.cell_gen(cell);
+        let generation = cell.batch_gen(&self.mem);
         // Commit as RESERVED (same span: exact class), then zero, then hand out: a crash in
         // between leaves a block recovery reclaims.
         let reserved = block::live(len, generation, LiveState::Reserved, 0);
@@ -288,9 +287,8 @@ impl Inner {
             .with_state(LiveState::Pending)
             .0;
         self.mem.word(hdr).store(pending, Ordering::Relaxed);
-        bump_counter(&cell.counters.allocs, 1);
-        bump_counter(&cell.counters.alloc_bytes, len);
-        bump_counter(&cell.counters.from_cache, 1);
+        cell.counters().on_alloc(len);
+        cell.counters().on_cache_take();
         Ok((hdr, pending))
     }
 
@@ -317,20 +315,6 @@ impl Inner {
             }),
             None => Ok(()),
         }
-    }
-
-    /// A fresh generation from the calling thread's batch of the arena's counter: every
-    /// value is handed out once, like `fresh_gen`, but the shared counter is touched once per
-    /// batch.
-    pub(super) fn cell_gen(&self, cell: &ChunkCell) -> u32 {
-        const BATCH: u64 = 256;
-        let mut next = cell.gen_next.load(Ordering::Relaxed);
-        if next == cell.gen_end.load(Ordering::Relaxed) {
-            next = block::fresh_gen_batch(&self.mem, BATCH);
-            cell.gen_end.store(next + BATCH, Ordering::Relaxed);
-        }
-        cell.gen_next.store(next + 1, Ordering::Relaxed);
-        block::gen_of_seed(next)
     }
 
     /// Takes a segment from the free lists and carves the block out of it.

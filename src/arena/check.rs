@@ -4,10 +4,11 @@
 
 use super::{Arena, Inner};
 use crate::block::{self, Handle, HeaderWord, LiveState};
-use crate::cells::{with_cell, ChunkCell};
+use crate::cells::with_cell;
 use crate::error::Error;
+use crate::heap::ChunkCell;
 use crate::layout::{block_span, WORD};
-use crate::sync::{sc_order, AtomicU64, Ordering};
+use crate::sync::Ordering;
 
 impl Arena {
     /// The handle check for a read that does not pin (`len_of`, `contains`, `get`, the raw API):
@@ -33,22 +34,22 @@ impl Arena {
 /// start gone and never touches the word. So a position a check is reading never becomes bytes
 /// of a block someone writes. Cleared on drop (`Release`: a pass that reads the cleared slot
 /// sees the check's accesses done).
-pub(super) struct CheckSlot<'a>(&'a AtomicU64);
+pub(super) struct CheckSlot<'a>(&'a ChunkCell);
 
 impl<'a> CheckSlot<'a> {
     #[inline]
     pub(super) fn hold(cell: &'a ChunkCell, h: Handle) -> CheckSlot<'a> {
-        cell.check
-            .swap(h.offset().wrapping_sub(WORD), Ordering::SeqCst);
-        sc_order();
-        CheckSlot(&cell.check)
+        // `hold_check`: the SeqCst swap, then `sc_order`.
+        cell.hold_check(h.offset().wrapping_sub(WORD));
+        CheckSlot(cell)
     }
 }
 
 impl Drop for CheckSlot<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.0.store(0, Ordering::Release);
+        // `clear_check`: the Release store of 0.
+        self.0.clear_check();
     }
 }
 

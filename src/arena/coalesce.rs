@@ -1,8 +1,9 @@
 //! Coalescing passes while the arena is shared: one at a time, rate-limited by activity.
 
 use super::Inner;
-use crate::cells::{bump_counter, for_each_thread_cell, ChunkCell};
+use crate::cells::for_each_thread_cell;
 use crate::error::Error;
+use crate::heap::ChunkCell;
 use crate::reentry::{in_step, Step};
 use crate::sync::{spin_hint, yield_now, AtomicU64, Ordering};
 impl Inner {
@@ -89,15 +90,12 @@ impl Inner {
             self.bump(),
             || self.fresh_gen(),
             |off, len| self.mem.flush(off, len),
-            // SeqCst: the pass's side of the check-slot protocol (`CheckSlot`).
-            |off| {
-                self.cells
-                    .fold(false, |any, c| any || c.check.load(Ordering::SeqCst) == off)
-            },
+            // `checking`'s SeqCst load: the pass's side of the check-slot protocol (`CheckSlot`).
+            |off| self.cells.fold(false, |any, c| any || c.checking() == off),
         )?;
         self.activity_at_pass.store(activity, Ordering::Relaxed);
         self.pass_cost.store(detached, Ordering::Relaxed);
-        bump_counter(&cell.counters.coalesced, merged);
+        cell.counters().on_coalesced(merged);
         // Release: the pushes of this pass happen before a later `alloc_slow`'s take that reads
         // the new count (its Acquire load), which therefore need not wait for another pass.
         *seen = self.passes.fetch_add(1, Ordering::Release) + 1;
@@ -134,10 +132,8 @@ impl Inner {
 
     /// Allocations and frees of every thread so far: how much the lists may have changed.
     pub(super) fn activity(&self) -> u64 {
-        self.cells.fold(0u64, |n, c| {
-            n.wrapping_add(c.counters.allocs.load(Ordering::Relaxed))
-                .wrapping_add(c.counters.frees.load(Ordering::Relaxed))
-        })
+        self.cells
+            .fold(0u64, |n, c| n.wrapping_add(c.counters().activity()))
     }
 
     /// Whether the threads have done as much since the last pass as that pass detached (the

@@ -7,6 +7,7 @@ use crate::format::{
     decode_root_check, root_check, settled_root_check, HEADER_SIZE, OFF_DISCARDED, OFF_ROOTS,
     ROOT_SLOTS, ROOT_SLOT_BYTES,
 };
+use crate::heap::CounterSnapshot;
 use crate::sync::Ordering;
 
 /// Counters and sizes of an arena at one moment.
@@ -229,25 +230,21 @@ impl Arena {
             discarded: inner.mem.word(OFF_DISCARDED).load(Ordering::Relaxed),
             ..Stats::default()
         };
-        let mut freed_bytes = 0u64;
-        let mut alloc_bytes = 0u64;
         // A fold under the registry's lock, not a copy of the list: `stats` allocates nothing
         // (invariant A, `reentry.rs`), so it is safe on `GlobalArena::arena()`.
-        inner.cells.fold((), |(), c| {
-            let k = &c.counters;
-            s.allocations += k.allocs.load(Ordering::Relaxed);
-            alloc_bytes += k.alloc_bytes.load(Ordering::Relaxed);
-            s.from_freelist += k.from_freelist.load(Ordering::Relaxed);
-            s.from_cache += k.from_cache.load(Ordering::Relaxed);
-            s.frees += k.frees.load(Ordering::Relaxed);
-            freed_bytes += k.free_bytes.load(Ordering::Relaxed);
-            s.failures += k.failures.load(Ordering::Relaxed);
-            s.rewinds += k.rewinds.load(Ordering::Relaxed);
-            s.coalesced += k.coalesced.load(Ordering::Relaxed);
+        let k = inner.cells.fold(CounterSnapshot::default(), |k, c| {
+            k.add(c.counters().snapshot())
         });
+        s.allocations = k.allocs;
+        s.from_freelist = k.from_freelist;
+        s.from_cache = k.from_cache;
+        s.frees = k.frees;
+        s.failures = k.failures;
+        s.rewinds = k.rewinds;
+        s.coalesced = k.coalesced;
         s.from_bump = s.allocations.saturating_sub(s.from_freelist + s.from_cache);
         s.net_blocks = s.allocations.wrapping_sub(s.frees) as i64;
-        s.net_bytes = alloc_bytes.wrapping_sub(freed_bytes) as i64;
+        s.net_bytes = k.alloc_bytes.wrapping_sub(k.free_bytes) as i64;
         s
     }
 }

@@ -3,10 +3,10 @@
 
 use super::Inner;
 use crate::block::{self, HeaderWord};
-use crate::cells::{bump_counter, cache_head, cache_parts, ChunkCell, CACHE_DEPTH};
 use crate::error::Error;
 use crate::format::Freelist;
 use crate::freelist::exact_class;
+use crate::heap::ChunkCell;
 use crate::layout::{block_span, WORD};
 use crate::sync::{fence, Ordering};
 
@@ -19,9 +19,8 @@ impl Inner {
     /// drained. Never panics (invariant A, `reentry.rs`).
     pub(super) fn drain_cache(&self, cell: &ChunkCell) -> Result<(), Error> {
         let mut result = Ok(());
-        for slot in &cell.cache {
-            let (mut off, _) = cache_parts(slot.load(Ordering::Relaxed));
-            slot.store(0, Ordering::Relaxed);
+        for top in cell.take_caches() {
+            let mut off = top.first();
             while off != 0 {
                 // A cached block is an exact-class FREE segment inside the heap; anything else
                 // (a damaged heap) ends this class's drain instead of a bounds panic.
@@ -90,7 +89,6 @@ impl Inner {
         // user's swap that retired the handle. Pairs with the Acquire header loads in `read`,
         // `len_of`, `contains`, `get` and `free`.
         fence(Ordering::Release);
-        bump_counter(&cell.counters.frees, 1);
         // A LARGE block's length field is its capacity; the byte counters count its exact
         // length, which its tail word keeps (the block is DYING and ours: nothing else reads it).
         let bytes = if len >= block::LARGE_MIN {
@@ -99,9 +97,9 @@ impl Inner {
         } else {
             len
         };
-        bump_counter(&cell.counters.free_bytes, bytes);
+        cell.counters().on_free(bytes);
         // The cursor may move back over the block only through the gate of invariant C
-        // (`cells/mod.rs`): never two rewinds in a row.
+        // (`heap/cell.rs`): never two rewinds in a row.
         if let Some(last) = cell.last_block(hdr, span) {
             // The entry goes away: its start bit with it (the block lies in this thread's own
             // chunk, so the owner-map word is ours).
@@ -115,7 +113,6 @@ impl Inner {
             // rewinds would run into generations the counter hands out later, and a block at this
             // offset could then get a generation a stale handle still carries.
             last.rewind(self.fresh_gen().into());
-            bump_counter(&cell.counters.rewinds, 1);
             return;
         }
         if self.zero_on_free {
@@ -124,15 +121,14 @@ impl Inner {
         }
         let free_gen = block::next_gen(generation);
         if let Some(class) = exact_class(span).filter(|_| self.thread_cache) {
-            let slot = &cell.cache[class];
-            let (first, count) = cache_parts(slot.load(Ordering::Relaxed));
-            if count < CACHE_DEPTH {
+            let top = cell.cache_top(class);
+            if top.has_room() {
                 // The span word first, then the FREE header: a walk sees a whole free segment.
                 self.mem.word(hdr + WORD).store(span, Ordering::Relaxed);
                 self.mem
                     .word(hdr)
-                    .store(block::free(free_gen, first), Ordering::Relaxed);
-                slot.store(cache_head(hdr, count + 1), Ordering::Relaxed);
+                    .store(block::free(free_gen, top.first()), Ordering::Relaxed);
+                cell.cache_pushed(class, top, hdr);
                 return;
             }
         }

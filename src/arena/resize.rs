@@ -1,6 +1,6 @@
 //! Pointers and in-place resizing for the allocator interfaces. Resizing in place: the last block of
 //! the calling thread's chunk grows or shrinks by moving the chunk's cursor, when invariant C
-//! (`cells/mod.rs`) lets the cursor move; any other block shrinks by giving its cut-off tail back.
+//! (`heap/cell.rs`) lets the cursor move; any other block shrinks by giving its cut-off tail back.
 
 use super::{Arena, Inner};
 use crate::block::{self, BlockHeader, Handle, HeaderWord, LiveState};
@@ -70,7 +70,7 @@ impl Arena {
         };
         with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
             // The cursor moves with the block's end only through the gate of invariant C
-            // (`cells/mod.rs`): not when it stands on a former start (a rewound block's header
+            // (`heap/cell.rs`): not when it stands on a former start (a rewound block's header
             // position, which a handle check may still be reading). Then a grow moves the block
             // and a shrink gives its tail to the lists below, with the cursor left where it is.
             if let Some(last) = cell.last_block(hdr, old_span) {

@@ -1,8 +1,9 @@
 //! The thread-local that finds a thread's cells: per open arena a slot of one cell per lane, and
 //! the fast path's copy of the first slot (invariant F).
 
-use super::registry::{abandon, CellRegistry};
-use super::{Cell, ChunkCell};
+use super::registry::CellRegistry;
+use super::Cell;
+use crate::heap::ChunkCell;
 use crate::reentry::{audit_exempt, Step};
 use std::cell::RefCell;
 use std::ptr::NonNull;
@@ -24,7 +25,7 @@ struct Slot {
 impl Slot {
     fn abandon(&mut self) {
         for c in self.cells.iter_mut().filter_map(Option::take) {
-            abandon(&c);
+            c.abandon();
         }
     }
 }
@@ -187,7 +188,7 @@ fn with_cell_slow<R>(
                 registry.acquire()
             };
             let r = f(&c);
-            abandon(&c);
+            c.abandon();
             r
         }
     }

@@ -1,7 +1,8 @@
 //! The [`CellRegistry`]: every cell an arena handed out, in a lock-free list, and the hand-over
 //! of an abandoned cell to the next thread that needs one.
 
-use super::{Cell, ChunkCell};
+use super::Cell;
+use crate::heap::ChunkCell;
 use crate::reentry::Step;
 use crate::sync::{Arc, AtomicPtr, Ordering};
 use crossbeam_utils::CachePadded;
@@ -32,12 +33,8 @@ impl CellRegistry {
     pub(super) fn acquire(&self) -> Cell {
         let _step = Step::enter();
         for c in self.iter() {
-            // Acquire: pairs with the Release store in `abandon`, so the previous owner's stores to
-            // the cell are visible to the new owner.
-            if c.abandoned
-                .compare_exchange(true, false, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
+            // `try_adopt`'s Acquire CAS makes the previous owner's stores to the cell visible.
+            if c.try_adopt() {
                 return c.clone();
             }
         }
@@ -109,10 +106,3 @@ impl Drop for CellRegistry {
 unsafe impl Send for Node {}
 // SAFETY: as above: a node is read-only once published.
 unsafe impl Sync for Node {}
-
-/// Gives `c` up: the next thread that needs a cell may adopt it.
-pub(super) fn abandon(c: &Cell) {
-    // Release: publishes this thread's last stores to the cell to whoever adopts it (Acquire CAS in
-    // `CellRegistry::acquire`).
-    c.abandoned.store(true, Ordering::Release);
-}

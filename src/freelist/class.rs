@@ -2,6 +2,7 @@
 //! head word; the bitmap of classes that may be non-empty.
 
 use crate::format::CLASSES;
+use crate::layout::{EXACT_CLASSES, EXACT_MAX};
 use crate::sync::{AtomicU64, Ordering};
 
 const HEAD_OFF_BITS: u32 = 38;
@@ -25,11 +26,6 @@ pub(crate) const fn head_off(h: u64) -> u64 {
 pub(crate) const fn head_tag(h: u64) -> u64 {
     h >> HEAD_OFF_BITS
 }
-
-/// Largest span with its own exact class (also the largest a per-thread cache keeps).
-pub(crate) const EXACT_MAX: u64 = 512;
-/// Number of exact classes: spans 16..=512 are classes 0..=62.
-pub(crate) const EXACT_CLASSES: usize = (EXACT_MAX / 8 - 1) as usize;
 
 /// The exact class of a span of `span` bytes (a multiple of 8, at least 16), or `None` above
 /// [`EXACT_MAX`]. The one place that indexes exact classes: the shared lists and the per-thread

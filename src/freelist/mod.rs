@@ -58,9 +58,7 @@ mod give_back;
 mod merge;
 pub(crate) mod policy;
 
-pub(crate) use class::{
-    class_of, class_up, exact_class, head_off, head_tag, pack_head, Bitmap, EXACT_CLASSES,
-};
+pub(crate) use class::{class_of, class_up, exact_class, head_off, head_tag, pack_head, Bitmap};
 pub(crate) use give_back::{add_discarded, Prepared, Unlisted};
 pub(crate) use policy::{Optimistic, Pessimistic, Policy};
 
