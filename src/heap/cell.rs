@@ -426,3 +426,77 @@ impl Default for ChunkCell {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_head_words_round_trip() {
+        for off in [8, 16, 4096, CACHE_OFF_MASK & !7] {
+            for count in [1, 2, CACHE_DEPTH - 1, CACHE_DEPTH] {
+                let top = CacheTop(cache_head(off, count));
+                assert_eq!((top.first(), top.count()), (off, count));
+                assert!(!top.is_empty());
+                assert_eq!(top.has_room(), count < CACHE_DEPTH);
+            }
+        }
+        let empty = CacheTop(cache_head(0, 0));
+        assert!(empty.is_empty() && empty.has_room());
+        assert_eq!((empty.first(), empty.count()), (0, 0));
+    }
+
+    #[test]
+    fn a_cache_class_is_a_stack_of_its_owner() {
+        let c = ChunkCell::default();
+        let class = EXACT_CLASSES - 1;
+        assert!(c.cache_top(class).is_empty());
+        c.cache_pushed(class, c.cache_top(class), 4096);
+        c.cache_pushed(class, c.cache_top(class), 8192);
+        let top = c.cache_top(class);
+        assert_eq!((top.first(), top.count()), (8192, 2));
+        // The caller read 4096 from the popped block's FREE header.
+        c.cache_popped(class, top, 4096);
+        let top = c.cache_top(class);
+        assert_eq!((top.first(), top.count()), (4096, 1));
+        assert!(c.cache_top(0).is_empty(), "other classes untouched");
+        let taken: Vec<u64> = c.take_caches().map(CacheTop::first).collect();
+        assert_eq!(taken.len(), EXACT_CLASSES);
+        assert_eq!(taken[class], 4096);
+        assert!((0..EXACT_CLASSES).all(|k| c.cache_top(k).is_empty()));
+    }
+
+    #[test]
+    fn an_abandoned_cell_is_adopted_once() {
+        let c = ChunkCell::default();
+        assert!(!c.try_adopt(), "a cell in use is not adoptable");
+        c.abandon();
+        assert!(c.try_adopt());
+        assert!(!c.try_adopt(), "adopted twice");
+    }
+
+    #[test]
+    fn the_generation_batch_hands_out_each_counter_value_once() {
+        let mem = Backing::heap(1 << 16).unwrap();
+        let (a, b) = (ChunkCell::default(), ChunkCell::default());
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..GEN_BATCH + 1 {
+            assert!(seen.insert(a.batch_gen(&mem)));
+            assert!(seen.insert(b.batch_gen(&mem)));
+        }
+        // Two batches each (the second one barely begun), taken from one counter.
+        assert_eq!(block::fresh_gen_batch(&mem, 0), 4 * GEN_BATCH);
+        let all: Vec<u32> = (0..4 * GEN_BATCH).map(block::gen_of_seed).collect();
+        assert!(seen.iter().all(|g| all.contains(g)));
+    }
+
+    #[test]
+    fn the_check_slot_holds_one_position_at_a_time() {
+        let c = ChunkCell::default();
+        assert_eq!(c.checking(), 0);
+        c.hold_check(4096);
+        assert_eq!(c.checking(), 4096);
+        c.clear_check();
+        assert_eq!(c.checking(), 0);
+    }
+}

@@ -140,3 +140,37 @@ impl CounterSnapshot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_event_counts_where_stats_reads_it() {
+        let k = Counters::default();
+        k.on_alloc(100);
+        k.on_alloc(20);
+        k.on_cache_take();
+        k.on_freelist_take();
+        k.on_failure();
+        k.on_free(100);
+        k.on_rewind();
+        k.on_coalesced(3);
+        let s = k.snapshot();
+        let want = CounterSnapshot {
+            allocs: 2,
+            alloc_bytes: 120,
+            from_freelist: 1,
+            from_cache: 1,
+            frees: 1,
+            free_bytes: 100,
+            failures: 1,
+            rewinds: 1,
+            coalesced: 3,
+        };
+        assert_eq!(s, want);
+        assert_eq!(k.activity(), 3);
+        let two = s.add(want);
+        assert_eq!((two.allocs, two.alloc_bytes, two.coalesced), (4, 240, 6));
+    }
+}
