@@ -70,6 +70,7 @@
 //! | `abandoned` | store / CAS | Release / Acquire | hands a cell (and all of the above) from a departing thread to the next owner |
 //! | `check` | swap, then `sc_order` / load / store 0 | SeqCst / SeqCst / Release | the check-slot protocol (`CheckSlot` in `arena/check.rs`): the check's swap and the pass's loads in one total order with the start-map accesses; the clear publishes the check's accesses as done |
 
+use super::cache::CacheTop;
 use super::counters::Counters;
 use crate::backing::Backing;
 use crate::block;
@@ -78,26 +79,8 @@ use crate::sync::{sc_order, AtomicBool, AtomicU64, Ordering};
 
 /// Size classes with a per-thread cache: the exact classes (`freelist::exact_class`).
 const CACHE_CLASSES: usize = EXACT_CLASSES;
-/// Most blocks one class of one thread's cache keeps; more go to the shared free lists.
-const CACHE_DEPTH: u64 = 64;
-/// A cache head word: the count of cached blocks above this many bits, the first one's header
-/// offset below.
-const CACHE_COUNT_SHIFT: u32 = 48;
-const CACHE_OFF_MASK: u64 = (1 << CACHE_COUNT_SHIFT) - 1;
 /// How many generations a cell takes from the arena's counter at a time (`batch_gen`).
 const GEN_BATCH: u64 = 256;
-
-/// A cache head word: the first cached block's header offset and how many are cached.
-#[inline]
-const fn cache_head(off: u64, count: u64) -> u64 {
-    (count << CACHE_COUNT_SHIFT) | off
-}
-
-/// `(offset, count)` of a cache head word.
-#[inline]
-const fn cache_parts(w: u64) -> (u64, u64) {
-    (w & CACHE_OFF_MASK, w >> CACHE_COUNT_SHIFT)
-}
 
 /// One thread's current chunk in one arena, its cache of freed blocks, and its counters.
 pub(crate) struct ChunkCell {
@@ -124,7 +107,7 @@ pub(crate) struct ChunkCell {
     /// headers (`block::free`, `next`) and kept off the shared lists, so a thread that frees and
     /// allocates the same sizes touches no shared atomic. Each is a walkable FREE segment, so a
     /// crash leaves them as free space for recovery. A head word packs the first block's header
-    /// offset and the count (`cache_head`), the count at most `CACHE_DEPTH`; 0 is empty.
+    /// offset and the count ([`CacheTop`]), the count at most the cache's depth; 0 is empty.
     /// Owner-only, `Relaxed` like `cur`.
     cache: [AtomicU64; CACHE_CLASSES],
     counters: Counters,
@@ -249,7 +232,7 @@ impl ChunkCell {
     /// with [`CacheTop::is_empty`] before anything else). Owner only.
     #[inline]
     pub(crate) fn cache_top(&self, class: usize) -> CacheTop {
-        CacheTop(self.cache[class].load(Ordering::Relaxed))
+        CacheTop::from_word(self.cache[class].load(Ordering::Relaxed))
     }
 
     /// The block at `hdr` went on top of class `class`'s cache, whose head was `top` (which
@@ -259,10 +242,10 @@ impl ChunkCell {
     pub(crate) fn cache_pushed(&self, class: usize, top: CacheTop, hdr: u64) {
         self.debug_assert_top(class, top);
         debug_assert!(
-            top.has_room() && hdr != 0 && hdr <= CACHE_OFF_MASK,
+            top.has_room() && hdr != 0,
             "cache push of {hdr} onto {top:?}"
         );
-        self.cache[class].store(cache_head(hdr, top.count() + 1), Ordering::Relaxed);
+        self.cache[class].store(top.pushed(hdr).word(), Ordering::Relaxed);
     }
 
     /// Class `class`'s top block, `top.first()`, was taken; `next` is the block its FREE header
@@ -271,10 +254,7 @@ impl ChunkCell {
     pub(crate) fn cache_popped(&self, class: usize, top: CacheTop, next: u64) {
         self.debug_assert_top(class, top);
         debug_assert!(!top.is_empty(), "cache pop of an empty class {class}");
-        self.cache[class].store(
-            cache_head(next, top.count().saturating_sub(1)),
-            Ordering::Relaxed,
-        );
+        self.cache[class].store(top.popped(next).word(), Ordering::Relaxed);
     }
 
     /// Empties class `class`'s cache and returns what it held, for the caller to list (or to
@@ -299,7 +279,7 @@ impl ChunkCell {
     fn debug_assert_top(&self, class: usize, top: CacheTop) {
         debug_assert_eq!(
             self.cache[class].load(Ordering::Relaxed),
-            top.0,
+            top.word(),
             "cache class {class} changed under its owner"
         );
     }
@@ -333,37 +313,6 @@ impl ChunkCell {
     pub(crate) fn checking(&self) -> u64 {
         // SeqCst: the pass's side of the check-slot protocol (`CheckSlot`).
         self.check.load(Ordering::SeqCst)
-    }
-}
-
-/// The head of one class of a cell's cache (from [`ChunkCell::cache_top`]): its first block and
-/// how many it holds. A copy: the cell changes only through its own methods.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct CacheTop(u64);
-
-impl CacheTop {
-    /// Whether the class holds no block (its head word is 0).
-    #[inline]
-    pub(crate) fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    /// The first block's header offset (0: none).
-    #[inline]
-    pub(crate) fn first(self) -> u64 {
-        cache_parts(self.0).0
-    }
-
-    /// How many blocks the class holds.
-    #[inline]
-    pub(crate) fn count(self) -> u64 {
-        cache_parts(self.0).1
-    }
-
-    /// Whether one more block may go on top (the count is below the cache's depth).
-    #[inline]
-    pub(crate) fn has_room(self) -> bool {
-        self.count() < CACHE_DEPTH
     }
 }
 
@@ -430,21 +379,6 @@ impl Default for ChunkCell {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cache_head_words_round_trip() {
-        for off in [8, 16, 4096, CACHE_OFF_MASK & !7] {
-            for count in [1, 2, CACHE_DEPTH - 1, CACHE_DEPTH] {
-                let top = CacheTop(cache_head(off, count));
-                assert_eq!((top.first(), top.count()), (off, count));
-                assert!(!top.is_empty());
-                assert_eq!(top.has_room(), count < CACHE_DEPTH);
-            }
-        }
-        let empty = CacheTop(cache_head(0, 0));
-        assert!(empty.is_empty() && empty.has_room());
-        assert_eq!((empty.first(), empty.count()), (0, 0));
-    }
 
     #[test]
     fn a_cache_class_is_a_stack_of_its_owner() {

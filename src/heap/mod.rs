@@ -10,15 +10,18 @@
 //! - [`slots`]: the two meta slots in the file header and the flush protocol's durable part
 //!   (`flush_layout`, `flush_empty_layout`).
 //! - [`cell`]: [`ChunkCell`], one thread's chunk, cursor (invariant C), cache of freed blocks,
-//!   generation batch and check slot, every field private, each change one method; its counters
-//!   (`Counters`, one method per event) in `counters`.
+//!   generation batch and check slot, every field private, each change one method; the head word
+//!   of its cache ([`CacheTop`]) in `cache`, its counters (`Counters`, one method per event) in
+//!   `counters`.
 
+mod cache;
 pub(crate) mod cell;
 mod counters;
 pub(crate) mod slots;
 pub(crate) mod startmap;
 
-pub(crate) use cell::{CacheTop, ChunkCell};
+pub(crate) use cache::CacheTop;
+pub(crate) use cell::ChunkCell;
 pub(crate) use counters::CounterSnapshot;
 pub(crate) use slots::{flush_empty_layout, flush_layout, newest_meta, read_meta};
 pub(crate) use startmap::{MapGeom, StartMap};
