@@ -1,5 +1,5 @@
 //! Chunk reservation: one global bump offset that hands out whole chunks, which threads then bump
-//! privately through their chunk cells (`cells`); large blocks; giving a chunk's tail back.
+//! privately through their chunk cells (`heap::cell`); large blocks; giving a chunk's tail back.
 //!
 //! ## Algorithm
 //!
@@ -26,7 +26,7 @@
 //! | word | op | ordering | why |
 //! | --- | --- | --- | --- |
 //! | `bump` | CAS | Relaxed | disjointness comes from the RMW order alone; no data is published |
-//! | cell cursor (`cells`, invariant C) | load/store | Relaxed | one writer; exclusive passes see it through the `Arc` drop / `&mut` hand-over |
+//! | cell cursor (`heap::cell`, invariant C) | load/store | Relaxed | one writer; exclusive passes see it through the `Arc` drop / `&mut` hand-over |
 
 use crate::backing::Backing;
 use crate::block::{self, LiveState};
