@@ -6,8 +6,9 @@ use super::{Arena, Inner};
 use crate::block::{self, BlockHeader, Handle, HeaderWord, LiveState};
 use crate::cells::with_cell;
 use crate::error::Error;
+use crate::heap::LiveWord;
 use crate::layout::WORD;
-use crate::sync::{spin_hint, yield_now, Ordering};
+use crate::sync::{spin_hint, yield_now};
 
 /// How many times `read` re-checks a block whose reader count is full before it answers `Busy`.
 const SATURATED_ROUNDS: u32 = 1 << 16;
@@ -40,13 +41,9 @@ impl Arena {
                 mut len,
                 mut readers,
             } = inner.live(h, mode)?;
-            let w = inner.mem.word(hdr);
+            let w = LiveWord::at(&inner.mem, hdr);
             loop {
-                let dying = BlockHeader(cur).with_state(LiveState::Dying).0;
-                // AcqRel: Acquire pairs with the Release publish (BlockMut drop) and with
-                // readers' Release unpin, so every earlier access to the bytes happens before
-                // their reuse.
-                match w.compare_exchange_weak(cur, dying, Ordering::AcqRel, Ordering::Acquire) {
+                match w.try_mark_dying(cur) {
                     Ok(_) => {
                         if readers == 0 {
                             inner.release(cell, hdr, len, h.generation());
@@ -171,16 +168,8 @@ impl Arena {
         if readers == block::MAX_READERS || block::is_large(word) {
             return None;
         }
-        // Acquire: pairs with the Release publish in BlockMut's drop.
-        inner
-            .mem
-            .word(hdr)
-            .compare_exchange_weak(
-                word,
-                BlockHeader(word).with_reader().0,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
+        LiveWord::at(&inner.mem, hdr)
+            .try_pin(word)
             .ok()
             .map(|_| (hdr, len))
     }
@@ -224,7 +213,7 @@ impl Arena {
             mut len,
             mut readers,
         } = inner.live(h, Mode::Read)?;
-        let w = inner.mem.word(hdr);
+        let w = LiveWord::at(&inner.mem, hdr);
         let mut saturated = 0u32;
         loop {
             if readers == block::MAX_READERS {
@@ -246,13 +235,7 @@ impl Arena {
                 (len, readers) = inner.check_live(hdr, cur, h, Mode::Read)?;
                 continue;
             }
-            // Acquire: pairs with the Release publish in BlockMut's drop.
-            match w.compare_exchange_weak(
-                cur,
-                BlockHeader(cur).with_reader().0,
-                Ordering::Acquire,
-                Ordering::Acquire,
-            ) {
+            match w.try_pin(cur) {
                 Ok(_) => {
                     let mut pin = ReadPin {
                         arena: self,
@@ -348,18 +331,9 @@ impl Inner {
     /// be released. Anything else goes round [`Inner::unpin_slow`].
     #[inline(always)]
     pub(super) fn unpin(&self, hdr: u64, generation: u32, lane: usize) {
-        let w = self.mem.word(hdr);
-        let cur = w.load(Ordering::Relaxed);
-        // AcqRel as in `unpin_slow` (the argument is there).
-        if !BlockHeader(cur).is_dying_with_last_reader()
-            && w.compare_exchange_weak(
-                cur,
-                BlockHeader(cur).without_reader().0,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-        {
+        let w = LiveWord::at(&self.mem, hdr);
+        let cur = w.load_relaxed();
+        if !BlockHeader(cur).is_dying_with_last_reader() && w.try_unpin(cur).is_ok() {
             return;
         }
         self.unpin_slow(hdr, generation, lane);
@@ -370,20 +344,12 @@ impl Inner {
     #[cold]
     #[inline(never)]
     fn unpin_slow(&self, hdr: u64, generation: u32, lane: usize) {
-        let w = self.mem.word(hdr);
-        let mut cur = w.load(Ordering::Relaxed);
-        loop {
-            // Release: our copy happens before the block's reuse; pairs with the Acquire CAS in
-            // `free` (or with the Acquire below when we are the one to release it).
-            match w.compare_exchange_weak(
-                cur,
-                BlockHeader(cur).without_reader().0,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(now) => cur = now,
-            }
+        let w = LiveWord::at(&self.mem, hdr);
+        let mut cur = w.load_relaxed();
+        // Release: our copy happens before the block's reuse; pairs with the Acquire CAS in
+        // `free` (or with the Acquire when we are the one to release it): `heap::state`.
+        while let Err(now) = w.try_unpin(cur) {
+            cur = now;
         }
         if let HeaderWord::Live {
             len,

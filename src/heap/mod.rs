@@ -9,9 +9,13 @@
 //!   and [`startmap::Retarget`], the one rewrite of the start map by an exclusive pass.
 //! - [`slots`]: the two meta slots in the file header and the flush protocol's durable part
 //!   (`flush_layout`, `flush_empty_layout`).
+//! - [`state`]: the block-state steps on a LIVE header word while shared (publish, pin, unpin,
+//!   DYING), behind [`LiveWord`].
 
 pub(crate) mod slots;
 pub(crate) mod startmap;
+pub(crate) mod state;
 
 pub(crate) use slots::{flush_empty_layout, flush_layout, newest_meta, read_meta};
 pub(crate) use startmap::{MapGeom, StartMap};
+pub(crate) use state::LiveWord;
