@@ -6,8 +6,9 @@ use super::{Arena, Inner};
 use crate::block::{self, BlockHeader, Handle, HeaderWord, LiveState};
 use crate::cells::with_cell;
 use crate::error::Error;
+use crate::heap::LiveWord;
 use crate::layout::WORD;
-use crate::sync::{spin_hint, yield_now, Ordering};
+use crate::sync::{spin_hint, yield_now};
 
 /// How many times `read` re-checks a block whose reader count is full before it answers `Busy`.
 const SATURATED_ROUNDS: u32 = 1 << 16;
@@ -40,13 +41,9 @@ impl Arena {
                 mut len,
                 mut readers,
             } = inner.live(h, mode)?;
-            let w = inner.mem.word(hdr);
+            let w = LiveWord::at(&inner.mem, hdr);
             loop {
-                let dying = BlockHeader(cur).with_state(LiveState::Dying).0;
-                // AcqRel: Acquire pairs with the Release publish (BlockMut drop) and with
-                // readers' Release unpin, so every earlier access to the bytes happens before
-                // their reuse.
-                match w.compare_exchange_weak(cur, dying, Ordering::AcqRel, Ordering::Acquire) {
+                match w.try_mark_dying(cur) {
                     Ok(_) => {
                         if readers == 0 {
                             inner.release(cell, hdr, len, h.generation());
@@ -122,7 +119,65 @@ impl Arena {
     }
 
     /// Pins the live block `h` (on a read-only arena, only checks it).
+    ///
+    /// The common case is inlined into the caller: a small PUBLISHED block with room for one more
+    /// reader, pinned by the first CAS. Everything else (a read-only arena, a LARGE block, a full
+    /// reader count, a CAS that lost to another change of the header word, every error) goes
+    /// round [`Arena::pin_slow`], which starts over. A `Result<ReadPin, Error>` returned from a
+    /// call through the stack cost a store-forwarding stall per read (docs/performance.md).
+    #[inline(always)]
     fn pin(&self, h: Handle) -> Result<ReadPin<'_>, Error> {
+        let inner = &*self.inner;
+        if !inner.read_only {
+            let fast = if inner.coalesce_on {
+                with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
+                    let _slot = CheckSlot::hold(cell, h);
+                    self.pin_once(h)
+                })
+            } else {
+                self.pin_once(h)
+            };
+            if let Some((hdr, len)) = fast {
+                return Ok(ReadPin {
+                    arena: self,
+                    hdr,
+                    len,
+                    generation: Some(h.generation()),
+                });
+            }
+        }
+        self.pin_slow(h)
+    }
+
+    /// One try at [`Arena::pin`]'s common case, with the check slot held when coalescing passes
+    /// can run: the handle check, then one CAS adding a reader. The pinned block's header offset
+    /// and length (a small block's: exact), or `None` for anything else (the caller then starts
+    /// over in [`Arena::pin_slow`]).
+    #[inline(always)]
+    fn pin_once(&self, h: Handle) -> Option<(u64, u64)> {
+        let inner = &*self.inner;
+        let Ok(Live {
+            hdr,
+            word,
+            len,
+            readers,
+        }) = inner.live(h, Mode::Read)
+        else {
+            return None;
+        };
+        if readers == block::MAX_READERS || block::is_large(word) {
+            return None;
+        }
+        LiveWord::at(&inner.mem, hdr)
+            .try_pin(word)
+            .ok()
+            .map(|_| (hdr, len))
+    }
+
+    /// [`Arena::pin`] from the start, for every case its inlined try leaves.
+    #[cold]
+    #[inline(never)]
+    fn pin_slow(&self, h: Handle) -> Result<ReadPin<'_>, Error> {
         let inner = &*self.inner;
         if inner.read_only {
             // Nothing can free, merge or write a block of a read-only arena: the shared file lock
@@ -158,7 +213,7 @@ impl Arena {
             mut len,
             mut readers,
         } = inner.live(h, Mode::Read)?;
-        let w = inner.mem.word(hdr);
+        let w = LiveWord::at(&inner.mem, hdr);
         let mut saturated = 0u32;
         loop {
             if readers == block::MAX_READERS {
@@ -180,13 +235,7 @@ impl Arena {
                 (len, readers) = inner.check_live(hdr, cur, h, Mode::Read)?;
                 continue;
             }
-            // Acquire: pairs with the Release publish in BlockMut's drop.
-            match w.compare_exchange_weak(
-                cur,
-                BlockHeader(cur).with_reader().0,
-                Ordering::Acquire,
-                Ordering::Acquire,
-            ) {
+            match w.try_pin(cur) {
                 Ok(_) => {
                     let mut pin = ReadPin {
                         arena: self,
@@ -277,21 +326,30 @@ impl Arena {
 
 impl Inner {
     /// Leaves a block pinned by `read`; the last reader of a block freed meanwhile releases it.
+    ///
+    /// Inlined: one CAS removing the reader, when the block is not waiting on its last reader to
+    /// be released. Anything else goes round [`Inner::unpin_slow`].
+    #[inline(always)]
     pub(super) fn unpin(&self, hdr: u64, generation: u32, lane: usize) {
-        let w = self.mem.word(hdr);
-        let mut cur = w.load(Ordering::Relaxed);
-        loop {
-            // Release: our copy happens before the block's reuse; pairs with the Acquire CAS in
-            // `free` (or with the Acquire below when we are the one to release it).
-            match w.compare_exchange_weak(
-                cur,
-                BlockHeader(cur).without_reader().0,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(now) => cur = now,
-            }
+        let w = LiveWord::at(&self.mem, hdr);
+        let cur = w.load_relaxed();
+        if !BlockHeader(cur).is_dying_with_last_reader() && w.try_unpin(cur).is_ok() {
+            return;
+        }
+        self.unpin_slow(hdr, generation, lane);
+    }
+
+    /// [`Inner::unpin`] from the start: the CAS until it lands, then the release of a block freed
+    /// while pinned, by its last reader.
+    #[cold]
+    #[inline(never)]
+    fn unpin_slow(&self, hdr: u64, generation: u32, lane: usize) {
+        let w = LiveWord::at(&self.mem, hdr);
+        let mut cur = w.load_relaxed();
+        // Release: our copy happens before the block's reuse; pairs with the Acquire CAS in
+        // `free` (or with the Acquire when we are the one to release it): `heap::state`.
+        while let Err(now) = w.try_unpin(cur) {
+            cur = now;
         }
         if let HeaderWord::Live {
             len,

@@ -2,8 +2,8 @@
 
 use super::Inner;
 use crate::block::{self, Handle, LiveState};
+use crate::heap::LiveWord;
 use crate::layout::WORD;
-use crate::sync::Ordering;
 use std::ops::{Deref, DerefMut};
 /// An exclusive, freshly allocated (zeroed) block. Derefs to its bytes.
 ///
@@ -62,17 +62,13 @@ impl BlockMut<'_> {
     pub(crate) fn publish_foreign(self) -> u64 {
         let this = std::mem::ManuallyDrop::new(self);
         // SAFETY: as in `drop`: the header of a block allocated inside the heap.
-        let w = unsafe { this.inner.mem.word_unchecked(this.hdr) };
-        // Release: as in `drop`.
-        w.store(
-            block::live_foreign(
-                this.len,
-                block::live_generation(this.word),
-                LiveState::Published,
-                0,
-            ),
-            Ordering::Release,
-        );
+        let w = unsafe { LiveWord::at_unchecked(&this.inner.mem, this.hdr) };
+        w.publish_foreign(block::live_foreign(
+            this.len,
+            block::live_generation(this.word),
+            LiveState::Published,
+            0,
+        ));
         this.hdr + WORD
     }
 }
@@ -82,15 +78,11 @@ impl Drop for BlockMut<'_> {
     fn drop(&mut self) {
         // SAFETY: `hdr` is the header of a block allocated inside the heap: 8-aligned, and
         // `hdr + 8 <= hdr + span <= capacity`, the backing's length.
-        let w = unsafe { self.inner.mem.word_unchecked(self.hdr) };
-        // Release: the bytes written through this BlockMut happen before any `read`, `get` or
-        // `free` that observes PUBLISHED (their Acquire). `word` is the PENDING word the
-        // allocation stored (no readers: nothing pins a pending block), so the PUBLISHED word is
-        // it XOR a constant.
-        w.store(
-            block::BlockHeader(self.word).published_from_pending().0,
-            Ordering::Release,
-        );
+        let w = unsafe { LiveWord::at_unchecked(&self.inner.mem, self.hdr) };
+        // `word` is the PENDING word the allocation stored (no readers: nothing pins a pending
+        // block). Release: the bytes written through this BlockMut happen before any `read`,
+        // `get` or `free` that observes PUBLISHED (`heap::state`).
+        w.publish(self.word);
     }
 }
 

@@ -82,7 +82,11 @@ impl Inner {
     /// The opening of every handle check: locate the header `h` names, load it with Acquire,
     /// check that it is the live block `h` names (`mode` selects the error for a block already
     /// being freed: [`Mode::Read`] does not free).
-    #[inline]
+    ///
+    /// Inlined into every caller, with the errors built out of line: a call that returned the
+    /// `Result` through the stack read it back across two stores, a store-forwarding stall that
+    /// cost more than the check itself (docs/performance.md, "The read path").
+    #[inline(always)]
     pub(super) fn live(&self, h: Handle, mode: Mode) -> Result<Live, Error> {
         let hdr = self.locate(h)?;
         let word = self.header_acquire(hdr);
@@ -133,24 +137,16 @@ impl Inner {
     /// The header offset a handle names, if an entry starts there: the start map (outside the
     /// heap's user bytes) must record one before the word is read at all, so an offset that user
     /// bytes could make look like a header is refused whatever those bytes say.
-    #[inline]
+    #[inline(always)]
     pub(super) fn locate(&self, h: Handle) -> Result<u64, Error> {
         let data = h.offset();
         let bump = self.bump();
         if data < self.geom.data_start + WORD || data + WORD > bump {
-            return Err(Error::OutOfBounds {
-                offset: data,
-                len: 0,
-                limit: bump,
-                region: crate::error::Region::Handle,
-            });
+            return Err(handle_out_of_bounds(data, bump));
         }
         let hdr = data - WORD;
         if !self.start_map().is_start_checked(hdr) {
-            return Err(Error::Stale {
-                expected: h.generation(),
-                found: 0,
-            });
+            return Err(no_entry(h));
         }
         Ok(hdr)
     }
@@ -164,10 +160,7 @@ impl Inner {
         if self.start_map().is_start_checked(hdr) {
             Ok(())
         } else {
-            Err(Error::Stale {
-                expected: h.generation(),
-                found: 0,
-            })
+            Err(no_entry(h))
         }
     }
 
@@ -175,8 +168,31 @@ impl Inner {
     /// readers. `mode` selects the error for a block already being freed. A block of the
     /// allocator interfaces is [`Error::Foreign`] to a handle of its own generation; to any other
     /// handle it is a block that handle does not name ([`Error::Stale`]).
-    #[inline]
+    #[inline(always)]
     pub(super) fn check_live(
+        &self,
+        hdr: u64,
+        w: u64,
+        h: Handle,
+        mode: Mode,
+    ) -> Result<(u64, u64), Error> {
+        // The common case, decided with one mask compare and the check code: a small PUBLISHED
+        // block of the handle's generation, not FOREIGN. `check_live_full` answers the same for
+        // it in every mode; it decodes every other word (a LARGE block, or the error).
+        if let Some((len, readers)) = block::published_small(w, h.generation()) {
+            // A small block's span: its length rounded up to a word, and the header word.
+            let end = hdr + WORD + len.next_multiple_of(WORD);
+            if end <= self.bump() {
+                return Ok((len, readers));
+            }
+        }
+        self.check_live_full(hdr, w, h, mode)
+    }
+
+    /// [`Inner::check_live`] of any word: decoded in full.
+    #[cold]
+    #[inline(never)]
+    fn check_live_full(
         &self,
         hdr: u64,
         w: u64,
@@ -235,5 +251,27 @@ impl Inner {
                 found: 0,
             }),
         }
+    }
+}
+
+/// The error of a handle whose offset lies outside the allocated heap (`bump` its end).
+#[cold]
+#[inline(never)]
+fn handle_out_of_bounds(data: u64, bump: u64) -> Error {
+    Error::OutOfBounds {
+        offset: data,
+        len: 0,
+        limit: bump,
+        region: crate::error::Region::Handle,
+    }
+}
+
+/// The error of a handle whose header position the start map does not record as an entry's start.
+#[cold]
+#[inline(never)]
+fn no_entry(h: Handle) -> Error {
+    Error::Stale {
+        expected: h.generation(),
+        found: 0,
     }
 }

@@ -1,7 +1,7 @@
 //! The block header word's codec: its fields, `encode` (`live`, `free`, `pad`) and [`decode`],
 //! and a LARGE block's tail word (the diagram is in the `block` module's docs).
 
-use super::check::{check_ok, sealed, sr_code, CHECK_K};
+use super::check::{check_ok, live_check_ok, sealed, sr_code, CHECK_K};
 use crate::backing::Backing;
 use crate::format::MAX_CAPACITY;
 use crate::sync::Ordering;
@@ -188,6 +188,28 @@ pub(crate) const fn live_small(len: u64, generation: u32, state: LiveState, read
 pub(crate) const fn live_foreign(len: u64, generation: u32, state: LiveState, readers: u64) -> u64 {
     let w = live(len, generation, state, readers);
     sealed((w & !(CHECK_BITS << LIVE_CHECK_SHIFT)) | FOREIGN)
+}
+
+/// The fast accept of a handle check for a read: `Some((len, readers))` when `w` is a LIVE word
+/// parena wrote (its check code right) for a small block (neither LARGE nor FOREIGN) of
+/// `generation`, PUBLISHED: exactly the words [`decode`] reads as `Live { state: Published, .. }`
+/// with that generation, a length below [`LARGE_MIN`] and no FOREIGN bit. `None` for every other
+/// word: the caller then decodes it in full, for a LARGE block or for the error.
+#[inline(always)]
+pub(crate) const fn published_small(w: u64, generation: u32) -> Option<(u64, u64)> {
+    const FIXED: u64 = (0b11 << KIND_SHIFT)
+        | FOREIGN
+        | (STATE_MASK << STATE_SHIFT)
+        | LARGE
+        | (GEN_MASK << LIVE_GEN_SHIFT);
+    // PUBLISHED is state 0: its bits are zero in the wanted word.
+    let want = (KIND_LIVE << KIND_SHIFT) | ((generation as u64) << LIVE_GEN_SHIFT);
+    let len = w & LEN_MASK;
+    if w & FIXED == want && len != 0 && live_check_ok(w) {
+        Some((len, (w >> READERS_SHIFT) & MAX_READERS))
+    } else {
+        None
+    }
 }
 
 /// A FREE header; `next` is a byte offset (multiple of 8) or 0.

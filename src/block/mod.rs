@@ -55,8 +55,8 @@ pub(crate) use header_word::pad_of_nothing;
 pub use header_word::MAX_BLOCK_LEN;
 pub(crate) use header_word::{
     decode, free, is_foreign, is_large, large_len, large_tail, live, live_foreign, live_generation,
-    live_small, pad, tail_word, HeaderWord, LiveState, FREE_GEN_MASK, GEN_MASK, LARGE_MIN,
-    MAX_READERS,
+    live_small, pad, published_small, tail_word, HeaderWord, LiveState, FREE_GEN_MASK, GEN_MASK,
+    LARGE_MIN, MAX_READERS,
 };
 pub(crate) use pin::BlockHeader;
 

@@ -50,6 +50,13 @@ impl BlockHeader {
         BlockHeader(self.0 ^ (D << STATE_SHIFT) ^ (sr_code(D) << LIVE_CHECK_SHIFT))
     }
 
+    /// Whether this LIVE word is DYING with one reader left: the unpin that removes that reader
+    /// releases the block.
+    #[inline]
+    pub(crate) const fn is_dying_with_last_reader(self) -> bool {
+        (self.0 >> STATE_SHIFT) & SR_MASK == LiveState::Dying as u64 | (1 << 2)
+    }
+
     /// The same word in another state.
     #[inline]
     pub(crate) const fn with_state(self, state: LiveState) -> BlockHeader {

@@ -13,15 +13,19 @@
 //!   generation batch and check slot, every field private, each change one method; the head word
 //!   of its cache ([`CacheTop`]) in `cache`, its counters (`Counters`, one method per event) in
 //!   `counters`.
+//! - [`state`]: the block-state steps on a LIVE header word while shared (publish, pin, unpin,
+//!   DYING), behind [`LiveWord`].
 
 mod cache;
 pub(crate) mod cell;
 mod counters;
 pub(crate) mod slots;
 pub(crate) mod startmap;
+pub(crate) mod state;
 
 pub(crate) use cache::CacheTop;
 pub(crate) use cell::ChunkCell;
 pub(crate) use counters::CounterSnapshot;
 pub(crate) use slots::{flush_empty_layout, flush_layout, newest_meta, read_meta};
 pub(crate) use startmap::{MapGeom, StartMap};
+pub(crate) use state::LiveWord;
