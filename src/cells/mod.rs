@@ -2,7 +2,7 @@
 //! and lane, one [`ChunkCell`] (its current chunk, its cache of freed blocks, its counters); the
 //! arena's [`CellRegistry`] (`registry`) holds every cell it handed out so that exclusive passes
 //! reach them all; the thread-local slots are in `local`.
-//! How chunks are reserved and bumped is in `bump`.
+//! How chunks are reserved and bumped is in `heap::chunks`.
 //!
 //! ## Allocator paths (invariant A)
 //!
@@ -17,10 +17,10 @@
 //! | move | method | called by |
 //! | --- | --- | --- |
 //! | take a chunk | [`ChunkCell::take_chunk`] | the allocation slow path |
-//! | bump (a block, or a pad and a block) | [`ChunkCell::bumped`] | the fast path, `Chunks::bump_in_cell` |
+//! | bump (a block, or a pad and a block) | [`ChunkCell::bumped`] | the fast path, `Inner::bump_in_cell` |
 //! | rewind over the last block | [`LastBlock::rewind`] | `Inner::release` (a free) |
 //! | in-place resize of the last block | [`LastBlock::resize`] | `Arena::resize_in_place` (`Allocator::grow`/`shrink`, `GlobalArena::realloc`) |
-//! | retire the chunk | [`ChunkCell::retire`] | `Chunks::return_chunk` |
+//! | retire the chunk | [`ChunkCell::retire`] | `Inner::return_chunk` |
 //!
 //! **Invariant C.** Of the positions in `cur..end` at which an entry (a block, a pad, a free
 //! segment) has started since the cell took its chunk, the only one there can be is `cur` itself,
@@ -62,7 +62,7 @@
 //! consistency"): a bump writes the start bit, then the header; a rewind clears the start bit,
 //! zeroes the block, then stores header 0; a resize zeroes a cut-off tail, then commits the new
 //! length with one CAS of the header. In every case what lies from the new `cur` to `end` is zero
-//! before the cursor moves (invariant Z, `bump.rs`), so a walk reads it as an unused chunk tail.
+//! before the cursor moves (invariant Z, `heap/chunks.rs`), so a walk reads it as an unused chunk tail.
 //!
 //! ## Orderings
 //!
