@@ -651,6 +651,14 @@ fn read_sources(dir: &Path, root: &Path, out: &mut BTreeMap<String, String>) {
     }
 }
 
+/// Every `.rs` file under the crate's `src/`, by its path from the crate root.
+fn crate_sources() -> BTreeMap<String, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = BTreeMap::new();
+    read_sources(&root.join("src"), root, &mut sources);
+    sources
+}
+
 #[test]
 fn src_follows_the_layer_table() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -1061,10 +1069,7 @@ fn check_heap_writes(
 /// owner of every entry's words (docs/design.md, "The heap layer").
 #[test]
 fn only_the_heap_layer_stores_heap_words() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut sources = BTreeMap::new();
-    read_sources(&root.join("src"), root, &mut sources);
-    let problems = check_heap_writes(&sources, HEAP_WRITE_EXCEPTIONS);
+    let problems = check_heap_writes(&crate_sources(), HEAP_WRITE_EXCEPTIONS);
     assert!(
         problems.is_empty(),
         "heap words stored outside src/heap/:\n{}",
@@ -1139,10 +1144,7 @@ fn loom_paths(src: &str) -> Vec<usize> {
 /// `parena_thread_local!`), so a model never runs a std type in its place.
 #[test]
 fn only_sync_names_loom() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut sources = BTreeMap::new();
-    read_sources(&root.join("src"), root, &mut sources);
-    let found: Vec<String> = sources
+    let found: Vec<String> = crate_sources()
         .iter()
         .filter(|(file, _)| file.as_str() != "src/sync.rs")
         .flat_map(|(file, src)| {
