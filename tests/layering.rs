@@ -24,6 +24,11 @@
 //! (`crate::freelist::policy::Policy` is `src/freelist/policy.rs`, `crate::arena::Inner` is
 //! `src/arena.rs` or `src/arena/mod.rs`). Declaring a module (`mod x;`) is not an edge: only using
 //! it is.
+//!
+//! A second check keeps the heap layer the one owner of the heap's words
+//! (`only_the_heap_layer_stores_heap_words`): no file outside `src/heap/` (and the backing and the
+//! block codec beneath it) stores to a heap word or builds a header word to store; the start map's
+//! toggles are private to `src/heap/`, so the compiler keeps those.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
