@@ -17,7 +17,6 @@ mod alloc_api;
 mod arena;
 mod backing;
 mod block;
-mod bump;
 mod cells;
 mod error;
 mod fork;

@@ -6,10 +6,10 @@
 //! link and its CAS, which the public API cannot arrange on purpose).
 
 use crate::backing::Backing;
-use crate::block::{self, HeaderWord, LiveState};
+use crate::block::{self, HeaderWord};
 use crate::format::{HEADER_SIZE, OFF_BUMP};
 use crate::freelist::{class_of, FreeLists, ListWalk, Optimistic, Pessimistic, Policy};
-use crate::heap::{MapGeom, StartMap};
+use crate::heap::{Entries, MapGeom, StartMap};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Bytes of every segment a [`Lists`] hands out: one exact size class.
@@ -90,15 +90,7 @@ impl Lists {
         let b = Backing::heap(len).expect("a small heap backing");
         b.word(OFF_BUMP).store(limit, Ordering::Relaxed);
         for &(off, span) in &segs {
-            b.word(off).store(
-                block::live(span - 8, 1, LiveState::Published, 0),
-                Ordering::Relaxed,
-            );
-        }
-        if let Some(m) = &maps {
-            for &(off, _) in &segs {
-                StartMap::new(&b, m).owner_toggle(off);
-            }
+            Entries::new(&b, maps.as_ref()).restore_live(off, span - 8, 1, false);
         }
         let fl = FreeLists::load(&b, HEADER_SIZE, maps);
         Lists {
@@ -300,9 +292,11 @@ impl Lists {
     /// Marks a popped segment as a live block (what an allocation's commit does), so a thread
     /// that still holds a stale view of it reads a LIVE header.
     pub fn make_live(&self, off: u64, free_gen: u32) {
-        self.b
-            .word(off)
-            .store(live_word(block::next_gen(free_gen)), Ordering::Relaxed);
+        Entries::new(&self.b, self.maps.as_ref()).make_live(
+            off,
+            SEGMENT - 8,
+            block::next_gen(free_gen),
+        );
     }
 
     /// The generation the next free of a block made live from `free_gen` gets.
@@ -380,8 +374,4 @@ pub fn deallocate(arena: &crate::Arena, off: u64, len: usize) {
 /// to that place reads under loom (the plain bytes are outside loom's view).
 pub fn write_user_word(arena: &crate::Arena, off: u64, word: u64) {
     arena.word_at(off).store(word, Ordering::Relaxed);
-}
-
-fn live_word(generation: u32) -> u64 {
-    block::live(SEGMENT - 8, generation, LiveState::Published, 0)
 }

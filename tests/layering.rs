@@ -24,6 +24,11 @@
 //! (`crate::freelist::policy::Policy` is `src/freelist/policy.rs`, `crate::arena::Inner` is
 //! `src/arena.rs` or `src/arena/mod.rs`). Declaring a module (`mod x;`) is not an edge: only using
 //! it is.
+//!
+//! A second check keeps the heap layer the one owner of the heap's words
+//! (`only_the_heap_layer_stores_heap_words`): no file outside `src/heap/` (and the backing and the
+//! block codec beneath it) stores to a heap word or builds a header word to store; the start map's
+//! toggles are private to `src/heap/`, so the compiler keeps those.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -651,6 +656,14 @@ fn read_sources(dir: &Path, root: &Path, out: &mut BTreeMap<String, String>) {
     }
 }
 
+/// Every `.rs` file under the crate's `src/`, by its path from the crate root.
+fn crate_sources() -> BTreeMap<String, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = BTreeMap::new();
+    read_sources(&root.join("src"), root, &mut sources);
+    sources
+}
+
 #[test]
 fn src_follows_the_layer_table() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -795,6 +808,296 @@ fn use_trees_expand() {
     );
 }
 
+/// Lines outside `src/heap/` that the heap-write check flags but that store no heap word, each with
+/// why. A listed line that no longer occurs fails the test, so the list only shrinks.
+const HEAP_WRITE_EXCEPTIONS: &[(&str, &str, &str)] = &[
+    (
+        "src/arena/open.rs",
+        "inner.mem.word(offset).store(0, Ordering::Relaxed);",
+        "a spare file-header word a recovery clears (`Problem::HeaderSpare`): no heap word",
+    ),
+    (
+        "src/arena/meta.rs",
+        "let check = self.mem.word(off + 8);",
+        "a root slot's check word in the file header, settled by its offset: no heap word",
+    ),
+    (
+        "src/loom_hooks.rs",
+        "self.b.word(w).store(pattern, Ordering::Relaxed);",
+        "a model's owner writing user bytes inside the block it was given: no heap word",
+    ),
+    (
+        "src/testkit.rs",
+        "block::live(len, generation, LiveState::Published, readers)",
+        "the tests' header-word packing: returns the word, stores none",
+    ),
+    (
+        "src/testkit.rs",
+        "block::free(generation, next)",
+        "the tests' header-word packing: returns the word, stores none",
+    ),
+    (
+        "src/testkit.rs",
+        "block::pad(span)",
+        "the tests' header-word packing: returns the word, stores none",
+    ),
+];
+
+/// `code` (stripped) with every `#[cfg(test)] mod name { .. }` blanked: unit tests plant words,
+/// damaged ones included, on purpose.
+fn without_test_modules(code: &str) -> String {
+    let mut out = code.to_string();
+    let mut from = 0;
+    while let Some(at) = out[from..].find("#[cfg(test)]").map(|i| i + from) {
+        let after = &out[at + "#[cfg(test)]".len()..];
+        let rest = after.trim_start();
+        let Some(open) = rest
+            .strip_prefix("mod ")
+            .and_then(|r| r.find('{').filter(|&b| r[..b].trim().chars().all(is_ident)))
+        else {
+            from = at + 1;
+            continue;
+        };
+        let open = at + "#[cfg(test)]".len() + (after.len() - rest.len()) + "mod ".len() + open;
+        let mut depth = 0usize;
+        let mut end = out.len();
+        for (i, b) in out.bytes().enumerate().skip(open) {
+            match b {
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let blank: String = out[at..end]
+            .chars()
+            .map(|c| if c == '\n' { '\n' } else { ' ' })
+            .collect();
+        out.replace_range(at..end, &blank);
+        from = end;
+    }
+    out
+}
+
+/// Whether `rest` (the code right after a word access) starts a write to the word.
+fn is_write(rest: &str) -> bool {
+    let rest = rest.trim_start();
+    [".store(", ".swap(", ".compare_exchange", ".fetch_"]
+        .iter()
+        .any(|w| rest.starts_with(w))
+}
+
+/// The stores to heap words in one file's code, as `(line, what)`: a `.word(x)` or
+/// `.word_unchecked(x)` access, `x` not a file-header offset (`OFF_*`), that a `.store(`,
+/// `.swap(`, `.compare_exchange..` or `.fetch_..` follows (whitespace and newlines between
+/// allowed), directly or through a `let` binding used in the same block; and every header word
+/// built with `block::free(`, `pad(`, `live(`, `live_small(`, `live_foreign(` or `large_tail(`.
+/// Code in `#[cfg(test)]` modules is left out.
+fn heap_writes(src: &str) -> Vec<(usize, String)> {
+    let code = without_test_modules(&strip(src));
+    let bytes = code.as_bytes();
+    let line_at = |pos: usize| code[..pos].matches('\n').count() + 1;
+    let mut found = Vec::new();
+    let accesses = code
+        .match_indices(".word(")
+        .chain(code.match_indices(".word_unchecked("))
+        .map(|(at, m)| (at, at + m.len()));
+    for (at, open) in accesses {
+        let mut depth = 1;
+        let mut close = open;
+        while close < bytes.len() && depth > 0 {
+            match bytes[close] {
+                b'(' => depth += 1,
+                b')' => depth -= 1,
+                _ => {}
+            }
+            close += 1;
+        }
+        let arg = code[open..close - 1].trim();
+        if arg
+            .rsplit("::")
+            .next()
+            .is_some_and(|a| a.starts_with("OFF_"))
+        {
+            continue;
+        }
+        let rest = &code[close..];
+        if is_write(rest) {
+            found.push((line_at(at), "a store to a heap word".to_string()));
+            continue;
+        }
+        // `let name = <..>.word(x)<..>;` and a write through `name` in the rest of the block.
+        let boundary = |end: usize| code[..end].rfind([';', '{', '}']);
+        let mut stmt = boundary(at);
+        if let Some(b) = stmt.filter(|&b| code[..b].trim_end().ends_with("unsafe")) {
+            stmt = boundary(b);
+        }
+        let stmt = stmt.map_or(0, |s| s + 1);
+        let Some(name) = code[stmt..at].trim_start().strip_prefix("let ").map(|r| {
+            let r = r.trim_start();
+            let r = r.strip_prefix("mut ").unwrap_or(r);
+            r.chars().take_while(|&c| is_ident(c)).collect::<String>()
+        }) else {
+            continue;
+        };
+        if name.is_empty()
+            || !rest
+                .trim_start()
+                .trim_start_matches('}')
+                .trim_start()
+                .starts_with(';')
+        {
+            continue;
+        }
+        let rest = &rest[rest.find(';').map_or(rest.len(), |s| s + 1)..];
+        let mut depth = 0i32;
+        let mut end = rest.len();
+        for (i, b) in rest.bytes().enumerate() {
+            match b {
+                b'{' => depth += 1,
+                b'}' if depth == 0 => {
+                    end = i;
+                    break;
+                }
+                b'}' => depth -= 1,
+                _ => {}
+            }
+        }
+        let scope = &rest[..end];
+        let writes = scope.match_indices(name.as_str()).any(|(i, _)| {
+            !scope[..i].chars().next_back().is_some_and(is_ident)
+                && !scope[i + name.len()..].chars().next().is_some_and(is_ident)
+                && is_write(&scope[i + name.len()..])
+        });
+        if writes {
+            found.push((
+                line_at(at),
+                format!("a store through `{name}` to a heap word"),
+            ));
+        }
+    }
+    for ctor in [
+        "free",
+        "pad",
+        "live",
+        "live_small",
+        "live_foreign",
+        "large_tail",
+    ] {
+        let pat = format!("block::{ctor}(");
+        for (at, _) in code.match_indices(&pat) {
+            if !code[..at].chars().next_back().is_some_and(is_ident) {
+                found.push((line_at(at), format!("a header word built with `{pat}`")));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Checks every file outside the heap layer (and the backing, which owns the word accessor, and
+/// the block codec, which defines the header words) for stores to heap words, leaving out the
+/// `exceptions` (file, line text, why); returns one message per problem.
+fn check_heap_writes(
+    sources: &BTreeMap<String, String>,
+    exceptions: &[(&str, &str, &str)],
+) -> Vec<String> {
+    let mut left: Vec<Option<&(&str, &str, &str)>> = exceptions.iter().map(Some).collect();
+    let mut problems = Vec::new();
+    for (file, src) in sources {
+        if ["src/heap/", "src/backing/", "src/block/"]
+            .iter()
+            .any(|d| file.starts_with(d))
+        {
+            continue;
+        }
+        let lines: Vec<&str> = src.lines().collect();
+        for (line, what) in heap_writes(src) {
+            let text = lines.get(line - 1).map_or("", |l| l.trim());
+            let excused = left
+                .iter_mut()
+                .find(|e| e.is_some_and(|(f, t, _)| f == file && text.contains(t)));
+            match excused {
+                Some(e) => *e = None,
+                None => problems.push(format!(
+                    "{file}:{line}: {what} outside src/heap/ (call a heap verb): `{text}`"
+                )),
+            }
+        }
+    }
+    for (f, t, _) in left.into_iter().flatten() {
+        problems.push(format!(
+            "tests/layering.rs: the heap-write exception {f}: `{t}` no longer occurs: delete it"
+        ));
+    }
+    problems
+}
+
+/// Nothing above the heap layer stores a block-header word: the heap layer's verbs are the one
+/// owner of every entry's words (docs/design.md, "The heap layer").
+#[test]
+fn only_the_heap_layer_stores_heap_words() {
+    let problems = check_heap_writes(&crate_sources(), HEAP_WRITE_EXCEPTIONS);
+    assert!(
+        problems.is_empty(),
+        "heap words stored outside src/heap/:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// The heap-write check itself: planted stores of each shape are found, file-header words, test
+/// modules and the heap layer are not, and a stale exception is reported.
+#[test]
+fn heap_write_check_catches_planted_stores() {
+    let src = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+            .collect()
+    };
+    let clean = src(&[
+        (
+            "src/heap/entry.rs",
+            "fn f(m: &B) { m.word(off).store(block::pad(8), R); }\n",
+        ),
+        (
+            "src/arena/meta.rs",
+            "fn g(m: &B) {\n    m.word(OFF_BUMP).store(1, R);\n    let hw = m.word(format::OFF_HIGH_WATER);\n    \
+             hw.store(2, R);\n    let x = m.word(off).load(R); // m.word(off).store(0, R)\n}\n\
+             #[cfg(test)]\nmod tests {\n    fn t(m: &B) { m.word(64).store(block::live(1, 2, S, 0), R); }\n}\n",
+        ),
+    ]);
+    assert_eq!(check_heap_writes(&clean, &[]), Vec::<String>::new());
+
+    let planted = [
+        "fn a(m: &B) {\n    m.mem\n        .word(hdr + 8)\n        .store(span, R);\n}\n",
+        "fn a(m: &B) { let w = unsafe { m.word_unchecked(hdr) };\n    w.compare_exchange(0, 1, R, R); }\n",
+        "fn a(m: &B) { let mut w = m.word(hdr);\n    loop { w\n        .fetch_xor(1, R); } }\n",
+        "fn a(m: &B) -> u64 { block::free(3, 0) }\n",
+    ];
+    for p in planted {
+        let mut bad = clean.clone();
+        bad.insert("src/arena/alloc.rs".into(), p.into());
+        let problems = check_heap_writes(&bad, &[]);
+        assert!(
+            problems.len() == 1 && problems[0].starts_with("src/arena/alloc.rs:"),
+            "{p}: {problems:#?}"
+        );
+        let excused = [("src/arena/alloc.rs", "", "planted")];
+        assert_eq!(check_heap_writes(&bad, &excused), Vec::<String>::new());
+    }
+    let stale = check_heap_writes(&clean, &[("src/arena/alloc.rs", "w.store", "gone")]);
+    assert!(
+        stale.len() == 1 && stale[0].contains("no longer occurs"),
+        "{stale:#?}"
+    );
+}
+
 /// Where a file names the `loom` crate in code (comments and strings aside): the 1-based lines.
 fn loom_paths(src: &str) -> Vec<usize> {
     let code = strip(src);
@@ -814,10 +1117,7 @@ fn loom_paths(src: &str) -> Vec<usize> {
 /// `parena_thread_local!`), so a model never runs a std type in its place.
 #[test]
 fn only_sync_names_loom() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut sources = BTreeMap::new();
-    read_sources(&root.join("src"), root, &mut sources);
-    let found: Vec<String> = sources
+    let found: Vec<String> = crate_sources()
         .iter()
         .filter(|(file, _)| file.as_str() != "src/sync.rs")
         .flat_map(|(file, src)| {

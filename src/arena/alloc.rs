@@ -2,7 +2,7 @@
 //! (chunk refill, large blocks, free lists, coalescing rounds) and the per-thread cache take.
 
 use super::{Arena, BlockMut, Inner};
-use crate::block::{self, Handle, HeaderWord, LiveState, MAX_BLOCK_LEN};
+use crate::block::{self, Handle, HeaderWord, MAX_BLOCK_LEN};
 use crate::cells::with_cell;
 use crate::error::Error;
 use crate::format::Freelist;
@@ -113,10 +113,7 @@ impl Arena {
         let (hdr, word) = with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
             inner.alloc_in(cell, len, span, align)
         })?;
-        inner.mem.word(hdr + span - WORD).store(
-            block::large_tail(len, block::live_generation(word)),
-            Ordering::Relaxed,
-        );
+        inner.heap().set_large_tail(hdr, span, len, word);
         Ok(BlockMut {
             inner,
             hdr,
@@ -148,25 +145,14 @@ impl Inner {
             let (cur, end) = cell.cursor();
             debug_assert!(cur <= end, "chunk cell cur {cur} past end {end}");
             if cur != 0 && span <= end - cur {
-                let generation = cell.generation();
-                // The start bit first (the chunk's owner-map word is this thread's alone), then
-                // the header: a header is never LIVE without its bit.
-                // SAFETY: `cur < end <= heap_end = maps.base`.
-                unsafe { self.start_map().owner_toggle_unchecked(cur) };
-                // Invariant Z: `cur..end` is zero, so the block needs no zeroing.
-                // SAFETY: `cur` is 8-aligned (chunk starts and spans are) and
-                // `cur + 8 <= cur + span <= end <= heap_end`, inside the backing.
-                let w = unsafe { self.mem.word_unchecked(cur) };
-                // A chunk holds at most 1 MiB, so a block bumped in one is never LARGE.
-                let word = block::live_small(len, generation, LiveState::Pending, 0);
-                w.store(word, Ordering::Relaxed);
-                cell.bumped(cur + span);
+                // SAFETY: `cell` is this thread's, `(cur, end)` its cursor, `cur != 0` and
+                // `span <= end - cur`.
+                let word = unsafe { self.heap().bump_small(cell, cur, len, span) };
                 cell.counters().on_alloc(len);
                 return Ok((cur, word));
             }
         }
-        let (hdr, generation) = self.alloc_slow(cell, len, span, align)?;
-        Ok((hdr, block::live(len, generation, LiveState::Pending, 0)))
+        self.alloc_slow(cell, len, span, align)
     }
 
     #[cold]
@@ -177,25 +163,28 @@ impl Inner {
         len: u64,
         span: u64,
         align: u64,
-    ) -> Result<(u64, u32), Error> {
+    ) -> Result<(u64, u64), Error> {
         let slack = if align > WORD { align + WORD } else { 0 };
         let chunk = self.geom.chunk();
         let r = if span + slack <= chunk / 4 {
-            match self.chunks().bump_in_cell(cell, len, span, align) {
+            match self.heap().bump_in_cell(cell, len, span, align) {
                 Some(r) => Some(r),
                 None => {
-                    self.chunks().return_chunk(cell);
-                    match self.chunks().reserve(span + slack, chunk) {
-                        Some((start, end)) => {
-                            cell.take_chunk(start, end, self.fresh_gen().into());
-                            self.chunks().bump_in_cell(cell, len, span, align)
-                        }
-                        None => None,
+                    self.return_chunk(cell);
+                    if self.heap().refill(cell, span + slack, chunk) {
+                        self.heap().bump_in_cell(cell, len, span, align)
+                    } else {
+                        None
                     }
                 }
             }
         } else {
-            self.chunks().alloc_large(len, span, align)
+            self.heap()
+                .start_large(len, span, align)
+                .map(|(hdr, word, (tail, n))| {
+                    self.give_back_zeroed(tail, n);
+                    (hdr, word)
+                })
         };
         let r = match r {
             Some(r) => Some(r),
@@ -276,17 +265,9 @@ impl Inner {
         // handle still has), it is 0 before the cell's first chunk, and a `next_gen` chain runs
         // into generations the counter hands out later.
         let generation = cell.batch_gen(&self.mem);
-        // Commit as RESERVED (same span: exact class), then zero, then hand out: a crash in
-        // between leaves a block recovery reclaims.
-        let reserved = block::live(len, generation, LiveState::Reserved, 0);
-        self.mem.word(hdr).store(reserved, Ordering::Relaxed);
+        // Commit as RESERVED (same span: exact class), then zero, then hand out.
         // SAFETY: the block came off this thread's own cache: no one else references it.
-        unsafe { self.mem.zero(hdr + WORD, span - WORD) };
-        // A change of state only: `with_state` keeps the check code right without the multiply.
-        let pending = block::BlockHeader(reserved)
-            .with_state(LiveState::Pending)
-            .0;
-        self.mem.word(hdr).store(pending, Ordering::Relaxed);
+        let pending = unsafe { self.heap().take_cached(hdr, span, len, generation) };
         cell.counters().on_alloc(len);
         cell.counters().on_cache_take();
         Ok((hdr, pending))
@@ -323,7 +304,7 @@ impl Inner {
         len: u64,
         span: u64,
         align: u64,
-    ) -> Result<Option<(u64, u32)>, Error> {
+    ) -> Result<Option<(u64, u64)>, Error> {
         // Room in front of the block for its alignment: none, or a filler of at least 16 bytes
         // (so the segment's span word stays intact until the commit below).
         let front_of = |off: u64| {
@@ -372,29 +353,12 @@ impl Inner {
         // that block must not name this one. Fresh generations come from one counter, so every
         // live generation is issued once per cycle of the counter (`2^32 - 1` generations).
         let generation = self.fresh_gen();
-        let reserved = block::live(len, generation, LiveState::Reserved, 0);
-        if front > 0 {
-            // A new entry behind the filler: its start bit before its header.
-            self.start_map().shared_toggle(hdr);
-            self.mem.word(hdr).store(reserved, Ordering::Relaxed);
-            // Commit: the walk now sees the pad, the block and the remainder.
-            self.mem
-                .word(seg.off)
-                .store(block::pad(front), Ordering::Relaxed);
-            self.add_discarded(front);
-        } else {
-            // Commit: the walk now sees the block and the remainder.
-            self.mem.word(hdr).store(reserved, Ordering::Relaxed);
-        }
-        // SAFETY: the segment is ours since the pop, and the data range lies inside it.
-        unsafe { self.mem.zero(hdr + WORD, span - WORD) };
-        self.mem.word(hdr).store(
-            block::live(len, generation, LiveState::Pending, 0),
-            Ordering::Relaxed,
-        );
+        // SAFETY: the segment is ours since the pop; `front_of` makes a filler in front at least
+        // 16 bytes, and the remainder past the block is written above.
+        let word = unsafe { self.heap().carve(seg.off, hdr, span, len, generation) };
         if let Some(g) = listed {
             self.lists.push(&self.mem, rem, rest, g);
         }
-        Ok(Some((hdr, generation)))
+        Ok(Some((hdr, word)))
     }
 }

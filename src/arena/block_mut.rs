@@ -1,7 +1,7 @@
 //! [`BlockMut`]: the writer's exclusive view of a freshly allocated block.
 
 use super::Inner;
-use crate::block::{self, Handle, LiveState};
+use crate::block::{self, Handle};
 use crate::heap::LiveWord;
 use crate::layout::WORD;
 use std::ops::{Deref, DerefMut};
@@ -63,12 +63,7 @@ impl BlockMut<'_> {
         let this = std::mem::ManuallyDrop::new(self);
         // SAFETY: as in `drop`: the header of a block allocated inside the heap.
         let w = unsafe { LiveWord::at_unchecked(&this.inner.mem, this.hdr) };
-        w.publish_foreign(block::live_foreign(
-            this.len,
-            block::live_generation(this.word),
-            LiveState::Published,
-            0,
-        ));
+        w.publish_foreign(this.len, block::live_generation(this.word));
         this.hdr + WORD
     }
 }

@@ -39,13 +39,12 @@ pub use meta::{HeaderInfo, Stats};
 pub(crate) use open::read_reserved;
 
 use crate::backing::{Backing, BackingKind};
-use crate::bump::Chunks;
 use crate::cells::CellRegistry;
 use crate::error::Error;
 use crate::format::Freelist;
 use crate::format::{Geometry, OFF_BUMP};
 use crate::freelist::FreeLists;
-use crate::heap::{MapGeom, StartMap};
+use crate::heap::{Heap, MapGeom, StartMap};
 use crate::recovery::Report;
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 use std::path::Path;
@@ -286,15 +285,14 @@ impl Inner {
         StartMap::new(&self.mem, &self.maps)
     }
 
-    /// Chunk reservation over this arena's heap (`bump`).
+    /// This arena's heap: the verbs that write its entries and start map (`heap`).
     #[inline]
-    pub(super) fn chunks(&self) -> Chunks<'_> {
-        Chunks {
+    pub(super) fn heap(&self) -> Heap<'_> {
+        Heap {
             mem: &self.mem,
             geom: &self.geom,
             heap_end: self.heap_end,
             maps: &self.maps,
-            lists: &self.lists,
         }
     }
 
@@ -345,6 +343,6 @@ impl Inner {
     }
 
     pub(super) fn add_discarded(&self, n: u64) {
-        crate::freelist::add_discarded(&self.mem, n);
+        crate::heap::add_discarded(&self.mem, n);
     }
 }

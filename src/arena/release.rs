@@ -5,8 +5,8 @@ use super::Inner;
 use crate::block::{self, HeaderWord};
 use crate::error::Error;
 use crate::format::Freelist;
-use crate::freelist::exact_class;
-use crate::heap::ChunkCell;
+use crate::freelist::{exact_class, Unlisted};
+use crate::heap::{ChunkCell, Start};
 use crate::layout::{block_span, WORD};
 use crate::sync::{fence, Ordering};
 
@@ -70,8 +70,28 @@ impl Inner {
         for c in self.cells.all() {
             // A damaged cache leaks its blocks until the next repair; the pass goes on.
             let _ = self.drain_cache(&c);
-            self.chunks().return_chunk(&c);
+            self.return_chunk(&c);
         }
+    }
+
+    /// Gives up the cell's chunk: its unused tail goes back (listed, or a gap). (Not the async
+    /// layer's retiring of a registry entry.)
+    pub(super) fn return_chunk(&self, cell: &ChunkCell) {
+        if let Some((cur, end)) = self.heap().retire(cell) {
+            self.give_back_zeroed(cur, end - cur);
+        }
+    }
+
+    /// Gives back `off..off + len`, which is zero and ends at a chunk boundary (or the heap's end):
+    /// listed when worth it, otherwise left as a gap that walks skip.
+    pub(super) fn give_back_zeroed(&self, off: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let unlisted = self
+            .lists
+            .give_back(&self.mem, &self.geom, off, len, Unlisted::Gap);
+        self.add_discarded(unlisted);
     }
 
     /// Gives back a block the caller has moved to DYING with no readers: rewinds the cell's bump
@@ -101,18 +121,12 @@ impl Inner {
         // The cursor may move back over the block only through the gate of invariant C
         // (`heap/cell.rs`): never two rewinds in a row.
         if let Some(last) = cell.last_block(hdr, span) {
-            // The entry goes away: its start bit with it (the block lies in this thread's own
-            // chunk, so the owner-map word is ours).
-            self.start_map().owner_toggle(hdr);
-            // The block ends where this thread's chunk is bumped to: move the bump back, keeping
-            // invariant Z (everything from `cur` on is zero). Data first, header last.
-            // SAFETY: the block is DYING with no readers: ours alone.
-            unsafe { self.mem.zero(hdr + WORD, span - WORD) };
-            self.mem.word(hdr).store(0, Ordering::Relaxed);
-            // A fresh generation, not the next one after the cell's: the chain of a chunk's
-            // rewinds would run into generations the counter hands out later, and a block at this
-            // offset could then get a generation a stale handle still carries.
-            last.rewind(self.fresh_gen().into());
+            // The block ends where this thread's chunk is bumped to: the entry goes away (its
+            // start bit, its bytes, its header) and the bump moves back, keeping invariant Z,
+            // with a fresh generation for the chunk's next blocks (`Heap::rewind`).
+            // SAFETY: the block is DYING with no readers, the last of this thread's own chunk
+            // (the gate of invariant C): ours alone.
+            unsafe { self.heap().rewind(last, span) };
             return;
         }
         if self.zero_on_free {
@@ -123,21 +137,19 @@ impl Inner {
         if let Some(class) = exact_class(span).filter(|_| self.thread_cache) {
             let top = cell.cache_top(class);
             if top.has_room() {
-                // The span word first, then the FREE header: a walk sees a whole free segment.
-                self.mem.word(hdr + WORD).store(span, Ordering::Relaxed);
-                self.mem
-                    .word(hdr)
-                    .store(block::free(free_gen, top.first()), Ordering::Relaxed);
+                // A walk sees a whole free segment; the block's start is kept.
+                self.heap()
+                    .entries()
+                    .add_free(hdr, span, free_gen, top.first(), Start::Kept);
                 cell.cache_pushed(class, top, hdr);
                 return;
             }
         }
         match self.geom.freelist {
             Freelist::None => {
-                self.mem.word(hdr + WORD).store(span, Ordering::Relaxed);
-                self.mem
-                    .word(hdr)
-                    .store(block::free(free_gen, 0), Ordering::Relaxed);
+                self.heap()
+                    .entries()
+                    .add_free(hdr, span, free_gen, 0, Start::Kept);
                 self.add_discarded(span);
             }
             _ => self.lists.push(&self.mem, hdr, span, free_gen),

@@ -2,12 +2,11 @@
 //! the calling thread's chunk grows or shrinks by moving the chunk's cursor, when invariant C
 //! (`heap/cell.rs`) lets the cursor move; any other block shrinks by giving its cut-off tail back.
 
-use super::{Arena, Inner};
-use crate::block::{self, BlockHeader, Handle, HeaderWord, LiveState};
+use super::Arena;
+use crate::block::{self, Handle, HeaderWord};
 use crate::cells::with_cell;
 use crate::freelist::{Prepared, Unlisted};
 use crate::layout::{block_span, WORD};
-use crate::sync::Ordering;
 use std::ptr::NonNull;
 
 impl Arena {
@@ -77,14 +76,14 @@ impl Arena {
                 if new_span > last.room() {
                     return false;
                 }
-                if new_span < old_span {
-                    // Invariant Z: what goes back behind `cur` must read zero.
-                    // SAFETY: the tail is part of the block, which the caller holds exclusively.
-                    unsafe { inner.mem.zero(hdr + new_span, old_span - new_span) };
-                }
-                // Growing: `cur..end` is zero (invariant Z), so the new bytes already read zero.
-                set_len(inner, hdr, new as u64);
-                last.resize(new_span);
+                // A cut-off tail zeroed, the new length, then the cursor at the new end.
+                // SAFETY: the block is published (`allocate_ptr`), the last of this thread's own
+                // chunk through the gate of invariant C, and the caller holds it exclusively.
+                unsafe {
+                    inner
+                        .heap()
+                        .resize_last(last, old_span, new_span, new as u64)
+                };
                 return true;
             }
             if new_span > old_span {
@@ -102,7 +101,7 @@ impl Arena {
                     old_span - new_span,
                     Unlisted::Filler,
                 );
-                set_len(inner, hdr, new as u64);
+                inner.heap().set_len(hdr, new as u64);
                 match prepared {
                     Prepared::List(generation) => {
                         inner
@@ -113,34 +112,8 @@ impl Arena {
                 }
                 return true;
             }
-            set_len(inner, hdr, new as u64);
+            inner.heap().set_len(hdr, new as u64);
             true
         })
-    }
-}
-
-/// Stores a new length in a live block's header, keeping its generation, state and readers.
-pub(super) fn set_len(inner: &Inner, hdr: u64, len: u64) {
-    let w = inner.mem.word(hdr);
-    let mut cur = w.load(Ordering::Relaxed);
-    loop {
-        debug_assert!(matches!(
-            block::decode(cur),
-            HeaderWord::Live {
-                state: LiveState::Published,
-                ..
-            }
-        ));
-        // Release: the bytes written under the old length happen before any reader that sees
-        // the new one (pairs with the Acquire loads in `read`/`free`).
-        match w.compare_exchange_weak(
-            cur,
-            BlockHeader(cur).with_len(len).0,
-            Ordering::Release,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => return,
-            Err(now) => cur = now,
-        }
     }
 }

@@ -3,7 +3,7 @@
 //! cell and the rules of its fields, invariant C of the chunk cursor among them, are
 //! `crate::heap::cell`); the arena's [`CellRegistry`] (`registry`) holds every cell it handed out
 //! so that exclusive passes reach them all; the thread-local slots are in `local`.
-//! How chunks are reserved and bumped is in `bump`.
+//! How chunks are reserved and bumped is in `heap::chunks`.
 //!
 //! ## Allocator paths (invariant A)
 //!

@@ -1,5 +1,5 @@
 //! The chunk grid: the heap is cut into chunks at the fixed lines `data_start + k * chunk`
-//! (src/bump.rs). Every place that needs a line of the grid asks here.
+//! (src/heap/chunks.rs). Every place that needs a line of the grid asks here.
 
 use super::Geometry;
 

@@ -5,8 +5,8 @@
 use super::FreeLists;
 use crate::backing::Backing;
 use crate::block;
-use crate::format::{Freelist, Geometry, OFF_DISCARDED};
-use crate::sync::Ordering;
+use crate::format::{Freelist, Geometry};
+use crate::heap::Start;
 
 /// How space that is not listed is left for the heap walk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,11 +68,8 @@ impl FreeLists {
         unlisted: Unlisted,
         mark: bool,
     ) -> (u64, bool) {
-        let (prepared, started) = self.write_entry(mem, geom, off, span, unlisted);
-        if started && mark {
-            // A new entry: its header first (written above), then its start bit.
-            self.toggle_start(mem, off);
-        }
+        let start = if mark { Start::Shared } else { Start::Target };
+        let (prepared, started) = self.write_entry(mem, geom, off, span, unlisted, start);
         match prepared {
             Prepared::List(generation) => {
                 self.push(mem, off, span, generation);
@@ -93,16 +90,13 @@ impl FreeLists {
         span: u64,
         unlisted: Unlisted,
     ) -> Prepared {
-        let (prepared, started) = self.write_entry(mem, geom, off, span, unlisted);
-        if started {
-            // A new entry: its header first (written above), then its start bit.
-            self.toggle_start(mem, off);
-        }
-        prepared
+        self.write_entry(mem, geom, off, span, unlisted, Start::Shared)
+            .0
     }
 
-    /// Writes the entry `off..off + span` becomes (none for an unlisted gap) and says whether one
-    /// starts at `off` now; sets no start bit.
+    /// Writes the entry `off..off + span` becomes (none for an unlisted gap), a new entry whose
+    /// start `start` records (its header first, then its bit: the heap layer's verbs), and says
+    /// whether one starts at `off` now.
     fn write_entry(
         &self,
         mem: &Backing,
@@ -110,38 +104,24 @@ impl FreeLists {
         off: u64,
         span: u64,
         unlisted: Unlisted,
+        start: Start,
     ) -> (Prepared, bool) {
+        let e = self.entries(mem);
         let listed =
             geom.freelist != Freelist::None && span >= 16 && span >= u64::from(geom.min_segment);
         match unlisted {
             _ if listed => {
                 let generation = block::fresh_gen(mem);
-                write_free(mem, off, span, generation);
+                e.add_free(off, span, generation, 0, start);
                 return (Prepared::List(generation), true);
             }
             // Nothing is written: the walk reads the zero word as a gap, which is no entry.
             Unlisted::Gap => return (Prepared::Discard(span), false),
             Unlisted::Segment if span >= 16 => {
-                write_free(mem, off, span, block::fresh_gen(mem));
+                e.add_free(off, span, block::fresh_gen(mem), 0, start);
             }
-            Unlisted::Filler | Unlisted::Segment => {
-                mem.word(off).store(block::pad(span), Ordering::Relaxed);
-            }
+            Unlisted::Filler | Unlisted::Segment => e.add_filler(off, span, start),
         }
         (Prepared::Discard(span), true)
-    }
-}
-
-/// A FREE segment's span word, then its header: a walk sees a whole segment or none.
-fn write_free(mem: &Backing, off: u64, span: u64, generation: u32) {
-    mem.word(off + 8).store(span, Ordering::Relaxed);
-    mem.word(off)
-        .store(block::free(generation, 0), Ordering::Relaxed);
-}
-
-/// Adds `n` bytes to the header's count of discarded space.
-pub(crate) fn add_discarded(mem: &Backing, n: u64) {
-    if n > 0 {
-        mem.word(OFF_DISCARDED).fetch_add(n, Ordering::Relaxed);
     }
 }

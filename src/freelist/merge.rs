@@ -7,6 +7,7 @@ use crate::backing::Backing;
 use crate::block::{self, HeaderWord};
 use crate::error::Error;
 use crate::format::{OFF_BUMP, OFF_HEADS};
+use crate::heap::Entries;
 use crate::sync::{sc_order, Ordering};
 
 impl FreeLists {
@@ -184,7 +185,7 @@ impl FreeLists {
                             if n > 1 {
                                 // The commit of the merge: the first segment's header stays FREE,
                                 // so a walk reads the whole run as one segment from here on.
-                                b.word(first + 8).store(total, Ordering::Relaxed);
+                                self.entries(b).set_span(first, total);
                                 merged += n - 1;
                                 lo = lo.min(first);
                                 hi = hi.max(first + 16);
@@ -207,7 +208,7 @@ impl FreeLists {
                 while off != 0 {
                     let next = next_of(b, off).1;
                     if next != 0 && off + span_of(off) > next {
-                        b.word(off + 8).store(next - off, Ordering::Relaxed);
+                        self.entries(b).set_span(off, next - off);
                     }
                     off = next;
                 }
@@ -226,7 +227,7 @@ impl FreeLists {
                 // Absorbed: their headers become bytes inside the run, no longer entries.
                 let mut m = next;
                 while m != 0 && m < end {
-                    self.toggle_start_checked(b, m);
+                    self.entries(b).absorb_checked(m);
                     m = next_of(b, m).1;
                 }
                 let after = m;
@@ -238,15 +239,15 @@ impl FreeLists {
                 while m != 0 && m < end {
                     let following = next_of(b, m).1;
                     if held(m) {
-                        self.toggle_start_checked(b, m);
-                        b.word(first + 8).store(m - first, Ordering::Relaxed);
+                        self.entries(b).keep_held(m);
+                        self.entries(b).set_span(first, m - first);
                         self.push(b, first, m - first, fresh_gen());
                         merged -= 1;
                         first = m;
                     }
                     m = following;
                 }
-                b.word(first + 8).store(end - first, Ordering::Relaxed);
+                self.entries(b).set_span(first, end - first);
                 self.push(b, first, end - first, fresh_gen());
                 off = after;
                 continue;
@@ -274,9 +275,10 @@ fn next_of(b: &Backing, off: u64) -> (u32, u64) {
     }
 }
 
-/// Points a detached node's FREE header at `next`, keeping its generation.
+/// Points a detached node's FREE header at `next`, keeping its generation (no list is involved:
+/// the entry verbs carry no start map here).
 fn set_next(b: &Backing, off: u64, gen: u32, next: u64) {
-    b.word(off).store(block::free(gen, next), Ordering::Relaxed);
+    Entries::new(b, None).relink(off, gen, next);
 }
 
 /// Merges two chains sorted by offset into one.

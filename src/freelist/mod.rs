@@ -59,14 +59,14 @@ mod merge;
 pub(crate) mod policy;
 
 pub(crate) use class::{class_of, class_up, exact_class, head_off, head_tag, pack_head, Bitmap};
-pub(crate) use give_back::{add_discarded, Prepared, Unlisted};
+pub(crate) use give_back::{Prepared, Unlisted};
 pub(crate) use policy::{Optimistic, Pessimistic, Policy};
 
 use crate::backing::Backing;
 use crate::block::{self, HeaderWord};
 use crate::error::Error;
 use crate::format::{CLASSES, OFF_BUMP, OFF_HEADS};
-use crate::heap::{MapGeom, StartMap};
+use crate::heap::{Entries, MapGeom, Start};
 use crate::sync::{AtomicU64, Ordering};
 
 /// A segment taken off a list: the caller owns `off..off + span`.
@@ -89,20 +89,11 @@ pub(crate) struct FreeLists {
 }
 
 impl FreeLists {
-    /// Toggles `off`'s bit in the start map (an entry begins or ends there).
+    /// The heap's entry verbs, with this arena's start map (none for the loom models' bare
+    /// heaps).
     #[inline]
-    pub(crate) fn toggle_start(&self, b: &Backing, off: u64) {
-        if let Some(m) = &self.maps {
-            StartMap::new(b, m).shared_toggle(off);
-        }
-    }
-
-    /// [`FreeLists::toggle_start`] with `SeqCst`, for a coalescing pass (the check-slot protocol).
-    #[inline]
-    pub(crate) fn toggle_start_checked(&self, b: &Backing, off: u64) {
-        if let Some(m) = &self.maps {
-            StartMap::new(b, m).shared_toggle_checked(off);
-        }
+    pub(crate) fn entries<'b>(&'b self, b: &'b Backing) -> Entries<'b> {
+        Entries::new(b, self.maps.as_ref())
     }
 
     /// Reads the heads of an arena just opened (O(classes), not O(heap)).
@@ -141,13 +132,13 @@ impl FreeLists {
     pub(crate) fn push(&self, b: &Backing, off: u64, span: u64, generation: u32) {
         debug_assert!(span >= 16 && span % 8 == 0 && off % 8 == 0);
         let c = class_of(span);
-        // The span lives in the word after the header; the node is ours until the CAS below.
-        b.word(off + 8).store(span, Ordering::Relaxed);
         let head = self.head(b, c);
         let mut h = head.load(Ordering::Relaxed);
+        // The span lives in the word after the header; the node is ours until the CAS below. The
+        // entry starts where the block or segment did.
+        self.entries(b)
+            .add_free(off, span, generation, head_off(h), Start::Kept);
         loop {
-            b.word(off)
-                .store(block::free(generation, head_off(h)), Ordering::Relaxed);
             // Release: publishes the node's header and span word; pairs with the Acquire load and
             // CAS in `pop`. Acquire: pairs with the AcqRel CAS of an emptied head to itself in
             // `pop`, so a clear of this class's bit made before it is seen below (and undone).
@@ -158,7 +149,10 @@ impl FreeLists {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => break,
-                Err(now) => h = now,
+                Err(now) => {
+                    h = now;
+                    self.entries(b).relink(off, generation, head_off(h));
+                }
             }
         }
         self.nonempty.set(c);

@@ -7,15 +7,16 @@
 //! ## The chunk cursor (invariant C)
 //!
 //! A cell's cursor `cur` is where its thread bumps next. It moves in five ways, and each is one
-//! method here; the cursor's fields are private to this module, so nothing else writes them:
+//! method here; the cursor's fields are private to this module, and the methods are `pub(super)`:
+//! only the heap layer's verbs (`heap::chunks`) move the cursor, right after their stores.
 //!
 //! | move | method | called by |
 //! | --- | --- | --- |
-//! | take a chunk | [`ChunkCell::take_chunk`] | the allocation slow path |
-//! | bump (a block, or a pad and a block) | [`ChunkCell::bumped`] | the fast path, `Chunks::bump_in_cell` |
-//! | rewind over the last block | [`LastBlock::rewind`] | `Inner::release` (a free) |
-//! | in-place resize of the last block | [`LastBlock::resize`] | `Arena::resize_in_place` (`Allocator::grow`/`shrink`, `GlobalArena::realloc`) |
-//! | retire the chunk | [`ChunkCell::retire`] | `Chunks::return_chunk` |
+//! | take a chunk | [`ChunkCell::take_chunk`] | `Heap::refill` (the allocation slow path) |
+//! | bump (a block, or a pad and a block) | [`ChunkCell::bumped`] | `Heap::bump_small` (the fast path), `Heap::bump_in_cell` |
+//! | rewind over the last block | [`LastBlock::rewind`] | `Heap::rewind` (`Inner::release`, a free) |
+//! | in-place resize of the last block | [`LastBlock::resize`] | `Heap::resize_last` (`Arena::resize_in_place` (`Allocator::grow`/`shrink`, `GlobalArena::realloc`)) |
+//! | retire the chunk | [`ChunkCell::retire`] | `Heap::retire` (`Inner::return_chunk`) |
 //!
 //! **Invariant C.** Of the positions in `cur..end` at which an entry (a block, a pad, a free
 //! segment) has started since the cell took its chunk, the only one there can be is `cur` itself,
@@ -141,7 +142,7 @@ impl ChunkCell {
     /// headers), all inside the chunk; the cursor goes to `to`. Keeps invariant C with no check
     /// (module docs). Owner only.
     #[inline]
-    pub(crate) fn bumped(&self, to: u64) {
+    pub(super) fn bumped(&self, to: u64) {
         debug_assert!(
             {
                 let (cur, end) = self.cursor();
@@ -155,7 +156,7 @@ impl ChunkCell {
 
     /// Take a chunk: `start..end`, freshly reserved (zero), whose blocks get `generation`. The
     /// cell holds none (it was retired). Owner only.
-    pub(crate) fn take_chunk(&self, start: u64, end: u64, generation: u64) {
+    pub(super) fn take_chunk(&self, start: u64, end: u64, generation: u64) {
         debug_assert!(
             self.cur.load(Ordering::Relaxed) == 0 && start != 0 && start < end,
             "chunk {start}..{end} taken by a cell that holds one"
@@ -169,7 +170,7 @@ impl ChunkCell {
 
     /// Retire the chunk: returns its unused tail `(cur, end)`, which the caller gives back as
     /// free space starting at `cur`; `None` when the cell holds no chunk. Owner only.
-    pub(crate) fn retire(&self) -> Option<(u64, u64)> {
+    pub(super) fn retire(&self) -> Option<(u64, u64)> {
         let (cur, end) = self.cursor();
         self.cur.store(0, Ordering::Relaxed);
         self.end.store(0, Ordering::Relaxed);
@@ -327,6 +328,12 @@ pub(crate) struct LastBlock<'a> {
 }
 
 impl LastBlock<'_> {
+    /// The block's header offset.
+    #[inline]
+    pub(super) fn hdr(&self) -> u64 {
+        self.hdr
+    }
+
     /// The most bytes the block can span in place: up to the chunk's end.
     #[inline]
     pub(crate) fn room(&self) -> u64 {
@@ -338,7 +345,7 @@ impl LastBlock<'_> {
     /// goes back to the block's start, which `last_rewind` records as the former start at the
     /// cursor, and the chunk's next blocks get `generation`, a fresh one: a handle to the rewound
     /// block never matches the block that reuses its offset.
-    pub(crate) fn rewind(self, generation: u64) {
+    pub(super) fn rewind(self, generation: u64) {
         let c = self.cell;
         c.cur.store(self.hdr, Ordering::Relaxed);
         c.last_rewind.store(self.hdr, Ordering::Relaxed);
@@ -349,7 +356,7 @@ impl LastBlock<'_> {
     /// In-place resize: the block now spans `span` bytes (at most [`LastBlock::room`]); the
     /// caller has zeroed a cut-off tail and committed the new length in the header. The cursor
     /// goes to the block's new end.
-    pub(crate) fn resize(self, span: u64) {
+    pub(super) fn resize(self, span: u64) {
         debug_assert!(
             span >= 16 && span <= self.room(),
             "resize to {span} bytes past the chunk"

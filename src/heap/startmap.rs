@@ -128,7 +128,7 @@ impl<'a> StartMap<'a> {
     /// Toggles `off`'s bit in the owner map. The caller owns the chunk the word lies in (or the
     /// arena exclusively).
     #[inline]
-    pub(crate) fn owner_toggle(&self, off: u64) {
+    pub(in crate::heap) fn owner_toggle(&self, off: u64) {
         let w = self.mem.word(self.geom.owner_word(off));
         w.store(w.load(Ordering::Relaxed) ^ bit_of(off), Ordering::Relaxed);
     }
@@ -138,7 +138,7 @@ impl<'a> StartMap<'a> {
     /// # Safety
     /// `off` lies in the heap (`off < geom.base`), so its owner-map word is inside the backing.
     #[inline]
-    pub(crate) unsafe fn owner_toggle_unchecked(&self, off: u64) {
+    pub(in crate::heap) unsafe fn owner_toggle_unchecked(&self, off: u64) {
         debug_assert!(off < self.geom.base);
         // SAFETY: `off < base` makes `owner_word(off) < base + words * 8`, inside the map region,
         // which lies inside the backing (the caller's contract); it is a multiple of 8.
@@ -148,16 +148,23 @@ impl<'a> StartMap<'a> {
 
     /// Toggles `off`'s bit in the shared map.
     #[inline]
-    pub(crate) fn shared_toggle(&self, off: u64) {
+    pub(in crate::heap) fn shared_toggle(&self, off: u64) {
         self.mem
             .word(self.geom.shared_word(off))
             .fetch_xor(bit_of(off), Ordering::Relaxed);
     }
 
+    /// A unit test's crash image: the allocation at `off` was cut after its first store, the start
+    /// bit in the owner map, and before its header.
+    #[cfg(test)]
+    pub(crate) fn cut_after_start_bit(&self, off: u64) {
+        self.owner_toggle(off);
+    }
+
     /// [`StartMap::shared_toggle`] with `SeqCst`, for a coalescing pass's side of the check-slot
     /// protocol.
     #[inline]
-    pub(crate) fn shared_toggle_checked(&self, off: u64) {
+    pub(in crate::heap) fn shared_toggle_checked(&self, off: u64) {
         self.mem
             .word(self.geom.shared_word(off))
             .fetch_xor(bit_of(off), Ordering::SeqCst);

@@ -18,7 +18,7 @@
 //! | DYING | CAS | AcqRel | Acquire pairs with the publish and with readers' unpins, so every earlier access to the bytes happens before their reuse |
 
 use crate::backing::Backing;
-use crate::block::{BlockHeader, LiveState};
+use crate::block::{self, BlockHeader, LiveState};
 use crate::sync::{AtomicU64, Ordering};
 
 /// The header word of a LIVE block, for the block-state steps.
@@ -59,11 +59,15 @@ impl<'a> LiveWord<'a> {
         );
     }
 
-    /// Publish a block of the allocator interfaces: `foreign` is its PUBLISHED FOREIGN word
-    /// (`block::live_foreign`). Release, as [`LiveWord::publish`].
+    /// Publish a block of the allocator interfaces (`len` bytes, generation `generation`): its
+    /// PUBLISHED word with the FOREIGN bit, which every handle operation refuses. Release, as
+    /// [`LiveWord::publish`].
     #[inline]
-    pub(crate) fn publish_foreign(&self, foreign: u64) {
-        self.0.store(foreign, Ordering::Release);
+    pub(crate) fn publish_foreign(&self, len: u64, generation: u32) {
+        self.0.store(
+            block::live_foreign(len, generation, LiveState::Published, 0),
+            Ordering::Release,
+        );
     }
 
     /// Pin: one reader more, if the word is still `cur` (its readers below the most). `Err` with

@@ -21,10 +21,10 @@
 use super::step::{step, AnyEntry, Entry, Live, Rule, Step};
 use super::Dropped;
 use crate::backing::Backing;
-use crate::block::{self, HeaderWord, LiveState};
+use crate::block::LiveState;
 use crate::error::Error;
 use crate::format::{Geometry, Meta, OFF_BUMP, OFF_META};
-use crate::heap::{self, MapGeom, StartMap};
+use crate::heap::{self, Entries, MapGeom, StartMap};
 use crate::sync::Ordering;
 
 /// What [`plan`] found, for [`apply`] to write.
@@ -187,35 +187,20 @@ fn tail_ok(l: &Live) -> bool {
 /// was dropped, for the recovery report.
 pub(crate) fn apply(b: &Backing, plan: &Plan) -> Vec<Dropped> {
     let mut out = Vec::new();
+    // No start map: the repair pass that follows records the layout it walks.
+    let e = Entries::new(b, None);
     for &(q, span) in &plan.unvouched {
-        if let HeaderWord::Live {
-            len, generation, ..
-        } = block::decode(b.word(q).load(Ordering::Relaxed))
-        {
-            b.word(q).store(
-                block::live(len, generation, LiveState::Dying, 0),
-                Ordering::Relaxed,
-            );
-        }
+        e.mark_dying(q);
         out.push(Dropped {
             offset: q,
             len: span,
         });
     }
-    let free_run = |from: u64, len: u64| {
-        if len >= 16 {
-            b.word(from + 8).store(len, Ordering::Relaxed);
-            b.word(from)
-                .store(block::free(block::fresh_gen(b), 0), Ordering::Relaxed);
-        } else {
-            b.word(from).store(block::pad(len), Ordering::Relaxed);
-        }
-    };
     for &(from, len) in &plan.tails {
-        free_run(from, len);
+        e.free_run(from, len);
     }
     for &(from, len) in &plan.dropped {
-        free_run(from, len);
+        e.free_run(from, len);
         out.push(Dropped { offset: from, len });
     }
     b.word(OFF_BUMP).store(plan.end, Ordering::Relaxed);

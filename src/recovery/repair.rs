@@ -2,12 +2,12 @@
 
 use super::{histogram_bucket, walk, Problem, Region, Report};
 use crate::backing::Backing;
-use crate::block::{self, LiveState};
+use crate::block::LiveState;
 use crate::error::Error;
 use crate::format::Freelist;
 use crate::format::{Geometry, OFF_BUMP, OFF_DISCARDED, OFF_HIGH_WATER};
 use crate::freelist::{FreeLists, Unlisted};
-use crate::heap::{self, MapGeom, StartMap};
+use crate::heap::{self, Entries, MapGeom, StartMap};
 use crate::sync::Ordering;
 
 /// Rebuilds the free lists from a walk, merging every run of free space (free segments, fillers,
@@ -86,12 +86,7 @@ pub(crate) fn repair(
             target.borrow_mut().start(off);
             if recovering && (readers != 0 || state != LiveState::Published) {
                 // A block of the allocator interfaces stays one (FOREIGN kept).
-                let word = if block::is_foreign(b.word(off).load(Ordering::Relaxed)) {
-                    block::live_foreign(len, generation, LiveState::Published, 0)
-                } else {
-                    block::live(len, generation, LiveState::Published, 0)
-                };
-                b.word(off).store(word, Ordering::Relaxed);
+                Entries::new(b, Some(&maps)).settle_live(off, len, generation);
             }
             if state == LiveState::Pending {
                 r.pending_blocks += 1;

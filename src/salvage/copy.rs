@@ -6,14 +6,14 @@ use super::source::Source;
 use super::{SalvageReport, SavedBlock};
 use crate::arena::Arena;
 use crate::backing::{Backing, OpenedFile};
-use crate::block::{self, LiveState};
+use crate::block;
 use crate::error::Error;
 use crate::format::{
     RawHeader, HEADER_SIZE, OFF_BUMP, OFF_DISCARDED, OFF_HIGH_WATER, OFF_OPEN_COUNT, OFF_STATE,
     STATE_DIRTY,
 };
 use crate::freelist::{FreeLists, Unlisted};
-use crate::heap::{self, StartMap};
+use crate::heap::{self, Entries};
 use crate::layout::block_span;
 use crate::options::Options;
 use crate::sync::Ordering;
@@ -64,14 +64,8 @@ pub(super) fn write_fresh(
         let data = unsafe { src.mem.slice(off + 8, span - 8) };
         // SAFETY: as above, and the fresh map is this call's alone.
         unsafe { b.write(off + 8, data) };
-        let w = src.word(off);
-        let word = if block::is_foreign(w) {
-            block::live_foreign(s.len, s.handle.generation(), LiveState::Published, 0)
-        } else {
-            block::live(s.len, s.handle.generation(), LiveState::Published, 0)
-        };
-        b.word(off).store(word, Ordering::Relaxed);
-        StartMap::new(&b, &maps).owner_toggle(off);
+        let foreign = block::is_foreign(src.word(off));
+        Entries::new(&b, Some(&maps)).restore_live(off, s.len, s.handle.generation(), foreign);
         at = off + span;
     }
     if bump > at {

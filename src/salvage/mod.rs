@@ -260,7 +260,7 @@ mod tests {
         {
             let f = OpenedFile::open(&dirty, false, false, false, 0).unwrap();
             let b = Backing::file(f, 1 << 20).unwrap();
-            StartMap::new(&b, &MapGeom::for_capacity(1 << 20)).owner_toggle(cut);
+            StartMap::new(&b, &MapGeom::for_capacity(1 << 20)).cut_after_start_bit(cut);
         }
         // SAFETY: as above, for both files.
         let r = unsafe { salvage(&dirty, dir.path().join("fresh")) }.unwrap();
