@@ -6,10 +6,11 @@
 //! allocation, cannot panic, and never waits for something the calling thread itself holds. The one
 //! exception to "no allocation" is a thread's first use of an arena lane, which registers a
 //! `ChunkCell` (an `Arc` and a slot); [`Step`] marks it, so `GlobalArena` sends it to the system
-//! allocator. The steps that hold something exclusive (this thread's slot list, the registry's lock,
-//! the coalescing pass) run under a [`Step`], and a call that arrives while one is on the stack
-//! (re-entry through the global allocator) neither waits for it nor takes it again: `GlobalArena`
-//! serves it from the system allocator, and the exhausted path skips the pass and answers `Full`.
+//! allocator. The steps that hold something exclusive or walk a shared list (this thread's slot
+//! list, a walk of the cell registry, the coalescing pass) run under a [`Step`], and a call that
+//! arrives while one is on the stack (re-entry through the global allocator) neither waits for it
+//! nor takes it again: `GlobalArena` serves it from the system allocator, and the exhausted path
+//! skips the pass and answers `Full`.
 //! See docs/design.md, "Allocator paths".
 
 crate::sync::parena_thread_local! {

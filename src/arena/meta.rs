@@ -230,7 +230,7 @@ impl Arena {
             discarded: inner.mem.word(OFF_DISCARDED).load(Ordering::Relaxed),
             ..Stats::default()
         };
-        // A fold under the registry's lock, not a copy of the list: `stats` allocates nothing
+        // A fold over the registry's lock-free list, not a copy of it: `stats` allocates nothing
         // (invariant A, `reentry.rs`), so it is safe on `GlobalArena::arena()`.
         let k = inner.cells.fold(CounterSnapshot::default(), |k, c| {
             k.add(c.counters().snapshot())
