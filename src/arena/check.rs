@@ -180,9 +180,9 @@ impl Inner {
         // block of the handle's generation, not FOREIGN. `check_live_full` answers the same for
         // it in every mode; it decodes every other word (a LARGE block, or the error).
         if let Some((len, readers)) = block::published_small(w, h.generation()) {
-            // A small block's span: its length rounded up to a word, and the header word.
-            let end = hdr + WORD + len.next_multiple_of(WORD);
-            if end <= self.bump() {
+            // The span bound of `check_live_full`, with `layout::block_span`: a small length
+            // always has a span, and `hdr` (below `bump`) plus a span under 1 MiB cannot overflow.
+            if block_span(len).is_some_and(|span| hdr + span <= self.bump()) {
                 return Ok((len, readers));
             }
         }
