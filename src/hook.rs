@@ -11,10 +11,10 @@
 //! The hook owns no reference to the arena (which would keep it alive); a layer that keeps
 //! per-arena state does so itself, keyed by the arena's uid, and drops it in the hook's `Drop`.
 //!
-//! One more seam, process-wide and for tests only: [`full_readers_wait`], a point inside the
-//! handle check's wait for a full reader count where a test (through `testkit`) can hold the
-//! waiting thread, so that a race with that wait runs in the one order the test names instead of
-//! whichever order the scheduler picks.
+//! One more seam, process-wide, for tests only and built only with feature `testkit`: `read_held`,
+//! a point inside every read (after its read slot is held and the start map tested, before the
+//! header load) where a test can hold the reading thread, so that a race with a free runs in the
+//! one order the test names instead of whichever order the scheduler picks.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -57,55 +57,25 @@ impl HookSlot {
     }
 }
 
-/// The function [`full_readers_wait`] calls; installed at most once per process, by `testkit`
+/// The function [`read_held`] calls; installed at most once per process, by `testkit`
 /// (feature `testkit`).
-static FULL_READERS_WAIT: OnceLock<fn(u64)> = OnceLock::new();
-
-/// Installs `f` as the function a handle check calls each time it waits for a reader to leave a
-/// block whose reader count is full. The first call wins; later ones change nothing.
 #[cfg(feature = "testkit")]
-pub(crate) fn set_full_readers_wait(f: fn(u64)) {
-    let _ = FULL_READERS_WAIT.set(f);
+static READ_HELD: OnceLock<fn(u64)> = OnceLock::new();
+
+/// Installs `f` as the function every read calls once it holds its read slot and has tested the
+/// start map, before it loads the header word. The first call wins; later ones change nothing.
+#[cfg(feature = "testkit")]
+pub(crate) fn set_read_held(f: fn(u64)) {
+    let _ = READ_HELD.set(f);
 }
 
-/// Called by a handle check (`Arena::read_with` and the other pins) on every round of its wait for
-/// a full reader count to drop, before it tests the block again, with the handle's data offset.
-/// Nothing unless a test installed a function: one atomic load, on a path that is already waiting.
+/// Called by every read (`Arena::read_with` and `read`) between its start-map test and its header
+/// load, with the handle's data offset. Nothing unless a test installed a function; built only
+/// with feature `testkit`, so the read path of every other build has no such point.
+#[cfg(feature = "testkit")]
 #[inline]
-pub(crate) fn full_readers_wait(offset: u64) {
-    if let Some(f) = FULL_READERS_WAIT.get() {
+pub(crate) fn read_held(offset: u64) {
+    if let Some(f) = READ_HELD.get() {
         f(offset);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sync::{Arc, AtomicU64, Ordering};
-
-    #[derive(Debug)]
-    struct Counting(Arc<AtomicU64>);
-
-    impl ArenaHook for Counting {
-        fn detach(&self, only_clone: &dyn Fn() -> bool) {
-            if only_clone() {
-                self.0.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    #[test]
-    fn installs_once_and_forwards_detach() {
-        let calls = Arc::new(AtomicU64::new(0));
-        let slot = HookSlot::default();
-        slot.detach(|| true); // empty: nothing to call
-        assert!(slot.install(Box::new(Counting(Arc::clone(&calls)))).is_ok());
-        assert!(slot
-            .install(Box::new(Counting(Arc::clone(&calls))))
-            .is_err());
-        slot.get_or_install(|| unreachable!("already installed"));
-        slot.detach(|| false);
-        slot.detach(|| true);
-        assert_eq!(calls.load(Ordering::Relaxed), 1);
     }
 }

@@ -9,6 +9,7 @@ use crate::backing::Backing;
 use crate::block::{self, HeaderWord};
 use crate::format::{HEADER_SIZE, OFF_BUMP};
 use crate::freelist::{class_of, FreeLists, ListWalk, Optimistic, Pessimistic, Policy};
+use crate::heap::reads::ReadSlots;
 use crate::heap::{Entries, MapGeom, StartMap};
 use crate::sync::{AtomicU64, Ordering};
 
@@ -27,6 +28,8 @@ pub struct Lists {
     maps: Option<MapGeom>,
     /// One thread's check slot (the check-slot protocol, `arena/check.rs`).
     slot: AtomicU64,
+    /// One thread's read slots (the read-slot protocol, `heap/reads.rs`).
+    reads: ReadSlots,
 }
 
 impl std::fmt::Debug for Lists {
@@ -100,6 +103,7 @@ impl Lists {
             segs,
             maps,
             slot: AtomicU64::new(0),
+            reads: ReadSlots::default(),
         }
     }
 
@@ -122,7 +126,27 @@ impl Lists {
         seen
     }
 
-    /// A coalescing pass that consults the check slot (`held`), as `Arena`'s does.
+    /// A read of the block whose header is at `off`, as `Arena::read_with`'s: a read slot held,
+    /// the start map tested, then the header word read twice (the second time as the read's
+    /// copy of the bytes would); the slot cleared. Returns the two words read, or `None` when the
+    /// map says no entry starts there.
+    ///
+    /// # Panics
+    /// Without a start map.
+    pub fn read(&self, off: u64) -> Option<(u64, u64)> {
+        let maps = self.maps.as_ref().expect("a start map");
+        let slot = self.reads.hold(off + 8).expect("a free read slot");
+        let seen = StartMap::new(&self.b, maps).is_start_checked(off).then(|| {
+            let first = self.b.word(off).load(Ordering::SeqCst);
+            crate::sync::yield_now();
+            (first, self.b.word(off).load(Ordering::SeqCst))
+        });
+        slot.clear();
+        seen
+    }
+
+    /// A coalescing pass that consults the check slot and the read slots (`held`), as
+    /// `Arena`'s does.
     ///
     /// # Panics
     /// If a list is found corrupt.
@@ -133,7 +157,7 @@ impl Lists {
                 self.limit,
                 || 2,
                 |_, _| Ok(()),
-                |o| self.slot.load(Ordering::SeqCst) == o,
+                |o| self.slot.load(Ordering::SeqCst) == o || self.reads.reading(o),
             )
             .expect("lists are consistent")
             .0

@@ -145,15 +145,15 @@ pub fn decode_pad(word: u64) -> Option<u64> {
     }
 }
 
-/// Installs `f` as the function every handle check calls on each round of its wait for a reader
-/// to leave a block whose reader count is full ([`MAX_READERS`] pins), before it tests the
-/// block again; `f` gets the handle's data offset. Process-wide, for the whole test binary: the
+/// Installs `f` as the function every read (`Arena::read_with`, `Arena::read`) calls once it
+/// holds its read slot and has found the block's start in the start map, before it loads the
+/// header word; `f` gets the handle's data offset. Process-wide, for the whole test binary: the
 /// first call wins and later ones change nothing, so every test of a binary installs the same
 /// function and decides inside it (by a thread-local, say) whether the calling thread is the
-/// one it holds. A test holds a waiting reader there to run a race with that wait in one named
-/// order, with no timing.
-pub fn on_full_readers_wait(f: fn(u64)) {
-    crate::hook::set_full_readers_wait(f);
+/// one it holds. A test holds a reader there to run a race with a free in one named order, with
+/// no timing.
+pub fn on_read_held(f: fn(u64)) {
+    crate::hook::set_read_held(f);
 }
 
 /// Length, generation and reader count of a LIVE header word; `None` for any other word.

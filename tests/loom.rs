@@ -419,27 +419,92 @@ const USER_BYTES: u64 = 0xa5a5_a5a5_a5a5_a5a5;
 /// `SeqCst` toggle before its `SeqCst` slot load, and the split at a held start). Checked by hand:
 /// with the pass's `held` answering `false`, loom finds the interleaving where the checker sees
 /// `B`'s bit, the pass merges `B` away, the carve writes, and the checker's second read returns
-/// the user bytes ("a handle check read user bytes at a start it saw").
+/// the user bytes ("user bytes read at a start the probe saw").
 #[test]
 fn handle_check_races_a_merge() {
-    model_capped("handle_check_races_a_merge", 2, || {
+    probe_races_a_merge("handle_check_races_a_merge", Lists::check);
+}
+
+/// The model of [`handle_check_races_a_merge`] and [`read_races_a_merge`]: `probe` (a handle
+/// check or a read of header position `B`) on one thread, a pass and a carve on the other.
+fn probe_races_a_merge(name: &'static str, probe: fn(&Lists, u64) -> Option<(u64, u64)>) {
+    model_capped(name, 2, move || {
         let seg = parena::loom_hooks::SEGMENT;
         let l = loom::sync::Arc::new(Lists::with_start_map(&[seg, seg]));
         let b = l.segment(1);
         l.push_segment(1, 2);
         l.push_segment(0, 2);
-        let checker = {
+        let prober = {
             let l = l.clone();
-            thread::spawn(move || l.check(b))
+            thread::spawn(move || probe(&l, b))
         };
         l.coalesce_checked();
         l.carve_and_write(2 * seg, USER_BYTES);
-        if let Some((first, second)) = checker.join().unwrap() {
+        if let Some((first, second)) = prober.join().unwrap() {
             assert!(
                 first != USER_BYTES && second != USER_BYTES,
-                "a handle check read user bytes at a start it saw"
+                "{name}: user bytes read at a start the probe saw"
             );
         }
+    });
+}
+
+/// A read (a stale handle to `B`) against a coalescing pass and a carve, as
+/// [`handle_check_races_a_merge`] with the read-slot protocol (docs/metadata.md, 4.1): the read
+/// holds a read slot, tests the start map at `B` and reads `B`'s header twice; the pass would
+/// merge `B` into `A`, and the carve writes user bytes over the merged segment. A read that saw
+/// `B` as a start must never read those user bytes.
+///
+/// Guard: the pass's `SeqCst` loads of the read slots after its `SeqCst` toggle. Checked by hand:
+/// with `ReadSlots::reading` answering `false`, loom finds the interleaving where the read sees
+/// `B`'s bit, the pass merges `B` away, the carve writes, and the read's second load returns the
+/// user bytes ("user bytes read at a start the probe saw").
+#[test]
+fn read_races_a_merge() {
+    probe_races_a_merge("read_races_a_merge", Lists::read);
+}
+
+/// A read of `b` races its free and the reuse of its place: the freeing thread allocates a block
+/// of `b`'s size at once and fills it. The reader (whose closure makes one more atomic step
+/// before it copies, so loom can run the free and the reuse between its header load and its
+/// copy) either is refused or copies exactly `b`'s bytes.
+///
+/// Guard: the free's `SeqCst` loads of every cell's read slots after its `SeqCst` DYING CAS,
+/// which defer the release while the reader's slot holds `b`. Checked by hand: with
+/// `Inner::being_read` answering `false`, loom finds the interleaving where the reader loads
+/// `b`'s PUBLISHED header, the free releases `b`, the allocation takes its place and fills it,
+/// and the reader copies the new owner's bytes ("the read saw another block's bytes").
+#[test]
+fn read_races_a_free_and_a_reuse() {
+    model("read_races_a_free_and_a_reuse", || {
+        let arena = Options::new()
+            .capacity(3 * 4096)
+            .chunk_size(512)
+            .heap()
+            .unwrap();
+        let b = arena.alloc_copy(&[0xBB; 16]).unwrap();
+        let step = loom::sync::Arc::new(loom::sync::atomic::AtomicU64::new(0));
+        let reader = {
+            let (a, step) = (arena.clone(), step.clone());
+            thread::spawn(move || {
+                a.read_with(b, |bytes| {
+                    step.load(loom::sync::atomic::Ordering::Relaxed);
+                    bytes.to_vec()
+                })
+            })
+        };
+        arena.free(b).unwrap();
+        let n = {
+            let mut n = arena.alloc(16).unwrap();
+            n.fill(0xCC);
+            n.handle()
+        };
+        match reader.join().unwrap() {
+            Err(Error::Stale { .. }) => {}
+            Ok(bytes) => assert_eq!(bytes, [0xBB; 16], "the read saw another block's bytes"),
+            Err(e) => panic!("the read got {e:?}, not Stale"),
+        }
+        arena.free(n).unwrap();
     });
 }
 

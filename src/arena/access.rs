@@ -1,24 +1,27 @@
 //! Access through a handle: `free`, `read`, `read_with`, reader pins, `get`, `contains`, `len_of`
 //! (each starts with the handle check in `check.rs`).
 
-use super::check::{CheckSlot, Live, Mode};
+use super::check::{no_entry, CheckSlot, Live, Mode};
 use super::{Arena, Inner};
-use crate::block::{self, BlockHeader, Handle, HeaderWord, LiveState};
+use crate::block::{self, Handle, HeaderWord, LiveState};
 use crate::cells::with_cell;
 use crate::error::Error;
-use crate::heap::LiveWord;
+use crate::heap::reads::DEFERRED;
+use crate::heap::{ChunkCell, LiveWord, ReadSlot};
 use crate::layout::WORD;
-use crate::sync::{spin_hint, yield_now};
-
-/// How many times `read` re-checks a block whose reader count is full before it answers `Busy`.
-const SATURATED_ROUNDS: u32 = 1 << 16;
+use crate::sync::Ordering;
 
 impl Arena {
     /// Frees the block `h` names.
     ///
+    /// A block that a read on another thread (or an outer `read_with` on this one) is reading
+    /// right now is not reused until that read is over: it is refused to every handle at once,
+    /// and its bytes go back to the allocator when no read holds it (docs/metadata.md, 4.1).
+    ///
     /// # Errors
     /// [`Error::Stale`] when `h` no longer names a live block; [`Error::DoubleFree`] when the
-    /// block was already freed; [`Error::Busy`] while its [`BlockMut`](crate::BlockMut) is alive;
+    /// block was already freed; [`Error::Busy`] while its [`BlockMut`](crate::BlockMut) is alive,
+    /// or when this thread already holds the most freed blocks that reads still hold (32);
     /// [`Error::OutOfBounds`] for an offset outside the heap; [`Error::ReadOnly`]. Nothing
     /// changes when an error is returned.
     pub fn free(&self, h: Handle) -> Result<(), Error> {
@@ -39,25 +42,39 @@ impl Arena {
                 hdr,
                 word: mut cur,
                 mut len,
-                mut readers,
+                ..
             } = inner.live(h, mode)?;
-            let w = LiveWord::at(&inner.mem, hdr);
-            loop {
-                match w.try_mark_dying(cur) {
-                    Ok(_) => {
-                        if readers == 0 {
-                            inner.release(cell, hdr, len, h.generation());
-                        }
-                        // Otherwise the last reader to leave releases the block.
-                        return Ok(());
-                    }
-                    Err(now) => {
-                        cur = now;
-                        inner.still_start(hdr, h)?;
-                        (len, readers) = inner.check_live(hdr, cur, h, mode)?;
-                    }
+            // A block of the allocator interfaces is FOREIGN, which every read refuses before it
+            // reads a byte: no read slot can hold its bytes.
+            let readable = mode != Mode::Foreign;
+            let waiting = cell.reads().deferred_len();
+            if readable && waiting == DEFERRED {
+                inner.release_deferred(cell, false);
+                if cell.reads().deferred_len() == DEFERRED {
+                    return Err(Error::Busy { offset: h.offset() });
                 }
             }
+            let w = LiveWord::at(&inner.mem, hdr);
+            while let Err(now) = w.try_mark_dying(cur) {
+                cur = now;
+                inner.still_start(hdr, h)?;
+                (len, _) = inner.check_live(hdr, cur, h, mode)?;
+            }
+            // The DYING CAS (SeqCst) came first; now the read slots (SeqCst loads): a read that
+            // loads the header after the CAS refuses the block, and one that loaded it before
+            // holds a slot these loads see (docs/metadata.md, 4.1). The reader count of the word
+            // is not a reader: this build never raises it (recovery clears counts an older one
+            // left).
+            if readable && inner.being_read(hdr) {
+                let kept = cell.reads().defer(hdr);
+                debug_assert!(kept, "room on the deferred list was made before the CAS");
+            } else {
+                inner.release(cell, hdr, len, h.generation());
+            }
+            if readable && waiting > 0 {
+                inner.release_deferred(cell, false);
+            }
+            Ok(())
         })
     }
 
@@ -87,16 +104,18 @@ impl Arena {
         })?
     }
 
-    /// Runs `f` on the bytes of block `h`, pinned: a concurrent `free` of the block waits for
-    /// `f` to return before its bytes can be reused, so `f` never sees another block's bytes.
+    /// Runs `f` on the bytes of block `h`: a concurrent `free` of the block leaves its bytes
+    /// alone until `f` returns, so `f` never sees another block's bytes.
     ///
-    /// One header check and one pin for the whole block, where [`Arena::len_of`] followed by
-    /// [`Arena::read`] takes two of each. Keep `f` short: a block has room for 7 pins at a
-    /// time (more readers wait for one to leave), and a pin held long delays the reuse of a freed
-    /// block.
+    /// One header check for the whole block, where [`Arena::len_of`] followed by
+    /// [`Arena::read`] takes two. The read holds one of its thread's four read slots while `f`
+    /// runs (no write to the block's header, so readers of one block do not contend): reads may
+    /// nest four deep on one thread (per arena and lane) and a fifth is [`Error::Busy`]. Keep `f`
+    /// short: a block freed while `f` runs is reused only after it returns.
     ///
     /// # Errors
-    /// As [`Arena::free`] for the handle.
+    /// As [`Arena::free`] for the handle, and [`Error::Busy`] for a read nested more than four
+    /// deep.
     ///
     /// ```
     /// let arena = parena::Options::new().capacity(1 << 16).heap()?;
@@ -110,151 +129,65 @@ impl Arena {
     /// ```
     #[inline]
     pub fn read_with<R>(&self, h: Handle, f: impl FnOnce(&[u8]) -> R) -> Result<R, Error> {
-        let pin = self.pin(h)?;
-        // SAFETY: the block is live and published (checked by `pin`), and pinned until `pin`
-        // drops (after `f` returns or unwinds): no `BlockMut` exists for it, `free` leaves its
-        // bytes alone while a pin is held, and a read-only arena never frees or writes.
-        let bytes = unsafe { self.inner.mem.slice(pin.hdr + WORD, pin.len) };
+        let held = self.hold_read(h)?;
+        // SAFETY: the block is live and published (checked by `hold_read`) and held by a read
+        // slot until `held` drops (after `f` returns or unwinds): no `BlockMut` exists for it, a
+        // `free` that runs meanwhile sees the slot and leaves the bytes alone (section 4.1 of
+        // docs/metadata.md), and a read-only arena never frees or writes.
+        let bytes = unsafe { self.inner.mem.slice(held.hdr + WORD, held.len) };
         Ok(f(bytes))
     }
 
-    /// Pins the live block `h` (on a read-only arena, only checks it).
-    ///
-    /// The common case is inlined into the caller: a small PUBLISHED block with room for one more
-    /// reader, pinned by the first CAS. Everything else (a read-only arena, a LARGE block, a full
-    /// reader count, a CAS that lost to another change of the header word, every error) goes
-    /// round [`Arena::pin_slow`], which starts over. A `Result<ReadPin, Error>` returned from a
-    /// call through the stack cost a store-forwarding stall per read (docs/performance.md).
+    /// The read-slot protocol's read side (docs/metadata.md, 4.1): the handle's bounds, a read
+    /// slot of the calling thread's cell (`SeqCst` swap), the start map (`SeqCst` loads), the
+    /// header word (`SeqCst` load) and its check. The block's header offset and exact length,
+    /// held until the returned value drops. A read-only arena holds nothing: nothing frees there.
     #[inline(always)]
-    fn pin(&self, h: Handle) -> Result<ReadPin<'_>, Error> {
-        let inner = &*self.inner;
-        if !inner.read_only {
-            let fast = if inner.coalesce_on {
-                with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
-                    let _slot = CheckSlot::hold(cell, h);
-                    self.pin_once(h)
-                })
-            } else {
-                self.pin_once(h)
-            };
-            if let Some((hdr, len)) = fast {
-                return Ok(ReadPin {
-                    arena: self,
-                    hdr,
-                    len,
-                    generation: Some(h.generation()),
-                });
-            }
-        }
-        self.pin_slow(h)
-    }
-
-    /// One try at [`Arena::pin`]'s common case, with the check slot held when coalescing passes
-    /// can run: the handle check, then one CAS adding a reader. The pinned block's header offset
-    /// and length (a small block's: exact), or `None` for anything else (the caller then starts
-    /// over in [`Arena::pin_slow`]).
-    #[inline(always)]
-    fn pin_once(&self, h: Handle) -> Option<(u64, u64)> {
-        let inner = &*self.inner;
-        let Ok(Live {
-            hdr,
-            word,
-            len,
-            readers,
-        }) = inner.live(h, Mode::Read)
-        else {
-            return None;
-        };
-        if readers == block::MAX_READERS || block::is_large(word) {
-            return None;
-        }
-        LiveWord::at(&inner.mem, hdr)
-            .try_pin(word)
-            .ok()
-            .map(|_| (hdr, len))
-    }
-
-    /// [`Arena::pin`] from the start, for every case its inlined try leaves.
-    #[cold]
-    #[inline(never)]
-    fn pin_slow(&self, h: Handle) -> Result<ReadPin<'_>, Error> {
+    fn hold_read(&self, h: Handle) -> Result<ReadHold<'_>, Error> {
         let inner = &*self.inner;
         if inner.read_only {
-            // Nothing can free, merge or write a block of a read-only arena: the shared file lock
-            // keeps every writer out, and this process refuses writes. No pin and no check slot
-            // needed.
-            let Live { hdr, word, len, .. } = inner.live(h, Mode::Read)?;
-            let len = inner.exact_len(hdr, word, len)?;
-            return Ok(ReadPin {
-                arena: self,
-                hdr,
-                len,
-                generation: None,
-            });
+            return self.read_unheld(h);
         }
-        if !inner.coalesce_on {
-            // No coalescing pass can run: nothing merges a start away while the arena is shared,
-            // so no check slot is needed (see `CheckSlot`).
-            return self.pin_held(h);
+        let hdr = inner.bounded(h)?;
+        let slot = with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
+            // SAFETY: the cell belongs to `inner.cells`, which keeps every cell it handed out
+            // until it is dropped with `inner`; `self` borrows `inner` for `'_`.
+            cell.reads().hold(h.offset()).map(|s| unsafe { s.extend() })
+        });
+        let Some(slot) = slot else {
+            return Err(nested_too_deep(h));
+        };
+        let mut held = ReadHold {
+            slot: Some(slot),
+            hdr,
+            len: 0,
+        };
+        if !inner.start_map().is_start_checked(hdr) {
+            return Err(no_entry(h));
         }
-        with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
-            let _slot = CheckSlot::hold(cell, h);
-            self.pin_held(h)
-        })
+        #[cfg(feature = "testkit")]
+        crate::hook::read_held(h.offset());
+        // SeqCst: after the slot's swap in the total order (section 4.1).
+        let word = inner.mem.word(hdr).load(Ordering::SeqCst);
+        let (len, _) = inner.check_live(hdr, word, h, Mode::Read)?;
+        // A LARGE block's exact length is in its tail word, read while the slot holds the block.
+        held.len = inner.exact_len(hdr, word, len)?;
+        Ok(held)
     }
 
-    /// [`Arena::pin`] of a writable arena, with the calling thread's check slot held (when
-    /// coalescing passes can run).
-    fn pin_held(&self, h: Handle) -> Result<ReadPin<'_>, Error> {
+    /// [`Arena::hold_read`] of a read-only arena: nothing can free, merge or write a block of it
+    /// (the shared file lock keeps every writer out, and this process refuses writes), so no slot.
+    #[cold]
+    #[inline(never)]
+    fn read_unheld(&self, h: Handle) -> Result<ReadHold<'_>, Error> {
         let inner = &*self.inner;
-        let Live {
+        let Live { hdr, word, len, .. } = inner.live(h, Mode::Read)?;
+        let len = inner.exact_len(hdr, word, len)?;
+        Ok(ReadHold {
+            slot: None,
             hdr,
-            word: mut cur,
-            mut len,
-            mut readers,
-        } = inner.live(h, Mode::Read)?;
-        let w = LiveWord::at(&inner.mem, hdr);
-        let mut saturated = 0u32;
-        loop {
-            if readers == block::MAX_READERS {
-                // Wait for a reader to leave; readers leave after one copy, so this is short.
-                // A count that never moves (a damaged header in a file trusted as clean, or
-                // readers of a crashed process) is not waited on forever.
-                saturated += 1;
-                if saturated > SATURATED_ROUNDS {
-                    return Err(Error::Busy { offset: h.offset() });
-                }
-                if saturated > 64 {
-                    yield_now();
-                } else {
-                    spin_hint();
-                }
-                crate::hook::full_readers_wait(h.offset());
-                inner.still_start(hdr, h)?;
-                cur = inner.header_acquire(hdr);
-                (len, readers) = inner.check_live(hdr, cur, h, Mode::Read)?;
-                continue;
-            }
-            match w.try_pin(cur) {
-                Ok(_) => {
-                    let mut pin = ReadPin {
-                        arena: self,
-                        hdr,
-                        len,
-                        generation: Some(h.generation()),
-                    };
-                    // A LARGE block's exact length is in its tail word, read under the pin
-                    // (the block cannot be released meanwhile); a bad tail unpins on return.
-                    pin.len = inner.exact_len(hdr, cur, len)?;
-                    return Ok(pin);
-                }
-                Err(now) => {
-                    cur = now;
-                    inner.still_start(hdr, h)?;
-                    (len, readers) = inner.check_live(hdr, cur, h, Mode::Read)?;
-                }
-            }
-        }
+            len,
+        })
     }
 
     /// The bytes of block `h`, without copying.
@@ -325,62 +258,61 @@ impl Arena {
 }
 
 impl Inner {
-    /// Leaves a block pinned by `read`; the last reader of a block freed meanwhile releases it.
-    ///
-    /// Inlined: one CAS removing the reader, when the block is not waiting on its last reader to
-    /// be released. Anything else goes round [`Inner::unpin_slow`].
-    #[inline(always)]
-    pub(super) fn unpin(&self, hdr: u64, generation: u32, lane: usize) {
-        let w = LiveWord::at(&self.mem, hdr);
-        let cur = w.load_relaxed();
-        if !BlockHeader(cur).is_dying_with_last_reader() && w.try_unpin(cur).is_ok() {
-            return;
-        }
-        self.unpin_slow(hdr, generation, lane);
+    /// Whether a read in progress, on any thread of this process, holds the block at `hdr`: the
+    /// freer's side of the read-slot protocol (`SeqCst` loads of every cell's read slots). A cell
+    /// whose owner was a thread of an ancestor process (its fork epoch is not ours) has no reader
+    /// here (`heap::reads`, "Fork").
+    pub(super) fn being_read(&self, hdr: u64) -> bool {
+        let epoch = crate::fork::epoch();
+        self.cells.fold(false, |any, c| {
+            any || (c.reads().epoch() == epoch && c.reads().reading(hdr))
+        })
     }
 
-    /// [`Inner::unpin`] from the start: the CAS until it lands, then the release of a block freed
-    /// while pinned, by its last reader.
-    #[cold]
-    #[inline(never)]
-    fn unpin_slow(&self, hdr: u64, generation: u32, lane: usize) {
-        let w = LiveWord::at(&self.mem, hdr);
-        let mut cur = w.load_relaxed();
-        // Release: our copy happens before the block's reuse; pairs with the Acquire CAS in
-        // `free` (or with the Acquire when we are the one to release it): `heap::state`.
-        while let Err(now) = w.try_unpin(cur) {
-            cur = now;
-        }
-        if let HeaderWord::Live {
-            len,
-            state: LiveState::Dying,
-            readers: 1,
-            ..
-        } = block::decode(cur)
-        {
-            with_cell(self.uid, lane, &self.cells, |cell| {
-                self.release(cell, hdr, len, generation)
-            });
-        }
+    /// Releases the blocks on `cell`'s deferred list that no read holds any more (all of them
+    /// when `exclusive`: no read can run). A listed block is DYING and was freed by this cell;
+    /// a word there that is not (a damaged heap) leaves the list and stays as it is.
+    pub(super) fn release_deferred(&self, cell: &ChunkCell, exclusive: bool) {
+        cell.reads().release_deferred(|hdr| {
+            if !exclusive && self.being_read(hdr) {
+                return false;
+            }
+            // Relaxed: this cell stored DYING, and nothing else changes a DYING word.
+            let w = self.mem.word(hdr).load(Ordering::Relaxed);
+            if let HeaderWord::Live {
+                len,
+                generation,
+                state: LiveState::Dying,
+                ..
+            } = block::decode(w)
+            {
+                self.release(cell, hdr, len, generation);
+            }
+            true
+        });
     }
 }
 
-/// A reader's pin on a block, from `Arena::pin`; unpins on drop (also when the reader unwinds).
-struct ReadPin<'a> {
-    arena: &'a Arena,
+/// The error of a read nested deeper than its thread has read slots.
+#[cold]
+#[inline(never)]
+fn nested_too_deep(h: Handle) -> Error {
+    Error::Busy { offset: h.offset() }
+}
+
+/// A read in progress, from `Arena::hold_read`: the read slot it holds (none on a read-only
+/// arena), cleared on drop (also when the reader unwinds).
+struct ReadHold<'a> {
+    slot: Option<ReadSlot<'a>>,
     hdr: u64,
     len: u64,
-    /// The block's generation; `None` when nothing was pinned (a read-only arena).
-    generation: Option<u32>,
 }
 
-impl Drop for ReadPin<'_> {
+impl Drop for ReadHold<'_> {
     #[inline]
     fn drop(&mut self) {
-        if let Some(generation) = self.generation {
-            self.arena
-                .inner
-                .unpin(self.hdr, generation, self.arena.lane());
+        if let Some(slot) = self.slot {
+            slot.clear();
         }
     }
 }

@@ -40,7 +40,7 @@ impl<'a> CheckSlot<'a> {
     #[inline]
     pub(super) fn hold(cell: &'a ChunkCell, h: Handle) -> CheckSlot<'a> {
         // `hold_check`: the SeqCst swap, then `sc_order`.
-        cell.hold_check(h.offset().wrapping_sub(WORD));
+        cell.reads().hold_check(h.offset().wrapping_sub(WORD));
         CheckSlot(cell)
     }
 }
@@ -49,7 +49,7 @@ impl Drop for CheckSlot<'_> {
     #[inline]
     fn drop(&mut self) {
         // `clear_check`: the Release store of 0.
-        self.0.clear_check();
+        self.0.reads().clear_check();
     }
 }
 
@@ -74,8 +74,6 @@ pub(crate) struct Live {
     /// The block's length in bytes; for a LARGE block the most it can hold (its exact length is
     /// in its tail word: [`Inner::exact_len`]).
     pub len: u64,
-    /// Readers pinning it.
-    pub readers: u64,
 }
 
 impl Inner {
@@ -90,13 +88,8 @@ impl Inner {
     pub(super) fn live(&self, h: Handle, mode: Mode) -> Result<Live, Error> {
         let hdr = self.locate(h)?;
         let word = self.header_acquire(hdr);
-        let (len, readers) = self.check_live(hdr, word, h, mode)?;
-        Ok(Live {
-            hdr,
-            word,
-            len,
-            readers,
-        })
+        let (len, _readers) = self.check_live(hdr, word, h, mode)?;
+        Ok(Live { hdr, word, len })
     }
 
     /// The exact length of the live block at `hdr` whose header word is `w` and whose length
@@ -139,16 +132,23 @@ impl Inner {
     /// bytes could make look like a header is refused whatever those bytes say.
     #[inline(always)]
     pub(super) fn locate(&self, h: Handle) -> Result<u64, Error> {
+        let hdr = self.bounded(h)?;
+        if !self.start_map().is_start_checked(hdr) {
+            return Err(no_entry(h));
+        }
+        Ok(hdr)
+    }
+
+    /// The header offset `h` would have, if its block can lie in the allocated heap (the first
+    /// half of [`Inner::locate`]: no map test yet). Never 0.
+    #[inline(always)]
+    pub(super) fn bounded(&self, h: Handle) -> Result<u64, Error> {
         let data = h.offset();
         let bump = self.bump();
         if data < self.geom.data_start + WORD || data + WORD > bump {
             return Err(handle_out_of_bounds(data, bump));
         }
-        let hdr = data - WORD;
-        if !self.start_map().is_start_checked(hdr) {
-            return Err(no_entry(h));
-        }
-        Ok(hdr)
+        Ok(data - WORD)
     }
 
     /// The start-map test of [`Inner::locate`] again, for a handle check that goes round once
@@ -269,7 +269,7 @@ fn handle_out_of_bounds(data: u64, bump: u64) -> Error {
 /// The error of a handle whose header position the start map does not record as an entry's start.
 #[cold]
 #[inline(never)]
-fn no_entry(h: Handle) -> Error {
+pub(super) fn no_entry(h: Handle) -> Error {
     Error::Stale {
         expected: h.generation(),
         found: 0,

@@ -90,8 +90,13 @@ impl Inner {
             self.bump(),
             || self.fresh_gen(),
             |off, len| self.mem.flush(off, len),
-            // `checking`'s SeqCst load: the pass's side of the check-slot protocol (`CheckSlot`).
-            |off| self.cells.fold(false, |any, c| any || c.checking() == off),
+            // `checking`'s and `reading`'s SeqCst loads: the pass's side of the check-slot
+            // protocol (`CheckSlot`); a read slot holds its header position as a check slot does.
+            |off| {
+                self.cells.fold(false, |any, c| {
+                    any || c.reads().checking() == off || c.reads().reading(off)
+                })
+            },
         )?;
         self.activity_at_pass.store(activity, Ordering::Relaxed);
         self.pass_cost.store(detached, Ordering::Relaxed);

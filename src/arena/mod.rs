@@ -248,6 +248,9 @@ impl Arena {
         if inner.forked_file() {
             return Err(Error::Forked);
         }
+        // No other clone, so no read runs: the blocks freed while a read held them go back now,
+        // before any pass looks at the heap.
+        inner.release_all_deferred();
         Ok(inner)
     }
 }

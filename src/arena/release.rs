@@ -67,10 +67,19 @@ impl Inner {
 
     /// Retires every thread's chunk. Needs exclusive access (no clone in use).
     pub(super) fn return_all_chunks(&mut self) {
+        self.release_all_deferred();
         for c in self.cells.all() {
             // A damaged cache leaks its blocks until the next repair; the pass goes on.
             let _ = self.drain_cache(&c);
             self.return_chunk(&c);
+        }
+    }
+
+    /// Releases every cell's deferred blocks (freed while a read held them). Needs exclusive
+    /// access: no read can be running.
+    pub(super) fn release_all_deferred(&mut self) {
+        for c in self.cells.all() {
+            self.release_deferred(&c, true);
         }
     }
 

@@ -353,7 +353,7 @@ mod tests {
         }
         let w = live(5, 1, LiveState::Published, 0);
         assert_eq!(
-            decode(BlockHeader(w).with_reader().0),
+            decode(BlockHeader(w).with_readers(1).0),
             HeaderWord::Live {
                 len: 5,
                 generation: 1,

@@ -1,11 +1,11 @@
-//! Reader pins and the other read-modify-write steps on a LIVE block header word.
+//! The read-modify-write steps on a LIVE block header word (state and length changes).
 
 use super::check::{sealed, sr_code, with_sr, SR_MASK};
 #[cfg(any(test, feature = "testkit"))]
 use super::header_word::STATE_MASK;
 use super::header_word::{
     is_large, LiveState, CHECK_BITS, LARGE_MIN, LEN_MASK, LIVE_CHECK_SHIFT, MAX_READERS,
-    READERS_SHIFT, STATE_SHIFT,
+    STATE_SHIFT,
 };
 
 /// A LIVE block header word in its stored (encoded) form, for the read-modify-write steps of the
@@ -15,21 +15,6 @@ use super::header_word::{
 pub(crate) struct BlockHeader(pub(crate) u64);
 
 impl BlockHeader {
-    /// The same word with one more reader (pinned once more). The caller checked that the
-    /// readers field is below [`MAX_READERS`].
-    #[inline]
-    pub(crate) const fn with_reader(self) -> BlockHeader {
-        debug_assert!((self.0 >> READERS_SHIFT) & MAX_READERS < MAX_READERS);
-        BlockHeader(with_sr(self.0, ((self.0 >> STATE_SHIFT) & SR_MASK) + 4))
-    }
-
-    /// The same word with one reader fewer. The caller holds one of its pins.
-    #[inline]
-    pub(crate) const fn without_reader(self) -> BlockHeader {
-        debug_assert!((self.0 >> READERS_SHIFT) & MAX_READERS > 0);
-        BlockHeader(with_sr(self.0, ((self.0 >> STATE_SHIFT) & SR_MASK) - 4))
-    }
-
     /// The same word with its readers field set to `readers` (at most [`MAX_READERS`]).
     #[cfg(any(test, feature = "testkit"))]
     #[inline]
@@ -48,13 +33,6 @@ impl BlockHeader {
         const D: u64 = LiveState::Pending as u64 ^ LiveState::Published as u64;
         debug_assert!((self.0 >> STATE_SHIFT) & SR_MASK == LiveState::Pending as u64);
         BlockHeader(self.0 ^ (D << STATE_SHIFT) ^ (sr_code(D) << LIVE_CHECK_SHIFT))
-    }
-
-    /// Whether this LIVE word is DYING with one reader left: the unpin that removes that reader
-    /// releases the block.
-    #[inline]
-    pub(crate) const fn is_dying_with_last_reader(self) -> bool {
-        (self.0 >> STATE_SHIFT) & SR_MASK == LiveState::Dying as u64 | (1 << 2)
     }
 
     /// The same word in another state.
@@ -106,17 +84,11 @@ mod tests {
                             live(len, 0x8765_4321, s, q)
                         );
                     }
-                    if r < MAX_READERS {
-                        let up = BlockHeader(w).with_reader();
-                        assert_eq!(up.0, live(len, 0x8765_4321, s, r + 1));
-                        assert_eq!(up.without_reader().0, w);
-                    }
                 }
             }
         }
         let f = live_foreign(40, 9, LiveState::Published, 0);
-        assert!(
-            is_foreign(BlockHeader(f).with_reader().0) && check_ok(BlockHeader(f).with_reader().0)
-        );
+        let d = BlockHeader(f).with_state(LiveState::Dying).0;
+        assert!(is_foreign(d) && check_ok(d));
     }
 }

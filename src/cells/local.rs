@@ -23,6 +23,11 @@ struct Slot {
 }
 
 impl Slot {
+    /// Whether a read of this thread holds a read slot of one of this slot's cells.
+    fn reading(&self) -> bool {
+        self.cells.iter().flatten().any(|c| c.reads().holds_any())
+    }
+
     fn abandon(&mut self) {
         for c in self.cells.iter_mut().filter_map(Option::take) {
             c.abandon();
@@ -48,6 +53,32 @@ impl Drop for ThreadCells {
 
 crate::sync::parena_thread_local! {
     static CELLS: ThreadCells = ThreadCells { slots: RefCell::new(Vec::new()) };
+}
+
+/// The child side of a fork, in the child's one thread (the one that forked): every cell that
+/// thread holds is owned by a thread of the child's fork epoch now, so a free in the child sees
+/// its read slots (`heap::reads`, "Fork"). The cells of the parent's other threads keep the
+/// parent's epoch, and the child's frees pass over their slots.
+///
+/// Registered with `crate::fork::on_fork` after the handler that counts the epoch
+/// (`fork::watch`, which every open calls before any cell is taken), so it runs after it.
+extern "C" fn retag_after_fork() {
+    let epoch = crate::fork::epoch();
+    let _ = CELLS.try_with(|t| {
+        // `try_borrow`: `fork` is never called from inside parena's walks of the slot list.
+        if let Ok(slots) = t.slots.try_borrow() {
+            for c in slots.iter().flat_map(|s| s.cells.iter().flatten()) {
+                c.reads().set_epoch(epoch);
+            }
+        }
+    });
+}
+
+/// Registers [`retag_after_fork`] (once per process).
+fn watch_fork() {
+    #[allow(clippy::disallowed_types)] // a `static` needs std's `Once` (loom's has no const constructor)
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| crate::fork::on_fork(None, None, Some(retag_after_fork)));
 }
 
 /// The cells of the calling thread's first slot, for the fast path: one thread-local load and a
@@ -153,10 +184,14 @@ fn with_cell_slow<R>(
                 slots.insert(0, s);
             }
             None => {
-                if slots.len() == SLOTS {
-                    if let Some(mut old) = slots.pop() {
-                        // Never the first slot (SLOTS > 1), so invariant F still holds.
-                        old.abandon();
+                if slots.len() >= SLOTS {
+                    // The least recently used slot none of whose cells holds a read in progress:
+                    // a cell with a held read slot stays this thread's, so that a fork in the
+                    // middle of that read finds it (`retag_after_fork`). If every slot holds one
+                    // (reads nested in more arenas than there are slots), the list grows.
+                    if let Some(i) = slots.iter().rposition(|s| !s.reading()) {
+                        // Invariant F: restored below, when the new slot goes first.
+                        slots.remove(i).abandon();
                     }
                 }
                 slots.insert(
@@ -169,7 +204,10 @@ fn with_cell_slow<R>(
             }
         }
         let c = slots[0].cells[lane]
-            .get_or_insert_with(|| registry.acquire())
+            .get_or_insert_with(|| {
+                watch_fork();
+                registry.acquire()
+            })
             .clone();
         // Invariant F: the first slot changed.
         // (If `FAST` is gone, which only loom's thread-locals allow, the fast path is never

@@ -35,10 +35,13 @@ impl CellRegistry {
         for c in self.iter() {
             // `try_adopt`'s Acquire CAS makes the previous owner's stores to the cell visible.
             if c.try_adopt() {
+                c.reads().set_epoch(crate::fork::epoch());
                 return c.clone();
             }
         }
         let c: Cell = Arc::new(CachePadded::new(ChunkCell::default()));
+        // The fork epoch of the process whose thread owns the cell (`heap::reads`, "Fork").
+        c.reads().set_epoch(crate::fork::epoch());
         let node = Box::into_raw(Box::new(Node {
             cell: c.clone(),
             next: std::ptr::null_mut(),

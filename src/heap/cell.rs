@@ -63,20 +63,21 @@
 //! ## Orderings
 //!
 //! Every field is written by the cell's owner thread alone, except `abandoned` (the hand-over) and
-//! `check` (read by every coalescing pass).
+//! `reads` (the check and read slots, which frees and coalescing passes load: `heap::reads` has
+//! their orderings).
 //!
 //! | word | op | ordering | why |
 //! | --- | --- | --- | --- |
 //! | `cur`/`end`/`start`/`last_rewind`/`generation`, `gen_next`/`gen_end`, `cache`, the counters | load/store | Relaxed | one writer; exclusive passes see them through the `Arc` drop / `&mut` hand-over, `stats` and the pass's rate limit read counts that may lag |
 //! | `abandoned` | store / CAS | Release / Acquire | hands a cell (and all of the above) from a departing thread to the next owner |
-//! | `check` | swap, then `sc_order` / load / store 0 | SeqCst / SeqCst / Release | the check-slot protocol (`CheckSlot` in `arena/check.rs`): the check's swap and the pass's loads in one total order with the start-map accesses; the clear publishes the check's accesses as done |
 
 use super::cache::CacheTop;
 use super::counters::Counters;
+use super::reads::ReadSlots;
 use crate::backing::Backing;
 use crate::block;
 use crate::layout::EXACT_CLASSES;
-use crate::sync::{sc_order, AtomicBool, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// Size classes with a per-thread cache: the exact classes (`freelist::exact_class`).
 const CACHE_CLASSES: usize = EXACT_CLASSES;
@@ -112,10 +113,9 @@ pub(crate) struct ChunkCell {
     /// Owner-only, `Relaxed` like `cur`.
     cache: [AtomicU64; CACHE_CLASSES],
     counters: Counters,
-    /// The header position a handle check of this thread is reading (0: none), so a coalescing
-    /// pass leaves it a header position until the check is done (docs/metadata.md, section 4).
-    /// Swapped in and loaded with `SeqCst`; cleared with `Release`.
-    check: AtomicU64,
+    /// The check slot, the read slots and the deferred list: what other threads must know of this
+    /// thread's handle checks and reads (`heap::reads`).
+    reads: ReadSlots,
     /// Where this cell last rewound its chunk's cursor to (0: not since it took the chunk): the
     /// former start that invariant C allows at the cursor. While the cursor is there, it moves
     /// only by a bump (module docs). Owner-only, `Relaxed`.
@@ -292,28 +292,10 @@ impl ChunkCell {
         &self.counters
     }
 
-    /// Holds the check slot at header position `hdr` (the check-slot protocol, `CheckSlot` in
-    /// `arena/check.rs`). Owner only, one check at a time.
+    /// The cell's check slot, read slots and deferred list (`heap::reads`).
     #[inline]
-    pub(crate) fn hold_check(&self, hdr: u64) {
-        // SeqCst, then `sc_order`: one total order with the check's start-map loads and the
-        // pass's start-map toggles and slot loads (`CheckSlot`).
-        self.check.swap(hdr, Ordering::SeqCst);
-        sc_order();
-    }
-
-    /// Clears the check slot: the check is done.
-    #[inline]
-    pub(crate) fn clear_check(&self) {
-        // Release: a pass that reads the cleared slot sees the check's accesses done.
-        self.check.store(0, Ordering::Release);
-    }
-
-    /// The header position this cell's check is reading (0: none), for a coalescing pass.
-    #[inline]
-    pub(crate) fn checking(&self) -> u64 {
-        // SeqCst: the pass's side of the check-slot protocol (`CheckSlot`).
-        self.check.load(Ordering::SeqCst)
+    pub(crate) fn reads(&self) -> &ReadSlots {
+        &self.reads
     }
 }
 
@@ -377,7 +359,7 @@ impl Default for ChunkCell {
             gen_end: AtomicU64::new(0),
             cache: std::array::from_fn(|_| AtomicU64::new(0)),
             counters: Counters::default(),
-            check: AtomicU64::new(0),
+            reads: ReadSlots::default(),
             last_rewind: AtomicU64::new(0),
         }
     }
@@ -429,15 +411,5 @@ mod tests {
         assert_eq!(block::fresh_gen_batch(&mem, 0), 4 * GEN_BATCH);
         let all: Vec<u32> = (0..4 * GEN_BATCH).map(block::gen_of_seed).collect();
         assert!(seen.iter().all(|g| all.contains(g)));
-    }
-
-    #[test]
-    fn the_check_slot_holds_one_position_at_a_time() {
-        let c = ChunkCell::default();
-        assert_eq!(c.checking(), 0);
-        c.hold_check(4096);
-        assert_eq!(c.checking(), 4096);
-        c.clear_check();
-        assert_eq!(c.checking(), 0);
     }
 }

@@ -23,6 +23,8 @@
 //!   generation batch and check slot, every field private, each change one method; the head word
 //!   of its cache ([`CacheTop`]) in `cache`, its counters (`Counters`, one method per event) in
 //!   `counters`.
+//! - [`reads`]: [`ReadSlots`], a cell's check slot, read slots and deferred list: which header
+//!   positions its thread is checking or reading, and the blocks it freed while a read held them.
 //! - [`state`]: the block-state steps on a LIVE header word while shared (publish, pin, unpin,
 //!   DYING), behind [`LiveWord`].
 //!
@@ -34,6 +36,7 @@ pub(crate) mod cell;
 pub(crate) mod chunks;
 mod counters;
 pub(crate) mod entry;
+pub(crate) mod reads;
 pub(crate) mod slots;
 pub(crate) mod startmap;
 pub(crate) mod state;
@@ -43,6 +46,7 @@ pub(crate) use cell::ChunkCell;
 pub(crate) use chunks::Heap;
 pub(crate) use counters::CounterSnapshot;
 pub(crate) use entry::{add_discarded, Entries, Start};
+pub(crate) use reads::ReadSlot;
 pub(crate) use slots::{flush_empty_layout, flush_layout, newest_meta, read_meta};
 pub(crate) use startmap::{MapGeom, StartMap};
 pub(crate) use state::LiveWord;

@@ -1,11 +1,11 @@
 //! The block-state steps on a LIVE block's header word while the arena is shared: publish
-//! (PENDING to PUBLISHED, or to a FOREIGN block's PUBLISHED), pin and unpin (one reader more or
-//! fewer), and DYING (the first step of a free). Each is one store or one CAS, with its ordering
+//! (PENDING to PUBLISHED, or to a FOREIGN block's PUBLISHED) and DYING (the first step of a
+//! free). (Readers do not change the word: they hold a read slot of their cell, `heap::reads`.) Each is one store or one CAS, with its ordering
 //! argued here once; the new word is computed by [`BlockHeader`], which keeps the check code right.
 //!
 //! None of these changes what a heap walk or a recovery sees of the entry: it stays a LIVE entry
 //! of the same span and generation, so the crash order of the heap's other verbs is not involved.
-//! (A crash leaves PENDING blocks and reader counts as recovery expects them: docs/design.md,
+//! (A crash leaves PENDING and DYING blocks as recovery expects them: docs/design.md,
 //! "Crash consistency".)
 //!
 //! ## Orderings
@@ -13,13 +13,11 @@
 //! | step | op | ordering | why |
 //! | --- | --- | --- | --- |
 //! | publish | store | Release | the bytes written through the `BlockMut` happen before any `read`, `get` or `free` that sees PUBLISHED (their Acquire) |
-//! | pin | CAS | Acquire | pairs with the publish: the reader sees the bytes |
-//! | unpin | CAS | AcqRel | Release: the reader's copy happens before the block's reuse (pairs with the DYING CAS); Acquire: the last reader of a DYING block releases it after everything the freeing thread did |
-//! | DYING | CAS | AcqRel | Acquire pairs with the publish and with readers' unpins, so every earlier access to the bytes happens before their reuse |
+//! | DYING | CAS | SeqCst | Acquire pairs with the publish, so every access through the `BlockMut` happens before the bytes' reuse; SeqCst puts it in one total order with readers' slot swaps and header loads and the freer's slot loads that follow it (the read-slot protocol, `heap::reads`) |
 
 use crate::backing::Backing;
 use crate::block::{self, BlockHeader, LiveState};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{sc_order, AtomicU64, Ordering};
 
 /// The header word of a LIVE block, for the block-state steps.
 #[derive(Clone, Copy)]
@@ -43,12 +41,6 @@ impl<'a> LiveWord<'a> {
         LiveWord(unsafe { mem.word_unchecked(hdr) })
     }
 
-    /// The word, with no ordering (the caller orders what it reads by a later CAS).
-    #[inline]
-    pub(crate) fn load_relaxed(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-
     /// Publish: `pending`, the PENDING word with no readers the allocation stored, becomes
     /// PUBLISHED (one XOR with a constant, the check code included). Release (module docs).
     #[inline]
@@ -70,39 +62,17 @@ impl<'a> LiveWord<'a> {
         );
     }
 
-    /// Pin: one reader more, if the word is still `cur` (its readers below the most). `Err` with
-    /// the word found otherwise. Acquire (module docs).
-    #[inline]
-    pub(crate) fn try_pin(&self, cur: u64) -> Result<u64, u64> {
-        self.0.compare_exchange_weak(
-            cur,
-            BlockHeader(cur).with_reader().0,
-            Ordering::Acquire,
-            Ordering::Acquire,
-        )
-    }
-
-    /// Unpin: one reader fewer, if the word is still `cur` (which has a reader: the caller's).
-    /// `Err` with the word found otherwise. AcqRel (module docs).
-    #[inline]
-    pub(crate) fn try_unpin(&self, cur: u64) -> Result<u64, u64> {
-        self.0.compare_exchange_weak(
-            cur,
-            BlockHeader(cur).without_reader().0,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        )
-    }
-
-    /// DYING: the block is being freed, if the word is still `cur` (readers kept: the last one to
-    /// leave releases it). `Err` with the word found otherwise. AcqRel (module docs).
+    /// DYING: the block is being freed, if the word is still `cur`. `Err` with the word found
+    /// otherwise. SeqCst (module docs).
     #[inline]
     pub(crate) fn try_mark_dying(&self, cur: u64) -> Result<u64, u64> {
-        self.0.compare_exchange_weak(
+        let r = self.0.compare_exchange_weak(
             cur,
             BlockHeader(cur).with_state(LiveState::Dying).0,
-            Ordering::AcqRel,
+            Ordering::SeqCst,
             Ordering::Acquire,
-        )
+        );
+        sc_order();
+        r
     }
 }

@@ -3,4 +3,5 @@
 
 mod forged;
 mod pending;
+mod read_slots;
 mod resize_soundness;

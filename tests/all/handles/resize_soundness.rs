@@ -2,18 +2,19 @@
 //! position (issue 23, item 3).
 //!
 //! The sequence: an allocator block `v` of the calling thread's chunk, and right after it a block
-//! `b` allocated through a handle. Seven readers pin `b` (the most a header counts), so a second
-//! thread's `read_with(b)` tests `b`'s start, finds the count full and waits. `b` is freed under
-//! the pins; the last pin out releases it, which moves the chunk's cursor back over it. Then `v`
-//! grows (or shrinks, and a new allocator block is bumped after it), and the user writes, at the
-//! place of `b`'s old header, a word that reads as `b`'s header with no readers. The waiting
-//! reader goes on: it must refuse `b` (`Stale`), never pin those user bytes and read the
-//! allocator block's memory.
+//! `b` allocated through a handle. A second thread's `read_with(b)` holds its read slot and tests
+//! `b`'s start, and is held there, before it loads `b`'s header. `b` is freed (had the free
+//! released it, the chunk's cursor would move back over it). Then `v` grows (or shrinks, and a
+//! new allocator block is bumped after it), and the user writes, at the place of `b`'s old
+//! header, a word that reads as `b`'s header. The held reader goes on: it must refuse `b`
+//! (`Stale`), never take those user bytes for `b`'s header and read the allocator block's memory.
 //!
-//! The waiting reader is held at the one point of its wait (`testkit::on_full_readers_wait`)
-//! until the block's memory has been reused, so the interleaving is the same on every run.
+//! The reader is held at the one point of every read between its start-map test and its header
+//! load (`testkit::on_read_held`) until the block's memory could have been reused, so the
+//! interleaving is the same on every run. (Seen failing with the free's look at the read slots
+//! removed: the free released `b`, `v` grew over its header, and the reader read `v`'s bytes.)
 
-use parena::testkit::{live_word, offset_of_ptr, on_full_readers_wait, MAX_READERS};
+use parena::testkit::{live_word, offset_of_ptr, on_read_held};
 use parena::{Arena, Error, Freelist, GlobalArena, Handle};
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::RefCell;
@@ -56,7 +57,7 @@ impl Hold {
 }
 
 std::thread_local! {
-    /// Set on the one thread a test holds in its wait; taken at its first round.
+    /// Set on the one thread a test holds; taken at its first read.
     static HELD: RefCell<Option<Arc<Hold>>> = const { RefCell::new(None) };
 }
 
@@ -67,45 +68,28 @@ fn hold_point(_offset: u64) {
     }
 }
 
-/// `f` inside `depth` nested pins of `h`.
-fn pinned<R>(arena: &Arena, h: Handle, depth: u64, f: impl FnOnce() -> R) -> R {
-    if depth == 0 {
-        return f();
-    }
-    arena
-        .read_with(h, |bytes| {
-            assert_eq!(bytes, B);
-            pinned(arena, h, depth - 1, f)
-        })
-        .unwrap()
-}
-
-/// Runs the race on `b` and returns what the waiting reader got, and what `reuse` returned.
-/// `reuse` runs after `b` was freed and released: it resizes or allocates, and writes.
+/// Runs the race on `b` and returns what the held reader got, and what `reuse` returned.
+/// `reuse` runs after `b` was freed: it resizes or allocates, and writes.
 fn race<T>(arena: &Arena, b: Handle, reuse: impl FnOnce() -> T) -> (Result<Vec<u8>, Error>, T) {
-    on_full_readers_wait(hold_point);
+    on_read_held(hold_point);
     let hold = Arc::new(Hold::default());
     std::thread::scope(|s| {
-        let reader = pinned(arena, b, MAX_READERS, || {
-            let held = Arc::clone(&hold);
-            let reader = s.spawn(move || {
-                HELD.with(|c| *c.borrow_mut() = Some(held));
-                arena.read_with(b, <[u8]>::to_vec)
-            });
-            // The reader found the count full (it tested `b`'s start first) and waits.
-            hold.wait_arrived();
-            arena.free(b).unwrap();
-            reader
+        let held = Arc::clone(&hold);
+        let reader = s.spawn(move || {
+            HELD.with(|c| *c.borrow_mut() = Some(held));
+            arena.read_with(b, <[u8]>::to_vec)
         });
-        // Every pin is gone: the last one out released `b`.
-        assert!(!arena.contains(b));
+        // The reader holds its slot and found `b`'s start; it has not loaded the header.
+        hold.wait_arrived();
+        arena.free(b).unwrap();
+        assert!(!arena.contains(b), "a freed handle is refused at once");
         let t = reuse();
         hold.release();
         (reader.join().unwrap(), t)
     })
 }
 
-/// The header word `b` had (LIVE, published, no readers), as the user writes it.
+/// The header word `b` had (LIVE, published), as the user writes it.
 fn forged(b: Handle) -> [u8; 8] {
     live_word(B.len() as u64, b.generation(), 0).to_le_bytes()
 }
@@ -117,7 +101,7 @@ fn write_over(v: &mut [u8], b: Handle) {
     v[8..16].copy_from_slice(&forged(b));
 }
 
-/// The owner's block still holds what [`write_over`] wrote (no reader's pin changed it).
+/// The owner's block still holds what [`write_over`] wrote (no reader changed it).
 fn assert_written(v: &[u8], b: Handle) {
     assert_eq!(v[8..16], forged(b));
     assert!(v[16..].iter().all(|&x| x == USER), "{v:x?}");
@@ -127,8 +111,8 @@ fn assert_refused(got: Result<Vec<u8>, Error>) {
     match got {
         Err(Error::Stale { .. }) => {}
         Ok(bytes) => panic!(
-            "the freed handle pinned and read bytes that are not its block's: {bytes:x?} \
-             (it was waiting before the free, so it must be refused)"
+            "the freed handle read bytes that are not its block's: {bytes:x?} \
+             (it loads the header after the free, so it must be refused)"
         ),
         Err(e) => panic!("the freed handle got {e:?}, not Stale"),
     }
