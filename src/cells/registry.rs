@@ -52,10 +52,15 @@ impl CellRegistry {
             // SAFETY: `node` came from `Box::into_raw` above and is not published yet: this thread
             // is its only user.
             unsafe { (*node).next = next };
-            // Release: publishes the node's fields; pairs with the Acquire load in `iter`.
+            // Release: publishes the node's fields; pairs with the Acquire of `iter`'s load.
+            // SeqCst: the read-slot and check-slot protocols need a walk that comes after a
+            // slot's swap in their total order to find the slot's cell, even when the cell is
+            // this new one (its thread's first read or check): the push, which comes before
+            // that swap, is then before the walk's `SeqCst` load of the head too, and the load
+            // sees it (`iter`).
             match self
                 .head
-                .compare_exchange_weak(next, node, Ordering::Release, Ordering::Relaxed)
+                .compare_exchange_weak(next, node, Ordering::SeqCst, Ordering::Relaxed)
             {
                 Ok(_) => return c,
                 Err(now) => next = now,
@@ -66,8 +71,10 @@ impl CellRegistry {
     /// The registered cells, newest first.
     fn iter(&self) -> impl Iterator<Item = &Cell> + '_ {
         // Acquire: pairs with the Release CAS that published the newest node; older nodes were
-        // published before it.
-        let mut at = self.head.load(Ordering::Acquire);
+        // published before it. SeqCst: one total order with the pushes' CASes and the slots'
+        // swaps and loads, so a free's or a pass's walk that follows a slot's swap finds the
+        // cell of that slot, however new (`acquire`; docs/metadata.md 4 and 4.1).
+        let mut at = self.head.load(Ordering::SeqCst);
         std::iter::from_fn(move || {
             // SAFETY: a non-null `at` is a published node (the head, or a published node's
             // `next`): its fields are fixed and visible (see above), and nodes are freed only
