@@ -99,7 +99,9 @@ impl Arena {
         self.inner.mem.flush_async(offset, len)
     }
 
-    /// Walks the heap and the free lists and reports what it found, without changing anything.
+    /// Walks the heap and the free lists and reports what it found, without changing anything
+    /// (but for the blocks freed while a read held them, which every exclusive pass gives back
+    /// first: no read can run now).
     /// The header is checked too: damage the open found (a CLEAN state over words that fail their
     /// checksum), and, unless recovery is pending, each meta slot (valid or never written) and
     /// the words parena keeps zero.

@@ -60,7 +60,10 @@ impl fmt::Display for Error {
                 f,
                 "block at {offset} belongs to an allocator interface; only its deallocation frees it"
             ),
-            Error::Busy { offset } => write!(f, "block at {offset} is being written or freed"),
+            Error::Busy { offset } => write!(
+                f,
+                "block at {offset} is busy: being written, read too deeply nested, or freed while too many freed blocks wait for their readers"
+            ),
             Error::OutOfBounds {
                 offset,
                 len,

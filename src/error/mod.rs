@@ -77,7 +77,9 @@ pub enum Error {
         /// Offset the handle names.
         offset: u64,
     },
-    /// The block is still being written through its [`crate::BlockMut`], or freed while it was read.
+    /// The block is still being written through its [`crate::BlockMut`]; or a read nested more
+    /// than four deep on one thread (its read slots are all held); or a free by a thread that
+    /// already keeps the most blocks it freed while reads held them (docs/metadata.md, 4.1).
     Busy {
         /// Offset the handle names.
         offset: u64,
