@@ -220,13 +220,17 @@ impl Arena {
     pub fn stats(&self) -> Stats {
         crate::reentry::audit_op!();
         let inner = &*self.inner;
+        // The end first: the bump offset read after it is at most the end (a growth step raises
+        // the end before any chunk past the old one is reserved).
+        let heap_end = inner.heap_end();
+        let capacity = inner.capacity();
         let bump = inner.bump();
         let mut s = Stats {
-            capacity: inner.capacity,
+            capacity: capacity.max(heap_end),
             data_start: inner.geom.data_start,
-            heap_end: inner.heap_end,
+            heap_end,
             allocated: bump - inner.geom.data_start,
-            remaining: inner.heap_end - bump,
+            remaining: heap_end.saturating_sub(bump),
             discarded: inner.mem.word(OFF_DISCARDED).load(Ordering::Relaxed),
             ..Stats::default()
         };

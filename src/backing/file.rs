@@ -364,6 +364,12 @@ impl FileMap {
         self.base
     }
 
+    /// Extends the arena's part of the file to `len` bytes (see [`OpenedFile::resize`]): the map
+    /// already spans them (`Backing::file_growable`).
+    pub(super) fn extend(&self, len: u64, preallocate: bool) -> Result<(), Error> {
+        self.opened.resize(len, preallocate)
+    }
+
     pub(super) fn flush(&self, off: u64, len: u64) -> Result<(), Error> {
         self.map.flush_range(off as usize, len as usize)?;
         Ok(())

@@ -26,7 +26,7 @@ impl SimDisk {
     /// Copies the pages covering `off..off + len` from the live arena to the durable image.
     pub(super) fn persist(&self, b: &Backing, off: u64, len: u64) {
         let start = off / PAGE * PAGE;
-        let end = (off + len).div_ceil(PAGE).saturating_mul(PAGE).min(b.len);
+        let end = (off + len).div_ceil(PAGE).saturating_mul(PAGE).min(b.len());
         let mut d = lock(&self.durable);
         copy_words(b, &mut d, start, end);
     }
@@ -37,9 +37,10 @@ impl SimDisk {
     pub(crate) fn image_over(&self, b: &Backing, mut keep: impl FnMut(u64) -> bool) -> Vec<u8> {
         let mut img = lock(&self.durable).clone();
         let mut p = 0;
-        while p < b.len {
+        let len = b.len();
+        while p < len {
             if keep(p) {
-                copy_words(b, &mut img, p, (p + PAGE).min(b.len));
+                copy_words(b, &mut img, p, (p + PAGE).min(len));
             }
             p += PAGE;
         }

@@ -199,6 +199,30 @@ impl fmt::Display for Error {
                 size(*requested),
                 size(*min)
             ),
+            Error::MaxCapacity { requested, max, .. } if requested > max => write!(
+                f,
+                "max_capacity {} is above the maximum arena size, {}",
+                size(*requested),
+                size(*max)
+            ),
+            Error::MaxCapacity { requested, min, .. } => write!(
+                f,
+                "max_capacity {} is below the arena's capacity, {}",
+                size(*requested),
+                size(*min)
+            ),
+            Error::MaxCapacityMismatch { expected, found: 0 } => write!(
+                f,
+                "max_capacity {} asked for, but the arena was created without one (it cannot \
+                 grow while open)",
+                size(*expected)
+            ),
+            Error::MaxCapacityMismatch { expected, found } => write!(
+                f,
+                "max_capacity {} asked for, but the arena was created with {}",
+                size(*expected),
+                size(*found)
+            ),
             Error::Offset { offset, align } if offset % align != 0 => write!(
                 f,
                 "arena offset {offset} in the file is not a multiple of {align}"

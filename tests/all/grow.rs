@@ -1,0 +1,359 @@
+//! An arena that grows while it is used (docs/metadata.md, section 12): threads allocate, read
+//! and free while the arena grows, by call or by allocation alone, on every backing; a grown file
+//! reopens with every block; a disk that cannot hold the growth is `NoSpace` and nothing is lost;
+//! options and requests out of range get their typed errors.
+
+use crate::util::{open, Rng};
+use parena::{Arena, Error, Handle, Options};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const MIB: u64 = 1 << 20;
+/// The first capacity of the growable arenas here: 1 MiB of heap after the header page and the
+/// maps, which lie in front of the heap sized for the 64 MiB maximum (4 MiB).
+const START: u64 = 4096 + 4 * MIB + MIB;
+
+/// The byte a block of thread `t`, number `i`, is filled with.
+fn pattern(t: u64, i: u64) -> u8 {
+    (t.wrapping_mul(131) ^ i.wrapping_mul(31)) as u8 | 1
+}
+
+/// Asserts block `h` holds `len` bytes of `byte`.
+fn holds(arena: &Arena, h: Handle, len: usize, byte: u8) {
+    let mut buf = vec![0u8; len];
+    arena.read(h, 0, &mut buf).unwrap();
+    assert!(
+        buf.iter().all(|&x| x == byte),
+        "block {h:?} ({len} bytes, offset {}) lost its pattern",
+        h.offset()
+    );
+}
+
+/// One allocating thread: allocates blocks of 16 bytes to 64 KiB (and now and then a LARGE one),
+/// fills each with its pattern, reads back a random live block after every allocation and frees
+/// one in four, until `live` bytes are held and `stop` is set (or `rounds` allocations ran).
+/// Returns the blocks it still holds. Every byte of every block is checked at its free.
+fn worker(
+    arena: &Arena,
+    t: u64,
+    live: u64,
+    rounds: u64,
+    stop: &AtomicBool,
+) -> Vec<(Handle, usize, u8)> {
+    let mut rng = Rng(0x9e37_79b9 ^ t);
+    let mut mine: Vec<(Handle, usize, u8)> = Vec::new();
+    let mut held = 0u64;
+    for i in 0..rounds {
+        if held >= live && stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let len = if i % 500 == 499 {
+            (MIB + rng.below(MIB)) as usize
+        } else if i % 20 == 0 {
+            1 + rng.below(64 << 10) as usize
+        } else {
+            16 + rng.below(300) as usize
+        };
+        let byte = pattern(t, i);
+        let mut b = match arena.alloc(len) {
+            Ok(b) => b,
+            Err(e) => panic!("thread {t}: allocation {i} of {len} bytes failed: {e}"),
+        };
+        assert!(b.iter().all(|&x| x == 0), "fresh block not zeroed");
+        b.fill(byte);
+        mine.push((b.into_handle(), len, byte));
+        held += len as u64;
+        let k = rng.below(mine.len() as u64) as usize;
+        let (h, l, x) = mine[k];
+        holds(arena, h, l, x);
+        if held >= live && i % 4 == 0 {
+            let (h, l, x) = mine.swap_remove(k);
+            holds(arena, h, l, x);
+            arena.free(h).unwrap();
+            held -= l as u64;
+        }
+    }
+    mine
+}
+
+/// Runs two workers against `arena`, and with `grower` a third thread that grows the arena
+/// from its capacity to `to` in steps of `step` bytes. Returns every block still held, after
+/// checking that no two overlap and every one holds its pattern.
+fn run(arena: &Arena, live: u64, grower: Option<(u64, u64)>) -> Vec<(Handle, usize, u8)> {
+    let stop = AtomicBool::new(grower.is_none());
+    let blocks: Vec<(Handle, usize, u8)> = std::thread::scope(|s| {
+        let ws: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (arena, stop) = (arena, &stop);
+                s.spawn(move || worker(arena, t, live, 200_000, stop))
+            })
+            .collect();
+        if let Some((to, step)) = grower {
+            let mut c = arena.capacity();
+            while c < to {
+                c = (c + step).min(to);
+                arena.grow(c).unwrap();
+                assert!(arena.capacity() >= c);
+            }
+            stop.store(true, Ordering::Relaxed);
+        }
+        ws.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+    let mut spans: Vec<(u64, u64)> = blocks
+        .iter()
+        .map(|&(h, l, _)| (h.offset(), h.offset() + l as u64))
+        .collect();
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "blocks {w:?} overlap");
+    }
+    for &(h, l, x) in &blocks {
+        holds(arena, h, l, x);
+    }
+    blocks
+}
+
+/// Asserts the arena's heap and metadata check out.
+fn verified(arena: &mut Arena) {
+    let r = arena.verify().unwrap();
+    assert!(r.is_clean(), "{r:?}");
+}
+
+fn growable() -> Options {
+    Options::new().capacity(START).max_capacity(64 * MIB)
+}
+
+/// A growable arena of each backing, 1 MiB now, 64 MiB at most.
+fn each_backing(dir: &std::path::Path) -> Vec<Arena> {
+    vec![
+        growable().heap().unwrap(),
+        growable().map_anon().unwrap(),
+        open(&growable(), &dir.join("grow")).unwrap(),
+    ]
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "maps 64 MiB reservations and a file")]
+fn threads_allocate_read_and_free_while_a_third_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    for mut arena in each_backing(dir.path()) {
+        assert_eq!((arena.capacity(), arena.max_capacity()), (START, 64 * MIB));
+        let base = arena.stats().data_start;
+        let blocks = run(&arena, 8 * MIB, Some((64 * MIB, 256 << 10)));
+        assert_eq!(arena.capacity(), 64 * MIB, "{:?}", arena.backing());
+        assert!(!blocks.is_empty());
+        assert_eq!(arena.stats().data_start, base, "the heap did not move");
+        verified(&mut arena);
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "maps 64 MiB reservations and a file")]
+fn allocations_alone_grow_the_arena() {
+    let dir = tempfile::tempdir().unwrap();
+    for mut arena in each_backing(dir.path()) {
+        let blocks = run(&arena, 12 * MIB, None);
+        let held: u64 = blocks.iter().map(|&(_, l, _)| l as u64).sum();
+        assert!(held >= 24 * MIB, "{held} bytes held");
+        assert!(
+            arena.capacity() > 24 * MIB && arena.capacity() <= 64 * MIB,
+            "{:?}: capacity {}",
+            arena.backing(),
+            arena.capacity()
+        );
+        verified(&mut arena);
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "maps 64 MiB reservations")]
+fn allocation_is_full_only_at_max_capacity() {
+    let arena = Options::new()
+        .capacity(2 * MIB)
+        .max_capacity(8 * MIB)
+        .heap()
+        .unwrap();
+    let mut n = 0u64;
+    let err = loop {
+        match arena.alloc(4000) {
+            Ok(b) => {
+                drop(b);
+                n += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::Full { .. }), "{err}");
+    assert_eq!(arena.capacity(), 8 * MIB);
+    assert!(n * 4000 > 7 * MIB, "only {n} blocks before Full");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "maps 64 MiB reservations")]
+fn grow_past_max_capacity_is_full_and_changes_nothing() {
+    let arena = growable().heap().unwrap();
+    let h = arena.alloc(100).unwrap().into_handle();
+    let e = arena.grow(64 * MIB + 4096).unwrap_err();
+    assert!(matches!(e, Error::Full { .. }), "{e}");
+    assert_eq!(arena.capacity(), START);
+    arena.grow(START + MIB).unwrap();
+    arena.grow(START).unwrap();
+    assert_eq!(
+        arena.capacity(),
+        START + MIB,
+        "growing to less changes nothing"
+    );
+    arena.read(h, 0, &mut [0u8; 100]).unwrap();
+    // An arena made without max_capacity cannot grow while open.
+    let fixed = Options::new().capacity(MIB).heap().unwrap();
+    assert_eq!(fixed.max_capacity(), MIB);
+    assert!(matches!(fixed.grow(2 * MIB), Err(Error::Full { .. })));
+    assert_eq!(fixed.capacity(), MIB);
+}
+
+#[test]
+fn max_capacity_options_out_of_range_are_typed_errors() {
+    let below = Options::new().capacity(4 * MIB).max_capacity(MIB).heap();
+    assert!(
+        matches!(
+            below,
+            Err(Error::MaxCapacity {
+                requested,
+                min,
+                ..
+            }) if requested == MIB && min == 4 * MIB
+        ),
+        "{below:?}"
+    );
+    let above = Options::new().max_capacity(1 << 40).heap();
+    assert!(
+        matches!(above, Err(Error::MaxCapacity { requested, max, .. }) if requested == 1 << 40 && max == 1 << 35),
+        "{above:?}"
+    );
+    let zero = Options::new().max_capacity(0).heap();
+    assert!(matches!(zero, Err(Error::MaxCapacity { .. })), "{zero:?}");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "opens files")]
+fn a_reopen_keeps_the_files_max_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m");
+    drop(open(&growable(), &p).unwrap());
+    let other = open(&Options::new().max_capacity(32 * MIB), &p);
+    assert!(
+        matches!(
+            other,
+            Err(Error::MaxCapacityMismatch { expected, found }) if expected == 32 * MIB && found == 64 * MIB
+        ),
+        "{other:?}"
+    );
+    let a = open(&Options::new(), &p).unwrap();
+    assert_eq!(a.max_capacity(), 64 * MIB);
+    drop(a);
+    let past = open(&Options::new().capacity(128 * MIB), &p);
+    assert!(matches!(past, Err(Error::MaxCapacity { .. })), "{past:?}");
+    let q = dir.path().join("fixed");
+    drop(open(&Options::new().capacity(MIB), &q).unwrap());
+    let fixed = open(&Options::new().max_capacity(64 * MIB), &q);
+    assert!(
+        matches!(fixed, Err(Error::MaxCapacityMismatch { found: 0, .. })),
+        "{fixed:?}"
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "opens files")]
+fn a_grown_file_reopens_with_every_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("g");
+    let arena = open(&growable(), &p).unwrap();
+    let blocks = run(&arena, 6 * MIB, Some((16 * MIB, 512 << 10)));
+    assert!(
+        blocks.iter().any(|&(h, _, _)| h.offset() > START),
+        "no block past the first capacity"
+    );
+    let cap = arena.capacity();
+    arena.flush().unwrap();
+    drop(arena);
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), cap);
+    let mut back = open(&Options::new(), &p).unwrap();
+    assert_eq!(back.capacity(), cap);
+    verified(&mut back);
+    for &(h, l, x) in &blocks {
+        holds(&back, h, l, x);
+    }
+    // A reopen with a larger capacity grows in place, as a step while open does.
+    drop(back);
+    let bigger = open(&Options::new().capacity(cap + 4 * MIB), &p).unwrap();
+    assert_eq!(bigger.capacity(), cap + 4 * MIB);
+    for &(h, l, x) in &blocks {
+        holds(&bigger, h, l, x);
+    }
+}
+
+/// The child of `growth_on_a_full_disk_is_no_space`: runs under a file-size limit of 8 MiB with
+/// `SIGXFSZ` ignored, so extending the file past it fails with `EFBIG`.
+#[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
+fn growth_on_a_full_disk_is_no_space() {
+    if let Ok(path) = std::env::var("PARENA_GROW_NOSPACE") {
+        let p = std::path::Path::new(&path);
+        let mut arena = open(&growable(), p).unwrap();
+        let h = arena.alloc(1000).unwrap().into_handle();
+        let e = arena.grow(16 * MIB).unwrap_err();
+        assert!(matches!(e, Error::NoSpace), "{e}");
+        assert_eq!(arena.capacity(), START, "nothing changed");
+        // Growth within the limit still works; then allocations run into the limit.
+        arena.grow(START + MIB).unwrap();
+        let mut held = Vec::new();
+        let e = loop {
+            match arena.alloc(30_000) {
+                Ok(mut b) => {
+                    b.fill(7);
+                    held.push(b.into_handle());
+                }
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(e, Error::NoSpace), "{e}");
+        let cap = arena.capacity();
+        assert!(cap <= 8 * MIB, "capacity {cap}");
+        // The arena keeps working at its capacity: blocks read back, a free makes room.
+        arena.read(h, 0, &mut [0u8; 1000]).unwrap();
+        for &b in &held {
+            holds(&arena, b, 30_000, 7);
+        }
+        arena.free(held.pop().unwrap()).unwrap();
+        let _ = arena.alloc(30_000).unwrap().into_handle();
+        verified(&mut arena);
+        arena.flush().unwrap();
+        println!("child done");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("nospace");
+    let exe = std::env::current_exe().unwrap();
+    // `ulimit -f` counts 512-byte blocks; a signal ignored at `exec` stays ignored.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 16384 && trap '' XFSZ && exec \"$0\" \"$@\"")
+        .arg(exe)
+        .args([
+            "grow::growth_on_a_full_disk_is_no_space",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PARENA_GROW_NOSPACE", &p)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("child done"),
+        "{text}"
+    );
+    // What the child flushed opens again.
+    let mut back = open(&Options::new(), &p).unwrap();
+    verified(&mut back);
+}
