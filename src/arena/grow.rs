@@ -84,10 +84,11 @@ impl Inner {
 
     /// For an allocation that found the heap used up (the bump offset, the free lists): grows a
     /// growable arena by a step that holds `need` more bytes past the bump offset's next chunk
-    /// line, or waits for the step another thread runs. Returns whether the heap's end moved (the
-    /// caller tries again); `false` for an arena that cannot grow, at `max_capacity`, or when the
-    /// call re-entered parena from inside a step of this thread (invariant A: it never waits for
-    /// itself).
+    /// line, or waits for the step another thread runs. Returns whether the heap now holds them
+    /// (the caller tries again: each retry finds the end or the bump offset higher than the last,
+    /// both bounded by `max_capacity`); `false` for an arena that cannot grow, when they would
+    /// end past `max_capacity`, or when the call re-entered parena from inside a step of this
+    /// thread (invariant A: it never waits for itself).
     ///
     /// # Errors
     /// [`Error::NoSpace`] when the file cannot be extended; nothing changed.
@@ -99,23 +100,23 @@ impl Inner {
         }
         let end = self.heap_end();
         let max = self.geom.max_capacity;
-        let line = self
+        // Where the next reservation starts, and the end it needs.
+        let least = self
             .geom
             .chunk_line_from(self.bump().max(self.geom.data_start))
-            .unwrap_or(u64::MAX);
-        let Some(least) = line.max(end).checked_add(need) else {
+            .and_then(|line| line.checked_add(need));
+        let Some(least) = least.filter(|&l| l <= max) else {
             return Ok(false);
         };
+        if least <= end {
+            // Another thread grew the heap since the allocation looked.
+            return Ok(true);
+        }
         let step = (end / 8).max(MIN_STEP);
         let target = least.max(end.saturating_add(step));
-        let Some(target) = align_up(target, DATA_ALIGN).map(|t| t.min(max)) else {
-            return Ok(false);
-        };
-        if target <= end || least > max {
-            return Ok(false);
-        }
+        let target = align_up(target, DATA_ALIGN).map_or(max, |t| t.min(max));
         self.grow_to(target)?;
-        Ok(self.heap_end() > end)
+        Ok(true)
     }
 
     /// Grows to at least `want` (a multiple of 4096, at most `max_capacity`): runs the step, or

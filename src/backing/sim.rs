@@ -34,10 +34,14 @@ impl SimDisk {
     /// The image a power cut would leave now over the live memory `b`: every flushed page, plus
     /// the live contents of each page `p` (its byte offset) for which `keep(p)` says the OS
     /// happened to write it back. The arena hands its memory in (`SimDisk::crash_image`).
+    ///
+    /// The image is as long as the backing now: a growable arena's growth step makes the file's
+    /// new length durable before anything names it (docs/metadata.md, 12.2, step 1), so the
+    /// simulated file has the length of the last step.
     pub(crate) fn image_over(&self, b: &Backing, mut keep: impl FnMut(u64) -> bool) -> Vec<u8> {
-        let mut img = lock(&self.durable).clone();
-        let mut p = 0;
         let len = b.len();
+        let mut img = lock(&self.durable)[..len as usize].to_vec();
+        let mut p = 0;
         while p < len {
             if keep(p) {
                 copy_words(b, &mut img, p, (p + PAGE).min(len));

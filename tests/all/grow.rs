@@ -5,7 +5,7 @@
 
 use crate::util::{open, Rng};
 use parena::{Arena, Error, Handle, Options};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 const MIB: u64 = 1 << 20;
 /// The first capacity of the growable arenas here: 1 MiB of heap after the header page and the
@@ -28,68 +28,97 @@ fn holds(arena: &Arena, h: Handle, len: usize, byte: u8) {
     );
 }
 
-/// One allocating thread: allocates blocks of 16 bytes to 64 KiB (and now and then a LARGE one),
-/// fills each with its pattern, reads back a random live block after every allocation and frees
-/// one in four, until `live` bytes are held and `stop` is set (or `rounds` allocations ran).
-/// Returns the blocks it still holds. Every byte of every block is checked at its free.
+/// One allocating thread: allocates blocks of 16 bytes to 4 KiB (and one LARGE block in 4000, up
+/// to four, which it keeps, so that freed LARGE spans do not leave the heap to fragmentation),
+/// fills each
+/// with its pattern and reads back a random live block after every allocation; once it holds
+/// `live` bytes of small blocks it frees one per allocation, so it holds about that much. Runs
+/// until it holds `live` bytes and `stop` is set (or `rounds` allocations ran), counting its
+/// allocations in `progress`. Returns the blocks it still holds. Every byte of every block is
+/// checked at its free.
 fn worker(
     arena: &Arena,
     t: u64,
     live: u64,
     rounds: u64,
     stop: &AtomicBool,
+    progress: &AtomicU64,
 ) -> Vec<(Handle, usize, u8)> {
     let mut rng = Rng(0x9e37_79b9 ^ t);
     let mut mine: Vec<(Handle, usize, u8)> = Vec::new();
+    let mut kept = Vec::new();
     let mut held = 0u64;
     for i in 0..rounds {
         if held >= live && stop.load(Ordering::Relaxed) {
             break;
         }
-        let len = if i % 500 == 499 {
-            (MIB + rng.below(MIB)) as usize
+        let large = i % 4000 == 3999 && kept.len() < 4;
+        let len = if large {
+            (MIB + rng.below(64 << 10)) as usize
         } else if i % 20 == 0 {
-            1 + rng.below(64 << 10) as usize
+            1 + rng.below(4 << 10) as usize
         } else {
             16 + rng.below(300) as usize
         };
         let byte = pattern(t, i);
         let mut b = match arena.alloc(len) {
             Ok(b) => b,
-            Err(e) => panic!("thread {t}: allocation {i} of {len} bytes failed: {e}"),
+            Err(e) => panic!(
+                "thread {t}: allocation {i} of {len} bytes failed: {e}; {:?}",
+                arena.stats()
+            ),
         };
         assert!(b.iter().all(|&x| x == 0), "fresh block not zeroed");
         b.fill(byte);
-        mine.push((b.into_handle(), len, byte));
+        let h = b.into_handle();
+        if large {
+            kept.push((h, len, byte));
+            continue;
+        }
+        mine.push((h, len, byte));
         held += len as u64;
+        progress.fetch_add(1, Ordering::Relaxed);
         let k = rng.below(mine.len() as u64) as usize;
         let (h, l, x) = mine[k];
         holds(arena, h, l, x);
-        if held >= live && i % 4 == 0 {
+        if held >= live {
             let (h, l, x) = mine.swap_remove(k);
             holds(arena, h, l, x);
             arena.free(h).unwrap();
             held -= l as u64;
         }
     }
+    for &(h, l, x) in &kept {
+        holds(arena, h, l, x);
+    }
+    mine.extend(kept);
     mine
 }
 
 /// Runs two workers against `arena`, and with `grower` a third thread that grows the arena
-/// from its capacity to `to` in steps of `step` bytes. Returns every block still held, after
+/// from its capacity to `to` in steps of `step` bytes, one step per 100 allocations of the
+/// workers (so the steps run while they allocate). Returns every block still held, after
 /// checking that no two overlap and every one holds its pattern.
 fn run(arena: &Arena, live: u64, grower: Option<(u64, u64)>) -> Vec<(Handle, usize, u8)> {
     let stop = AtomicBool::new(grower.is_none());
+    let progress = AtomicU64::new(0);
     let blocks: Vec<(Handle, usize, u8)> = std::thread::scope(|s| {
         let ws: Vec<_> = (0..2u64)
             .map(|t| {
-                let (arena, stop) = (arena, &stop);
-                s.spawn(move || worker(arena, t, live, 200_000, stop))
+                let (arena, stop, progress) = (arena, &stop, &progress);
+                s.spawn(move || worker(arena, t, live, 200_000, stop, progress))
             })
             .collect();
         if let Some((to, step)) = grower {
             let mut c = arena.capacity();
+            let mut steps = 0;
             while c < to {
+                steps += 1;
+                while progress.load(Ordering::Relaxed) < steps * 100
+                    && ws.iter().all(|w| !w.is_finished())
+                {
+                    std::thread::yield_now();
+                }
                 c = (c + step).min(to);
                 arena.grow(c).unwrap();
                 assert!(arena.capacity() >= c);
@@ -138,7 +167,7 @@ fn threads_allocate_read_and_free_while_a_third_grows() {
     for mut arena in each_backing(dir.path()) {
         assert_eq!((arena.capacity(), arena.max_capacity()), (START, 64 * MIB));
         let base = arena.stats().data_start;
-        let blocks = run(&arena, 8 * MIB, Some((64 * MIB, 256 << 10)));
+        let blocks = run(&arena, 4 * MIB, Some((64 * MIB, 256 << 10)));
         assert_eq!(arena.capacity(), 64 * MIB, "{:?}", arena.backing());
         assert!(!blocks.is_empty());
         assert_eq!(arena.stats().data_start, base, "the heap did not move");
@@ -356,4 +385,162 @@ fn growth_on_a_full_disk_is_no_space() {
     // What the child flushed opens again.
     let mut back = open(&Options::new(), &p).unwrap();
     verified(&mut back);
+}
+
+/// The bytes of record `seq` at index `i`.
+fn record_byte(seq: u64, i: usize) -> u8 {
+    (seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (i % 56)) as u8 ^ i as u8
+}
+
+/// Whether the record `seq` of `len` bytes reads back whole at handle `h`.
+fn record_ok(a: &Arena, h: u64, seq: u64, len: usize) -> bool {
+    let mut buf = vec![0u8; len];
+    a.read(Handle::from_u64(h), 0, &mut buf).is_ok()
+        && buf
+            .iter()
+            .enumerate()
+            .all(|(i, &x)| x == record_byte(seq, i))
+}
+
+/// How a cut treats the header page, which holds the `capacity` word a growth step stores
+/// (docs/metadata.md, 12.2, step 4) and the meta slots a flush writes (step 6).
+#[derive(Clone, Copy, Debug)]
+enum HeaderFate {
+    /// The OS wrote it back after the last step: the header names the grown capacity.
+    Written,
+    /// Only what the last flush made durable: the header names the capacity of that flush.
+    Flushed,
+    /// A flush right after a step, torn inside the header page: its meta slot with the grown
+    /// capacity reached the disk, the header's first sector (the `capacity` and `bump` words)
+    /// did not (12.6, gap 3).
+    Torn,
+}
+
+/// A simulated disk under a growable arena: blocks allocated, freed and flushed while the arena
+/// grows (by call and by allocation), then a power cut that keeps the flushed pages, a random
+/// share of the others and the header page as `fate` says. The image opens, and every block a
+/// completed flush acknowledged reads back whole.
+fn cut_during_growth(seed: u64, fate: HeaderFate) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(seed);
+    let start = 4096 + MIB + MIB;
+    let (arena, disk) = Options::new()
+        .capacity(start)
+        .max_capacity(16 * MIB)
+        .simulated_disk()
+        .unwrap();
+    let mut live: std::collections::BTreeMap<u64, (u64, usize)> = Default::default();
+    let mut acked = live.clone();
+    let mut alloc = |arena: &Arena, live: &mut std::collections::BTreeMap<_, _>, seq: u64| {
+        let len = 1 + match rng.below(40) {
+            0 => rng.below(100_000),
+            1..=3 => rng.below(9000),
+            _ => rng.below(300),
+        } as usize;
+        match arena.alloc(len) {
+            Ok(mut b) => {
+                for (i, x) in b.iter_mut().enumerate() {
+                    *x = record_byte(seq, i);
+                }
+                live.insert(b.into_handle().to_u64(), (seq, len));
+            }
+            Err(Error::Full { .. }) => {}
+            Err(e) => panic!("seed {seed}: {e}"),
+        }
+    };
+    let mut picks = Rng(seed ^ 0x5555);
+    for seq in 0..3000 {
+        alloc(&arena, &mut live, seq);
+        if picks.below(3) == 0 && !live.is_empty() {
+            let k = *live
+                .keys()
+                .nth(picks.below(live.len() as u64) as usize)
+                .unwrap();
+            arena.free(Handle::from_u64(k)).unwrap();
+            live.remove(&k);
+            acked.remove(&k);
+        }
+        if picks.below(100) == 0 {
+            arena.flush().unwrap();
+            acked = live.clone();
+        }
+        if picks.below(400) == 0 {
+            let _ = arena.grow(arena.capacity() + 256 * 1024);
+        }
+    }
+    let before = arena.capacity();
+    assert!(before > start, "seed {seed}: the arena never grew");
+    // The last step: grown, blocks past the old end, and (but for `Flushed`) flushed.
+    arena.grow(before + MIB).unwrap();
+    let past = |live: &std::collections::BTreeMap<u64, _>| {
+        live.keys()
+            .filter(|&&h| Handle::from_u64(h).offset() >= before)
+            .count()
+    };
+    let mut seq = 3000;
+    while past(&live) < 20 && seq < 10_000 {
+        alloc(&arena, &mut live, seq);
+        seq += 1;
+    }
+    assert!(past(&live) > 0, "seed {seed}: no block past the old end");
+    // The header's first 512-byte sector as the disk held it before the last flush.
+    let old_sector = disk.crash_image(&arena, |_| false)[..512].to_vec();
+    if !matches!(fate, HeaderFate::Flushed) {
+        arena.flush().unwrap();
+        acked = live.clone();
+    }
+    let keep_one_in = 2 + picks.below(4);
+    let mut img = disk.crash_image(&arena, |p| match fate {
+        HeaderFate::Written => p == 0 || picks.below(keep_one_in) == 0,
+        _ => p != 0 && picks.below(keep_one_in) == 0,
+    });
+    drop(arena);
+    if matches!(fate, HeaderFate::Torn) {
+        img[..512].copy_from_slice(&old_sector);
+        let named = u64::from_le_bytes(img[48..56].try_into().unwrap());
+        assert!(named <= before, "the torn sector names an old capacity");
+    }
+    let path = dir.path().join("cut");
+    std::fs::write(&path, &img).unwrap();
+    let mut a = open(&Options::new(), &path)
+        .unwrap_or_else(|e| panic!("seed {seed}, {fate:?}: the image does not open: {e}"));
+    assert!(!a.was_clean());
+    let lost: Vec<u64> = acked
+        .iter()
+        .filter(|&(&h, &(seq, len))| !record_ok(&a, h, seq, len))
+        .map(|(_, &(seq, _))| seq)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "seed {seed}, {fate:?}: {} of {} flushed blocks lost (records {lost:?}); capacity {} \
+         (before the last step {before})",
+        lost.len(),
+        acked.len(),
+        a.capacity()
+    );
+    if !matches!(fate, HeaderFate::Flushed) {
+        assert_eq!(a.capacity(), before + MIB, "seed {seed}, {fate:?}");
+    }
+    verified(&mut a);
+    // The recovered arena grows again and allocates without touching a flushed block.
+    a.grow(a.capacity() + MIB).unwrap();
+    while let Ok(mut b) = a.alloc(1 + rng.below(5000) as usize) {
+        b.fill(0xaa);
+    }
+    for (&h, &(seq, len)) in &acked {
+        assert!(
+            record_ok(&a, h, seq, len),
+            "seed {seed}: record {seq} overwritten"
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "writes images to files and maps them")]
+fn power_cuts_during_growth_keep_every_flushed_block() {
+    for seed in 1..=4 {
+        for fate in [HeaderFate::Written, HeaderFate::Flushed, HeaderFate::Torn] {
+            cut_during_growth(seed, fate);
+        }
+    }
 }
