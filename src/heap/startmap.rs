@@ -157,12 +157,15 @@ impl<'a> StartMap<'a> {
     /// [`StartMap::owner_toggle`] without the bounds check, for the allocation fast path.
     ///
     /// # Safety
-    /// `off` lies in the heap (`off < geom.base`), so its owner-map word is inside the backing.
+    /// `off` lies in the heap, so the maps cover it (`off < words * 512`: a fixed layout's heap
+    /// ends at `base`, a growable one's at most at `max_capacity`) and its owner-map word is
+    /// inside the backing.
     #[inline]
     pub(in crate::heap) unsafe fn owner_toggle_unchecked(&self, off: u64) {
-        debug_assert!(off < self.geom.base);
-        // SAFETY: `off < base` makes `owner_word(off) < base + words * 8`, inside the map region,
-        // which lies inside the backing (the caller's contract); it is a multiple of 8.
+        debug_assert!(off < self.geom.words * WORD_COVERS);
+        // SAFETY: `off < words * 512` makes `owner_word(off) < base + words * 8`, inside the map
+        // region, which lies inside the backing (before the heap or after it, and never beyond
+        // the first capacity); it is a multiple of 8.
         let w = unsafe { self.mem.word_unchecked(self.geom.owner_word(off)) };
         w.store(w.load(Ordering::Relaxed) ^ bit_of(off), Ordering::Relaxed);
     }
