@@ -544,3 +544,100 @@ fn power_cuts_during_growth_keep_every_flushed_block() {
         }
     }
 }
+
+/// The child of [`kills_during_growth_keep_every_flushed_block`]: grows the arena file named by
+/// `PARENA_GROW_KILL` in small steps (by call and by allocation) while it allocates records,
+/// flushes every 40 of them and acknowledges each flushed record on stdout, until it is killed.
+#[test]
+#[cfg_attr(miri, ignore = "run as a child process")]
+fn grow_kill_child() {
+    let Ok(path) = std::env::var("PARENA_GROW_KILL") else {
+        return;
+    };
+    use std::io::Write;
+    let arena = open(&growable(), std::path::Path::new(&path)).unwrap();
+    let mut rng = Rng(arena.capacity() ^ 0x77);
+    let mut pending = Vec::new();
+    let mut out = std::io::stdout().lock();
+    for seq in 0u64.. {
+        let len = 1 + rng.below(if seq % 10 == 0 { 40_000 } else { 2000 }) as usize;
+        match arena.alloc(len) {
+            Ok(mut b) => {
+                for (i, x) in b.iter_mut().enumerate() {
+                    *x = record_byte(seq, i);
+                }
+                pending.push((b.into_handle().to_u64(), seq, len));
+            }
+            Err(Error::Full { .. }) => {
+                // At the maximum: keep flushing the same state until the kill.
+                arena.flush().unwrap();
+                continue;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        if seq % 7 == 0 {
+            let _ = arena.grow(arena.capacity() + 64 * 1024);
+        }
+        if pending.len() == 40 {
+            arena.flush().unwrap();
+            for (h, s, l) in pending.drain(..) {
+                writeln!(out, "ACK {h} {s} {l}").unwrap();
+            }
+            out.flush().unwrap();
+        }
+    }
+}
+
+/// `kill -9` at random moments while a file arena grows under allocations: every reopen finds
+/// every acknowledged (flushed) record whole.
+#[test]
+#[cfg_attr(miri, ignore = "spawns and kills processes, maps files")]
+fn kills_during_growth_keep_every_flushed_block() {
+    use std::io::{BufRead, BufReader};
+    if std::env::var("PARENA_GROW_KILL").is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let seed = crate::util::time_seed();
+    let mut rng = Rng(seed);
+    let mut grown = 0;
+    for cycle in 0..6 {
+        let path = dir.path().join(format!("k{cycle}"));
+        let mut child = crate::util::spawn_child(
+            "grow::grow_kill_child",
+            &[("PARENA_GROW_KILL", path.to_str().unwrap())],
+        );
+        let out = BufReader::new(child.stdout.take().unwrap());
+        // Kill after a random number of acknowledged flushes: during a step, an allocation, a
+        // flush.
+        let wanted = 1 + rng.below(60) as usize;
+        let mut acked = Vec::new();
+        for line in out.lines() {
+            let Ok(line) = line else { break };
+            let f: Vec<&str> = line.split(' ').collect();
+            if let ["ACK", h, s, l] = f[..] {
+                acked.push((h.parse().unwrap(), s.parse().unwrap(), l.parse().unwrap()));
+            }
+            if acked.len() >= wanted * 40 {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut a = open(&Options::new(), &path).unwrap();
+        grown += u64::from(a.capacity() > START);
+        let lost: Vec<u64> = acked
+            .iter()
+            .filter(|&&(h, seq, len)| !record_ok(&a, h, seq, len))
+            .map(|&(_, seq, _)| seq)
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "seed {seed}, cycle {cycle}: {} of {} acknowledged records lost: {lost:?}",
+            lost.len(),
+            acked.len()
+        );
+        verified(&mut a);
+    }
+    assert!(grown > 0, "seed {seed}: no cycle grew the arena");
+}
