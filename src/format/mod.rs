@@ -417,6 +417,36 @@ mod tests {
         }
     }
 
+    /// A growable arena's header (version 5) validates, names its maximum, and its checksum
+    /// covers the `max_capacity` word; a fixed one keeps version 4 and a zero word.
+    #[test]
+    fn a_growable_header_records_its_maximum() {
+        let mut g = geometry();
+        g.max_capacity = 64 << 20;
+        g.data_start = Geometry::data_start_for(g.reserved_len, g.max_capacity);
+        let h = RawHeader::new(&g, 8 << 20);
+        assert_eq!(h.format_version, GROWABLE_FORMAT_VERSION);
+        assert_eq!(
+            g.data_start,
+            8192 + (4 << 20),
+            "maps for 64 MiB in front of the heap"
+        );
+        let v = h.validate(8 << 20, &[0; 100]).unwrap();
+        assert_eq!(v.geometry, g);
+        assert!(v.clean && h.faults().is_empty());
+        let mut flipped = h;
+        flipped.max_capacity ^= 4096;
+        assert!(matches!(
+            flipped.validate(8 << 20, &[0; 100]),
+            Err(Error::Checksum { .. })
+        ));
+        let fixed = RawHeader::new(&geometry(), 1 << 20);
+        assert_eq!(
+            (fixed.format_version, fixed.max_capacity),
+            (FORMAT_VERSION, 0)
+        );
+    }
+
     #[test]
     fn each_check_has_its_error() {
         let g = geometry();
