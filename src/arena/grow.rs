@@ -73,10 +73,11 @@ impl Arena {
 }
 
 impl Inner {
-    /// See [`Arena::max_capacity`].
+    /// See [`Arena::max_capacity`]. A growable arena opened as a private copy (`map_copy`) or
+    /// read-only holds no more address space than its capacity, and cannot grow either.
     pub(super) fn max_capacity(&self) -> u64 {
         if self.geom.growable() {
-            self.geom.max_capacity
+            self.geom.max_capacity.min(self.mem.reserved())
         } else {
             self.capacity()
         }
@@ -99,7 +100,7 @@ impl Inner {
             return Ok(false);
         }
         let end = self.heap_end();
-        let max = self.geom.max_capacity;
+        let max = self.max_capacity();
         // Where the next reservation starts, and the end it needs.
         let least = self
             .geom
@@ -122,7 +123,7 @@ impl Inner {
     /// Grows to at least `want` (a multiple of 4096, at most `max_capacity`): runs the step, or
     /// waits for the one another thread of this process runs and tries again.
     pub(super) fn grow_to(&self, want: u64) -> Result<(), Error> {
-        debug_assert!(self.geom.growable() && want <= self.geom.max_capacity);
+        debug_assert!(self.geom.growable() && want <= self.max_capacity());
         let _step = Step::enter();
         let me = crate::fork::epoch();
         loop {

@@ -275,9 +275,10 @@ pub struct HeaderInfo {
     pub arena_id: u64,
     /// Total bytes.
     pub capacity: u64,
-    /// The most the arena grows to while open: `Options::max_capacity` of a growable arena
-    /// (format version 5, whose start and flush maps lie before `data_start`), the capacity of
-    /// any other.
+    /// The most the arena grows to: `Options::max_capacity` of a growable arena (format version
+    /// 5, whose start and flush maps lie before `data_start`), the capacity of any other. (A
+    /// read-only or `map_copy` open of a growable arena does not grow: see
+    /// [`Arena::max_capacity`].)
     pub max_capacity: u64,
     /// The open trusted the header as a clean close sealed it: the same fact as
     /// [`Arena::was_clean`], fixed at open (a writable open then marks the file dirty on disk,
@@ -310,7 +311,11 @@ impl Arena {
             data_start: h.data_start,
             arena_id: h.arena_id,
             capacity: h.capacity,
-            max_capacity: self.inner.max_capacity(),
+            max_capacity: if self.inner.geom.growable() {
+                self.inner.geom.max_capacity
+            } else {
+                h.capacity
+            },
             clean: self.inner.was_clean,
             open_count: h.open_count,
             bump: h.bump,

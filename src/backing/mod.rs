@@ -201,6 +201,12 @@ impl Backing {
         Ok(b)
     }
 
+    /// Bytes of address space held: the most [`Backing::grow`] can reach (the length itself for
+    /// a backing that cannot grow, such as a private copy of a file).
+    pub(crate) fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
     /// Grows the usable region to `new_len` bytes (at most [`Backing::reserved`]); the new bytes
     /// read zero. A file is extended first (with `preallocate` its blocks reserved) and the new
     /// length made durable (`fsync`), so nothing can name the new bytes before the file holds

@@ -641,3 +641,27 @@ fn kills_during_growth_keep_every_flushed_block() {
     }
     assert!(grown > 0, "seed {seed}: no cycle grew the arena");
 }
+
+/// A private copy (`map_copy`) of a growable file holds no address space past its capacity: it
+/// does not grow, and answers `Full` instead (a read-only open refuses any change).
+#[test]
+#[cfg_attr(miri, ignore = "opens files")]
+fn a_private_copy_of_a_growable_file_does_not_grow() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c");
+    drop(open(&growable(), &p).unwrap());
+    let copy = open(&Options::new().map_copy(true), &p).unwrap();
+    assert_eq!(copy.max_capacity(), START);
+    assert_eq!(copy.header().max_capacity, 64 * MIB, "the file's maximum");
+    assert!(matches!(copy.grow(START + MIB), Err(Error::Full { .. })));
+    let e = loop {
+        match copy.alloc(3000) {
+            Ok(b) => drop(b.into_handle()),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(e, Error::Full { .. }), "{e}");
+    assert_eq!(copy.capacity(), START);
+    let ro = open(&Options::new().read_only(true), &p).unwrap();
+    assert!(matches!(ro.grow(START + MIB), Err(Error::ReadOnly)));
+}
