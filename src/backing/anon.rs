@@ -37,10 +37,14 @@ impl AnonMap {
     }
 
     /// See [`super::Backing::apply`]. `remove_on_drop` has nothing to remove here.
-    pub(super) fn apply(&self, s: MapSettings) -> Result<(), Error> {
+    /// `populate` covers the first `len` bytes (the arena's, in a reservation that can grow).
+    pub(super) fn apply(&self, s: MapSettings, len: u64) -> Result<(), Error> {
         if s.populate {
             // Write-populate: the kernel allocates the (zeroed) pages now, not on first touch.
-            setting("populate", || self.map.advise(Advice::PopulateWrite))?;
+            setting("populate", || {
+                self.map
+                    .advise_range(Advice::PopulateWrite, 0, len as usize)
+            })?;
         }
         if s.huge_pages {
             setting("huge_pages", || self.map.advise(Advice::HugePage))?;

@@ -310,8 +310,17 @@ impl Backing {
     /// kernel without `MADV_POPULATE_*`).
     pub(crate) fn apply(&self, s: MapSettings) -> Result<(), Error> {
         match &self.store {
-            Store::Anon(m) => m.apply(s),
-            Store::File(m) => m.apply(s),
+            // A map that reserves room to grow holds more than its arena: `populate` faults in
+            // the arena's part only, and `lock_memory` (which `mlock`s a whole map) is refused
+            // until the arena has grown to its maximum.
+            Store::Anon(_) | Store::File(_) if s.lock_memory && self.len() < self.reserved => {
+                Err(Error::Unsupported {
+                    option: "lock_memory",
+                    backing: self.kind(),
+                })
+            }
+            Store::Anon(m) => m.apply(s, self.len()),
+            Store::File(m) => m.apply(s, self.len()),
             // A heap buffer (the simulated disk's included).
             _ => match s.first_on() {
                 Some(option) => Err(Error::Unsupported {

@@ -167,6 +167,14 @@ impl fmt::Display for Error {
                     "option {option} conflicts with the arena already open at this path"
                 )
             }
+            Error::Unsupported {
+                option: "lock_memory",
+                backing: crate::kinds::BackingKind::Anon | crate::kinds::BackingKind::File,
+            } => write!(
+                f,
+                "option lock_memory cannot apply to a growable arena below its maximum (it would \
+                 lock the whole reservation)"
+            ),
             Error::Unsupported { option, backing } => match backing {
                 crate::kinds::BackingKind::File => write!(
                     f,

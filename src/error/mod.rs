@@ -254,8 +254,9 @@ pub enum Error {
     },
     /// An option asked for on an arena it cannot apply to: a map setting (`Options::populate`,
     /// `huge_pages`, `lock_memory`, `remove_on_drop`) on a backing that has no map (a heap buffer),
-    /// `Options::offset` on a heap or anonymous arena, or `remove_on_drop` on a file arena at an
-    /// offset (it would remove the whole enclosing file).
+    /// `Options::offset` on a heap or anonymous arena, `remove_on_drop` on a file arena at an
+    /// offset (it would remove the whole enclosing file), or `lock_memory` on a growable
+    /// anonymous or file arena below its maximum (it would lock the whole reservation).
     Unsupported {
         /// Which option.
         option: &'static str,

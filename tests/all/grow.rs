@@ -665,3 +665,47 @@ fn a_private_copy_of_a_growable_file_does_not_grow() {
     let ro = open(&Options::new().read_only(true), &p).unwrap();
     assert!(matches!(ro.grow(START + MIB), Err(Error::ReadOnly)));
 }
+
+/// The map settings on a growable arena: `populate` faults in the arena's part of the
+/// reservation, and `lock_memory` (which would lock the whole reservation) is a typed refusal.
+#[test]
+#[cfg_attr(miri, ignore = "maps 64 MiB reservations and a file")]
+fn map_settings_on_a_growable_arena() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = growable().populate(true).map_anon();
+    // `populate` needs a kernel with MADV_POPULATE_* (5.14); an older one refuses it by name.
+    assert!(
+        matches!(
+            a,
+            Ok(_)
+                | Err(Error::Refused {
+                    option: "populate",
+                    ..
+                })
+        ),
+        "{a:?}"
+    );
+    let f = open(&growable().populate(true), &dir.path().join("p"));
+    assert!(
+        matches!(
+            f,
+            Ok(_)
+                | Err(Error::Refused {
+                    option: "populate",
+                    ..
+                })
+        ),
+        "{f:?}"
+    );
+    let l = growable().lock_memory(true).map_anon();
+    assert!(
+        matches!(
+            l,
+            Err(Error::Unsupported {
+                option: "lock_memory",
+                ..
+            })
+        ),
+        "{l:?}"
+    );
+}
