@@ -128,8 +128,9 @@ mod api2 {
             old: Layout,
             new: Layout,
         ) -> Result<NonNull<[u8]>, AllocError> {
-            // SAFETY: forwarded caller contract.
-            let grown = unsafe { self.grow(ptr, old, new) }?;
+            // SAFETY: forwarded caller contract. (Named through the trait: `Arena::grow` is the
+            // arena's own growth, which method syntax would pick for `Arena`.)
+            let grown = unsafe { Allocator::grow(self, ptr, old, new) }?;
             // A moved block was zeroed by `allocate`; one grown in place may keep bytes past the
             // old length from before an earlier in-place shrink (same span), so clear them.
             if grown.cast::<u8>() == ptr {

@@ -51,7 +51,7 @@ pub use backing::BackingKind;
 pub use backing::SimDisk;
 pub use block::{Handle, MAX_BLOCK_LEN};
 pub use error::{Error, Region};
-pub use format::{FORMAT_VERSION, HEADER_SIZE, MAGIC, ROOT_SLOTS};
+pub use format::{FORMAT_VERSION, GROWABLE_FORMAT_VERSION, HEADER_SIZE, MAGIC, ROOT_SLOTS};
 pub use layout::MAX_ALIGN;
 pub use options::{Freelist, Options, DEFAULT_CAPACITY};
 pub use recovery::{Dropped, Problem, Report};

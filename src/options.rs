@@ -21,6 +21,7 @@ pub use crate::format::Freelist;
 #[derive(Clone, Debug)]
 pub struct Options {
     pub(crate) capacity: Option<u64>,
+    pub(crate) max_capacity: Option<u64>,
     pub(crate) freelist: Option<Freelist>,
     pub(crate) min_segment_size: u32,
     pub(crate) magic_version: u16,
@@ -54,6 +55,7 @@ impl Options {
     pub fn new() -> Options {
         Options {
             capacity: None,
+            max_capacity: None,
             freelist: None,
             min_segment_size: 32,
             magic_version: 0,
@@ -80,6 +82,21 @@ impl Options {
     /// in its header: a reopen never grows a file to the default. The largest capacity is 32 GiB.
     pub fn capacity(mut self, bytes: u64) -> Options {
         self.capacity = Some(bytes);
+        self
+    }
+
+    /// Makes the arena growable while it is open, up to `bytes` (rounded up to 4096): the open
+    /// reserves address space for `bytes` once, so the arena's base never moves and every block
+    /// stays where it is, and puts the start and flush maps in front of the heap, sized for
+    /// `bytes` (1/16 of it; in a file they stay a hole until used). The arena then grows in
+    /// steps, on demand ([`Arena::grow`](crate::Arena::grow)) or when an allocation finds the
+    /// heap used up; an allocation is [`Error::Full`] only at `bytes`. Recorded in the header
+    /// (format version 5): a reopen takes the file's value, and one that names another is
+    /// [`Error::MaxCapacityMismatch`].
+    ///
+    /// [`Error::MaxCapacity`] at create when `bytes` is below the capacity or above 32 GiB.
+    pub fn max_capacity(mut self, bytes: u64) -> Options {
+        self.max_capacity = Some(bytes);
         self
     }
 

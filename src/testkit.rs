@@ -35,10 +35,11 @@ pub const STATE_CLEAN: u64 = format::STATE_CLEAN;
 /// The state word of an arena that is open (or was not closed cleanly).
 pub const STATE_DIRTY: u64 = format::STATE_DIRTY;
 
-/// Offsets of the header words parena keeps zero: the spare word and the old roots' words, each
+/// Offsets of the header words parena keeps zero (in a fixed-layout arena, version 4): the spare
+/// word (a growable arena's `max_capacity`) and the old roots' words, each
 /// meta slot's unused words, the padding.
 pub fn spare_word_offsets() -> Vec<usize> {
-    let spare = offset_of!(RawHeader, spare);
+    let spare = offset_of!(RawHeader, max_capacity);
     let old_roots = offset_of!(RawHeader, spare_roots);
     let meta = offset_of!(RawHeader, meta);
     let padding = offset_of!(RawHeader, padding);
@@ -100,7 +101,7 @@ pub fn forge_handle(offset: u64, generation: u32) -> Handle {
 /// `heap` bytes (the start and flush maps take the end of the arena: docs/format.md).
 pub fn capacity_for_heap(data_start: u64, heap: u64) -> u64 {
     let mut c = (data_start + heap).div_ceil(4096) * 4096;
-    while format::heap_end(c) < data_start + heap {
+    while format::heap_end(c, 0) < data_start + heap {
         c += 4096;
     }
     c
@@ -184,8 +185,9 @@ mod tests {
             chunk_shift: 12,
             reserved_len: 0,
             min_segment: 16,
-            data_start: Geometry::data_start_for(0),
+            data_start: Geometry::data_start_for(0, 0),
             arena_id: 7,
+            max_capacity: 0,
         };
         let mut bytes = bytemuck::bytes_of(&RawHeader::new(&g, 1 << 20)).to_vec();
         bytes[OFF_BUMP..OFF_BUMP + 8].copy_from_slice(&(g.data_start + 64).to_le_bytes());

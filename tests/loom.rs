@@ -675,3 +675,52 @@ fn reader_races_a_free_and_an_in_place_grow() {
 fn reader_races_a_free_a_shrink_and_a_bump() {
     reader_races_a_free_and_a_resize(false);
 }
+
+/// An allocation that finds a growable arena's heap used up races an explicit growth: both want
+/// a growth step, one runs it and the other waits, and the allocation lands in the new range
+/// with its start bit (docs/metadata.md, 12.2: the step zeroes the new range's map words before
+/// it publishes the end with Release; a reservation loads the end with Acquire).
+///
+/// Guard: the step flag (`Inner::grow_to`'s CAS). Checked by hand: with the CAS replaced by a
+/// plain store (every caller runs its own step), loom (`LOOM_MAX_PREEMPTIONS=2`) finds the
+/// interleaving where the explicit step zeroes the new range's map words after the allocation's
+/// step published the end and the allocation set its start bit there: the read of the new block
+/// is refused (`Stale { found: 0 }`).
+#[test]
+fn an_allocation_races_a_growth_step() {
+    model_capped("an_allocation_races_a_growth_step", 2, || {
+        // One page of header, one of maps (sized for 5 pages), one page of heap now and two at
+        // most: eight 512-byte chunks, then sixteen.
+        let arena = Options::new()
+            .capacity(3 * 4096)
+            .max_capacity(4 * 4096)
+            .chunk_size(512)
+            .thread_cache(false)
+            .heap()
+            .unwrap();
+        let old_end = arena.capacity();
+        // 128-byte spans, four to a chunk: these fill the heap exactly.
+        let n = (old_end - arena.stats().data_start) / 128;
+        let hs: Vec<Handle> = (0..n)
+            .map(|_| arena.alloc(BLOCK).unwrap().into_handle())
+            .collect();
+        assert_eq!(arena.stats().remaining, 0);
+        let t = {
+            let arena = arena.clone();
+            thread::spawn(move || arena.grow(4 * 4096))
+        };
+        let mut b = arena.alloc(BLOCK).unwrap();
+        b.fill(0x5a);
+        let h = b.into_handle();
+        t.join().unwrap().unwrap();
+        assert!(h.offset() >= old_end, "served below the old end");
+        assert_eq!(arena.capacity(), 4 * 4096);
+        let mut buf = [0u8; BLOCK];
+        arena.read(h, 0, &mut buf).unwrap();
+        assert!(buf.iter().all(|&x| x == 0x5a));
+        let mut arena = arena;
+        let r = arena.verify().unwrap();
+        assert!(r.is_clean(), "{:?}", r.problems);
+        assert_eq!(r.live_blocks, hs.len() as u64 + 1, "{r:?}");
+    });
+}

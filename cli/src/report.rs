@@ -21,14 +21,19 @@ what the words mean (every byte of the heap is exactly one of these):
   headers         block headers and the rounding of block sizes
   never reserved  the heap past the bump offset: not yet handed to any thread (Stats::remaining)
 the arena's capacity is the file header, the heap, and the start and flush maps after the heap
+(in a growable arena, format version 5, the maps lie between the file header and the heap, sized
+for its maximum, and the heap ends at the capacity)
 ";
 
 /// The heap's bytes by kind, from the header and a walk.
 struct Usage {
     /// `heap_end - data_start`: the seven kinds below add up to it.
     heap: u64,
-    /// The start and flush maps after the heap (`capacity - heap_end`).
+    /// The start and flush maps: after the heap (`capacity - heap_end`), or in a growable arena
+    /// before it (`data_start` less the file header and the reserved area).
     maps: u64,
+    /// The maps lie before the heap (a growable arena).
+    maps_first: bool,
     live_blocks: u64,
     live: u64,
     pending_blocks: u64,
@@ -49,9 +54,17 @@ impl Usage {
         let padding = r.leaked_bytes.saturating_sub(unlisted);
         let reserved = h.bump.saturating_sub(h.data_start);
         let counted = r.live_bytes + r.free_bytes + padding + r.gap_bytes;
+        let maps_first = h.format_version == parena::GROWABLE_FORMAT_VERSION;
+        let header_and_reserved =
+            (parena::HEADER_SIZE + u64::from(h.reserved_len)).div_ceil(4096) * 4096;
         Usage {
             heap: s.heap_end.saturating_sub(h.data_start),
-            maps: h.capacity.saturating_sub(s.heap_end),
+            maps: if maps_first {
+                h.data_start.saturating_sub(header_and_reserved)
+            } else {
+                h.capacity.saturating_sub(s.heap_end)
+            },
+            maps_first,
             live_blocks: r.live_blocks,
             live: r.live_bytes,
             pending_blocks: r.pending_blocks,
@@ -184,6 +197,7 @@ pub fn inspect(inv: &Invocation) -> Outcome {
             .set("arena_id", format!("{:#018x}", h.arena_id))
             .set("freelist", freelist_name(&h))
             .set("capacity", h.capacity)
+            .set("max_capacity", h.max_capacity)
             .set("data_start", h.data_start)
             .set("chunk_size", h.chunk_size)
             .set("min_segment", u64::from(h.min_segment))
@@ -239,13 +253,31 @@ pub fn inspect(inv: &Invocation) -> Outcome {
         "  arena id        {:#018x}, opened {} times",
         h.arena_id, h.open_count
     );
-    println!(
-        "  capacity        {} = file header {} + heap {} + start and flush maps {}",
-        bytes(h.capacity),
-        bytes(h.data_start),
-        bytes(u.heap),
-        bytes(u.maps)
-    );
+    if u.maps_first {
+        println!(
+            "  capacity        {} = file header {} + start and flush maps {} + heap {}",
+            bytes(h.capacity),
+            bytes(h.data_start - u.maps),
+            bytes(u.maps),
+            bytes(u.heap)
+        );
+        println!(
+            "  maximum         {} (grows while open, in steps; the maps are sized for it)",
+            bytes(h.max_capacity)
+        );
+    } else {
+        println!(
+            "  capacity        {} = file header {} + heap {} + start and flush maps {}",
+            bytes(h.capacity),
+            bytes(h.data_start),
+            bytes(u.heap),
+            bytes(u.maps)
+        );
+        println!(
+            "  maximum         {} (fixed while open; a reopen with a larger capacity grows it)",
+            bytes(h.max_capacity)
+        );
+    }
     println!(
         "  chunk size      {} (each thread bumps inside its own chunk)",
         bytes(h.chunk_size)

@@ -345,3 +345,48 @@ fn a_damaged_header_is_reported_as_damage() {
     let out = parena(&["inspect", p]);
     assert!(stdout(&out).contains("DAMAGED"), "{out:?}");
 }
+
+/// `inspect` shows a growable arena's capacity and maximum, and accounts for the maps in front
+/// of its heap.
+#[test]
+fn inspect_shows_capacity_and_maximum() {
+    let t = TempPath::new("grown");
+    // SAFETY: a fresh file that only this test maps.
+    let arena = unsafe {
+        Options::new()
+            .capacity(2 << 20)
+            .max_capacity(16 << 20)
+            .map_file(&t.0)
+    }
+    .expect("create");
+    arena.grow(5 << 20).expect("grow");
+    let _block = arena.alloc_copy(b"after the growth").expect("alloc");
+    drop(arena);
+    let path = t.0.to_str().expect("utf-8 path");
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&parena(&["inspect", "--json", path]))).expect("valid JSON");
+    assert_eq!(v["header"]["capacity"], 5 << 20);
+    assert_eq!(v["header"]["max_capacity"], 16 << 20);
+    assert_eq!(
+        v["header"]["format_version"],
+        parena::GROWABLE_FORMAT_VERSION
+    );
+    let u = &v["usage"];
+    assert_eq!(u["map_bytes"], 1 << 20, "1/16 of the maximum");
+    assert_eq!(
+        u["heap_bytes"].as_u64().unwrap() + u["map_bytes"].as_u64().unwrap() + 4096,
+        5 << 20
+    );
+    let text = stdout(&parena(&["inspect", path]));
+    assert!(text.contains("capacity        5.0 MiB"), "{text}");
+    assert!(
+        text.contains("maximum         16.0 MiB (grows while open"),
+        "{text}"
+    );
+    let fixed = arena_file("fixed-max");
+    let text = stdout(&parena(&["inspect", fixed.0.to_str().unwrap()]));
+    assert!(
+        text.contains("maximum         1.0 MiB (fixed while open"),
+        "{text}"
+    );
+}

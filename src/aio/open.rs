@@ -83,11 +83,23 @@ fn check_compatible(o: &Options, a: &Arena, first: OpenedWith) -> Result<(), Err
     if o.reserved.is_some_and(|r| r != g.reserved_len) {
         return Err(Error::Conflict { option: "reserved" });
     }
+    if o.max_capacity
+        .is_some_and(|m| align_up(m, DATA_ALIGN) != Some(g.max_capacity))
+    {
+        return Err(Error::Conflict {
+            option: "max_capacity",
+        });
+    }
     if let Some(c) = o.capacity {
         let want = align_up(c, DATA_ALIGN).ok_or_else(|| crate::arena::capacity_error(o, c))?;
-        // A smaller capacity is kept as is, as on a reopen; a larger one would need a remap.
+        // A smaller capacity is kept as is, as on a reopen; a larger one would need a remap,
+        // unless the arena is growable and the maximum holds it: then it grows in place, while
+        // the other holders keep using it (docs/metadata.md, section 12).
         if want > a.capacity() {
-            return Err(Error::Conflict { option: "capacity" });
+            if !g.growable() || want > g.max_capacity || a.is_read_only() {
+                return Err(Error::Conflict { option: "capacity" });
+            }
+            a.grow(want)?;
         }
     }
     let now = OpenedWith::of(o);

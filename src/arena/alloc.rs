@@ -220,10 +220,14 @@ impl Inner {
                 Ok(r)
             }
             None => {
+                // A growable arena grows by a step and tries again (docs/metadata.md, 12.2).
+                if self.grow_for(span + slack)? {
+                    return self.alloc_slow(cell, len, span, align);
+                }
                 cell.counters().on_failure();
                 Err(Error::Full {
                     requested: len,
-                    available: self.heap_end - self.bump(),
+                    available: self.heap_end().saturating_sub(self.bump()),
                 })
             }
         }
@@ -278,7 +282,7 @@ impl Inner {
     /// a list or cache link) is `Error::Corrupt` for this allocation, and nothing overlapping a
     /// live block is handed out; the segment is left off the lists.
     pub(super) fn vouch_free(&self, off: u64, span: u64) -> Result<(), Error> {
-        if off.checked_add(span).is_none_or(|e| e > self.heap_end) || span < 16 {
+        if off.checked_add(span).is_none_or(|e| e > self.heap_end()) || span < 16 {
             return Err(Error::Corrupt {
                 offset: off,
                 word: span,

@@ -15,11 +15,21 @@ use std::path::Path;
 impl Geometry {
     pub(super) fn from_options(o: &Options, capacity: u64) -> Result<Geometry, Error> {
         let reserved = o.reserved.unwrap_or(0);
-        let data_start = Geometry::data_start_for(reserved);
-        if capacity > MAX_CAPACITY || capacity < data_start + format::heap_minimum(capacity) {
+        let max_capacity = requested_max_capacity(o)?;
+        let data_start = Geometry::data_start_for(reserved, max_capacity);
+        if capacity > MAX_CAPACITY
+            || capacity < data_start + format::heap_minimum(capacity, max_capacity)
+        {
             return Err(capacity_error(o, o.capacity.unwrap_or(capacity)));
         }
-        let heap = format::heap_end(capacity) - data_start;
+        if max_capacity != 0 && max_capacity < capacity {
+            return Err(Error::MaxCapacity {
+                requested: o.max_capacity.unwrap_or(max_capacity),
+                min: capacity,
+                max: MAX_CAPACITY,
+            });
+        }
+        let heap = format::heap_end(capacity, max_capacity) - data_start;
         let chunk_shift = match o.chunk_size {
             Some(c) => {
                 let c = u64::from(c);
@@ -48,22 +58,45 @@ impl Geometry {
             min_segment,
             data_start,
             arena_id: random_id(),
+            max_capacity,
         })
     }
 }
 
+/// The capacity a create asks for: `Options::capacity`, rounded up to a page; without it the
+/// default, or `max_capacity` when that is smaller.
 pub(super) fn requested_capacity(o: &Options) -> Result<u64, Error> {
-    let c = o.capacity.unwrap_or(DEFAULT_CAPACITY);
+    let c = o.capacity.unwrap_or(match o.max_capacity {
+        Some(m) => DEFAULT_CAPACITY.min(m),
+        None => DEFAULT_CAPACITY,
+    });
     align_up(c, DATA_ALIGN).ok_or_else(|| capacity_error(o, c))
+}
+
+/// `Options::max_capacity` rounded up to a page, checked against the largest arena; 0 when it is
+/// not set (a fixed layout).
+pub(super) fn requested_max_capacity(o: &Options) -> Result<u64, Error> {
+    let Some(m) = o.max_capacity else {
+        return Ok(0);
+    };
+    match align_up(m, DATA_ALIGN) {
+        Some(a) if a != 0 && a <= MAX_CAPACITY => Ok(a),
+        _ => Err(Error::MaxCapacity {
+            requested: m,
+            min: o.capacity.unwrap_or(0),
+            max: MAX_CAPACITY,
+        }),
+    }
 }
 
 /// [`Error::Capacity`] for `requested` bytes, with the bounds that apply to options `o`.
 pub(crate) fn capacity_error(o: &Options, requested: u64) -> Error {
-    let data_start = Geometry::data_start_for(o.reserved.unwrap_or(0));
+    let max_capacity = requested_max_capacity(o).unwrap_or(0);
+    let data_start = Geometry::data_start_for(o.reserved.unwrap_or(0), max_capacity);
     // The smallest capacity that holds the header, the reserved area, the maps and a chunk (the
     // map region grows with the capacity, so step up to it).
     let mut min = data_start;
-    while min < data_start + format::heap_minimum(min) && min < MAX_CAPACITY {
+    while min < data_start + format::heap_minimum(min, max_capacity) && min < MAX_CAPACITY {
         min += DATA_ALIGN;
     }
     Error::Capacity {

@@ -56,19 +56,11 @@ impl Inner {
         }
         if !self.claim_pass() {
             let me = crate::fork::epoch();
-            let mut rounds = 0u32;
             // Acquire: pairs with the Release store ending the pass: the segments it listed again
             // are pushed before our retry. Only a pass of a thread of this process is waited for
             // (the flag holds this process's fork epoch); one of an ancestor's thread never ends
             // and is taken over by the next `claim_pass`.
-            while self.coalescing.load(Ordering::Acquire) == me {
-                rounds += 1;
-                if rounds > 64 {
-                    yield_now();
-                } else {
-                    spin_hint();
-                }
-            }
+            wait_while_held(&self.coalescing, me);
             // Relaxed: the count was raised before the flag's Release store our load read.
             *seen = self.passes.load(Ordering::Relaxed);
             return Ok(true);
@@ -147,6 +139,21 @@ impl Inner {
         self.activity()
             .wrapping_sub(self.activity_at_pass.load(Ordering::Relaxed))
             >= self.pass_cost.load(Ordering::Relaxed)
+    }
+}
+
+/// Waits, spinning a little and then yielding, until `flag` (a one-at-a-time flag holding the
+/// fork epoch of its holder's process) no longer holds `me`. Acquire: pairs with the Release
+/// store that clears it, so what the holder did happens before the caller's next step.
+pub(super) fn wait_while_held(flag: &AtomicU64, me: u64) {
+    let mut rounds = 0u32;
+    while flag.load(Ordering::Acquire) == me {
+        rounds += 1;
+        if rounds > 64 {
+            yield_now();
+        } else {
+            spin_hint();
+        }
     }
 }
 

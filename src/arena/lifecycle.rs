@@ -110,7 +110,13 @@ impl Arena {
     /// [`Error::Shared`] if other clones exist (the walk needs the heap to hold still).
     pub fn verify(&mut self) -> Result<Report, Error> {
         let inner = self.exclusive()?;
-        let mut r = recovery::verify(&inner.mem, &inner.geom, &inner.lists, inner.bump());
+        let mut r = recovery::verify(
+            &inner.mem,
+            &inner.geom,
+            &inner.lists,
+            inner.bump(),
+            inner.heap_end(),
+        );
         let mut header = inner.header_damage.clone();
         // A dirty file opened read-only may hold a meta slot a power cut tore in a flush: only a
         // header a clean close or a recovery left behind is held to the slot check.
@@ -233,7 +239,7 @@ impl Arena {
         // The empty layout is durable (one meta slot) before anything recovery reads changes, so a
         // cut recovers the old layout whole or the empty one (docs/metadata.md, section 7, row n).
         if let Err(e) =
-            heap::flush_empty_layout(&inner.mem, &inner.maps, start, bump, inner.capacity)
+            heap::flush_empty_layout(&inner.mem, &inner.maps, start, bump, inner.capacity())
         {
             // Nothing of the heap changed: the blocks stay, at the bump offset they had.
             inner.mem.word(OFF_BUMP).store(bump, Ordering::Relaxed);
@@ -263,7 +269,13 @@ impl Arena {
         }
         recovery::check(&inner.mem, &inner.geom, inner.bump())?;
         inner.return_all_chunks();
-        recovery::repair(&inner.mem, &inner.geom, inner.capacity, &inner.lists, false)
+        recovery::repair(
+            &inner.mem,
+            &inner.geom,
+            inner.capacity(),
+            &inner.lists,
+            false,
+        )
     }
 
     /// Writes the whole arena as an image that opens as a clean file arena.
@@ -284,7 +296,7 @@ impl Arena {
         header.state_checksum = header.compute_state_checksum(inner.reserved_bytes());
         out.write_all(bytemuck::bytes_of(&header))?;
         // SAFETY: `get_mut` proved no other clone can write while we copy.
-        let rest = unsafe { inner.mem.slice(HEADER_SIZE, inner.capacity - HEADER_SIZE) };
+        let rest = unsafe { inner.mem.slice(HEADER_SIZE, inner.capacity() - HEADER_SIZE) };
         out.write_all(rest)?;
         Ok(())
     }
@@ -307,7 +319,7 @@ impl Inner {
             return Ok(());
         }
         let _one = lock(&self.flush_lock);
-        heap::flush_layout(&self.mem, &self.maps, self.geom.data_start, self.capacity)?;
+        heap::flush_layout(&self.mem, &self.maps, self.geom.data_start, self.capacity())?;
         Ok(())
     }
 

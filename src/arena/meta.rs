@@ -220,13 +220,17 @@ impl Arena {
     pub fn stats(&self) -> Stats {
         crate::reentry::audit_op!();
         let inner = &*self.inner;
+        // The end first: the bump offset read after it is at most the end (a growth step raises
+        // the end before any chunk past the old one is reserved).
+        let heap_end = inner.heap_end();
+        let capacity = inner.capacity();
         let bump = inner.bump();
         let mut s = Stats {
-            capacity: inner.capacity,
+            capacity: capacity.max(heap_end),
             data_start: inner.geom.data_start,
-            heap_end: inner.heap_end,
+            heap_end,
             allocated: bump - inner.geom.data_start,
-            remaining: inner.heap_end - bump,
+            remaining: heap_end.saturating_sub(bump),
             discarded: inner.mem.word(OFF_DISCARDED).load(Ordering::Relaxed),
             ..Stats::default()
         };
@@ -271,6 +275,11 @@ pub struct HeaderInfo {
     pub arena_id: u64,
     /// Total bytes.
     pub capacity: u64,
+    /// The most the arena grows to: `Options::max_capacity` of a growable arena (format version
+    /// 5, whose start and flush maps lie before `data_start`), the capacity of any other. (A
+    /// read-only or `map_copy` open of a growable arena does not grow: see
+    /// [`Arena::max_capacity`].)
+    pub max_capacity: u64,
     /// The open trusted the header as a clean close sealed it: the same fact as
     /// [`Arena::was_clean`], fixed at open (a writable open then marks the file dirty on disk,
     /// which this does not follow). `false` after a crash and after damage to the sealed header
@@ -302,6 +311,11 @@ impl Arena {
             data_start: h.data_start,
             arena_id: h.arena_id,
             capacity: h.capacity,
+            max_capacity: if self.inner.geom.growable() {
+                self.inner.geom.max_capacity
+            } else {
+                h.capacity
+            },
             clean: self.inner.was_clean,
             open_count: h.open_count,
             bump: h.bump,

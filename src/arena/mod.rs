@@ -21,6 +21,7 @@ mod block_mut;
 mod build;
 mod check;
 mod coalesce;
+mod grow;
 mod lifecycle;
 mod meta;
 mod open;
@@ -88,12 +89,23 @@ pub(crate) struct Inner {
     mem: Backing,
     /// The fixed geometry read from (or written to) the header.
     geom: Geometry,
-    /// Total bytes; fixed while open. Always `> data_start`, a multiple of 4096.
-    capacity: u64,
-    /// Where the start map and the flush maps lie; `maps.heap_end()` ends the heap.
+    /// Total bytes. Always `> data_start`, a multiple of 4096. Fixed while open unless the
+    /// arena is growable (`Geometry::max_capacity`); then it only grows, stored by a growth step
+    /// (`arena/grow.rs`) before `heap_end`'s `Release`.
+    capacity: AtomicU64,
+    /// Where the start map and the flush maps lie. In a growable arena they never move, and its
+    /// `heap_end()` is the end as of the open: the moving end is `heap_end` below.
     maps: MapGeom,
-    /// End of the heap (`maps.base`): every block, segment and chunk lies below it.
-    heap_end: u64,
+    /// End of the heap: every block, segment and chunk lies below it. `maps.base` in a fixed
+    /// layout; the capacity in a growable one, stored (`Release`) by a growth step after the new
+    /// range is usable and its map words are zero, and loaded (`Acquire`) by the chunk
+    /// reservation and the bounds checks (docs/metadata.md, 12.2).
+    heap_end: AtomicU64,
+    /// While a growth step runs: the fork epoch of the process whose thread runs it; 0 when none
+    /// (one step at a time, `arena/grow.rs`).
+    growing: AtomicU64,
+    /// A growth step reserves the file's new blocks (`Options::preallocate`).
+    preallocate: bool,
     /// Serialises the flush protocol (one flush map and meta slot written at a time).
     flush_lock: Mutex<()>,
     /// Process-unique id of this open arena (never reused), keys the per-thread cells.
@@ -217,7 +229,7 @@ impl Arena {
 
     /// Total bytes, header included.
     pub fn capacity(&self) -> u64 {
-        self.inner.capacity
+        self.inner.capacity()
     }
 
     /// The freelist policy.
@@ -259,7 +271,7 @@ impl std::fmt::Debug for Arena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Arena")
             .field("backing", &self.backing())
-            .field("capacity", &self.inner.capacity)
+            .field("capacity", &self.inner.capacity())
             .field("bump", &self.inner.bump())
             .field("freelist", &self.inner.geom.freelist)
             .field("read_only", &self.inner.read_only)
@@ -294,9 +306,22 @@ impl Inner {
         Heap {
             mem: &self.mem,
             geom: &self.geom,
-            heap_end: self.heap_end,
+            heap_end: &self.heap_end,
             maps: &self.maps,
         }
+    }
+
+    /// End of the heap now (`Acquire`: pairs with a growth step's `Release`, so the range below
+    /// it is usable and its map words are zero for the caller).
+    #[inline]
+    pub(super) fn heap_end(&self) -> u64 {
+        self.heap_end.load(Ordering::Acquire)
+    }
+
+    /// Total bytes now (see the field).
+    #[inline]
+    pub(super) fn capacity(&self) -> u64 {
+        self.capacity.load(Ordering::Acquire)
     }
 
     #[inline]
@@ -305,12 +330,13 @@ impl Inner {
     }
 
     pub(super) fn check_range(&self, offset: u64, len: u64) -> Result<(), Error> {
+        let heap_end = self.heap_end();
         match offset.checked_add(len) {
-            Some(e) if e <= self.heap_end => Ok(()),
+            Some(e) if e <= heap_end => Ok(()),
             _ => Err(Error::OutOfBounds {
                 offset,
                 len,
-                limit: self.heap_end,
+                limit: heap_end,
                 region: crate::error::Region::Heap,
             }),
         }

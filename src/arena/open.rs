@@ -56,10 +56,11 @@ impl Arena {
         }
         let capacity = requested_capacity(o)?;
         let g = Geometry::from_options(o, capacity)?;
-        let b = if anon {
-            Backing::anon(capacity)?
-        } else {
-            Backing::heap(capacity)?
+        let b = match (anon, g.growable()) {
+            (true, false) => Backing::anon(capacity)?,
+            (false, false) => Backing::heap(capacity)?,
+            (true, true) => Backing::anon_growable(capacity, g.max_capacity)?,
+            (false, true) => Backing::heap_growable(capacity, g.max_capacity)?,
         };
         let mut raw = RawHeader::new(&g, capacity);
         raw.state = STATE_DIRTY;
@@ -76,7 +77,11 @@ impl Arena {
     ) -> Result<(Arena, Arc<crate::backing::SimDisk>), Error> {
         let capacity = requested_capacity(o)?;
         let g = Geometry::from_options(o, capacity)?;
-        let (b, disk) = Backing::sim(capacity)?;
+        let (b, disk) = if g.growable() {
+            Backing::sim_growable(capacity, g.max_capacity)?
+        } else {
+            Backing::sim(capacity)?
+        };
         let mut raw = RawHeader::new(&g, capacity);
         raw.state = STATE_DIRTY;
         raw.open_count = 1;
@@ -99,7 +104,8 @@ impl Arena {
         recovery_pending: bool,
         recovery: Option<Report>,
     ) -> Arena {
-        let lists = FreeLists::load(&b, g.data_start, Some(MapGeom::for_capacity(capacity)));
+        let maps = MapGeom::of(&g, capacity);
+        let lists = FreeLists::load(&b, g.data_start, Some(maps));
         crate::fork::watch();
         Arena {
             lane: 0,
@@ -108,9 +114,11 @@ impl Arena {
                 write_gate: b.read_only() || b.kind() == BackingKind::File,
                 mem: b,
                 geom: g,
-                capacity,
-                maps: MapGeom::for_capacity(capacity),
-                heap_end: MapGeom::for_capacity(capacity).heap_end(),
+                capacity: AtomicU64::new(capacity),
+                maps,
+                heap_end: AtomicU64::new(maps.heap_end()),
+                growing: AtomicU64::new(0),
+                preallocate: o.preallocate,
                 flush_lock: Mutex::new(()),
                 uid: new_uid(),
                 fork_epoch: crate::fork::epoch(),
@@ -197,6 +205,32 @@ impl Arena {
                 });
             }
         }
+        if let Some(m) = o.max_capacity {
+            let asked = align_up(m, DATA_ALIGN).unwrap_or(m);
+            if asked != g.max_capacity {
+                return Err(Error::MaxCapacityMismatch {
+                    expected: asked,
+                    found: g.max_capacity,
+                });
+            }
+        }
+        // A dirty growable arena opens at the larger of the header's capacity and its newest meta
+        // slot's: a power cut in a growth step's flush can leave the slot's without the header's
+        // (docs/metadata.md, 12.6, gap 3). The file holds both (a step syncs the length first).
+        let mut v = v;
+        if g.growable() && !v.clean {
+            if let Some(m) = raw.newest_meta() {
+                if m.capacity > v.capacity && m.capacity <= g.max_capacity {
+                    if m.capacity > file_len {
+                        return Err(Error::Truncated {
+                            expected: m.capacity,
+                            found: file_len,
+                        });
+                    }
+                    v.capacity = m.capacity;
+                }
+            }
+        }
         let mut capacity = v.capacity;
         if let Some(want) = o.capacity {
             let want = align_up(want, DATA_ALIGN).ok_or_else(|| capacity_error(o, want))?;
@@ -210,17 +244,24 @@ impl Arena {
                 if o.read_only || o.map_copy {
                     return Err(Error::ReadOnly);
                 }
+                if g.growable() && want > g.max_capacity {
+                    return Err(Error::MaxCapacity {
+                        requested: g.max_capacity,
+                        min: want,
+                        max: MAX_CAPACITY,
+                    });
+                }
                 if want > MAX_CAPACITY {
                     return Err(capacity_error(o, o.capacity.unwrap_or(want)));
                 }
                 capacity = want;
             }
         }
-        if capacity > v.capacity {
+        if capacity > v.capacity && !g.growable() {
             // The maps move to the end of the grown arena and must not overlap the old ones (which
             // a cut during the growth still needs): a smaller growth grows to the first capacity
             // that leaves them in place (never less than asked; capacities are "at least").
-            while format::heap_end(capacity) < v.capacity {
+            while format::heap_end(capacity, 0) < v.capacity {
                 capacity += DATA_ALIGN;
             }
             if capacity > MAX_CAPACITY {
@@ -302,6 +343,19 @@ impl Arena {
         let at_old = if o.map_copy {
             // Validated: the file holds `capacity` bytes, and a copy never grows it.
             Backing::file_copy(f.dup_read_only()?, old_capacity)?
+        } else if g.growable() {
+            // Bytes past the capacity are what a growth step cut before its flush left (blocks
+            // allocated after the last flush, map words): no header word or meta slot names them,
+            // and the next step must find them zero (invariant Z, and 12.2's step 3 for the map
+            // words), so the file ends at the capacity again.
+            let len = f.len()?;
+            if len > old_capacity {
+                f.file.set_len(f.offset + old_capacity)?;
+                f.file.sync_all()?;
+            } else if len < old_capacity {
+                f.resize(old_capacity, o.preallocate)?;
+            }
+            Backing::file_growable(f.dup()?, old_capacity, g.max_capacity)?
         } else {
             if f.len()? < old_capacity {
                 f.resize(old_capacity, o.preallocate)?;
@@ -338,32 +392,32 @@ impl Arena {
             }
         }
         // Mark dirty and make that durable before the first change (and the new counter with it,
-        // before any block is minted from it).
+        // before any block is minted from it). A growable arena's header names the capacity it
+        // opens at (its newest meta slot's, when that was larger).
         b.word(OFF_STATE).store(STATE_DIRTY, Ordering::Relaxed);
+        if g.growable() && !o.map_copy {
+            b.word(OFF_CAPACITY).store(old_capacity, Ordering::Relaxed);
+        }
         b.word(OFF_OPEN_COUNT).fetch_add(1, Ordering::Relaxed);
         b.flush(0, HEADER_SIZE)?;
         let report = match plan {
             None => None,
             Some(plan) => {
                 let dropped = recovery::cut::apply(&b, &plan);
-                let lists =
-                    FreeLists::load(&b, g.data_start, Some(MapGeom::for_capacity(old_capacity)));
+                let lists = FreeLists::load(&b, g.data_start, Some(MapGeom::of(&g, old_capacity)));
                 let mut r = recovery::repair(&b, &g, old_capacity, &lists, true)?;
                 r.dropped = dropped;
                 r.flushed_blocks = plan.fixed;
                 Some(r)
             }
         };
-        if !grow {
-            return Ok(Arena::from_parts(
-                b,
-                g,
-                old_capacity,
-                o,
-                clean,
-                false,
-                report,
-            ));
+        if !grow || g.growable() {
+            let a = Arena::from_parts(b, g, old_capacity, o, clean, false, report);
+            if grow {
+                // The maps do not move: a growth step as while open (docs/metadata.md, 12.2).
+                a.grow(capacity)?;
+            }
+            return Ok(a);
         }
         let bump = b.word(format::OFF_BUMP).load(Ordering::Relaxed);
         let words = StartMap::new(&b, &MapGeom::for_capacity(old_capacity)).start_words(bump);
@@ -400,7 +454,11 @@ impl Arena {
             f.remove_if_created();
             return Err(e);
         }
-        let b = Backing::file(f, capacity)?;
+        let b = if g.growable() {
+            Backing::file_growable(f, capacity, g.max_capacity)?
+        } else {
+            Backing::file(f, capacity)?
+        };
         Ok(Arena::from_parts(b, g, capacity, o, true, false, None))
     }
 }

@@ -57,12 +57,13 @@ impl Arena {
     #[inline]
     fn heap_range(&self, offset: u64, len: u64) -> Result<(), Error> {
         let inner = &*self.inner;
+        let heap_end = inner.heap_end();
         match offset.checked_add(len) {
-            Some(end) if offset >= inner.geom.data_start && end <= inner.heap_end => Ok(()),
+            Some(end) if offset >= inner.geom.data_start && end <= heap_end => Ok(()),
             _ => Err(Error::OutOfBounds {
                 offset,
                 len,
-                limit: inner.heap_end,
+                limit: heap_end,
                 region: Region::Heap,
             }),
         }

@@ -62,7 +62,7 @@ impl Inner {
     pub(super) fn cached_in_heap(&self, off: u64, span: u64) -> bool {
         off % WORD == 0
             && off >= self.geom.data_start
-            && off.checked_add(span).is_some_and(|e| e <= self.heap_end)
+            && off.checked_add(span).is_some_and(|e| e <= self.heap_end())
     }
 
     /// Retires every thread's chunk. Needs exclusive access (no clone in use).

@@ -32,12 +32,14 @@ impl Arena {
     pub(crate) fn owns(&self, p: *const u8) -> bool {
         let base = self.inner.mem.ptr(0).addr();
         let a = p.addr();
-        a > base && ((a - base) as u64) < self.inner.heap_end
+        a > base && ((a - base) as u64) < self.inner.heap_end()
     }
 
     /// The handle of the live block whose data starts at `off`.
     pub(crate) fn handle_at(&self, off: u64) -> Option<Handle> {
-        if off < self.inner.geom.data_start + WORD || off % WORD != 0 || off >= self.inner.heap_end
+        if off < self.inner.geom.data_start + WORD
+            || off % WORD != 0
+            || off >= self.inner.heap_end()
         {
             return None;
         }

@@ -14,23 +14,37 @@ pub(super) struct AnonMap {
 
 impl AnonMap {
     pub(super) fn new(len: u64) -> Result<AnonMap, Error> {
-        let size = usize::try_from(len).map_err(|_| Error::Size {
-            field: "capacity",
-            value: len,
-        })?;
-        let mut map = MmapOptions::new()
-            .len(size)
-            .map_anon()
-            .map_err(|e| Error::of_map(e, len))?;
+        AnonMap::map(len, "capacity", false)
+    }
+
+    /// An anonymous map of `max` bytes that reserves no swap (`MAP_NORESERVE`): address space
+    /// for a backing that grows in place; a page costs memory only once touched.
+    pub(super) fn reserve(max: u64) -> Result<AnonMap, Error> {
+        AnonMap::map(max, "max_capacity", true)
+    }
+
+    /// A map of `len` bytes (`field` names the option that asked for them, for the error).
+    fn map(len: u64, field: &'static str, no_reserve: bool) -> Result<AnonMap, Error> {
+        let size = usize::try_from(len).map_err(|_| Error::Size { field, value: len })?;
+        let mut o = MmapOptions::new();
+        o.len(size);
+        if no_reserve {
+            o.no_reserve_swap();
+        }
+        let mut map = o.map_anon().map_err(|e| Error::of_map(e, len))?;
         let base = NonNull::new(map.as_mut_ptr()).expect("a map is never at address 0");
         Ok(AnonMap { map, base })
     }
 
     /// See [`super::Backing::apply`]. `remove_on_drop` has nothing to remove here.
-    pub(super) fn apply(&self, s: MapSettings) -> Result<(), Error> {
+    /// `populate` covers the first `len` bytes (the arena's, in a reservation that can grow).
+    pub(super) fn apply(&self, s: MapSettings, len: u64) -> Result<(), Error> {
         if s.populate {
             // Write-populate: the kernel allocates the (zeroed) pages now, not on first touch.
-            setting("populate", || self.map.advise(Advice::PopulateWrite))?;
+            setting("populate", || {
+                self.map
+                    .advise_range(Advice::PopulateWrite, 0, len as usize)
+            })?;
         }
         if s.huge_pages {
             setting("huge_pages", || self.map.advise(Advice::HugePage))?;

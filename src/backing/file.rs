@@ -339,12 +339,15 @@ impl FileMap {
     }
 
     /// See [`super::Backing::apply`].
-    pub(super) fn apply(&self, s: MapSettings) -> Result<(), Error> {
+    /// `populate` covers the first `len` bytes (the file's, in a map that spans room to grow).
+    pub(super) fn apply(&self, s: MapSettings, len: u64) -> Result<(), Error> {
         if s.populate {
             // Read-populate, as `MAP_POPULATE` does for a shared file map: the file's pages come
             // into the page cache and the page tables now; a write-populate would dirty every
             // page and make the next flush write the whole file.
-            setting("populate", || self.map.advise(Advice::PopulateRead))?;
+            setting("populate", || {
+                self.map.advise_range(Advice::PopulateRead, 0, len as usize)
+            })?;
         }
         if s.huge_pages {
             setting("huge_pages", || self.map.advise(Advice::HugePage))?;
@@ -362,6 +365,12 @@ impl FileMap {
 
     pub(super) fn base(&self) -> NonNull<u8> {
         self.base
+    }
+
+    /// Extends the arena's part of the file to `len` bytes (see [`OpenedFile::resize`]): the map
+    /// already spans them (`Backing::file_growable`).
+    pub(super) fn extend(&self, len: u64, preallocate: bool) -> Result<(), Error> {
+        self.opened.resize(len, preallocate)
     }
 
     pub(super) fn flush(&self, off: u64, len: u64) -> Result<(), Error> {

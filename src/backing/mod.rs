@@ -20,7 +20,7 @@ pub(crate) use file::OpenedFile;
 pub use sim::SimDisk;
 
 use crate::error::Error;
-use crate::sync::AtomicU64;
+use crate::sync::{AtomicU64, StdAtomicU64, StdOrdering};
 use std::ptr::NonNull;
 
 /// What to do with a map once it is made: [`crate::Options::populate`], `huge_pages`,
@@ -76,18 +76,30 @@ pub use crate::kinds::BackingKind;
 enum Store {
     Heap(#[allow(dead_code)] vec::HeapBuf),
     Anon(#[allow(dead_code)] anon::AnonMap),
+    /// A heap arena that can grow in place: an anonymous reservation of its largest capacity
+    /// (an aligned `Vec` cannot grow without moving).
+    HeapReserve(#[allow(dead_code)] anon::AnonMap),
     File(file::FileMap),
     /// A heap buffer whose flushes copy pages into a simulated disk (feature `testkit`).
     #[cfg(feature = "testkit")]
     Sim(#[allow(dead_code)] vec::HeapBuf, crate::sync::Arc<SimDisk>),
 }
 
-/// One contiguous region of `len` bytes, 4096-aligned, that starts with the arena header.
+/// One contiguous region of `len` bytes, 4096-aligned, that starts with the arena header; a
+/// growable one has address space for `reserved` bytes and grows `len` in place up to it.
 pub(crate) struct Backing {
     /// Base of the region: valid for reads (and writes unless `read_only`) of `len` bytes for as
-    /// long as `store` lives; 4096-aligned.
+    /// long as `store` lives; 4096-aligned. It never moves, also when `len` grows.
     base: NonNull<u8>,
-    len: u64,
+    /// Bytes usable now. Grows only (`Backing::grow`), stored before the arena publishes the new
+    /// end of its heap with `Release`, so a thread holding an offset below that end (it got it
+    /// through an `Acquire` of the end, or from a thread that did) loads a length that covers it
+    /// with a `Relaxed` load; a forged offset may load either length, and both are mapped
+    /// (docs/metadata.md, 12.6, gap 4). A std atomic: no loom model grows a backing.
+    len: StdAtomicU64,
+    /// Bytes of address space held: `len` can grow up to this. Equal to the first `len` for a
+    /// backing that cannot grow.
+    reserved: u64,
     read_only: bool,
     store: Store,
     #[cfg(parena_loom)]
@@ -104,18 +116,122 @@ unsafe impl Sync for Backing {}
 
 impl Backing {
     fn from_parts(base: NonNull<u8>, len: u64, read_only: bool, store: Store) -> Backing {
+        Backing::reserving(base, len, len, read_only, store)
+    }
+
+    /// A backing whose first `len` bytes are usable, with address space for `reserved`.
+    fn reserving(
+        base: NonNull<u8>,
+        len: u64,
+        reserved: u64,
+        read_only: bool,
+        store: Store,
+    ) -> Backing {
         debug_assert!(
             base.as_ptr() as usize % 4096 == 0,
             "backing base must be page-aligned"
         );
+        debug_assert!(len <= reserved);
         Backing {
             base,
-            len,
+            len: StdAtomicU64::new(len),
+            reserved,
             read_only,
             store,
             #[cfg(parena_loom)]
-            words: (0..len / 8).map(|_| AtomicU64::new(0)).collect(),
+            words: (0..reserved / 8).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Bytes usable now (see the field).
+    #[inline]
+    pub(crate) fn len(&self) -> u64 {
+        self.len.load(StdOrdering::Relaxed)
+    }
+
+    /// A zeroed heap backing of `len` bytes that can grow in place up to `max` bytes: an
+    /// anonymous map of `max` bytes that reserves no swap, whose pages the kernel provides
+    /// (zeroed) on first touch.
+    pub(crate) fn heap_growable(len: u64, max: u64) -> Result<Backing, Error> {
+        let map = anon::AnonMap::reserve(max)?;
+        let base = map.base();
+        Ok(Backing::reserving(
+            base,
+            len,
+            max,
+            false,
+            Store::HeapReserve(map),
+        ))
+    }
+
+    /// A zeroed anonymous map of `len` bytes that can grow in place up to `max` bytes.
+    pub(crate) fn anon_growable(len: u64, max: u64) -> Result<Backing, Error> {
+        let map = anon::AnonMap::reserve(max)?;
+        let base = map.base();
+        Ok(Backing::reserving(base, len, max, false, Store::Anon(map)))
+    }
+
+    /// A heap backing on a simulated disk that can grow in place up to `max` bytes.
+    #[cfg(feature = "testkit")]
+    pub(crate) fn sim_growable(
+        len: u64,
+        max: u64,
+    ) -> Result<(Backing, crate::sync::Arc<SimDisk>), Error> {
+        let buf = vec::HeapBuf::new(max)?;
+        let base = buf.base();
+        let disk = crate::sync::Arc::new(SimDisk::new(max));
+        Ok((
+            Backing::reserving(base, len, max, false, Store::Sim(buf, disk.clone())),
+            disk,
+        ))
+    }
+
+    /// Maps an opened, locked, writable file whose first `len` bytes hold the arena, with address
+    /// space for `max` bytes: one shared map of `max` bytes over the shorter file. Its pages past
+    /// the file's end are never touched (every access is bounded by `len`, at most the file's
+    /// length); [`Backing::grow`] extends the file, which makes them valid where they are, so the
+    /// base never moves.
+    pub(crate) fn file_growable(opened: OpenedFile, len: u64, max: u64) -> Result<Backing, Error> {
+        debug_assert!(!opened.read_only, "a read-only open never grows");
+        let map = file::FileMap::new(opened, max)?;
+        let base = map.base();
+        let b = Backing::reserving(base, len, max, false, Store::File(map));
+        #[cfg(parena_loom)]
+        b.load_words();
+        Ok(b)
+    }
+
+    /// Bytes of address space held: the most [`Backing::grow`] can reach (the length itself for
+    /// a backing that cannot grow, such as a private copy of a file).
+    pub(crate) fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Grows the usable region to `new_len` bytes (at most [`Backing::reserved`]); the new bytes
+    /// read zero. A file is extended first (with `preallocate` its blocks reserved) and the new
+    /// length made durable (`fsync`), so nothing can name the new bytes before the file holds
+    /// them (docs/metadata.md, 12.2, step 1). Only one thread grows a backing at a time (the
+    /// arena's growth flag).
+    ///
+    /// # Errors
+    /// [`Error::NoSpace`] when the file cannot be extended (a full disk, a quota, a file-size
+    /// limit): the length is unchanged and the backing as usable as before (the file may be
+    /// longer than `len`, which nothing reads). [`Error::Io`] for another failure.
+    pub(crate) fn grow(&self, new_len: u64, preallocate: bool) -> Result<(), Error> {
+        assert!(
+            new_len <= self.reserved,
+            "growth to {new_len} past the {}-byte reservation",
+            self.reserved
+        );
+        if new_len <= self.len() {
+            // A step a fork interrupted in another process grew it already.
+            return Ok(());
+        }
+        if let Store::File(f) = &self.store {
+            f.extend(new_len, preallocate)?;
+        }
+        self.len.store(new_len, StdOrdering::Release);
+        Ok(())
     }
 
     /// A zeroed, 4096-aligned heap buffer of `len` bytes.
@@ -172,7 +288,12 @@ impl Backing {
 
     #[cfg(parena_loom)]
     fn load_words(&self) {
-        for (i, w) in self.words.iter().enumerate() {
+        for (i, w) in self
+            .words
+            .iter()
+            .enumerate()
+            .take((self.len() / 8) as usize)
+        {
             let mut bytes = [0u8; 8];
             // SAFETY: `i * 8 + 8 <= len`; the backing was just created and nothing else uses it.
             unsafe { std::ptr::copy_nonoverlapping(self.ptr(i as u64 * 8), bytes.as_mut_ptr(), 8) };
@@ -189,8 +310,17 @@ impl Backing {
     /// kernel without `MADV_POPULATE_*`).
     pub(crate) fn apply(&self, s: MapSettings) -> Result<(), Error> {
         match &self.store {
-            Store::Anon(m) => m.apply(s),
-            Store::File(m) => m.apply(s),
+            // A map that reserves room to grow holds more than its arena: `populate` faults in
+            // the arena's part only, and `lock_memory` (which `mlock`s a whole map) is refused
+            // until the arena has grown to its maximum.
+            Store::Anon(_) | Store::File(_) if s.lock_memory && self.len() < self.reserved => {
+                Err(Error::Unsupported {
+                    option: "lock_memory",
+                    backing: self.kind(),
+                })
+            }
+            Store::Anon(m) => m.apply(s, self.len()),
+            Store::File(m) => m.apply(s, self.len()),
             // A heap buffer (the simulated disk's included).
             _ => match s.first_on() {
                 Some(option) => Err(Error::Unsupported {
@@ -204,7 +334,7 @@ impl Backing {
 
     pub(crate) fn kind(&self) -> BackingKind {
         match self.store {
-            Store::Heap(_) => BackingKind::Heap,
+            Store::Heap(_) | Store::HeapReserve(_) => BackingKind::Heap,
             #[cfg(feature = "testkit")]
             Store::Sim(..) => BackingKind::Heap,
             Store::Anon(_) => BackingKind::Anon,
@@ -236,9 +366,9 @@ impl Backing {
     #[inline]
     pub(crate) fn word(&self, off: u64) -> &AtomicU64 {
         assert!(
-            off % 8 == 0 && off.checked_add(8).is_some_and(|e| e <= self.len),
+            off % 8 == 0 && off.checked_add(8).is_some_and(|e| e <= self.len()),
             "word offset {off} outside the {}-byte backing",
-            self.len
+            self.len()
         );
         // SAFETY: `off` is a multiple of 8 and `off + 8 <= len` (checked above).
         unsafe { self.word_unchecked(off) }
@@ -253,9 +383,9 @@ impl Backing {
     #[inline]
     pub(crate) unsafe fn word_unchecked(&self, off: u64) -> &AtomicU64 {
         debug_assert!(
-            off % 8 == 0 && off.checked_add(8).is_some_and(|e| e <= self.len),
+            off % 8 == 0 && off.checked_add(8).is_some_and(|e| e <= self.len()),
             "word offset {off} outside the {}-byte backing",
-            self.len
+            self.len()
         );
         #[cfg(not(parena_loom))]
         {
@@ -279,9 +409,9 @@ impl Backing {
     #[inline]
     pub(crate) fn ptr(&self, off: u64) -> *mut u8 {
         assert!(
-            off <= self.len,
+            off <= self.len(),
             "offset {off} past the {}-byte backing",
-            self.len
+            self.len()
         );
         // SAFETY: `off <= len` (checked above).
         unsafe { self.ptr_unchecked(off) }
@@ -294,9 +424,9 @@ impl Backing {
     #[inline]
     unsafe fn ptr_unchecked(&self, off: u64) -> *mut u8 {
         debug_assert!(
-            off <= self.len,
+            off <= self.len(),
             "offset {off} past the {}-byte backing",
-            self.len
+            self.len()
         );
         // SAFETY: `off <= len` (the caller's contract), the region is one allocation of `len`
         // bytes and `len` fits in `usize` (it was mapped or allocated), so the result is in bounds
@@ -316,9 +446,9 @@ impl Backing {
     #[track_caller]
     fn range_ptr(&self, off: u64, len: u64, write: bool) -> *mut u8 {
         assert!(
-            off.checked_add(len).is_some_and(|end| end <= self.len),
+            off.checked_add(len).is_some_and(|end| end <= self.len()),
             "range {off}..+{len} outside the {}-byte backing",
-            self.len
+            self.len()
         );
         assert!(!(write && self.read_only), "write to a read-only backing");
         // SAFETY: `off <= off + len <= len` (checked above).

@@ -26,7 +26,7 @@ impl SimDisk {
     /// Copies the pages covering `off..off + len` from the live arena to the durable image.
     pub(super) fn persist(&self, b: &Backing, off: u64, len: u64) {
         let start = off / PAGE * PAGE;
-        let end = (off + len).div_ceil(PAGE).saturating_mul(PAGE).min(b.len);
+        let end = (off + len).div_ceil(PAGE).saturating_mul(PAGE).min(b.len());
         let mut d = lock(&self.durable);
         copy_words(b, &mut d, start, end);
     }
@@ -34,12 +34,17 @@ impl SimDisk {
     /// The image a power cut would leave now over the live memory `b`: every flushed page, plus
     /// the live contents of each page `p` (its byte offset) for which `keep(p)` says the OS
     /// happened to write it back. The arena hands its memory in (`SimDisk::crash_image`).
+    ///
+    /// The image is as long as the backing now: a growable arena's growth step makes the file's
+    /// new length durable before anything names it (docs/metadata.md, 12.2, step 1), so the
+    /// simulated file has the length of the last step.
     pub(crate) fn image_over(&self, b: &Backing, mut keep: impl FnMut(u64) -> bool) -> Vec<u8> {
-        let mut img = lock(&self.durable).clone();
+        let len = b.len();
+        let mut img = lock(&self.durable)[..len as usize].to_vec();
         let mut p = 0;
-        while p < b.len {
+        while p < len {
             if keep(p) {
-                copy_words(b, &mut img, p, (p + PAGE).min(b.len));
+                copy_words(b, &mut img, p, (p + PAGE).min(len));
             }
             p += PAGE;
         }

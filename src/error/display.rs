@@ -170,6 +170,14 @@ impl fmt::Display for Error {
                     "option {option} conflicts with the arena already open at this path"
                 )
             }
+            Error::Unsupported {
+                option: "lock_memory",
+                backing: crate::kinds::BackingKind::Anon | crate::kinds::BackingKind::File,
+            } => write!(
+                f,
+                "option lock_memory cannot apply to a growable arena below its maximum (it would \
+                 lock the whole reservation)"
+            ),
             Error::Unsupported { option, backing } => match backing {
                 crate::kinds::BackingKind::File => write!(
                     f,
@@ -201,6 +209,30 @@ impl fmt::Display for Error {
                  the reserved area, the start and flush maps and one chunk of heap)",
                 size(*requested),
                 size(*min)
+            ),
+            Error::MaxCapacity { requested, max, .. } if requested > max => write!(
+                f,
+                "max_capacity {} is above the maximum arena size, {}",
+                size(*requested),
+                size(*max)
+            ),
+            Error::MaxCapacity { requested, min, .. } => write!(
+                f,
+                "max_capacity {} is below the arena's capacity, {}",
+                size(*requested),
+                size(*min)
+            ),
+            Error::MaxCapacityMismatch { expected, found: 0 } => write!(
+                f,
+                "max_capacity {} asked for, but the arena was created without one (it cannot \
+                 grow while open)",
+                size(*expected)
+            ),
+            Error::MaxCapacityMismatch { expected, found } => write!(
+                f,
+                "max_capacity {} asked for, but the arena was created with {}",
+                size(*expected),
+                size(*found)
             ),
             Error::Offset { offset, align } if offset % align != 0 => write!(
                 f,

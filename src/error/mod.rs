@@ -106,6 +106,24 @@ pub enum Error {
         /// The largest capacity (32 GiB).
         max: u64,
     },
+    /// `Options::max_capacity` cannot bound this arena: below its capacity or above the largest
+    /// arena.
+    MaxCapacity {
+        /// Bytes asked for (as passed to `Options::max_capacity`, before rounding up to 4096).
+        requested: u64,
+        /// The least it may be: the arena's capacity.
+        min: u64,
+        /// The largest capacity (32 GiB).
+        max: u64,
+    },
+    /// An open asked for another `Options::max_capacity` than the arena file was created with
+    /// (it fixes where the maps lie, so it never changes).
+    MaxCapacityMismatch {
+        /// What the options asked for.
+        expected: u64,
+        /// What the file records (0: the file is not growable).
+        found: u64,
+    },
     /// `Options::offset` is not a multiple of 4096, or too large for an arena to follow it.
     Offset {
         /// Offset asked for.
@@ -228,7 +246,8 @@ pub enum Error {
     },
     /// The operation needs the only handle on the arena, and other clones exist.
     Shared,
-    /// The storage device is full (preallocation or growth failed with ENOSPC).
+    /// The storage device is full, or the file may not grow (preallocation or growth failed with
+    /// ENOSPC, EDQUOT or EFBIG: a full disk, a quota, a file-size limit).
     NoSpace,
     /// Options that conflict with an arena this process already holds open at that path.
     Conflict {
@@ -237,8 +256,9 @@ pub enum Error {
     },
     /// An option asked for on an arena it cannot apply to: a map setting (`Options::populate`,
     /// `huge_pages`, `lock_memory`, `remove_on_drop`) on a backing that has no map (a heap buffer),
-    /// `Options::offset` on a heap or anonymous arena, or `remove_on_drop` on a file arena at an
-    /// offset (it would remove the whole enclosing file).
+    /// `Options::offset` on a heap or anonymous arena, `remove_on_drop` on a file arena at an
+    /// offset (it would remove the whole enclosing file), or `lock_memory` on a growable
+    /// anonymous or file arena below its maximum (it would lock the whole reservation).
     Unsupported {
         /// Which option.
         option: &'static str,
@@ -270,9 +290,10 @@ impl std::error::Error for Error {
 
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
-        // ENOSPC and EDQUOT: the device cannot hold the arena.
+        // ENOSPC and EDQUOT: the device cannot hold the arena; EFBIG: the file may not grow that
+        // far (`RLIMIT_FSIZE`, or the file system's largest file).
         match e.raw_os_error() {
-            Some(28) | Some(122) => Error::NoSpace,
+            Some(28) | Some(122) | Some(27) => Error::NoSpace,
             _ => Error::Io(e),
         }
     }

@@ -122,13 +122,16 @@ impl RawHeader {
                 .map(move |(i, &x)| (base + 8 * i as u64, x))
                 .collect::<Vec<_>>()
         };
-        let zeros = at(
-            offset_of!(RawHeader, spare),
-            std::slice::from_ref(&self.spare),
-        )
-        .into_iter()
-        .chain(at(offset_of!(RawHeader, spare_roots), &self.spare_roots))
-        .chain(at(offset_of!(RawHeader, padding), &self.padding));
+        // Version 5 keeps `max_capacity` in the spare word (under the header checksum).
+        let spare: &[u64] = if self.format_version == super::GROWABLE_FORMAT_VERSION {
+            &[]
+        } else {
+            std::slice::from_ref(&self.max_capacity)
+        };
+        let zeros = at(offset_of!(RawHeader, max_capacity), spare)
+            .into_iter()
+            .chain(at(offset_of!(RawHeader, spare_roots), &self.spare_roots))
+            .chain(at(offset_of!(RawHeader, padding), &self.padding));
         for (offset, word) in zeros {
             if word != 0 {
                 out.push(HeaderFault::Spare { offset, word });

@@ -38,6 +38,7 @@ mod tests {
             min_segment: 32,
             data_start: 8192,
             arena_id: 1,
+            max_capacity: 0,
         };
         assert_eq!(g.chunk_line_from(8192), Some(8192));
         assert_eq!(g.chunk_line_from(8200), Some(12288));

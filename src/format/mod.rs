@@ -28,7 +28,7 @@
 //!     96     8  discarded        alloc     bytes in fillers too small to list
 //!    104     8  gen_seed         alloc     source of generations for new header positions
 //!    112     8  file_id          open      the file this arena was last opened writable as (0: none)
-//!    120     8  spare            -         zero
+//!    120     8  max_capacity     never     version 5 (growable): the most it grows to; version 4: zero
 //!    128   128  spare            -         zero (the roots until version 3)
 //!    256  2048  heads[256]       free      free-list heads, one per size class (tag | offset)
 //!   2304   256  meta slot 0      flush     the layout as of a flush (see below)
@@ -47,6 +47,12 @@
 //! with the larger epoch describes the last completed flush. The maps lie at the end of the
 //! arena: `heap_end = capacity - region_len(capacity)` (`heap::MapGeom`).
 //!
+//! A growable arena (`Options::max_capacity`; docs/metadata.md, section 12) is format version 5:
+//! its maps lie in front of the heap instead, after the reserved area, sized for `max_capacity`
+//! (`data_start = align(4096 + R) + region_len(max_capacity)`), the heap ends at `capacity`, and
+//! `header_checksum` covers bytes 0..40 and then the `max_capacity` word. Everything else is as
+//! in version 4, and an arena without `max_capacity` is version 4 byte for byte.
+//!
 //! A crash can leave any mutable field half-way through a protocol, never half-written: each is an
 //! aligned 8-byte word, stored with one instruction. Power loss can lose the stores made after the
 //! last flush; see `docs/recovery.md`.
@@ -64,8 +70,11 @@ pub use crate::kinds::Freelist;
 
 /// The first 8 bytes of every arena.
 pub const MAGIC: [u8; 8] = *b"\x89PARENA\n";
-/// The format this build writes and reads.
+/// The format this build writes and reads for arenas of a fixed layout.
 pub const FORMAT_VERSION: u32 = 4;
+/// The format of a growable arena (one created with `Options::max_capacity`): maps in front of
+/// the heap, `max_capacity` recorded under the header checksum.
+pub const GROWABLE_FORMAT_VERSION: u32 = 5;
 /// Number of persisted root slots.
 pub const ROOT_SLOTS: usize = 16;
 /// Number of free-list size classes.
@@ -109,7 +118,8 @@ pub(crate) struct RawHeader {
     pub discarded: u64,
     pub gen_seed: u64,
     pub file_id: u64,
-    pub spare: u64,
+    /// Version 5: the largest capacity (fixed at create). Version 4: a spare word, zero.
+    pub max_capacity: u64,
     /// Zero (version 3 kept the roots here).
     pub spare_roots: [u64; ROOT_SLOTS],
     pub heads: [u64; CLASSES],
@@ -139,15 +149,24 @@ pub(crate) const fn map_region_len(capacity: u64) -> u64 {
     (capacity.div_ceil(512) * 8 * 4).div_ceil(DATA_ALIGN) * DATA_ALIGN
 }
 
-/// End of the heap of an arena of `capacity` bytes: where its maps begin.
-pub(crate) const fn heap_end(capacity: u64) -> u64 {
-    capacity - map_region_len(capacity)
+/// End of the heap of an arena of `capacity` bytes whose largest capacity is `max_capacity` (0:
+/// a fixed layout, whose maps begin there; a growable arena's heap ends at its capacity).
+pub(crate) const fn heap_end(capacity: u64, max_capacity: u64) -> u64 {
+    if max_capacity == 0 {
+        capacity - map_region_len(capacity)
+    } else {
+        capacity
+    }
 }
 
-/// The least an arena of `capacity` bytes needs after `data_start`: its maps and one smallest
-/// chunk of heap.
-pub(crate) const fn heap_minimum(capacity: u64) -> u64 {
-    map_region_len(capacity) + (1 << MIN_CHUNK_SHIFT)
+/// The least an arena of `capacity` bytes needs after `data_start`: its maps (a fixed layout's;
+/// a growable arena's are before `data_start`) and one smallest chunk of heap.
+pub(crate) const fn heap_minimum(capacity: u64, max_capacity: u64) -> u64 {
+    if max_capacity == 0 {
+        map_region_len(capacity) + (1 << MIN_CHUNK_SHIFT)
+    } else {
+        1 << MIN_CHUNK_SHIFT
+    }
 }
 
 /// The layout as of one completed flush, as a meta slot records it.
@@ -273,12 +292,27 @@ pub(crate) struct Geometry {
     pub min_segment: u32,
     pub data_start: u64,
     pub arena_id: u64,
+    /// The largest capacity of a growable arena (format version 5); 0 for a fixed layout.
+    pub max_capacity: u64,
 }
 
 impl Geometry {
-    /// `data_start` for a reserved area of `reserved` bytes.
-    pub(crate) fn data_start_for(reserved: u32) -> u64 {
-        (HEADER_SIZE + u64::from(reserved)).div_ceil(DATA_ALIGN) * DATA_ALIGN
+    /// `data_start` for a reserved area of `reserved` bytes in an arena whose largest capacity is
+    /// `max_capacity` (0: a fixed layout).
+    pub(crate) const fn data_start_for(reserved: u32, max_capacity: u64) -> u64 {
+        Geometry::maps_start(reserved) + map_region_len(max_capacity)
+    }
+
+    /// The first page after the header and a reserved area of `reserved` bytes: a fixed layout's
+    /// `data_start`, a growable one's first map byte.
+    pub(crate) const fn maps_start(reserved: u32) -> u64 {
+        (HEADER_SIZE + reserved as u64).div_ceil(DATA_ALIGN) * DATA_ALIGN
+    }
+
+    /// Whether this arena can grow while open (format version 5).
+    #[inline]
+    pub(crate) const fn growable(&self) -> bool {
+        self.max_capacity != 0
     }
 
     /// Chunk size in bytes.
@@ -300,8 +334,9 @@ mod tests {
             chunk_shift: 16,
             reserved_len: 100,
             min_segment: 32,
-            data_start: Geometry::data_start_for(100),
+            data_start: Geometry::data_start_for(100, 0),
             arena_id: 0xfeed,
+            max_capacity: 0,
         }
     }
 
@@ -344,13 +379,14 @@ mod tests {
                 chunk_shift,
                 reserved_len: reserved,
                 min_segment: min_segment * 8,
-                data_start: Geometry::data_start_for(reserved),
+                data_start: Geometry::data_start_for(reserved, 0),
                 arena_id,
+                max_capacity: 0,
             };
             // The least capacity that holds the maps and one chunk of heap is the smallest valid
             // one: a smaller one is refused (`Size`), which is another test's case.
             let mut cap = g.data_start + extra_pages * 4096;
-            while cap - g.data_start < heap_minimum(cap) {
+            while cap - g.data_start < heap_minimum(cap, 0) {
                 cap += 4096;
             }
             let mut h = RawHeader::new(&g, cap);
@@ -379,6 +415,36 @@ mod tests {
                 proptest::prop_assert!(r.is_err());
             }
         }
+    }
+
+    /// A growable arena's header (version 5) validates, names its maximum, and its checksum
+    /// covers the `max_capacity` word; a fixed one keeps version 4 and a zero word.
+    #[test]
+    fn a_growable_header_records_its_maximum() {
+        let mut g = geometry();
+        g.max_capacity = 64 << 20;
+        g.data_start = Geometry::data_start_for(g.reserved_len, g.max_capacity);
+        let h = RawHeader::new(&g, 8 << 20);
+        assert_eq!(h.format_version, GROWABLE_FORMAT_VERSION);
+        assert_eq!(
+            g.data_start,
+            8192 + (4 << 20),
+            "maps for 64 MiB in front of the heap"
+        );
+        let v = h.validate(8 << 20, &[0; 100]).unwrap();
+        assert_eq!(v.geometry, g);
+        assert!(v.clean && h.faults().is_empty());
+        let mut flipped = h;
+        flipped.max_capacity ^= 4096;
+        assert!(matches!(
+            flipped.validate(8 << 20, &[0; 100]),
+            Err(Error::Checksum { .. })
+        ));
+        let fixed = RawHeader::new(&geometry(), 1 << 20);
+        assert_eq!(
+            (fixed.format_version, fixed.max_capacity),
+            (FORMAT_VERSION, 0)
+        );
     }
 
     #[test]

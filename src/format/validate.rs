@@ -2,9 +2,10 @@
 //! then does the arena trust its [`Geometry`].
 
 use super::{
-    fnv1a, heap_end, heap_minimum, state_checksum, Freelist, Geometry, Meta, RawHeader, DATA_ALIGN,
-    FORMAT_VERSION, HEADER_SIZE, IMMUTABLE_END, MAGIC, MAX_CAPACITY, MAX_CHUNK_SHIFT,
-    MIN_CHUNK_SHIFT, OFF_CAPACITY, SEALED_END, STATE_CLEAN, STATE_DIRTY,
+    fnv1a, fnv1a_more, heap_end, heap_minimum, state_checksum, Freelist, Geometry, Meta, RawHeader,
+    DATA_ALIGN, FORMAT_VERSION, GROWABLE_FORMAT_VERSION, HEADER_SIZE, IMMUTABLE_END, MAGIC,
+    MAX_CAPACITY, MAX_CHUNK_SHIFT, MIN_CHUNK_SHIFT, OFF_CAPACITY, SEALED_END, STATE_CLEAN,
+    STATE_DIRTY,
 };
 use crate::error::Error;
 use bytemuck::Zeroable;
@@ -14,7 +15,12 @@ impl RawHeader {
     pub(crate) fn new(g: &Geometry, capacity: u64) -> RawHeader {
         let mut h = RawHeader::zeroed();
         h.magic = MAGIC;
-        h.format_version = FORMAT_VERSION;
+        h.format_version = if g.growable() {
+            GROWABLE_FORMAT_VERSION
+        } else {
+            FORMAT_VERSION
+        };
+        h.max_capacity = g.max_capacity;
         h.magic_version = g.magic_version;
         h.freelist = g.freelist as u8;
         h.chunk_shift = g.chunk_shift;
@@ -49,14 +55,42 @@ impl RawHeader {
         h
     }
 
+    /// The `max_capacity` the layout is built for: the word in a version 5 header, 0 (a fixed
+    /// layout) otherwise.
+    pub(crate) fn layout_max(&self) -> u64 {
+        if self.format_version == GROWABLE_FORMAT_VERSION {
+            self.max_capacity
+        } else {
+            0
+        }
+    }
+
+    /// The valid meta slot with the larger epoch, if any.
+    pub(crate) fn newest_meta(&self) -> Option<Meta> {
+        (0..2)
+            .filter_map(|slot| {
+                let mut w = [0u64; 8];
+                w.copy_from_slice(&self.meta[slot][..8]);
+                Meta::decode(&w, slot as u64)
+            })
+            .max_by_key(|m| m.epoch)
+    }
+
     /// Parses the first `HEADER_SIZE` bytes. Nothing is checked yet.
     pub(crate) fn parse(bytes: &[u8]) -> RawHeader {
         debug_assert!(bytes.len() >= HEADER_SIZE as usize);
         bytemuck::pod_read_unaligned(&bytes[..HEADER_SIZE as usize])
     }
 
+    /// The unchanging fields' checksum: bytes `0..40`, and in a growable arena (version 5) the
+    /// `max_capacity` word after them.
     pub(crate) fn compute_header_checksum(&self) -> u64 {
-        fnv1a(&bytemuck::bytes_of(self)[..IMMUTABLE_END])
+        let h = fnv1a(&bytemuck::bytes_of(self)[..IMMUTABLE_END]);
+        if self.format_version == GROWABLE_FORMAT_VERSION {
+            fnv1a_more(h, &self.max_capacity.to_le_bytes())
+        } else {
+            h
+        }
     }
 
     /// The checksum a clean close seals over this header and the reserved area `reserved`.
@@ -81,7 +115,7 @@ impl RawHeader {
         if self.magic != MAGIC {
             return Err(Error::Magic { found: self.magic });
         }
-        if self.format_version != FORMAT_VERSION {
+        if self.format_version != FORMAT_VERSION && self.format_version != GROWABLE_FORMAT_VERSION {
             return Err(Error::Version {
                 expected: FORMAT_VERSION,
                 found: self.format_version,
@@ -104,7 +138,19 @@ impl RawHeader {
                 value: self.chunk_shift.into(),
             });
         }
-        if self.data_start != Geometry::data_start_for(self.reserved_len) {
+        let max = if self.format_version == GROWABLE_FORMAT_VERSION {
+            let m = self.max_capacity;
+            if m == 0 || m % DATA_ALIGN != 0 || m > MAX_CAPACITY {
+                return Err(Error::Size {
+                    field: "max_capacity",
+                    value: m,
+                });
+            }
+            m
+        } else {
+            0
+        };
+        if self.data_start != Geometry::data_start_for(self.reserved_len, max) {
             return Err(Error::Size {
                 field: "data_start",
                 value: self.data_start,
@@ -117,7 +163,10 @@ impl RawHeader {
             });
         }
         let cap = self.capacity;
-        if cap % DATA_ALIGN != 0 || cap > MAX_CAPACITY || cap < self.data_start + heap_minimum(cap)
+        if cap % DATA_ALIGN != 0
+            || cap > MAX_CAPACITY
+            || cap < self.data_start + heap_minimum(cap, max)
+            || (max != 0 && cap > max)
         {
             return Err(Error::Size {
                 field: "capacity",
@@ -130,7 +179,7 @@ impl RawHeader {
                 found: storage_len,
             });
         }
-        if self.bump < self.data_start || self.bump > heap_end(cap) || self.bump % 8 != 0 {
+        if self.bump < self.data_start || self.bump > heap_end(cap, max) || self.bump % 8 != 0 {
             return Err(Error::Bump {
                 bump: self.bump,
                 capacity: cap,
@@ -164,6 +213,7 @@ impl RawHeader {
             min_segment: self.min_segment,
             data_start: self.data_start,
             arena_id: self.arena_id,
+            max_capacity: max,
         };
         Ok(Validated {
             geometry: g,

@@ -38,7 +38,7 @@ use crate::backing::Backing;
 use crate::block::{self, BlockHeader, HeaderWord, LiveState};
 use crate::format::{Geometry, OFF_BUMP, OFF_HIGH_WATER};
 use crate::layout::{align_up, WORD};
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 
 /// The arena's heap: the memory, its geometry and end, and the start map. Borrowed from the
 /// arena's core for one call; its verbs are the only writers of block-header words and start-map
@@ -47,8 +47,11 @@ use crate::sync::Ordering;
 pub(crate) struct Heap<'a> {
     pub mem: &'a Backing,
     pub geom: &'a Geometry,
-    /// End of the heap (the start map's first byte): every chunk lies below it. Fixed while open.
-    pub heap_end: u64,
+    /// End of the heap: every chunk lies below it. Fixed while open in a fixed layout; a growable
+    /// arena's growth step raises it (`Release`) after the new range is usable and its map words
+    /// are zero. Borrowed, not copied: only the chunk reservation loads it (`Acquire`), so building
+    /// a `Heap` on the allocation fast path costs no load.
+    pub heap_end: &'a AtomicU64,
     /// The start map, whose owner words a chunk's owner toggles.
     pub maps: &'a MapGeom,
 }
@@ -191,14 +194,17 @@ impl<'a> Heap<'a> {
     pub(crate) fn reserve(&self, need: u64, want: u64) -> Option<(u64, u64)> {
         let chunk = self.geom.chunk();
         let n = align_up(want, chunk)?;
+        // Acquire: pairs with a growth step's Release, so the chunks below the end it read are
+        // usable and their map words zero (docs/metadata.md, 12.2).
+        let heap_end = self.heap_end.load(Ordering::Acquire);
         let bump = self.mem.word(OFF_BUMP);
         let mut cur = bump.load(Ordering::Relaxed);
         let (start, end) = loop {
             let start = self.geom.chunk_line_from(cur)?;
-            if start >= self.heap_end {
+            if start >= heap_end {
                 return None;
             }
-            let end = start.checked_add(n)?.min(self.heap_end);
+            let end = start.checked_add(n)?.min(heap_end);
             if end - start < need {
                 return None;
             }

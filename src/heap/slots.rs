@@ -9,11 +9,11 @@ use super::startmap::{MapGeom, StartMap};
 use crate::backing::Backing;
 use crate::error::Error;
 use crate::format::{
-    Meta, HEADER_SIZE, META_SLOT_WORDS, OFF_BUMP, OFF_DISCARDED, OFF_GEN_SEED, OFF_HIGH_WATER,
-    OFF_META,
+    Meta, HEADER_SIZE, META_SLOT_WORDS, OFF_BUMP, OFF_CAPACITY, OFF_DISCARDED, OFF_GEN_SEED,
+    OFF_HIGH_WATER, OFF_META,
 };
 use crate::layout::WORD;
-use crate::sync::Ordering;
+use crate::sync::{spin_hint, Ordering};
 
 /// Bytes of one meta slot.
 const META_SLOT_BYTES: u64 = META_SLOT_WORDS as u64 * WORD;
@@ -34,6 +34,16 @@ pub(crate) fn flush_layout(
     }
     let word = |off: u64| mem.word(off).load(Ordering::Relaxed);
     let bump = word(OFF_BUMP);
+    // A growable arena's capacity grows while this runs, and the bump offset read above may lie
+    // past the `capacity` the caller read before it. The slot names a capacity that holds it: the
+    // header's word, which a growth step stores after the file's new length is durable and before
+    // it publishes the end that let a chunk be reserved there (docs/metadata.md, 12.2, step 6),
+    // so it is never more than the file holds. A fixed layout's capacity always holds the bump.
+    let mut capacity = capacity;
+    while capacity < bump {
+        capacity = capacity.max(word(OFF_CAPACITY));
+        spin_hint();
+    }
     mem.flush(data_start, bump - data_start)?;
     for (off, len) in m.start_ranges(bump) {
         mem.flush(off, len)?;

@@ -29,7 +29,7 @@
 //! | flush maps | load / store | Relaxed | written only under the flush lock; read only by exclusive passes |
 
 use crate::backing::Backing;
-use crate::format::map_region_len;
+use crate::format::{map_region_len, Geometry};
 use crate::layout::WORD;
 use crate::sync::Ordering;
 
@@ -38,22 +38,43 @@ const WORD_COVERS: u64 = 64 * WORD;
 #[cfg(test)]
 const PAGE: u64 = 4096;
 
-/// Where the four bitmaps of an arena of a given capacity lie.
+/// Where the four bitmaps of an arena of a given capacity lie, and where its heap ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct MapGeom {
-    /// First byte of the map region; also the end of the heap.
+    /// First byte of the map region (in a fixed layout also the end of the heap).
     pub base: u64,
     /// Words in each bitmap.
     pub words: u64,
+    /// End of the heap at the capacity this was built for: `base` in a fixed layout, the capacity
+    /// in a growable one (whose maps lie in front of the heap; docs/metadata.md, 12.1). An open
+    /// growable arena's end moves: it keeps it in an atomic word, and this value is only the end
+    /// as of the capacity the caller named.
+    end: u64,
 }
 
 impl MapGeom {
-    /// The maps of an arena of `capacity` bytes (a multiple of 4096).
+    /// The maps of an arena of `capacity` bytes (a multiple of 4096) in the fixed layout: at the
+    /// end of the arena.
     pub(crate) const fn for_capacity(capacity: u64) -> MapGeom {
         let words = capacity.div_ceil(WORD_COVERS);
+        let base = capacity - Self::region_len(capacity);
         MapGeom {
-            base: capacity - Self::region_len(capacity),
+            base,
             words,
+            end: base,
+        }
+    }
+
+    /// The maps of the arena of geometry `g` at `capacity` bytes: the fixed layout's, or a
+    /// growable arena's, which lie after the reserved area and cover `g.max_capacity`.
+    pub(crate) const fn of(g: &Geometry, capacity: u64) -> MapGeom {
+        if !g.growable() {
+            return MapGeom::for_capacity(capacity);
+        }
+        MapGeom {
+            base: Geometry::maps_start(g.reserved_len),
+            words: g.max_capacity.div_ceil(WORD_COVERS),
+            end: capacity,
         }
     }
 
@@ -63,10 +84,10 @@ impl MapGeom {
         map_region_len(capacity)
     }
 
-    /// End of the heap: the first byte of the maps.
+    /// End of the heap at the capacity this was built for (see the field `end`).
     #[inline]
     pub(crate) const fn heap_end(&self) -> u64 {
-        self.base
+        self.end
     }
 
     /// Byte offset of the owner map's word covering `off`.
@@ -136,12 +157,15 @@ impl<'a> StartMap<'a> {
     /// [`StartMap::owner_toggle`] without the bounds check, for the allocation fast path.
     ///
     /// # Safety
-    /// `off` lies in the heap (`off < geom.base`), so its owner-map word is inside the backing.
+    /// `off` lies in the heap, so the maps cover it (`off < words * 512`: a fixed layout's heap
+    /// ends at `base`, a growable one's at most at `max_capacity`) and its owner-map word is
+    /// inside the backing.
     #[inline]
     pub(in crate::heap) unsafe fn owner_toggle_unchecked(&self, off: u64) {
-        debug_assert!(off < self.geom.base);
-        // SAFETY: `off < base` makes `owner_word(off) < base + words * 8`, inside the map region,
-        // which lies inside the backing (the caller's contract); it is a multiple of 8.
+        debug_assert!(off < self.geom.words * WORD_COVERS);
+        // SAFETY: `off < words * 512` makes `owner_word(off) < base + words * 8`, inside the map
+        // region, which lies inside the backing (before the heap or after it, and never beyond
+        // the first capacity); it is a multiple of 8.
         let w = unsafe { self.mem.word_unchecked(self.geom.owner_word(off)) };
         w.store(w.load(Ordering::Relaxed) ^ bit_of(off), Ordering::Relaxed);
     }
@@ -265,6 +289,30 @@ impl<'a> StartMap<'a> {
             let f = self.mem.word(self.geom.flushed_word_at(which, i));
             if f.load(Ordering::Relaxed) != 0 {
                 f.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Zeroes the words of all four maps covering `from..to` (both multiples of 512), storing only
+    /// the words that are not zero: a growable arena's growth step, before the range joins the
+    /// heap (docs/metadata.md, 12.2, step 3). A step that a cut interrupted, and that no
+    /// recovery took in, may have left bits there; no thread reads or toggles these words until
+    /// the step publishes the new end, so plain stores do.
+    pub(crate) fn clear_all(&self, from: u64, to: u64) {
+        debug_assert!(from % WORD_COVERS == 0 && to % WORD_COVERS == 0);
+        for i in from / WORD_COVERS..to / WORD_COVERS {
+            let off = i * WORD_COVERS;
+            let words = [
+                self.geom.owner_word(off),
+                self.geom.shared_word(off),
+                self.geom.flushed_word_at(0, i),
+                self.geom.flushed_word_at(1, i),
+            ];
+            for w in words {
+                let w = self.mem.word(w);
+                if w.load(Ordering::Relaxed) != 0 {
+                    w.store(0, Ordering::Relaxed);
+                }
             }
         }
     }

@@ -50,10 +50,14 @@ pub(crate) struct Plan {
 /// [`Error::Corrupt`] when neither meta slot is valid for this capacity (the flush map cannot be
 /// trusted, so nothing can be vouched for).
 pub(crate) fn plan(b: &Backing, g: &Geometry, capacity: u64) -> Result<Plan, Error> {
-    let maps = MapGeom::for_capacity(capacity);
+    let maps = MapGeom::of(g, capacity);
     let heap_end = maps.heap_end();
     let meta = match heap::newest_meta(b) {
         Some((_, m)) if m.capacity == capacity => m,
+        // A growable arena's maps never move, so its newest slot holds whatever capacity it
+        // names, up to the one the open decided (docs/metadata.md, 12.6, gap 3): the range past
+        // the slot's capacity lies above its bump offset and is walked as gaps.
+        Some((_, m)) if g.growable() && m.capacity <= capacity => m,
         // A growth that had written its new meta slot but not the header's capacity: the other
         // slot still describes this capacity.
         Some((slot, _)) => older_meta(b, 1 - slot, capacity).ok_or(Error::Corrupt {

@@ -21,7 +21,7 @@ pub(crate) fn repair(
     recovering: bool,
 ) -> Result<Report, Error> {
     let bump0 = b.word(OFF_BUMP).load(Ordering::Relaxed);
-    let maps = MapGeom::for_capacity(capacity);
+    let maps = MapGeom::of(g, capacity);
     let mut r = Report::default();
     // The start map is rewritten to the walk's layout one word at a time, in offset order, through
     // the owner map only (docs/metadata.md, section 7): every version of every word keeps the

@@ -222,6 +222,7 @@ mod tests {
             min_segment: 32,
             data_start: DS,
             arena_id: 1,
+            max_capacity: 0,
         }
     }
 

@@ -72,8 +72,15 @@ pub(crate) fn check(b: &Backing, g: &Geometry, bump: u64) -> Result<(), Error> {
     walk(b, g, bump, |_| {}).map_err(Problem::into_error)
 }
 
-/// Walks the heap and the lists without writing.
-pub(crate) fn verify(b: &Backing, g: &Geometry, lists: &FreeLists, bump: u64) -> Report {
+/// Walks the heap and the lists without writing; `heap_end` is the end of the heap now (a
+/// growable arena's moves, so the lists' copy of the maps does not bound it).
+pub(crate) fn verify(
+    b: &Backing,
+    g: &Geometry,
+    lists: &FreeLists,
+    bump: u64,
+    heap_end: u64,
+) -> Report {
     let mut r = Report {
         bump,
         listed_bytes_by_class: vec![0; CLASSES],
@@ -108,7 +115,7 @@ pub(crate) fn verify(b: &Backing, g: &Geometry, lists: &FreeLists, bump: u64) ->
     }
     if let Some(maps) = &lists.maps {
         // The start map against the walk: the same set of entry offsets, none above the bump.
-        let starts = StartMap::new(b, maps).starts_in(g.data_start, maps.heap_end());
+        let starts = StartMap::new(b, maps).starts_in(g.data_start, heap_end);
         let (mut i, mut j) = (0, 0);
         while i < entries.len() || j < starts.len() {
             match (entries.get(i), starts.get(j)) {

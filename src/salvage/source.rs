@@ -81,7 +81,10 @@ impl Source {
                 Err(Error::Bump { .. }) if !repaired.contains(&"bump") => {
                     patched.bump = newest(Some(patched.capacity))
                         .map_or(patched.data_start, |m| m.bump)
-                        .clamp(patched.data_start, format::heap_end(patched.capacity))
+                        .clamp(
+                            patched.data_start,
+                            format::heap_end(patched.capacity, patched.layout_max()),
+                        )
                         / 8
                         * 8;
                     repaired.push("bump");
@@ -95,7 +98,7 @@ impl Source {
         };
         let capacity = v.capacity;
         let g = v.geometry;
-        let maps = MapGeom::for_capacity(capacity);
+        let maps = MapGeom::of(&g, capacity);
         let meta = newest(Some(capacity));
         let heap_end = maps.heap_end();
         let header_bump = (!repaired.contains(&"bump")).then_some(patched.bump);

@@ -376,11 +376,7 @@ fn wal_survives_kills() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wal.arena");
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let seed = crate::util::time_seed();
     let mut rng = Rng(seed);
     let mut acked: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let mut total_torn = 0;

@@ -9,6 +9,7 @@ mod api;
 mod damage;
 mod engine;
 mod errors;
+mod grow;
 mod handles;
 mod power_cut;
 mod recovery;

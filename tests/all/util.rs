@@ -27,6 +27,16 @@ pub fn power_cut(
     unsafe { parena::Options::new().map_file(path) }
 }
 
+/// A seed from the clock (never 0), for tests that pick their kill moments at random; they print
+/// it with every failure so a run can be repeated.
+pub fn time_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1
+}
+
 /// A small deterministic generator (tests must not depend on a global RNG state).
 pub struct Rng(pub u64);
 

@@ -591,3 +591,34 @@ fn exclusive_passes_on_a_shared_arena() {
         open(&path).await.unwrap().close_async().await.unwrap();
     });
 }
+
+/// A shared growable arena grows in place when a later open asks for a larger capacity within
+/// its maximum; one past the maximum, or with another maximum, conflicts.
+#[test]
+#[cfg_attr(miri, ignore = "opens files")]
+fn a_shared_growable_arena_grows_for_a_later_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.parena");
+    futures::executor::block_on(async {
+        let o = Options::new().capacity(2 << 20).max_capacity(16 << 20);
+        let a = open_with(&o, &path).await.unwrap();
+        let h = a.alloc_copy(b"before").unwrap();
+        let b = open_with(&o.clone().capacity(6 << 20), &path)
+            .await
+            .unwrap();
+        assert!(Arena::same_arena(&a, &b));
+        assert_eq!(a.capacity(), 6 << 20, "grown in place for every holder");
+        let mut buf = [0u8; 6];
+        a.read(h, 0, &mut buf).unwrap();
+        assert_eq!(&buf, b"before");
+        for (bad, option) in [
+            (o.clone().capacity(32 << 20), "capacity"),
+            (o.clone().max_capacity(8 << 20), "max_capacity"),
+        ] {
+            match open_with(&bad, &path).await {
+                Err(Error::Conflict { option: got }) => assert_eq!(got, option),
+                other => panic!("expected a conflict on {option}, got {other:?}"),
+            }
+        }
+    });
+}
