@@ -144,11 +144,21 @@ impl Inner {
     #[inline(always)]
     pub(super) fn bounded(&self, h: Handle) -> Result<u64, Error> {
         let data = h.offset();
-        let bump = self.bump();
+        let bump = self.handle_limit();
         if data < self.geom.data_start + WORD || data + WORD > bump {
             return Err(handle_out_of_bounds(data, bump));
         }
         Ok(data - WORD)
+    }
+
+    /// The end of what a handle may name: the bump offset, and never past the backing's length
+    /// as this thread has seen it. While a growable arena grows, a thread may load a bump offset
+    /// past the end of the map it has seen grow (both `Relaxed`; docs/metadata.md 12.6, gap 4):
+    /// a genuine handle never lies there (it reached this thread after its allocation), and a
+    /// forged one is then refused as out of bounds instead of reaching an accessor's bound.
+    #[inline(always)]
+    pub(super) fn handle_limit(&self) -> u64 {
+        self.bump().min(self.mem.len())
     }
 
     /// The start-map test of [`Inner::locate`] again, for a handle check that goes round once
@@ -182,7 +192,7 @@ impl Inner {
         if let Some((len, readers)) = block::published_small(w, h.generation()) {
             // The span bound of `check_live_full`, with `layout::block_span`: a small length
             // always has a span, and `hdr` (below `bump`) plus a span under 1 MiB cannot overflow.
-            if block_span(len).is_some_and(|span| hdr + span <= self.bump()) {
+            if block_span(len).is_some_and(|span| hdr + span <= self.handle_limit()) {
                 return Ok((len, readers));
             }
         }
@@ -212,7 +222,7 @@ impl Inner {
                 }
                 let span_ok = block_span(len)
                     .and_then(|s| hdr.checked_add(s))
-                    .is_some_and(|e| e <= self.bump());
+                    .is_some_and(|e| e <= self.handle_limit());
                 if !span_ok || len == 0 {
                     return Err(Error::Corrupt {
                         offset: hdr,
