@@ -27,7 +27,9 @@
 //! counters are printed the same way.
 //!
 //! `PARENA_BENCH_QUICK=1` shrinks the batches and the footprint case (used by
-//! `.ci/bench-quick.sh`).
+//! `.ci/bench-quick.sh`); `PARENA_BENCH_SKIP_FOOTPRINT=1` leaves the footprint case out. The
+//! global arena is not reset between cases: run one case per process (a criterion filter such
+//! as `threadtest/.*/2`) to measure each on an arena that starts empty, as docs/performance.md does.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use parena::{Freelist, GlobalArena};
@@ -279,7 +281,9 @@ fn print_global(group: &str) {
 }
 
 fn benches(c: &mut Criterion) {
-    footprint();
+    if std::env::var_os("PARENA_BENCH_SKIP_FOOTPRINT").is_none() {
+        footprint();
+    }
     let mut g = c.benchmark_group("threadtest");
     g.throughput(Throughput::Elements(batch() as u64));
     for threads in [1usize, 2] {

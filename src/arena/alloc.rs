@@ -7,7 +7,7 @@ use crate::cells::with_cell;
 use crate::error::Error;
 use crate::format::Freelist;
 use crate::freelist::{exact_class, Optimistic, Pessimistic, Prepared, Unlisted};
-use crate::heap::{CacheTop, ChunkCell};
+use crate::heap::{CacheTop, ChunkCell, CACHE_DEPTH};
 use crate::layout::{align_up, block_span, MAX_ALIGN, WORD};
 use crate::reentry::audit_op;
 use crate::sync::Ordering;
@@ -141,6 +141,13 @@ impl Inner {
                 if !top.is_empty() {
                     return self.alloc_from_cache(cell, len, span, class, top);
                 }
+                // Reuse before growth: the class's freed blocks on the shared list come before
+                // fresh memory. A memtable that never frees finds the class's hint clear.
+                if self.lists.may_hold(class) {
+                    if let Some(top) = self.fill_cache(cell, class)? {
+                        return self.alloc_from_cache(cell, len, span, class, top);
+                    }
+                }
             }
             let (cur, end) = cell.cursor();
             debug_assert!(cur <= end, "chunk cell cur {cur} past end {end}");
@@ -229,6 +236,17 @@ impl Inner {
         }
     }
 
+    /// Fills the calling thread's empty cache of exact class `class` from the shared list: up to
+    /// the cache's depth in one batch (`FreeLists::take_batch`). `None` when the list was empty.
+    #[cold]
+    #[inline(never)]
+    fn fill_cache(&self, cell: &ChunkCell, class: usize) -> Result<Option<CacheTop>, Error> {
+        let Some((first, n)) = self.lists.take_batch(&self.mem, class, CACHE_DEPTH)? else {
+            return Ok(None);
+        };
+        Ok(Some(cell.cache_filled(class, first, n)))
+    }
+
     /// Takes a block of exactly `span` bytes from the calling thread's cache (`class` is the
     /// span's exact class, `top` the class's head, not empty).
     pub(super) fn alloc_from_cache(
@@ -245,7 +263,10 @@ impl Inner {
         } else {
             0
         };
-        let HeaderWord::Free { next, .. } = block::decode(w) else {
+        // A block that came from the shared lists was written by another thread, and a damaged
+        // list may link a segment of another span: its span word must be the class's.
+        let spanned = w != 0 && self.mem.word(hdr + WORD).load(Ordering::Relaxed) == span;
+        let (HeaderWord::Free { next, .. }, true) = (block::decode(w), spanned) else {
             // Only a damaged heap gets here: the cache is dropped (its blocks leak until a
             // repair) and the allocation fails; no panic on an allocator path (invariant A).
             cell.take_cache(class);
