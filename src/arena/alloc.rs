@@ -294,6 +294,59 @@ impl Inner {
         Ok((hdr, pending))
     }
 
+    /// The cached block at `off`: its generation, its link and its span. A cached block is an
+    /// exact-class FREE segment inside the heap; anything else (a damaged heap) is
+    /// `Error::Corrupt`, never a bounds panic.
+    pub(super) fn cached_block(&self, off: u64) -> Result<(u32, u64, u64), Error> {
+        let (w, span) = if self.cached_in_heap(off, 16) {
+            (
+                self.mem.word(off).load(Ordering::Relaxed),
+                self.mem.word(off + WORD).load(Ordering::Relaxed),
+            )
+        } else {
+            (0, 0)
+        };
+        let HeaderWord::Free { generation, next } = block::decode(w) else {
+            return Err(Error::Corrupt {
+                offset: off,
+                word: w,
+            });
+        };
+        if span < 16
+            || span % WORD != 0
+            || exact_class(span).is_none()
+            || !self.cached_in_heap(off, span)
+        {
+            return Err(Error::Corrupt {
+                offset: off + WORD,
+                word: span,
+            });
+        }
+        Ok((generation, next, span))
+    }
+
+    /// A free found class `class` of the cell's cache full: the whole cache goes to the shared
+    /// list in one splice (`FreeLists::push_chain`: one walk of its blocks to the last, one CAS),
+    /// not one push per free past the cache. A damaged cache is left off the lists (leaked until
+    /// a repair), as `drain_cache` leaves it. Returns the class's head, now empty.
+    pub(super) fn spill_cache(&self, cell: &ChunkCell, class: usize) -> CacheTop {
+        let top = cell.take_cache(class);
+        let mut off = top.first();
+        let mut last = None;
+        while off != 0 {
+            let Ok((generation, next, _)) = self.cached_block(off) else {
+                return cell.cache_top(class);
+            };
+            last = Some((off, generation));
+            off = next;
+        }
+        if let Some((last, generation)) = last {
+            self.lists
+                .push_chain(&self.mem, class, top.first(), last, generation);
+        }
+        cell.cache_top(class)
+    }
+
     /// Checks a free segment about to be carved against the start map: it must start where the
     /// map records an entry, and no other entry may start inside it. Damaged metadata (a span word,
     /// a list or cache link) is `Error::Corrupt` for this allocation, and nothing overlapping a

@@ -133,25 +133,43 @@ impl FreeLists {
         debug_assert!(span >= 16 && span % 8 == 0 && off % 8 == 0);
         let c = class_of(span);
         let head = self.head(b, c);
-        let mut h = head.load(Ordering::Relaxed);
+        let h = head.load(Ordering::Relaxed);
         // The span lives in the word after the header; the node is ours until the CAS below. The
         // entry starts where the block or segment did.
         self.entries(b)
             .add_free(off, span, generation, head_off(h), Start::Kept);
+        self.splice(head, c, b, (off, off, generation), h);
+    }
+
+    /// Lists the chain `first..=last` of class `c` in one CAS: FREE segments of the class that
+    /// the caller owns, linked through their headers from `first` to `last` (whose generation is
+    /// `last_gen`; its link is set here). A thread's full cache goes to the list this way.
+    pub(crate) fn push_chain(&self, b: &Backing, c: usize, first: u64, last: u64, last_gen: u32) {
+        let head = self.head(b, c);
+        let h = head.load(Ordering::Relaxed);
+        self.entries(b).relink(last, last_gen, head_off(h));
+        self.splice(head, c, b, (first, last, last_gen), h);
+    }
+
+    /// The CAS loop of a push: the chain `(first, last, last_gen)`, whose last link already names
+    /// the head `h` read, goes on top of class `c`; on a failed CAS the last link is pointed at
+    /// the new head and the CAS tried again. Then the class's bit is set.
+    fn splice(&self, head: &AtomicU64, c: usize, b: &Backing, chain: (u64, u64, u32), mut h: u64) {
+        let (first, last, last_gen) = chain;
         loop {
-            // Release: publishes the node's header and span word; pairs with the Acquire load and
-            // CAS in `pop`. Acquire: pairs with the AcqRel CAS of an emptied head to itself in
+            // Release: publishes the nodes' headers and span words; pairs with the Acquire load
+            // and CAS in `pop`. Acquire: pairs with the AcqRel CAS of an emptied head to itself in
             // `pop`, so a clear of this class's bit made before it is seen below (and undone).
             match head.compare_exchange_weak(
                 h,
-                pack_head(off, head_tag(h) + 1),
+                pack_head(first, head_tag(h) + 1),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => break,
                 Err(now) => {
                     h = now;
-                    self.entries(b).relink(off, generation, head_off(h));
+                    self.entries(b).relink(last, last_gen, head_off(h));
                 }
             }
         }
