@@ -122,18 +122,9 @@ fn flush_hands_every_lanes_cached_blocks_to_the_shared_lists() {
     }
     arena.flush().unwrap();
     let reused = std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut reused = 0;
-            loop {
-                match arena.alloc(40) {
-                    Ok(b) => reused += usize::from(freed.contains(&b.offset())),
-                    Err(Error::Full { .. }) => break reused,
-                    Err(e) => panic!("{e}"),
-                }
-            }
-        })
-        .join()
-        .unwrap()
+        s.spawn(|| reused_until_full(&arena, &freed))
+            .join()
+            .unwrap()
     });
     assert_eq!(
         reused,
@@ -198,4 +189,51 @@ fn no_fresh_memory_since(mut arena: parena::Arena, allocated: u64) {
     let s = arena.stats();
     assert_eq!(s.allocated, allocated, "fresh memory bumped: {s:?}");
     assert!(arena.verify().unwrap().is_clean());
+}
+
+/// A thread frees blocks into its cache and exits; no other thread starts, so nobody adopts its
+/// cell (this thread has its own). This thread runs the arena out: before it answers `Full`,
+/// every block the dead thread had cached is handed out again.
+#[test]
+fn an_exited_threads_cached_blocks_are_not_stranded() {
+    let arena = Options::new()
+        .capacity(if cfg!(miri) { 64 << 10 } else { 1 << 20 })
+        .chunk_size(4096)
+        .heap()
+        .unwrap();
+    // This thread takes its cell first: it will not adopt the other thread's.
+    let _mine = fill(&arena, 40, 1);
+    let freed: Vec<u64> = std::thread::scope(|s| {
+        s.spawn(|| {
+            let hs: Vec<_> = (0..20).map(|_| fill(&arena, 40, 9)).collect();
+            // A block after them keeps the frees from rewinding the chunk.
+            let _pin = fill(&arena, 40, 9);
+            hs.into_iter()
+                .map(|h| {
+                    arena.free(h).unwrap();
+                    h.offset()
+                })
+                .collect()
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(
+        reused_until_full(&arena, &freed),
+        freed.len(),
+        "blocks stranded in an exited thread's cache"
+    );
+}
+
+/// Allocates 40-byte blocks until the arena answers `Full`; returns how many were handed out at
+/// one of the offsets in `freed`.
+fn reused_until_full(arena: &parena::Arena, freed: &[u64]) -> usize {
+    let mut reused = 0;
+    loop {
+        match arena.alloc(40) {
+            Ok(b) => reused += usize::from(freed.contains(&b.offset())),
+            Err(Error::Full { .. }) => return reused,
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
