@@ -139,7 +139,10 @@ fn flush_hands_every_lanes_cached_blocks_to_the_shared_lists() {
 #[test]
 fn freed_small_blocks_serve_the_next_rounds_before_fresh_memory() {
     let n = if cfg!(miri) { 300 } else { 10_000u32 };
-    let arena = Options::new().capacity(64 << 20).heap().unwrap();
+    let arena = Options::new()
+        .capacity(if cfg!(miri) { 1 << 20 } else { 64 << 20 })
+        .heap()
+        .unwrap();
     let mut after_first = 0;
     for round in 0..if cfg!(miri) { 3 } else { 10u32 } {
         let hs: Vec<_> = (0..n)
@@ -163,7 +166,10 @@ fn freed_small_blocks_serve_the_next_rounds_before_fresh_memory() {
 #[test]
 fn blocks_freed_on_another_thread_serve_the_producer() {
     let n = if cfg!(miri) { 300 } else { 10_000u32 };
-    let arena = Options::new().capacity(64 << 20).heap().unwrap();
+    let arena = Options::new()
+        .capacity(if cfg!(miri) { 1 << 20 } else { 64 << 20 })
+        .heap()
+        .unwrap();
     let mut after_second = 0;
     for round in 0..if cfg!(miri) { 4 } else { 8u32 } {
         let hs: Vec<_> = (0..n)
