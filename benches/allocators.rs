@@ -1,7 +1,8 @@
-//! The classic allocator benchmarks on `GlobalArena` (issue 17), beside the system allocator, with
-//! 1 and 2 threads. Both contenders are called the same way, through `GlobalAlloc` (this binary's
-//! global allocator is a 1 GiB `GlobalArena`; `std::alloc::System` is called directly), so the
-//! numbers compare the allocators and nothing else.
+//! The classic allocator benchmarks on `GlobalArena` (issues 17 and 26), beside the system
+//! allocator and `mimalloc`, with 1 and 2 threads. Every contender is called the same way, through
+//! `GlobalAlloc` (this binary's global allocator is a 1 GiB `GlobalArena`; `std::alloc::System` and
+//! `mimalloc::MiMalloc` are called directly), so the numbers compare the allocators and nothing
+//! else. The contenders of one case run one after the other in the same process.
 //!
 //! - `threadtest`: each thread allocates a batch of 8-byte objects, writes one byte into each and
 //!   frees them all, over and over (Ralloc's parameters are 10,000 rounds × 100,000 objects; here
@@ -12,17 +13,38 @@
 //!   (in the original Larson the slots also move between threads; here they stay). Time per
 //!   operation.
 //!
-//! With 2 threads the time is aggregate wall time per pair or operation. `PARENA_BENCH_QUICK=1`
-//! shrinks the batches (used by `.ci/bench-quick.sh`).
+//! - `prodcons`: xmalloc's shape, 2 threads: one thread allocates blocks of 16–256 bytes in
+//!   batches of 256 and hands each batch to the other, which frees them (every free is a
+//!   cross-thread free). Time per block (allocate + free), wall time.
+//!
+//! With 2 threads the time is aggregate wall time per pair or operation.
+//!
+//! Before the groups, the `footprint` case (not a timing): a 4 GiB `GlobalArena` of its own
+//! (called directly, not this binary's global allocator) serves 200 MiB of random 16–4096 B
+//! blocks, which are then freed in random order, ten times; the arena's high-water mark (its heap
+//! bytes reserved, `Stats::allocated`) is printed against the 200 MiB, with where its allocations
+//! came from (`from_bump`, `from_cache`, `from_freelist`). After each group the global arena's
+//! counters are printed the same way.
+//!
+//! `PARENA_BENCH_QUICK=1` shrinks the batches and the footprint case (used by
+//! `.ci/bench-quick.sh`); `PARENA_BENCH_SKIP_FOOTPRINT=1` leaves the footprint case out. The
+//! global arena is not reset between cases: run one case per process (a criterion filter such
+//! as `threadtest/.*/2`) to measure each on an arena that starts empty, as docs/performance.md does.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use parena::{Freelist, GlobalArena};
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::mpsc::sync_channel;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 #[global_allocator]
 static GLOBAL: GlobalArena = GlobalArena::new(1 << 30, Freelist::Optimistic);
+
+/// The footprint case's arena: its own, so its high-water mark counts only that case.
+static FOOTPRINT: GlobalArena = GlobalArena::new(4 << 30, Freelist::Optimistic);
+
+static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn quick() -> bool {
     std::env::var_os("PARENA_BENCH_QUICK").is_some()
@@ -45,21 +67,27 @@ const LARSON_MAX: usize = 400;
 enum Alloc {
     Parena,
     System,
+    Mimalloc,
 }
+
+/// Every contender, in the order each case runs them.
+const ALL: [Alloc; 3] = [Alloc::Parena, Alloc::System, Alloc::Mimalloc];
 
 impl Alloc {
     fn name(self) -> &'static str {
         match self {
             Alloc::Parena => "GlobalArena",
             Alloc::System => "system",
+            Alloc::Mimalloc => "mimalloc",
         }
     }
 
     #[inline]
-    fn get(self) -> &'static dyn GlobalAlloc {
+    fn get(self) -> &'static (dyn GlobalAlloc + Sync) {
         match self {
             Alloc::Parena => &GLOBAL,
             Alloc::System => &System,
+            Alloc::Mimalloc => &MIMALLOC,
         }
     }
 }
@@ -144,27 +172,149 @@ fn larson(a: Alloc, thread: usize, ops: u64) {
     }
 }
 
+/// Blocks per batch the producer hands over in `prodcons`.
+const PRODCONS_BATCH: usize = 256;
+/// Batches in flight between the two threads of `prodcons`.
+const PRODCONS_RING: usize = 8;
+
+/// One thread allocates `blocks` blocks of 16–256 bytes, in batches handed to a second thread that
+/// frees them (addresses travel as `usize`). The batch buffers go round a ring, so handing them over allocates nothing. Returns
+/// the wall time.
+fn prodcons(a: Alloc, blocks: u64) -> Duration {
+    let g = a.get();
+    let (full_tx, full_rx) = sync_channel::<Vec<(usize, Layout)>>(PRODCONS_RING);
+    let (empty_tx, empty_rx) = sync_channel::<Vec<(usize, Layout)>>(PRODCONS_RING);
+    for _ in 0..PRODCONS_RING {
+        empty_tx
+            .send(Vec::with_capacity(PRODCONS_BATCH))
+            .expect("ring");
+    }
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for mut batch in full_rx {
+                for (p, l) in batch.drain(..) {
+                    // SAFETY: allocated by the same allocator with `l`, handed over once.
+                    unsafe { g.dealloc(p as *mut u8, l) };
+                }
+                // The producer may be done and gone: a closed ring is fine.
+                let _ = empty_tx.send(batch);
+            }
+        });
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        let mut left = blocks;
+        while left > 0 {
+            let mut batch = empty_rx.recv().expect("ring");
+            let n = left.min(PRODCONS_BATCH as u64);
+            for _ in 0..n {
+                let l = Layout::from_size_align(16 + (rng.next() as usize) % 241, 8).unwrap();
+                // SAFETY: a non-zero-sized layout.
+                let p = unsafe { g.alloc(l) };
+                assert!(!p.is_null());
+                // SAFETY: the block holds at least 16 bytes.
+                unsafe { p.write(1) };
+                // As an address: a raw pointer is not `Send`.
+                batch.push((p as usize, l));
+            }
+            left -= n;
+            full_tx.send(batch).expect("ring");
+        }
+        drop(full_tx);
+    });
+    start.elapsed()
+}
+
+/// The footprint case: 200 MiB (20 MiB in quick mode) of random 16–4096 B blocks allocated, then
+/// freed in random order, ten times, on an arena of its own; prints the arena's high-water mark.
+fn footprint() {
+    let target: usize = if quick() { 20 << 20 } else { 200 << 20 };
+    let mut rng = Rng(0xA076_1D64_78BD_642F);
+    let mut blocks: Vec<(*mut u8, Layout)> = Vec::new();
+    for _ in 0..10 {
+        let mut total = 0;
+        while total < target {
+            let l = Layout::from_size_align(16 + (rng.next() as usize) % 4081, 8).unwrap();
+            // SAFETY: a non-zero-sized layout.
+            let p = unsafe { FOOTPRINT.alloc(l) };
+            assert!(!p.is_null());
+            // SAFETY: the block holds at least 16 bytes.
+            unsafe { p.write(1) };
+            blocks.push((p, l));
+            total += l.size();
+        }
+        for i in (1..blocks.len()).rev() {
+            blocks.swap(i, (rng.next() as usize) % (i + 1));
+        }
+        for (p, l) in blocks.drain(..) {
+            // SAFETY: allocated by `FOOTPRINT` with `l`, freed once.
+            unsafe { FOOTPRINT.dealloc(p, l) };
+        }
+    }
+    let s = FOOTPRINT.arena().expect("footprint arena").stats();
+    println!(
+        "footprint: {} MiB of blocks, 10 rounds: high-water {:.1} MiB ({:.2}x); {} fallbacks",
+        target >> 20,
+        s.allocated as f64 / (1 << 20) as f64,
+        s.allocated as f64 / target as f64,
+        FOOTPRINT.fallbacks()
+    );
+    print_sources("footprint", &s);
+}
+
+/// Where an arena's allocations came from so far.
+fn print_sources(case: &str, s: &parena::Stats) {
+    println!(
+        "{case}: {} allocations: from_bump {}, from_cache {}, from_freelist {}; allocated {:.1} MiB",
+        s.allocations,
+        s.from_bump,
+        s.from_cache,
+        s.from_freelist,
+        s.allocated as f64 / (1 << 20) as f64
+    );
+}
+
+/// The global arena's counters after a group.
+fn print_global(group: &str) {
+    if let Some(a) = GLOBAL.arena() {
+        print_sources(&format!("GlobalArena after {group}"), &a.stats());
+    }
+}
+
 fn benches(c: &mut Criterion) {
+    if std::env::var_os("PARENA_BENCH_SKIP_FOOTPRINT").is_none() {
+        footprint();
+    }
     let mut g = c.benchmark_group("threadtest");
     g.throughput(Throughput::Elements(batch() as u64));
     for threads in [1usize, 2] {
-        for a in [Alloc::Parena, Alloc::System] {
+        for a in ALL {
             g.bench_with_input(BenchmarkId::new(a.name(), threads), &threads, |b, &t| {
                 b.iter_custom(|rounds| on_threads(t, rounds, threadtest, a) / t as u32)
             });
         }
     }
     g.finish();
+    print_global("threadtest");
     let mut g = c.benchmark_group("larson");
     g.throughput(Throughput::Elements(1));
     for threads in [1usize, 2] {
-        for a in [Alloc::Parena, Alloc::System] {
+        for a in ALL {
             g.bench_with_input(BenchmarkId::new(a.name(), threads), &threads, |b, &t| {
                 b.iter_custom(|ops| on_threads(t, ops, larson, a) / t as u32)
             });
         }
     }
     g.finish();
+    print_global("larson");
+    let mut g = c.benchmark_group("prodcons");
+    g.throughput(Throughput::Elements(1));
+    for a in ALL {
+        g.bench_function(BenchmarkId::new(a.name(), 2), |b| {
+            b.iter_custom(|blocks| prodcons(a, blocks))
+        });
+    }
+    g.finish();
+    print_global("prodcons");
     println!(
         "GlobalArena: {} fallbacks; {:?}",
         GLOBAL.fallbacks(),

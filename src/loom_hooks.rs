@@ -293,6 +293,36 @@ impl Lists {
             })
     }
 
+    /// Takes up to `max` segments of the segments' class at once, as a thread's empty cache does
+    /// (`FreeLists::take_batch`): the chain's offsets, first to last, read through the links the
+    /// take left (the last one 0).
+    ///
+    /// # Panics
+    /// If the list is found corrupt, or the chain is longer than `max` or not free.
+    pub fn take_batch(&self, max: u64) -> Vec<u64> {
+        let Some((first, n)) = self
+            .fl
+            .take_batch(&self.b, class_of(SEGMENT), max)
+            .expect("list is consistent")
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut off = first;
+        while off != 0 {
+            assert!(out.len() < max as usize, "batch longer than {max}: {out:?}");
+            let HeaderWord::Free { next, .. } =
+                block::decode(self.b.word(off).load(Ordering::Relaxed))
+            else {
+                panic!("batch node {off} is not free");
+            };
+            out.push(off);
+            off = next;
+        }
+        assert_eq!(out.len() as u64, n, "batch count");
+        out
+    }
+
     /// Takes a segment of at least `need` bytes the way an allocation does, with the Optimistic
     /// (`pessimistic == false`) or Pessimistic policy.
     ///

@@ -242,6 +242,41 @@ fn takes_race_push() {
     }
 }
 
+/// A batch for a thread's cache (`take_batch`: detach the stack, keep the first node, list the
+/// rest again) races with a push and with a pop: each segment ends up in exactly one place — the
+/// batch, the popper's hands or the list — and the batch holds one node.
+///
+/// Guard: `relist` installs the rest only on a head it has seen empty, and otherwise detaches what
+/// was pushed meanwhile and puts it in front of the rest. Checked by hand: with `relist` storing
+/// the rest over the head without a CAS, loom finds the push that lands in the window lost ("a
+/// segment lost or owned twice").
+#[test]
+fn batch_races_push_and_pop() {
+    model("batch_races_push_and_pop", || {
+        let l = loom::sync::Arc::new(Lists::new(4));
+        let (a, b, c, d) = (l.segment(0), l.segment(1), l.segment(2), l.segment(3));
+        for s in [c, b, a] {
+            l.push(s, 2);
+        }
+        let pusher = {
+            let l = l.clone();
+            thread::spawn(move || l.push(d, 2))
+        };
+        let popper = {
+            let l = l.clone();
+            thread::spawn(move || l.pop().map(|s| s.0))
+        };
+        let batch = l.take_batch(1);
+        pusher.join().unwrap();
+        let popped = popper.join().unwrap();
+        assert!(batch.len() <= 1, "batch {batch:?}");
+        let mut owned: Vec<u64> = batch.iter().copied().chain(popped).collect();
+        owned.extend(l.listed());
+        owned.sort_unstable();
+        assert_eq!(owned, vec![a, b, c, d], "a segment lost or owned twice");
+    });
+}
+
 /// The ABA shape: one thread reads head `A` and `A.next == B` and stops before its CAS; another
 /// pops `A`, pops `B`, reuses `A` and pushes it back, so the head's offset is `A` again.
 ///

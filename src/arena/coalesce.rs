@@ -12,7 +12,8 @@ impl Inner {
     /// a pass ended (this thread's, or another's it waited for) after `seen` passes, the count the
     /// caller read before its last try; `seen` is brought up to date.
     ///
-    /// The calling thread's caches of freed blocks (every lane) go to the shared lists first.
+    /// The calling thread's caches of freed blocks (every lane), and those of the cells exited
+    /// threads abandoned, go to the shared lists first.
     /// One pass runs at a time; a thread that arrives during one waits for it to end instead of
     /// running its own. So an allocation that finds the arena exhausted may wait for another
     /// thread (the pass always ends: it waits for nothing itself); allocations that find memory
@@ -45,6 +46,13 @@ impl Inner {
             self.drain_cache(cell)?;
             let mut drained = Ok(());
             for_each_thread_cell(self.uid, |c| {
+                if let Err(e) = self.drain_cache(c) {
+                    drained = Err(e);
+                }
+            });
+            // And the caches of cells whose threads have exited, which no thread owns until one
+            // adopts the cell: otherwise their blocks would wait for a new thread.
+            self.cells.for_each_abandoned(|c| {
                 if let Err(e) = self.drain_cache(c) {
                     drained = Err(e);
                 }

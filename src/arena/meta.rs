@@ -57,9 +57,12 @@ pub struct Stats {
     pub allocations: u64,
     /// Of which served by bumping.
     pub from_bump: u64,
-    /// Of which served from the free lists.
+    /// Of which served from the free lists directly (spans above 512 bytes, or any span once
+    /// the main memory is used up).
     pub from_freelist: u64,
-    /// Of which served from a per-thread cache of freed blocks.
+    /// Of which served from a per-thread cache of freed blocks: the thread's own frees, and the
+    /// batches of the shared lists an empty cache takes before the thread bumps (spans up to 512
+    /// bytes).
     pub from_cache: u64,
     /// This process since open: frees.
     pub frees: u64,

@@ -2,7 +2,7 @@
 //! free) and the shared free lists.
 
 use super::Inner;
-use crate::block::{self, HeaderWord};
+use crate::block;
 use crate::error::Error;
 use crate::format::Freelist;
 use crate::freelist::{exact_class, Unlisted};
@@ -22,36 +22,16 @@ impl Inner {
         for top in cell.take_caches() {
             let mut off = top.first();
             while off != 0 {
-                // A cached block is an exact-class FREE segment inside the heap; anything else
-                // (a damaged heap) ends this class's drain instead of a bounds panic.
-                let (w, span) = if self.cached_in_heap(off, 16) {
-                    (
-                        self.mem.word(off).load(Ordering::Relaxed),
-                        self.mem.word(off + WORD).load(Ordering::Relaxed),
-                    )
-                } else {
-                    (0, 0)
-                };
-                let HeaderWord::Free { generation, next } = block::decode(w) else {
-                    result = Err(Error::Corrupt {
-                        offset: off,
-                        word: w,
-                    });
-                    break;
-                };
-                if span < 16
-                    || span % WORD != 0
-                    || exact_class(span).is_none()
-                    || !self.cached_in_heap(off, span)
-                {
-                    result = Err(Error::Corrupt {
-                        offset: off + WORD,
-                        word: span,
-                    });
-                    break;
+                match self.cached_block(off) {
+                    Ok((generation, next, span)) => {
+                        self.lists.push(&self.mem, off, span, generation);
+                        off = next;
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
                 }
-                self.lists.push(&self.mem, off, span, generation);
-                off = next;
             }
         }
         result
@@ -144,15 +124,16 @@ impl Inner {
         }
         let free_gen = block::next_gen(generation);
         if let Some(class) = exact_class(span).filter(|_| self.thread_cache) {
-            let top = cell.cache_top(class);
-            if top.has_room() {
-                // A walk sees a whole free segment; the block's start is kept.
-                self.heap()
-                    .entries()
-                    .add_free(hdr, span, free_gen, top.first(), Start::Kept);
-                cell.cache_pushed(class, top, hdr);
-                return;
+            let mut top = cell.cache_top(class);
+            if !top.has_room() {
+                top = self.spill_cache(cell, class);
             }
+            // A walk sees a whole free segment; the block's start is kept.
+            self.heap()
+                .entries()
+                .add_free(hdr, span, free_gen, top.first(), Start::Kept);
+            cell.cache_pushed(class, top, hdr);
+            return;
         }
         match self.geom.freelist {
             Freelist::None => {

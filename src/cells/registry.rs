@@ -85,6 +85,22 @@ impl CellRegistry {
         })
     }
 
+    /// Runs `f` on every abandoned cell, each adopted for the call and abandoned again after it
+    /// (a cell another thread adopts first is skipped): a thread that needs the blocks an exited
+    /// thread left in its cell's cache can hand them to the shared lists without waiting for a new
+    /// thread to adopt the cell.
+    pub(crate) fn for_each_abandoned(&self, mut f: impl FnMut(&ChunkCell)) {
+        let _step = Step::enter();
+        for c in self.iter() {
+            // `try_adopt`'s Acquire CAS makes the previous owner's stores to the cell visible;
+            // `abandon`'s Release store hands ours to the next owner.
+            if c.try_adopt() {
+                f(c);
+                c.abandon();
+            }
+        }
+    }
+
     /// Every cell, for exclusive passes and stats.
     pub(crate) fn all(&self) -> Vec<Cell> {
         let _step = Step::enter();

@@ -29,27 +29,9 @@ impl FreeLists {
         limit: u64,
         chain: u64,
     ) -> Result<(u64, u64), Error> {
-        let head = self.head(b, c);
-        let mut h = head.load(Ordering::Relaxed);
-        loop {
-            if head_off(h) == 0 {
-                return Ok((chain, 0));
-            }
-            // Acquire: pairs with the Release CAS of every `push` in the head's history (each
-            // later pop and push is a read-modify-write, so they all continue those release
-            // sequences): every listed node's header and span word are visible to the walk below.
-            // It also pairs with a popper's AcqRel CAS of the head to itself that we read from:
-            // that popper's read of a node then happens before our rewrites of the node. No
-            // Release half: the empty head publishes nothing.
-            match head.compare_exchange_weak(
-                h,
-                pack_head(0, head_tag(h) + 1),
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(now) => h = now,
-            }
+        let h = self.detach(b, c);
+        if head_off(h) == 0 {
+            return Ok((chain, 0));
         }
         // Every node was pushed before our CAS, and every reservation of heap holding a node
         // happened before its push (see `pop`), so one read of the bump offset now bounds them
@@ -61,32 +43,7 @@ impl FreeLists {
         let mut off = head_off(h);
         let mut last = None;
         while off != 0 {
-            if off % 8 != 0 || off < self.data_start || off + 16 > limit || budget == 0 {
-                return Err(Error::Corrupt {
-                    offset: OFF_HEADS + 8 * c as u64,
-                    word: off,
-                });
-            }
-            budget -= 1;
-            // Relaxed: made visible by the Acquire CAS above; the node is ours.
-            let w = b.word(off).load(Ordering::Relaxed);
-            let HeaderWord::Free {
-                generation: gen,
-                next,
-            } = block::decode(w)
-            else {
-                return Err(Error::Corrupt {
-                    offset: off,
-                    word: w,
-                });
-            };
-            let span = b.word(off + 8).load(Ordering::Relaxed);
-            if span < 16 || span % 8 != 0 || off.checked_add(span).is_none_or(|e| e > limit) {
-                return Err(Error::Corrupt {
-                    offset: off + 8,
-                    word: span,
-                });
-            }
+            let (gen, next) = self.detached_node(b, c, off, limit, &mut budget)?;
             n += 1;
             last = Some((off, gen));
             off = next;
@@ -95,6 +52,75 @@ impl FreeLists {
             set_next(b, off, gen, chain);
         }
         Ok((head_off(h), n))
+    }
+
+    /// Detaches the whole stack of class `c` with one CAS of its head to empty (tag bumped) and
+    /// returns the head word it replaced: its nodes are the caller's from then on, as after a pop.
+    /// A head word with offset 0 means the class was empty and nothing changed.
+    pub(super) fn detach(&self, b: &Backing, c: usize) -> u64 {
+        let head = self.head(b, c);
+        let mut h = head.load(Ordering::Relaxed);
+        loop {
+            if head_off(h) == 0 {
+                return h;
+            }
+            // Acquire: pairs with the Release CAS of every `push` in the head's history (each
+            // later pop and push is a read-modify-write, so they all continue those release
+            // sequences): every listed node's header and span word are visible to the caller's
+            // walk. It also pairs with a popper's AcqRel CAS of the head to itself that we read
+            // from: that popper's read of a node then happens before our rewrites of the node. No
+            // Release half: the empty head publishes nothing.
+            match head.compare_exchange_weak(
+                h,
+                pack_head(0, head_tag(h) + 1),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return h,
+                Err(now) => h = now,
+            }
+        }
+    }
+
+    /// Checks the node at `off` of a chain detached from class `c` (whose nodes the caller owns,
+    /// made visible by the Acquire CAS that detached them): inside `data_start..limit`, a FREE
+    /// header, a span word that fits; `budget` counts down the nodes a chain below `limit` can
+    /// hold, so a loop ends as `Error::Corrupt` too. Returns the node's generation and link.
+    pub(super) fn detached_node(
+        &self,
+        b: &Backing,
+        c: usize,
+        off: u64,
+        limit: u64,
+        budget: &mut u64,
+    ) -> Result<(u32, u64), Error> {
+        if off % 8 != 0 || off < self.data_start || off + 16 > limit || *budget == 0 {
+            return Err(Error::Corrupt {
+                offset: OFF_HEADS + 8 * c as u64,
+                word: off,
+            });
+        }
+        *budget -= 1;
+        // Relaxed: made visible by the caller's Acquire CAS; the node is the caller's.
+        let w = b.word(off).load(Ordering::Relaxed);
+        let HeaderWord::Free {
+            generation: gen,
+            next,
+        } = block::decode(w)
+        else {
+            return Err(Error::Corrupt {
+                offset: off,
+                word: w,
+            });
+        };
+        let span = b.word(off + 8).load(Ordering::Relaxed);
+        if span < 16 || span % 8 != 0 || off.checked_add(span).is_none_or(|e| e > limit) {
+            return Err(Error::Corrupt {
+                offset: off + 8,
+                word: span,
+            });
+        }
+        Ok((gen, next))
     }
 
     /// Merges the listed segments that touch: detaches every class that may be non-empty into one

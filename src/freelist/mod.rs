@@ -133,25 +133,43 @@ impl FreeLists {
         debug_assert!(span >= 16 && span % 8 == 0 && off % 8 == 0);
         let c = class_of(span);
         let head = self.head(b, c);
-        let mut h = head.load(Ordering::Relaxed);
+        let h = head.load(Ordering::Relaxed);
         // The span lives in the word after the header; the node is ours until the CAS below. The
         // entry starts where the block or segment did.
         self.entries(b)
             .add_free(off, span, generation, head_off(h), Start::Kept);
+        self.splice(head, c, b, (off, off, generation), h);
+    }
+
+    /// Lists the chain `first..=last` of class `c` in one CAS: FREE segments of the class that
+    /// the caller owns, linked through their headers from `first` to `last` (whose generation is
+    /// `last_gen`; its link is set here). A thread's full cache goes to the list this way.
+    pub(crate) fn push_chain(&self, b: &Backing, c: usize, first: u64, last: u64, last_gen: u32) {
+        let head = self.head(b, c);
+        let h = head.load(Ordering::Relaxed);
+        self.entries(b).relink(last, last_gen, head_off(h));
+        self.splice(head, c, b, (first, last, last_gen), h);
+    }
+
+    /// The CAS loop of a push: the chain `(first, last, last_gen)`, whose last link already names
+    /// the head `h` read, goes on top of class `c`; on a failed CAS the last link is pointed at
+    /// the new head and the CAS tried again. Then the class's bit is set.
+    fn splice(&self, head: &AtomicU64, c: usize, b: &Backing, chain: (u64, u64, u32), mut h: u64) {
+        let (first, last, last_gen) = chain;
         loop {
-            // Release: publishes the node's header and span word; pairs with the Acquire load and
-            // CAS in `pop`. Acquire: pairs with the AcqRel CAS of an emptied head to itself in
+            // Release: publishes the nodes' headers and span words; pairs with the Acquire load
+            // and CAS in `pop`. Acquire: pairs with the AcqRel CAS of an emptied head to itself in
             // `pop`, so a clear of this class's bit made before it is seen below (and undone).
             match head.compare_exchange_weak(
                 h,
-                pack_head(off, head_tag(h) + 1),
+                pack_head(first, head_tag(h) + 1),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => break,
                 Err(now) => {
                     h = now;
-                    self.entries(b).relink(off, generation, head_off(h));
+                    self.entries(b).relink(last, last_gen, head_off(h));
                 }
             }
         }
@@ -181,19 +199,9 @@ impl FreeLists {
         loop {
             let off = head_off(h);
             if off == 0 {
-                self.nonempty.clear(c);
-                // A push may have landed between our load and the clear: keep its bit. A plain
-                // re-load could return the stale empty head although the push's bit update came
-                // before our clear (the store-buffering shape: each thread writes one word, then
-                // reads the other's), and the class would stay hidden from `take` with a segment
-                // in it. A CAS of the head to itself reads the latest head. If it still finds `h`,
-                // any push comes after it in the head's order, and that push's AcqRel CAS reads
-                // our Release write, so the push's check of the bit sees our clear and sets it.
-                // AcqRel: Release for that argument; Acquire pairs with the push we continue with.
-                match head.compare_exchange(h, h, Ordering::AcqRel, Ordering::Acquire) {
-                    Ok(_) => return Ok(None),
-                    Err(now) => {
-                        self.nonempty.set(c);
+                match self.confirm_empty(head, c, h) {
+                    None => return Ok(None),
+                    Some(now) => {
                         h = now;
                         continue;
                     }
@@ -259,6 +267,138 @@ impl FreeLists {
                 Err(now) => h = now,
             }
         }
+    }
+
+    /// Class `c` was seen empty at head word `h`: clears its bit in the non-empty hint, then
+    /// confirms. Returns `None` when the class is still empty, else the head found (bit set again).
+    fn confirm_empty(&self, head: &AtomicU64, c: usize, h: u64) -> Option<u64> {
+        self.nonempty.clear(c);
+        // A push may have landed between our load and the clear: keep its bit. A plain
+        // re-load could return the stale empty head although the push's bit update came
+        // before our clear (the store-buffering shape: each thread writes one word, then
+        // reads the other's), and the class would stay hidden from `take` with a segment
+        // in it. A CAS of the head to itself reads the latest head. If it still finds `h`,
+        // any push comes after it in the head's order, and that push's AcqRel CAS reads
+        // our Release write, so the push's check of the bit sees our clear and sets it.
+        // AcqRel: Release for that argument; Acquire pairs with the push we continue with.
+        match head.compare_exchange(h, h, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => None,
+            Err(now) => {
+                self.nonempty.set(c);
+                Some(now)
+            }
+        }
+    }
+
+    /// Whether class `c` may hold a segment (the non-empty hint: one `Relaxed` load). A memtable
+    /// that never frees finds it clear, so its bump path pays this load and nothing more.
+    #[inline]
+    pub(crate) fn may_hold(&self, c: usize) -> bool {
+        self.nonempty.get(c)
+    }
+
+    /// Takes up to `max` (at least 1) segments of class `c` at once, for a thread's cache: detaches
+    /// the whole stack with one CAS of its head to empty, keeps its first `max` nodes (a chain
+    /// through their FREE headers, the last one's link cut to 0) and lists the rest again
+    /// ([`FreeLists::relist`]). Returns the first node and how many the chain holds; `None` when
+    /// the class is empty. Two shared read-modify-writes for up to `max` segments, where `pop`
+    /// costs one per segment.
+    ///
+    /// While the rest is off the list the class looks empty to others (as during a coalescing
+    /// pass, whose retries cover it). A damaged node is `Error::Corrupt`; what was detached stays
+    /// off the lists (leaked until a repair), as with `take_all`. Allocates nothing.
+    pub(crate) fn take_batch(
+        &self,
+        b: &Backing,
+        c: usize,
+        max: u64,
+    ) -> Result<Option<(u64, u64)>, Error> {
+        debug_assert!(max >= 1);
+        let head = self.head(b, c);
+        let h = loop {
+            let h = self.detach(b, c);
+            if head_off(h) != 0 {
+                break h;
+            }
+            if self.confirm_empty(head, c, h).is_none() {
+                return Ok(None);
+            }
+        };
+        // Every node was pushed before the detach, after the reservation of the heap it lies in
+        // (see `pop`): one read of the bump offset bounds them all.
+        let limit = b.word(OFF_BUMP).load(Ordering::Relaxed);
+        let mut budget = limit.saturating_sub(self.data_start) / 16;
+        let first = head_off(h);
+        let (mut off, mut n) = (first, 0u64);
+        let mut last = (first, 0u32);
+        while off != 0 && n < max {
+            let (generation, next) = self.detached_node(b, c, off, limit, &mut budget)?;
+            n += 1;
+            last = (off, generation);
+            off = next;
+        }
+        if off != 0 {
+            self.entries(b).relink(last.0, last.1, 0);
+            self.relist(b, c, off, limit, budget)?;
+        }
+        Ok(Some((first, n)))
+    }
+
+    /// Lists again the chain `rest` of class `c` (detached by the caller, ending in a 0 link)
+    /// without walking it: one CAS of the still empty head to `rest`. If segments were pushed
+    /// meanwhile, they are detached in turn, walked (only they: what was pushed in the caller's
+    /// window) and put in front of `rest`, and the CAS is tried again. Lock-free: a CAS fails only
+    /// because another thread's succeeded.
+    fn relist(
+        &self,
+        b: &Backing,
+        c: usize,
+        rest: u64,
+        limit: u64,
+        mut budget: u64,
+    ) -> Result<(), Error> {
+        let head = self.head(b, c);
+        let mut rest = rest;
+        let mut h = head.load(Ordering::Relaxed);
+        loop {
+            if head_off(h) == 0 {
+                // Release: publishes the links of the segments we put in front (and, through
+                // our Acquire detaches, every push of the nodes we list again) to the next
+                // popper's Acquire; Acquire: as `push`'s, for the bit's clear.
+                match head.compare_exchange_weak(
+                    h,
+                    pack_head(rest, head_tag(h) + 1),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => {
+                        h = now;
+                        continue;
+                    }
+                }
+            }
+            let pushed = self.detach(b, c);
+            let mut off = head_off(pushed);
+            if off == 0 {
+                h = pushed;
+                continue;
+            }
+            let limit = limit.max(b.word(OFF_BUMP).load(Ordering::Relaxed));
+            let front = off;
+            loop {
+                let (generation, next) = self.detached_node(b, c, off, limit, &mut budget)?;
+                if next == 0 {
+                    self.entries(b).relink(off, generation, rest);
+                    break;
+                }
+                off = next;
+            }
+            rest = front;
+            h = head.load(Ordering::Relaxed);
+        }
+        self.nonempty.set(c);
+        Ok(())
     }
 
     /// Takes a segment of at least `need` bytes for which `fits` holds, visiting classes in

@@ -11,8 +11,9 @@
 //!
 //! The word 0 is the empty class. The count is at most [`CACHE_DEPTH`].
 
-/// Most blocks one class of one thread's cache keeps; more go to the shared free lists.
-const CACHE_DEPTH: u64 = 64;
+/// Most blocks one class of one thread's cache keeps; more go to the shared free lists. Also how
+/// many an empty class takes from the shared list at once (`FreeLists::take_batch`).
+pub(crate) const CACHE_DEPTH: u64 = 64;
 /// The count of cached blocks sits above this many bits, the first one's header offset below.
 const COUNT_SHIFT: u32 = 48;
 const OFF_MASK: u64 = (1 << COUNT_SHIFT) - 1;
@@ -48,6 +49,13 @@ impl CacheTop {
     #[inline]
     pub(super) const fn pushed(self, hdr: u64) -> CacheTop {
         CacheTop::new(hdr, self.count() + 1)
+    }
+
+    /// The head of a chain of `count` blocks (1 to [`CACHE_DEPTH`]) taken from the shared list at
+    /// once, the first at header offset `first`.
+    #[inline]
+    pub(super) const fn filled(first: u64, count: u64) -> CacheTop {
+        CacheTop::new(first, count)
     }
 
     /// The head after the first block is taken; `next` is the block it linked to.

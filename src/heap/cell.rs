@@ -258,6 +258,18 @@ impl ChunkCell {
         self.cache[class].store(top.popped(next).word(), Ordering::Relaxed);
     }
 
+    /// The empty class `class` now holds the chain of `count` blocks (1 to the cache's depth)
+    /// starting at `first`, which the caller took from the shared list (`FreeLists::take_batch`):
+    /// FREE segments of the class's span, linked through their headers, the last link 0. Returns
+    /// the new head. Owner only.
+    #[inline]
+    pub(crate) fn cache_filled(&self, class: usize, first: u64, count: u64) -> CacheTop {
+        self.debug_assert_top(class, CacheTop::from_word(0));
+        let top = CacheTop::filled(first, count);
+        self.cache[class].store(top.word(), Ordering::Relaxed);
+        top
+    }
+
     /// Empties class `class`'s cache and returns what it held, for the caller to list (or to
     /// drop: a damaged link leaves the blocks leaked until a repair). Owner only.
     #[inline]

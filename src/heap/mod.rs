@@ -41,7 +41,7 @@ pub(crate) mod slots;
 pub(crate) mod startmap;
 pub(crate) mod state;
 
-pub(crate) use cache::CacheTop;
+pub(crate) use cache::{CacheTop, CACHE_DEPTH};
 pub(crate) use cell::ChunkCell;
 pub(crate) use chunks::Heap;
 pub(crate) use counters::CounterSnapshot;
