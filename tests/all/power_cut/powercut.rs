@@ -277,7 +277,9 @@ fn run_policy(name: &str, cuts: u64) -> (Outcome, Tally) {
                     );
                 }
             }
-            tally.grown += u64::from(arena.capacity() > cutkit::GROW_CAP);
+            tally.grown += u64::from(
+                arena.max_capacity() == cutkit::GROW_MAX && arena.capacity() > cutkit::GROW_CAP,
+            );
             if !matches!(arena.verify(), Ok(r) if r.is_clean()) {
                 tally.verify_dirty += 1;
             }
