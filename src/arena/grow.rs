@@ -155,25 +155,81 @@ impl Inner {
             if end >= want {
                 return Ok(());
             }
-            return self.grow_step(end, want);
+            return self.grow_step(end, want, STORES);
         }
     }
 
     /// One growth step from `old` to `new` (docs/metadata.md, 12.2, steps 1 to 5). The caller
-    /// holds the step flag.
-    fn grow_step(&self, old: u64, new: u64) -> Result<(), Error> {
+    /// holds the step flag. Runs the step's first `stores` stores of [`STORES`] (all of them but
+    /// in the tests' [`Arena::grow_stopped_after`]).
+    fn grow_step(&self, old: u64, new: u64, stores: u8) -> Result<(), Error> {
         // 1 and 2: the file is extended and its length synced (or the reservation's pages made
         // usable); a failure changes nothing the arena reads.
+        if stores < 1 {
+            return Ok(());
+        }
         self.mem.grow(new, self.preallocate)?;
         // 3: the maps' words for the new range read zero.
+        if stores < 2 {
+            return Ok(());
+        }
         self.start_map().clear_all(old, new);
         // 4: the header names the new capacity (never more than the file holds: step 1 synced).
+        if stores < 3 {
+            return Ok(());
+        }
         self.mem.word(OFF_CAPACITY).store(new, Ordering::Relaxed);
+        if stores < STORES {
+            return Ok(());
+        }
         self.capacity.store(new, Ordering::Relaxed);
         // 5: publish. Release: the backing's length, the zeroed map words and the capacity happen
         // before any reservation that sees the new end (its Acquire load).
         self.heap_end.store(new, Ordering::Release);
         Ok(())
+    }
+}
+
+/// The stores of one growth step (docs/metadata.md, 12.2): the backing grown (step 1, with
+/// step 2), the new range's map words zeroed (3), the header's `capacity` word (4), and the
+/// arena's own capacity and heap end published (5).
+const STORES: u8 = 4;
+
+#[cfg(feature = "testkit")]
+impl Arena {
+    /// Tests only: runs the first `stores` stores (0 to 4) of a growth step to `new_capacity`
+    /// (docs/metadata.md, 12.2: the backing grown, the new range's map words zeroed, the
+    /// header's `capacity` word, the heap end published) and stops there, as a `kill -9` after
+    /// that store would. With fewer than 4 the arena is left mid-step: take its crash image and
+    /// drop it; nothing else may use it.
+    ///
+    /// # Errors
+    /// As [`Arena::grow`]; [`Error::Full`] also when `new_capacity` is not above the capacity.
+    #[doc(hidden)]
+    pub fn grow_stopped_after(&self, stores: u8, new_capacity: u64) -> Result<(), Error> {
+        let inner = &*self.inner;
+        inner.writable()?;
+        let want = align_up(new_capacity, DATA_ALIGN).filter(|&w| {
+            w > inner.capacity() && w <= inner.max_capacity() && inner.geom.growable()
+        });
+        let Some(want) = want else {
+            return Err(Error::Full {
+                requested: new_capacity,
+                available: inner.heap_end().saturating_sub(inner.bump()),
+            });
+        };
+        // One thread calls this, with no other step in flight (a test's single thread).
+        // Acquire: as in `grow_to`.
+        let me = crate::fork::epoch();
+        inner
+            .growing
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .map_err(|_| Error::Full {
+                requested: new_capacity,
+                available: 0,
+            })?;
+        let _flag = StepFlag(&inner.growing);
+        inner.grow_step(inner.heap_end(), want, stores.min(STORES))
     }
 }
 

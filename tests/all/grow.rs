@@ -521,16 +521,26 @@ fn cut_during_growth(seed: u64, fate: HeaderFate) {
     if !matches!(fate, HeaderFate::Flushed) {
         assert_eq!(a.capacity(), before + MIB, "seed {seed}, {fate:?}");
     }
-    verified(&mut a);
-    // The recovered arena grows again and allocates without touching a flushed block.
+    grows_again_keeping(&mut a, &mut rng, &acked, &format!("seed {seed}"));
+}
+
+/// A recovered arena verifies clean, grows again and allocates until full without touching a
+/// flushed block of `acked`.
+fn grows_again_keeping(
+    a: &mut Arena,
+    rng: &mut Rng,
+    acked: &std::collections::BTreeMap<u64, (u64, usize)>,
+    case: &str,
+) {
+    verified(a);
     a.grow(a.capacity() + MIB).unwrap();
     while let Ok(mut b) = a.alloc(1 + rng.below(5000) as usize) {
         b.fill(0xaa);
     }
-    for (&h, &(seq, len)) in &acked {
+    for (&h, &(seq, len)) in acked {
         assert!(
-            record_ok(&a, h, seq, len),
-            "seed {seed}: record {seq} overwritten"
+            record_ok(a, h, seq, len),
+            "{case}: record {seq} overwritten"
         );
     }
 }
@@ -541,6 +551,114 @@ fn power_cuts_during_growth_keep_every_flushed_block() {
     for seed in 1..=4 {
         for fate in [HeaderFate::Written, HeaderFate::Flushed, HeaderFate::Torn] {
             cut_during_growth(seed, fate);
+        }
+    }
+}
+
+/// A kill after each store of a growth step (docs/metadata.md, 12.2 and 12.4): a growable arena
+/// on a simulated disk holds flushed blocks (and others allocated after the flush); a step is
+/// stopped after its first `stores` stores; the power then goes with the header page written
+/// back or not and a random share of the other pages. The image opens at the old or the new
+/// capacity with every flushed block, verifies clean, and grows and allocates again.
+fn kill_at_store(seed: u64, stores: u8, header_written: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(seed ^ u64::from(stores) << 8);
+    let (arena, disk) = Options::new()
+        .capacity(4096 + 2 * MIB)
+        .max_capacity(16 * MIB)
+        .simulated_disk()
+        .unwrap();
+    let mut live: std::collections::BTreeMap<u64, (u64, usize)> = Default::default();
+    let mut acked = live.clone();
+    let mut flushed = 0;
+    for seq in 0..4000 {
+        let len = 1 + if rng.below(30) == 0 {
+            rng.below(9000)
+        } else {
+            rng.below(300)
+        } as usize;
+        if let Ok(mut b) = arena.alloc(len) {
+            for (i, x) in b.iter_mut().enumerate() {
+                *x = record_byte(seq, i);
+            }
+            live.insert(b.into_handle().to_u64(), (seq, len));
+        }
+        // One block in three freed, a random one of the live ones (flushed or not).
+        if let Some(&k) = (rng.below(3) == 0)
+            .then(|| {
+                live.keys()
+                    .nth(rng.below(live.len().max(1) as u64) as usize)
+            })
+            .flatten()
+        {
+            arena.free(Handle::from_u64(k)).unwrap();
+            live.remove(&k);
+            acked.remove(&k);
+        }
+        if seq == 3000 {
+            arena.flush().unwrap();
+            acked = live.clone();
+            flushed = arena.capacity();
+            // A step after the flush, whole: the header may name it, the meta slot does not.
+            arena.grow(flushed + 256 * 1024).unwrap();
+        }
+    }
+    let before = arena.capacity();
+    assert!(
+        before > flushed,
+        "seed {seed}: the arena never grew after the flush"
+    );
+    arena.grow_stopped_after(stores, before + MIB).unwrap();
+    let img = disk.crash_image(&arena, |p| {
+        if p == 0 {
+            header_written
+        } else {
+            rng.below(3) == 0
+        }
+    });
+    drop(arena);
+    let path = dir.path().join("cut");
+    std::fs::write(&path, &img).unwrap();
+    let case =
+        format!("seed {seed}, stopped after {stores} stores, header written {header_written}");
+    let mut a = open(&Options::new(), &path)
+        .unwrap_or_else(|e| panic!("{case}: the image does not open: {e}"));
+    // The dirty open takes the larger of the header's capacity and the newest meta slot's
+    // (docs/metadata.md, 12.6, gap 3): the step's own capacity once its header word is stored
+    // and written back, else what the header held before the step (the arena also grew by
+    // allocations after the flush), else what the flush made durable.
+    let expected = match (header_written, stores >= 3) {
+        (true, true) => before + MIB,
+        (true, false) => before,
+        (false, _) => flushed,
+    };
+    assert_eq!(
+        a.capacity(),
+        expected,
+        "{case}: opened at {} (flushed at {flushed}, before the step {before})",
+        a.capacity()
+    );
+    let lost = acked
+        .iter()
+        .filter(|&(&h, &(seq, len))| !record_ok(&a, h, seq, len))
+        .count();
+    assert_eq!(
+        lost,
+        0,
+        "{case}: {lost} of {} flushed blocks lost",
+        acked.len()
+    );
+    grows_again_keeping(&mut a, &mut rng, &acked, &case);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "writes images to files and maps them")]
+fn a_kill_after_each_store_of_a_step_keeps_every_flushed_block() {
+    for seed in 1..=3 {
+        for stores in 0..=4 {
+            for header_written in [false, true] {
+                kill_at_store(seed, stores, header_written);
+            }
         }
     }
 }

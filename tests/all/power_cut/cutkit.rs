@@ -26,12 +26,45 @@ pub const PAGE: usize = 4096;
 /// The arenas' capacity.
 pub const CAP: u64 = 4 << 20;
 
-/// The free-list policy named `name` ("optimistic" or "pessimistic").
+/// The growable arenas' first capacity: room for the two threads' first LARGE blocks only once
+/// the arena grew.
+pub const GROW_CAP: u64 = 2 << 20;
+
+/// The growable arenas' `max_capacity`: six times [`GROW_CAP`].
+pub const GROW_MAX: u64 = 6 * GROW_CAP;
+
+/// The suffix of a policy name whose arenas are growable (`optimistic+grow`): made with
+/// [`GROW_CAP`] and a `max_capacity` of [`GROW_MAX`] (docs/metadata.md, section 12).
+pub const GROW: &str = "+grow";
+
+/// The free-list policy named `name` ("optimistic" or "pessimistic", with or without [`GROW`]).
 pub fn policy(name: &str) -> Freelist {
-    match name {
+    match name.trim_end_matches(GROW) {
         "optimistic" => Freelist::Optimistic,
         _ => Freelist::Pessimistic,
     }
+}
+
+/// Whether the policy `name` names growable arenas.
+pub fn growable(name: &str) -> bool {
+    name.ends_with(GROW)
+}
+
+/// Opens (or creates) the arena file at `path` for the policy `name`: a fixed arena of [`CAP`]
+/// as [`open`] does, or a growable one (see [`GROW`]).
+pub fn open_named(path: &Path, name: &str) -> Result<Arena, Error> {
+    if !growable(name) {
+        return open(path, policy(name));
+    }
+    // A file takes its own capacity and maximum: one that grew is past `GROW_CAP`, and a
+    // capacity below its bump offset is refused.
+    let options = if path.exists() {
+        Options::new()
+    } else {
+        Options::new().capacity(GROW_CAP).max_capacity(GROW_MAX)
+    };
+    // SAFETY: as in `open`.
+    unsafe { options.freelist(policy(name)).map_file(path) }
 }
 
 /// Opens (or creates) the arena file at `path`, writable.
@@ -140,9 +173,12 @@ pub struct Outcome {
     pub refused: u64,
     /// Pages in the images, by where they came from.
     pub pages: Mix,
+    /// Cuts whose file had grown since the last flush (a growth step's length is durable, and
+    /// no meta slot names it yet: docs/metadata.md, 12.2, recovery case *o*).
+    pub grown_since_flush: u64,
 }
 
-/// Cuts in one chain of [`Start::Chained`].
+/// Cuts in one chain of [`Start::Chained`] on a fixed-capacity arena.
 pub const CHAIN: u64 = 10;
 
 /// Where each cut's child starts.
@@ -150,11 +186,11 @@ pub const CHAIN: u64 = 10;
 pub enum Start {
     /// A new, empty arena for every cut.
     Fresh,
-    /// One file for a chain of [`CHAIN`] cuts: each cut's child starts from what the previous cut left,
+    /// One file for a chain of this many cuts (at least 1; [`CHAIN`] for fixed arenas): each cut's child starts from what the previous cut left,
     /// recovered (one of its disk images, opened writable, checked, then an allocation and a free
     /// and a clean close, as a user's restart would do). Every cut then also tries the arena a
     /// recovery produced: its rebuilt lists, its lowered bump offset, its old bytes past the bump.
-    Chained,
+    Chained(u64),
 }
 
 /// Runs the child test `name` until `cuts` cuts came after a published flush (a cut before the
@@ -182,12 +218,13 @@ pub fn run_cuts<S>(
         let dir = tempfile::tempdir().unwrap();
         let name_of_policy = policies[attempt as usize % policies.len()];
         let base = bases.path().join(name_of_policy);
-        // A chain starts again from an empty arena every `CHAIN` cuts: a full, fragmented arena
-        // never has room for the LARGE blocks the workloads also need protected.
-        if start == Start::Chained && base.exists() && out.cuts % CHAIN != 0 {
+        // A chain starts again from an empty arena every so many cuts: a full, fragmented arena
+        // never has room for the LARGE blocks the workloads also need protected (and a
+        // growable one grows again from its first capacity).
+        if matches!(start, Start::Chained(n) if base.exists() && out.cuts % n != 0) {
             fs::copy(&base, dir.path().join("arena")).unwrap();
         } else {
-            drop(open(&dir.path().join("arena"), policy(name_of_policy)).unwrap());
+            drop(open_named(&dir.path().join("arena"), name_of_policy).unwrap());
         }
         let mut child: Child = spawn_child(
             name,
@@ -214,18 +251,22 @@ pub fn run_cuts<S>(
         };
         let state = prepare(dir.path(), &cut);
         out.cuts += 1;
+        out.grown_since_flush += u64::from(cut.file_len() > cut.image_a.len());
         let next = KEEP[rng.below(KEEP.len() as u64) as usize];
         for keep in KEEP {
             let path = dir.path().join(format!("cut{keep}"));
             out.pages += cut.image(keep, &mut rng, &path);
             out.images += 1;
-            match open(&path, policy(name_of_policy)) {
+            match open_named(&path, name_of_policy) {
                 Ok(arena) => check(&state, arena),
-                Err(_) => out.refused += 1,
+                Err(e) => {
+                    eprintln!("{name_of_policy}: image {keep} refused: {e}");
+                    out.refused += 1;
+                }
             }
-            if start == Start::Chained && keep == next {
+            if matches!(start, Start::Chained(_)) && keep == next {
                 // The next cut starts from this image as a restart leaves it.
-                if let Ok(arena) = open(&path, policy(name_of_policy)) {
+                if let Ok(arena) = open_named(&path, name_of_policy) {
                     if let Ok(h) = arena.alloc_copy(&[0x5a; 100]) {
                         arena.free(h).unwrap();
                     }
@@ -308,12 +349,21 @@ impl Cut {
         })
     }
 
-    /// A disk image: image A with each changed page replaced, with probability `keep` percent,
-    /// by one of the versions it had since (chosen uniformly among those that differ from A).
-    /// Writes it to `path`.
+    /// The file's length at the cut. A growable arena's file only grows, and a growth step
+    /// syncs the new length before anything names it (docs/metadata.md, 12.2, step 1), so a
+    /// power cut keeps this length.
+    pub fn file_len(&self) -> usize {
+        self.versions.last().unwrap().len().max(self.image_a.len())
+    }
+
+    /// A disk image: image A (extended with zeros to the file's length at the cut, as a growth
+    /// step after the flush left it) with each changed page replaced, with probability `keep`
+    /// percent, by one of the versions it had since (chosen uniformly among those that differ
+    /// from A). Writes it to `path`.
     pub fn image(&self, keep: u64, rng: &mut Rng, path: &Path) -> Mix {
         let mut mix = Mix::default();
         let mut image = self.image_a.clone();
+        image.resize(self.file_len(), 0);
         let last = self.versions.last().unwrap();
         for (p, chunk) in image.chunks_mut(PAGE).enumerate() {
             let at = p * PAGE..p * PAGE + chunk.len();

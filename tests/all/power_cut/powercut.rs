@@ -19,7 +19,7 @@
 //! Zero refusals, zero lost blocks and a clean `verify()` are required of every image.
 //! `PARENA_POWERCUT_CYCLES` sets the cuts per policy (default 50; 1,000 for the long run).
 
-use crate::power_cut::cutkit::{self, open, Cut, Outcome};
+use crate::power_cut::cutkit::{self, Cut, Outcome};
 use crate::util::Rng;
 use parena::{Error, Handle};
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,7 +58,10 @@ fn child_powercut_worker() {
     let Some((dir, freelist, seed)) = cutkit::child_env() else {
         return;
     };
-    let mut arena = open(&dir.join("arena"), freelist).unwrap();
+    let name = std::env::var("PARENA_POWERCUT_POLICY").unwrap();
+    assert_eq!(cutkit::policy(&name), freelist);
+    let grows = cutkit::growable(&name);
+    let mut arena = cutkit::open_named(&dir.join("arena"), &name).unwrap();
     // A chained run starts from the arena the previous cut's recovery left: its whole records
     // are adopted (freed and reused like the child's own), anything else is freed.
     let live: Arc<RwLock<BTreeMap<u64, (u64, usize)>>> = Arc::default();
@@ -89,9 +92,10 @@ fn child_powercut_worker() {
             .unwrap(),
     ));
     println!("ready");
+    let started = std::time::Instant::now();
     std::thread::scope(|s| {
         for (t, mut mine) in (0..2u64).zip(adopted) {
-            let (arena, live, epoch, frees) = (&arena, &live, &epoch, &frees);
+            let (arena, live, epoch, frees, started) = (&arena, &live, &epoch, &frees, &started);
             s.spawn(move || {
                 let mut rng = Rng(seed * 97 + t + 1);
                 let free = |h: u64| {
@@ -110,7 +114,15 @@ fn child_powercut_worker() {
                 // of a chain adopts it like any record), so every cut has some protected.
                 let mut want_large = true;
                 for i in 0u64.. {
-                    if !mine.is_empty() && (rng.below(3) == 0 || mine.len() > 3000) {
+                    // A growable arena's threads hold more blocks as time goes on, so its
+                    // growth runs through the child's life (with flushes and the cut among its
+                    // steps) rather than all at the start.
+                    let most = if grows {
+                        (16 + started.elapsed().as_millis()).min(3000) as usize
+                    } else {
+                        3000
+                    };
+                    if !mine.is_empty() && (rng.below(3) == 0 || mine.len() > most) {
                         free(mine.swap_remove(rng.below(mine.len() as u64) as usize));
                         continue;
                     }
@@ -153,6 +165,23 @@ fn child_powercut_worker() {
                 }
             });
         }
+        // A growable arena also grows by call, in small steps every few milliseconds from a
+        // third thread (so most flush intervals, and so most cuts, have steps in them), besides
+        // the steps its allocations run when they find the heap used up.
+        if grows {
+            let arena = &arena;
+            s.spawn(move || {
+                let mut rng = Rng(seed ^ 0x6a0);
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(2 + rng.below(8)));
+                    let step = (1 + rng.below(4)) * 16 * 1024;
+                    match arena.grow(arena.capacity() + step) {
+                        Ok(()) | Err(Error::Full { .. }) => {}
+                        Err(e) => panic!("grow: {e}"),
+                    }
+                }
+            });
+        }
         // The writers run on while the arena flushes, as they do in an engine: a flush protects
         // the blocks whose allocation (bytes written) returned before it started.
         cutkit::flush_loop(&dir, seed, None, |e| {
@@ -180,6 +209,8 @@ struct Tally {
     /// Of the blocks checked, LARGE ones (1 MiB and more).
     large: u64,
     verify_dirty: u64,
+    /// Images that opened at a capacity above the growable arenas' first one.
+    grown: u64,
 }
 
 /// Reads the blocks a cut's flush protects: live at the flush (its acknowledgement) and not freed
@@ -210,7 +241,13 @@ fn run_policy(name: &str, cuts: u64) -> (Outcome, Tally) {
         "power_cut::powercut::child_powercut_worker",
         cuts,
         &[name],
-        cutkit::Start::Chained,
+        // A growable arena grows to its maximum within a cut or two: its chains are short, so
+        // more cuts come while it grows.
+        cutkit::Start::Chained(if cutkit::growable(name) {
+            2
+        } else {
+            cutkit::CHAIN
+        }),
         (60, 400),
         protected,
         |protected, mut arena| {
@@ -240,6 +277,9 @@ fn run_policy(name: &str, cuts: u64) -> (Outcome, Tally) {
                     );
                 }
             }
+            tally.grown += u64::from(
+                arena.max_capacity() == cutkit::GROW_MAX && arena.capacity() > cutkit::GROW_CAP,
+            );
             if !matches!(arena.verify(), Ok(r) if r.is_clean()) {
                 tally.verify_dirty += 1;
             }
@@ -252,20 +292,42 @@ fn run_policy(name: &str, cuts: u64) -> (Outcome, Tally) {
 #[test]
 #[cfg_attr(miri, ignore = "spawns and kills processes, maps files")]
 fn power_cuts_keep_every_flushed_block() {
-    power_cuts(12);
+    power_cuts(12, FIXED);
 }
 
 #[test]
 #[ignore = "long (54 s on 2 cores, debug build): fifty chained cuts per policy"]
 fn power_cuts_keep_every_flushed_block_long() {
-    power_cuts(50);
+    power_cuts(50, FIXED);
 }
 
-fn power_cuts(default_cuts: u64) {
+/// The same on growable arenas (docs/metadata.md, section 12): 2 MiB at first, grown by
+/// allocations that find the heap used up and by calls in small steps up to 12 MiB, with
+/// power cuts between and after the steps, so images hold a file longer than the newest meta
+/// slot's capacity (recovery case *o*) and header pages naming either capacity.
+#[test]
+#[cfg_attr(miri, ignore = "spawns and kills processes, maps files")]
+fn power_cuts_during_growth_keep_every_flushed_block() {
+    power_cuts(12, GROWING);
+}
+
+#[test]
+#[ignore = "long: fifty chained cuts per policy on growable arenas"]
+fn power_cuts_during_growth_keep_every_flushed_block_long() {
+    power_cuts(50, GROWING);
+}
+
+/// The policies of the fixed-capacity runs.
+const FIXED: [&str; 2] = ["optimistic", "pessimistic"];
+
+/// The policies of the growable runs (see `cutkit::GROW`).
+const GROWING: [&str; 2] = ["optimistic+grow", "pessimistic+grow"];
+
+fn power_cuts(default_cuts: u64, names: [&str; 2]) {
     let cuts = cutkit::cuts(default_cuts);
     let mut failures = Vec::new();
     let only = std::env::var("PARENA_POWERCUT_POLICY_ONLY").ok();
-    for name in ["optimistic", "pessimistic"] {
+    for name in names {
         if only.as_deref().is_some_and(|o| o != name) {
             continue;
         }
@@ -280,6 +342,9 @@ fn power_cuts(default_cuts: u64) {
             t.large > 0,
             "{name}: no LARGE block was protected by a flush: {t:?}"
         );
+        if cutkit::growable(name) {
+            assert!(t.grown > 0, "{name}: no image opened grown: {o:?} {t:?}");
+        }
         if o.refused + t.lost + t.verify_dirty > 0 {
             failures.push(format!("{name}: {o:?} {t:?}"));
         }

@@ -1,0 +1,179 @@
+//! Growth's figures (docs/metadata.md, 12.5; issue 27): what a growth step costs, what an
+//! allocation that triggers one costs, and whether other threads' allocations stop while a thread
+//! grows. Not a criterion group: each figure is a median of many single timings, and the with- and
+//! without-growth runs of (c) alternate, so the machine's load falls on both alike.
+//!
+//! - (a) `step`: `Arena::grow` by one 1 MiB step on a fresh growable arena (64 MiB maximum), heap
+//!   and file backings; median and max of `PARENA_GROW_STEPS` steps (default 48).
+//! - (b) `alloc`: allocations of 200 B on a heap and a file arena of 1 MiB that grows by itself
+//!   (64 MiB maximum), each timed; the ones after which the capacity changed triggered a step.
+//!   Medians of both kinds, and of `grow` steps of the same size for comparison.
+//! - (c) `others`: a thread allocates 200 B blocks, timing each, on a file arena; in every other
+//!   round a second thread grows the arena in 1 MiB steps meanwhile. Median per round, then the
+//!   median over `PARENA_GROW_ROUNDS` rounds (default 6) of each kind, and their ratio.
+//!
+//! Run: `cargo bench -p parena-benches --bench grow`.
+
+// Not the library: std's atomics are fine here (see clippy.toml).
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+use parena::{Arena, Options};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+const MIB: u64 = 1 << 20;
+
+/// The header page and the start and flush maps of a 64 MiB maximum, in front of the heap.
+const MAPS: u64 = 4202496;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A fresh growable arena of `cap` bytes of heap (64 MiB maximum; the maps sized for it lie in
+/// front of the heap, 4 MiB), on the heap or in the file `file`.
+fn arena(file: Option<&std::path::Path>, cap: u64) -> Arena {
+    let o = Options::new().capacity(MAPS + cap).max_capacity(64 * MIB);
+    match file {
+        None => o.heap().unwrap(),
+        // SAFETY: the file is in a private temporary directory, new for this arena; nothing else
+        // maps or changes it.
+        Some(p) => unsafe { o.map_file(p) }.unwrap(),
+    }
+}
+
+fn backings(dir: &std::path::Path) -> [(&'static str, Option<std::path::PathBuf>); 2] {
+    [("heap", None), ("file", Some(dir.join("a")))]
+}
+
+/// (a): the step alone.
+fn step(dir: &std::path::Path) {
+    let n = env_or("PARENA_GROW_STEPS", 48);
+    for (name, path) in backings(dir) {
+        if let Some(p) = &path {
+            let _ = std::fs::remove_file(p);
+        }
+        let a = arena(path.as_deref(), MIB);
+        let mut t: Vec<f64> = (0..n)
+            .map(|_| {
+                let c = a.capacity();
+                let s = Instant::now();
+                a.grow(c + MIB).unwrap();
+                s.elapsed().as_nanos() as f64
+            })
+            .collect();
+        let max = t.iter().copied().fold(0.0, f64::max);
+        println!(
+            "step {name}: grow by 1 MiB, median {:.1} us, max {:.1} us ({n} steps)",
+            median(&mut t) / 1e3,
+            max / 1e3
+        );
+    }
+}
+
+/// (b): allocations that trigger a step against ordinary ones.
+fn alloc(dir: &std::path::Path) {
+    for (name, path) in backings(dir) {
+        if let Some(p) = &path {
+            let _ = std::fs::remove_file(p);
+        }
+        let a = arena(path.as_deref(), MIB);
+        let (mut plain, mut grew) = (Vec::new(), Vec::new());
+        while a.capacity() < 48 * MIB {
+            let c = a.capacity();
+            let s = Instant::now();
+            let b = a.alloc(200).unwrap();
+            let ns = s.elapsed().as_nanos() as f64;
+            drop(b);
+            if a.capacity() > c {
+                grew.push(ns);
+            } else {
+                plain.push(ns);
+            }
+        }
+        let steps = grew.len();
+        let max = grew.iter().copied().fold(0.0, f64::max);
+        println!(
+            "alloc {name}: 200 B, ordinary median {:.0} ns ({} allocations); triggering a step \
+             median {:.1} us, max {:.1} us ({steps} steps, to {} MiB)",
+            median(&mut plain),
+            plain.len(),
+            median(&mut grew) / 1e3,
+            max / 1e3,
+            a.capacity() / MIB
+        );
+    }
+}
+
+/// (c): another thread's allocations while a thread grows, against without.
+fn others(dir: &std::path::Path) {
+    let rounds = env_or("PARENA_GROW_ROUNDS", 6);
+    let n = 60_000;
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for r in 0..2 * rounds {
+        let growing = r % 2 == 0;
+        let p = dir.join("others");
+        let _ = std::fs::remove_file(&p);
+        let a = arena(Some(&p), MIB);
+        let done = AtomicBool::new(false);
+        let (m, steps) = std::thread::scope(|s| {
+            let grower = s.spawn(|| {
+                let mut steps = 0;
+                while growing && !done.load(Ordering::Relaxed) && a.capacity() < 60 * MIB {
+                    a.grow(a.capacity() + MIB).unwrap();
+                    steps += 1;
+                }
+                steps
+            });
+            let mut t: Vec<f64> = (0..n)
+                .map(|_| {
+                    let s = Instant::now();
+                    let b = a.alloc(200).unwrap();
+                    let ns = s.elapsed().as_nanos() as f64;
+                    drop(b);
+                    ns
+                })
+                .collect();
+            done.store(true, Ordering::Relaxed);
+            (median(&mut t), grower.join().unwrap())
+        });
+        println!(
+            "others round {r}: {} median {m:.0} ns ({steps} steps meanwhile)",
+            if growing { "growing" } else { "still" }
+        );
+        if growing {
+            with.push(m);
+        } else {
+            without.push(m);
+        }
+    }
+    let (w, wo) = (median(&mut with), median(&mut without));
+    println!(
+        "others: 200 B allocation median {w:.0} ns while a thread grows, {wo:.0} ns without \
+         (ratio {:.2}, {rounds} rounds each)",
+        w / wo
+    );
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if run("step") {
+        step(dir.path());
+    }
+    if run("alloc") {
+        alloc(dir.path());
+    }
+    if run("others") {
+        others(dir.path());
+    }
+}
