@@ -76,7 +76,8 @@ impl Options {
 
     /// Total size in bytes, header included (rounded up to 4096). On reopen of a file, a larger
     /// value grows the file; a smaller one is kept as is unless it is below what is allocated,
-    /// which is refused with [`Error::Shrink`].
+    /// which is refused with [`Error::Shrink`]. A growable arena ([`Options::max_capacity`])
+    /// takes it as where it starts: one that has grown past it opens at its grown capacity.
     ///
     /// Without it, a new arena gets [`DEFAULT_CAPACITY`] and a reopened file keeps the capacity
     /// in its header: a reopen never grows a file to the default. The largest capacity is 32 GiB.

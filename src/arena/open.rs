@@ -234,7 +234,9 @@ impl Arena {
         let mut capacity = v.capacity;
         if let Some(want) = o.capacity {
             let want = align_up(want, DATA_ALIGN).ok_or_else(|| capacity_error(o, want))?;
-            if want < raw.bump {
+            // A growable arena's `capacity` is where it starts: one that grew past it opens at
+            // its grown capacity, so the options it was created with keep opening it.
+            if want < raw.bump && !g.growable() {
                 return Err(Error::Shrink {
                     requested: want,
                     allocated: raw.bump,

@@ -53,13 +53,13 @@ pub use handle::Handle;
 #[cfg(test)]
 pub(crate) use header_word::pad_of_nothing;
 pub use header_word::MAX_BLOCK_LEN;
+#[cfg(any(test, feature = "testkit"))]
+pub(crate) use header_word::MAX_READERS;
 pub(crate) use header_word::{
     decode, free, is_foreign, is_large, large_len, large_tail, live, live_foreign, live_generation,
     live_small, pad, published_small, tail_word, HeaderWord, LiveState, FREE_GEN_MASK, GEN_MASK,
     LARGE_MIN,
 };
-#[cfg(any(test, feature = "testkit"))]
-pub(crate) use header_word::MAX_READERS;
 pub(crate) use pin::BlockHeader;
 
 use crate::backing::Backing;

@@ -230,7 +230,7 @@ pub enum Error {
         /// Found in the file.
         found: u32,
     },
-    /// Reopening with a capacity smaller than the space already allocated.
+    /// Reopening a fixed arena with a capacity smaller than the space already allocated.
     Shrink {
         /// Capacity asked for.
         requested: u64,

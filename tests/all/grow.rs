@@ -311,6 +311,15 @@ fn a_grown_file_reopens_with_every_block() {
     for &(h, l, x) in &blocks {
         holds(&back, h, l, x);
     }
+    // The options it was created with open it too: a growable arena's `capacity` is where it
+    // starts, and an arena that grew past it opens at its grown capacity.
+    drop(back);
+    let same = open(&growable(), &p).unwrap();
+    assert_eq!(same.capacity(), cap);
+    for &(h, l, x) in &blocks {
+        holds(&same, h, l, x);
+    }
+    let back = same;
     // A reopen with a larger capacity grows in place, as a step while open does.
     drop(back);
     let bigger = open(&Options::new().capacity(cap + 4 * MIB), &p).unwrap();
