@@ -193,33 +193,13 @@ impl Inner {
                     (hdr, word)
                 })
         };
+        // A growable arena below its maximum grows before it runs a merge pass: a step is a map
+        // (and for a file an extension), a pass walks every listed segment (docs/metadata.md,
+        // 12.2). The lists are still tried first, without a pass.
+        let can_grow = self.geom.growable() && self.heap_end() < self.max_capacity();
         let r = match r {
             Some(r) => Some(r),
-            None => match self.geom.freelist {
-                Freelist::None => None,
-                Freelist::Optimistic | Freelist::Pessimistic => {
-                    // Acquire: pairs with the Release increment that ends a pass, so a pass
-                    // that ended before this load listed its segments before our take.
-                    let mut seen = self.passes.load(Ordering::Acquire);
-                    let mut r = self.alloc_from_freelist(len, span, align)?;
-                    // While a pass runs the lists look empty to everyone else, so a retry can
-                    // miss what a pass had detached; a few rounds, each after one pass (waited
-                    // for, or run), give it a fair chance.
-                    let mut rounds = 0;
-                    while r.is_none()
-                        && self.coalesce_on
-                        && rounds < COALESCE_ROUNDS
-                        && self.coalesce(cell, &mut seen)?
-                    {
-                        r = self.alloc_from_freelist(len, span, align)?;
-                        rounds += 1;
-                    }
-                    if r.is_some() {
-                        cell.counters().on_freelist_take();
-                    }
-                    r
-                }
-            },
+            None => self.from_lists(cell, len, span, align, !can_grow)?,
         };
         match r {
             Some(r) => {
@@ -228,9 +208,19 @@ impl Inner {
             }
             None => {
                 // A growable arena grows by a step and tries again (docs/metadata.md, 12.2).
-                if self.grow_for(span + slack)? {
+                let grown = self.grow_for(span + slack);
+                if let Ok(true) = grown {
                     return self.alloc_slow(cell, len, span, align);
                 }
+                // No step (at the maximum, or the disk is full): the merge passes skipped above
+                // run now, before the allocation gives up.
+                if can_grow {
+                    if let Some(r) = self.from_lists(cell, len, span, align, true)? {
+                        cell.counters().on_alloc(len);
+                        return Ok(r);
+                    }
+                }
+                grown?;
                 cell.counters().on_failure();
                 Err(Error::Full {
                     requested: len,
@@ -238,6 +228,42 @@ impl Inner {
                 })
             }
         }
+    }
+
+    /// The exhausted heap's fallback: a take from the free lists, and with `passes` a few rounds
+    /// of coalescing passes between takes. `None` when nothing fits.
+    fn from_lists(
+        &self,
+        cell: &ChunkCell,
+        len: u64,
+        span: u64,
+        align: u64,
+        passes: bool,
+    ) -> Result<Option<(u64, u64)>, Error> {
+        if self.geom.freelist == Freelist::None {
+            return Ok(None);
+        }
+        // Acquire: pairs with the Release increment that ends a pass, so a pass that ended before
+        // this load listed its segments before our take.
+        let mut seen = self.passes.load(Ordering::Acquire);
+        let mut r = self.alloc_from_freelist(len, span, align)?;
+        // While a pass runs the lists look empty to everyone else, so a retry can miss what a
+        // pass had detached; a few rounds, each after one pass (waited for, or run), give it a
+        // fair chance.
+        let mut rounds = 0;
+        while r.is_none()
+            && passes
+            && self.coalesce_on
+            && rounds < COALESCE_ROUNDS
+            && self.coalesce(cell, &mut seen)?
+        {
+            r = self.alloc_from_freelist(len, span, align)?;
+            rounds += 1;
+        }
+        if r.is_some() {
+            cell.counters().on_freelist_take();
+        }
+        Ok(r)
     }
 
     /// Fills the calling thread's empty cache of exact class `class` from the shared list: up to

@@ -836,3 +836,52 @@ fn map_settings_on_a_growable_arena() {
         "{l:?}"
     );
 }
+
+/// An allocation that finds a growable heap used up grows it by a step before it runs a merge
+/// pass: a step costs a map (and, for a file, an extension), a pass walks every listed segment.
+/// The heap holds pairs of freed neighbours (too large for a thread's cache, so listed) that only
+/// a merge could turn into a segment the next allocation fits; it is served from the grown heap,
+/// and no pass has merged anything. At `max_capacity` the pass runs as before, and serves it.
+#[test]
+fn growth_comes_before_a_merge_pass() {
+    let arena = Options::new()
+        .capacity(START)
+        .max_capacity(START + 4 * MIB)
+        .heap()
+        .unwrap();
+    let mut pairs = Vec::new();
+    while let Ok(h) = arena.alloc_copy(&[1; 1000]) {
+        pairs.push(h);
+        if arena.capacity() > START {
+            break;
+        }
+    }
+    // Fill exactly to the first capacity: stop at the allocation that grew it.
+    assert!(arena.capacity() > START, "the fill reached growth");
+    let grown_at = arena.capacity();
+    for (i, &h) in pairs.iter().enumerate() {
+        if i % 4 < 2 {
+            arena.free(h).unwrap();
+        }
+    }
+    let before = arena.stats().coalesced;
+    // Fill the grown part too, then ask for a block only a merged pair would fit.
+    while arena.capacity() == grown_at && arena.alloc_copy(&[2; 1000]).is_ok() {}
+    let big = arena.alloc_copy(&[3; 1800]).unwrap();
+    assert!(arena.capacity() > grown_at, "the allocation grew the arena");
+    assert_eq!(
+        arena.stats().coalesced,
+        before,
+        "a merge pass ran before growth"
+    );
+    assert!(arena.read_with(big, |b| b.iter().all(|&x| x == 3)).unwrap());
+    // Used up at its maximum, the arena merges the freed pairs to serve the same requests.
+    while arena.capacity() < START + 4 * MIB {
+        arena.alloc_copy(&[4; 1800]).unwrap();
+    }
+    while arena.stats().coalesced == before {
+        arena
+            .alloc_copy(&[5; 1800])
+            .expect("served from merged pairs at max_capacity, not Full");
+    }
+}
