@@ -199,7 +199,7 @@ impl Inner {
         let can_grow = self.geom.growable() && self.heap_end() < self.max_capacity();
         let r = match r {
             Some(r) => Some(r),
-            None => self.from_lists(cell, len, span, align, !can_grow)?,
+            None => self.take_listed(cell, len, span, align, !can_grow)?,
         };
         match r {
             Some(r) => {
@@ -215,7 +215,7 @@ impl Inner {
                 // No step (at the maximum, or the disk is full): the merge passes skipped above
                 // run now, before the allocation gives up.
                 if can_grow {
-                    if let Some(r) = self.from_lists(cell, len, span, align, true)? {
+                    if let Some(r) = self.take_listed(cell, len, span, align, true)? {
                         cell.counters().on_alloc(len);
                         return Ok(r);
                     }
@@ -232,7 +232,7 @@ impl Inner {
 
     /// The exhausted heap's fallback: a take from the free lists, and with `passes` a few rounds
     /// of coalescing passes between takes. `None` when nothing fits.
-    fn from_lists(
+    fn take_listed(
         &self,
         cell: &ChunkCell,
         len: u64,
