@@ -877,10 +877,10 @@ fn growth_comes_before_a_merge_pass() {
     assert!(arena.read_with(big, |b| b.iter().all(|&x| x == 3)).unwrap());
     // Used up at its maximum, the arena merges the freed pairs to serve the same requests.
     while arena.capacity() < START + 4 * MIB {
-        arena.alloc_copy(&[4; 1800]).unwrap();
+        let _ = arena.alloc_copy(&[4; 1800]).unwrap();
     }
     while arena.stats().coalesced == before {
-        arena
+        let _ = arena
             .alloc_copy(&[5; 1800])
             .expect("served from merged pairs at max_capacity, not Full");
     }
