@@ -843,6 +843,10 @@ fn map_settings_on_a_growable_arena() {
 /// a merge could turn into a segment the next allocation fits; it is served from the grown heap,
 /// and no pass has merged anything. At `max_capacity` the pass runs as before, and serves it.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "maps a growable reservation (Miri maps only plain private anonymous memory)"
+)]
 fn growth_comes_before_a_merge_pass() {
     let arena = Options::new()
         .capacity(START)
