@@ -230,6 +230,9 @@ impl Backing {
         if let Store::File(f) = &self.store {
             f.extend(new_len, preallocate)?;
         }
+        // Release: keeps this store ahead of the growth step's later stores (the `Release` of
+        // `heap_end` that publishes the range). Readers load the length `Relaxed`: what orders
+        // them is `heap_end`'s `Release` / `Acquire` pair (docs/metadata.md 12.6, gap 4).
         self.len.store(new_len, StdOrdering::Release);
         Ok(())
     }
