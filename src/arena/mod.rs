@@ -19,6 +19,7 @@ mod access;
 mod alloc;
 mod block_mut;
 mod build;
+mod cache;
 mod check;
 mod coalesce;
 mod grow;
