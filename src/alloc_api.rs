@@ -52,7 +52,7 @@ impl Arena {
             return;
         }
         let freed = self
-            .handle_at(self.offset_of(p))
+            .handle_at(self.offset_of_ptr(p))
             .map(|h| self.free_as(h, crate::arena::Mode::Foreign));
         debug_assert!(
             matches!(freed, Some(Ok(()))),

@@ -397,7 +397,7 @@ impl Lists {
 pub fn allocate(arena: &crate::Arena, len: usize) -> u64 {
     let layout = std::alloc::Layout::from_size_align(len, 8).expect("a valid layout");
     let p = arena.allocate_ptr(layout).expect("room for the block");
-    arena.offset_of(p.cast())
+    arena.offset_of_ptr(p.cast())
 }
 
 /// `Allocator::grow` or `shrink` in place: the allocator block at data offset `off` resized from

@@ -80,7 +80,8 @@ impl Options {
     /// takes it as where it starts: one that has grown past it opens at its grown capacity.
     ///
     /// Without it, a new arena gets [`DEFAULT_CAPACITY`] and a reopened file keeps the capacity
-    /// in its header: a reopen never grows a file to the default. The largest capacity is 32 GiB.
+    /// in its header: a reopen never grows a file to the default. The largest capacity is 32 GiB,
+    /// or the maximum of a growable arena ([`Options::max_capacity`], up to 1 TiB).
     pub fn capacity(mut self, bytes: u64) -> Options {
         self.capacity = Some(bytes);
         self
@@ -95,7 +96,11 @@ impl Options {
     /// (format version 5): a reopen takes the file's value, and one that names another is
     /// [`Error::MaxCapacityMismatch`].
     ///
-    /// [`Error::MaxCapacity`] at create when `bytes` is below the capacity or above 32 GiB.
+    /// A maximum above 32 GiB makes a *wide* arena: its handles count offsets in a coarser unit
+    /// (16 to 256 bytes, [`Arena::offset_unit`](crate::Arena::offset_unit)) and every block is
+    /// aligned to it; [`Arena::offset_of`](crate::Arena::offset_of) decodes its handles.
+    ///
+    /// [`Error::MaxCapacity`] at create when `bytes` is below the capacity or above 1 TiB.
     pub fn max_capacity(mut self, bytes: u64) -> Options {
         self.max_capacity = Some(bytes);
         self

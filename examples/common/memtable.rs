@@ -236,9 +236,9 @@ impl Memtable {
         }
         let h = Handle::from_u64(arena.root(slot));
         let len = arena.len_of(h)?;
-        if len != HEAD_LEN || h.offset() % NODE_ALIGN as u64 != 0 {
+        if len != HEAD_LEN || arena.offset_of(h) % NODE_ALIGN as u64 != 0 {
             return Err(Error::OutOfBounds {
-                offset: h.offset(),
+                offset: arena.offset_of(h),
                 len: len as u64,
                 limit: HEAD_LEN as u64,
                 region: parena::Region::Block,
@@ -246,8 +246,8 @@ impl Memtable {
         }
         Ok(Memtable {
             values: arena.with_lane(VALUE_LANE),
+            head: arena.offset_of(h),
             arena,
-            head: h.offset(),
         })
     }
 
@@ -372,7 +372,7 @@ impl Memtable {
             b[at..at + 8].copy_from_slice(&s.succs[level].to_le_bytes());
         }
         let h = b.into_handle();
-        let node = h.offset();
+        let node = self.arena.offset_of(h);
         let me = link_to(node, key);
         // Level 0 decides whether the key is in the list.
         loop {

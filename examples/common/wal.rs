@@ -325,7 +325,7 @@ impl Wal {
         if tail.iter().any(|&b| b != 0) {
             tail.fill(0);
             self.arena
-                .flush_range(m.seg.offset() + m.pos as u64, rest as u64)?;
+                .flush_range(self.arena.offset_of(m.seg) + m.pos as u64, rest as u64)?;
         }
         // Relaxed: only this thread uses the log while it is opened.
         let mut next = Handle::from_u64(self.next_word(m.seg)?.load(Ordering::Relaxed));
@@ -341,7 +341,7 @@ impl Wal {
             next = after;
         }
         self.next_word(m.seg)?.store(0, Ordering::Relaxed);
-        self.arena.flush_range(m.seg.offset(), 8)?;
+        self.arena.flush_range(self.arena.offset_of(m.seg), 8)?;
         Ok(())
     }
 
@@ -392,7 +392,7 @@ impl Wal {
         // `follow` and `sync`).
         self.next_word(t.seg)?
             .store(seg.to_u64(), Ordering::Release);
-        self.arena.flush_range(t.seg.offset(), 8)?;
+        self.arena.flush_range(self.arena.offset_of(t.seg), 8)?;
         *t = Mark {
             seg,
             seg_len: self.segment_len,
@@ -415,8 +415,10 @@ impl Wal {
         }
         let mut m = *synced;
         while m.seg != target.seg {
-            self.arena
-                .flush_range(m.seg.offset() + m.pos as u64, (m.seg_len - m.pos) as u64)?;
+            self.arena.flush_range(
+                self.arena.offset_of(m.seg) + m.pos as u64,
+                (m.seg_len - m.pos) as u64,
+            )?;
             // Acquire: pairs with the Release link store in `start_segment`.
             let next = Handle::from_u64(self.next_word(m.seg)?.load(Ordering::Acquire));
             m = Mark {
@@ -427,8 +429,10 @@ impl Wal {
             };
         }
         if target.pos > m.pos {
-            self.arena
-                .flush_range(m.seg.offset() + m.pos as u64, (target.pos - m.pos) as u64)?;
+            self.arena.flush_range(
+                self.arena.offset_of(m.seg) + m.pos as u64,
+                (target.pos - m.pos) as u64,
+            )?;
         }
         self.arena.flush_header()?;
         *synced = target;
@@ -443,6 +447,6 @@ impl Wal {
     /// Arena offset where the next record will be written (if it fits in the tail segment).
     pub fn tail_offset(&self) -> u64 {
         let t = lock(&self.tail);
-        t.seg.offset() + t.pos as u64
+        self.arena.offset_of(t.seg) + t.pos as u64
     }
 }

@@ -37,7 +37,7 @@ impl Arena {
             inner.writable()?;
         }
         with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
-            let _slot = CheckSlot::hold(cell, h);
+            let _slot = CheckSlot::hold(cell, inner.offset_of(h));
             let Live {
                 hdr,
                 word: mut cur,
@@ -51,7 +51,9 @@ impl Arena {
             if readable && waiting == DEFERRED {
                 inner.release_deferred(cell, false);
                 if cell.reads().deferred_len() == DEFERRED {
-                    return Err(Error::Busy { offset: h.offset() });
+                    return Err(Error::Busy {
+                        offset: inner.offset_of(h),
+                    });
                 }
             }
             let w = LiveWord::at(&inner.mem, hdr);
@@ -152,10 +154,10 @@ impl Arena {
         let slot = with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
             // SAFETY: the cell belongs to `inner.cells`, which keeps every cell it handed out
             // until it is dropped with `inner`; `self` borrows `inner` for `'_`.
-            cell.reads().hold(h.offset()).map(|s| unsafe { s.extend() })
+            cell.reads().hold(hdr + WORD).map(|s| unsafe { s.extend() })
         });
         let Some(slot) = slot else {
-            return Err(nested_too_deep(h));
+            return Err(nested_too_deep(hdr + WORD));
         };
         let mut held = ReadHold {
             slot: Some(slot),
@@ -166,7 +168,7 @@ impl Arena {
             return Err(no_entry(h));
         }
         #[cfg(feature = "testkit")]
-        crate::hook::read_held(h.offset());
+        crate::hook::read_held(hdr + WORD);
         // SeqCst: after the slot's swap in the total order (section 4.1).
         let word = inner.mem.word(hdr).load(Ordering::SeqCst);
         let (len, _) = inner.check_live(hdr, word, h, Mode::Read)?;
@@ -296,8 +298,8 @@ impl Inner {
 /// The error of a read nested deeper than its thread has read slots.
 #[cold]
 #[inline(never)]
-fn nested_too_deep(h: Handle) -> Error {
-    Error::Busy { offset: h.offset() }
+fn nested_too_deep(data: u64) -> Error {
+    Error::Busy { offset: data }
 }
 
 /// A read in progress, from `Arena::hold_read`: the read slot it holds (none on a read-only

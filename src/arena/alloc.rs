@@ -79,6 +79,9 @@ impl Arena {
         if len == 0 {
             return Err(Error::ZeroSize);
         }
+        // A wide arena's handles count in its offset unit: every block's data is aligned to it
+        // (docs/metadata.md, 12.3). 8 bytes elsewhere, which every caller already asks.
+        let align = align.max(inner.unit());
         if len >= block::LARGE_MIN {
             return self.alloc_large_len(len, align);
         }

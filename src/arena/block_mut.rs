@@ -23,7 +23,8 @@ impl BlockMut<'_> {
     /// The block's handle (usable by others once this `BlockMut` is dropped).
     #[inline]
     pub fn handle(&self) -> Handle {
-        Handle::new(self.hdr + WORD, block::live_generation(self.word))
+        self.inner
+            .handle(self.hdr + WORD, block::live_generation(self.word))
     }
 
     /// Offset of the block's first byte from the start of the arena.

@@ -5,7 +5,10 @@ use super::open::random_id;
 use super::Arena;
 use crate::backing::BackingKind;
 use crate::error::Error;
-use crate::format::{self, Geometry, DATA_ALIGN, MAX_CAPACITY, MAX_CHUNK_SHIFT, MIN_CHUNK_SHIFT};
+use crate::format::{
+    self, Geometry, DATA_ALIGN, MAX_CAPACITY, MAX_CHUNK_SHIFT, MAX_GROWABLE_CAPACITY,
+    MIN_CHUNK_SHIFT,
+};
 use crate::layout::align_up;
 use crate::options::{Options, DEFAULT_CAPACITY};
 #[cfg(feature = "testkit")]
@@ -17,17 +20,17 @@ impl Geometry {
         let reserved = o.reserved.unwrap_or(0);
         let max_capacity = requested_max_capacity(o)?;
         let data_start = Geometry::data_start_for(reserved, max_capacity);
-        if capacity > MAX_CAPACITY
-            || capacity < data_start + format::heap_minimum(capacity, max_capacity)
-        {
-            return Err(capacity_error(o, o.capacity.unwrap_or(capacity)));
-        }
         if max_capacity != 0 && max_capacity < capacity {
             return Err(Error::MaxCapacity {
                 requested: o.max_capacity.unwrap_or(max_capacity),
                 min: capacity,
-                max: MAX_CAPACITY,
+                max: MAX_GROWABLE_CAPACITY,
             });
+        }
+        if capacity > largest_capacity(max_capacity)
+            || capacity < data_start + format::heap_minimum(capacity, max_capacity)
+        {
+            return Err(capacity_error(o, o.capacity.unwrap_or(capacity)));
         }
         let heap = format::heap_end(capacity, max_capacity) - data_start;
         let chunk_shift = match o.chunk_size {
@@ -80,11 +83,11 @@ pub(super) fn requested_max_capacity(o: &Options) -> Result<u64, Error> {
         return Ok(0);
     };
     match align_up(m, DATA_ALIGN) {
-        Some(a) if a != 0 && a <= MAX_CAPACITY => Ok(a),
+        Some(a) if a != 0 && a <= MAX_GROWABLE_CAPACITY => Ok(a),
         _ => Err(Error::MaxCapacity {
             requested: m,
             min: o.capacity.unwrap_or(0),
-            max: MAX_CAPACITY,
+            max: MAX_GROWABLE_CAPACITY,
         }),
     }
 }
@@ -95,14 +98,25 @@ pub(crate) fn capacity_error(o: &Options, requested: u64) -> Error {
     let data_start = Geometry::data_start_for(o.reserved.unwrap_or(0), max_capacity);
     // The smallest capacity that holds the header, the reserved area, the maps and a chunk (the
     // map region grows with the capacity, so step up to it).
+    let max = largest_capacity(max_capacity);
     let mut min = data_start;
-    while min < data_start + format::heap_minimum(min, max_capacity) && min < MAX_CAPACITY {
+    while min < data_start + format::heap_minimum(min, max_capacity) && min < max {
         min += DATA_ALIGN;
     }
     Error::Capacity {
         requested,
         min,
-        max: MAX_CAPACITY,
+        max,
+    }
+}
+
+/// The largest capacity an arena can have: 32 GiB for a fixed layout (`max_capacity` 0), its
+/// maximum for a growable one (at most 1 TiB; docs/metadata.md, 12.3).
+pub(crate) const fn largest_capacity(max_capacity: u64) -> u64 {
+    if max_capacity == 0 {
+        MAX_CAPACITY
+    } else {
+        max_capacity
     }
 }
 
@@ -112,7 +126,8 @@ impl Options {
     ///
     /// # Errors
     /// [`Error::Capacity`] when the capacity cannot hold the header and a heap, or is above
-    /// 32 GiB; [`Error::ChunkSize`]; [`Error::NoMemory`] when the allocation fails.
+    /// its largest (32 GiB, or the maximum of a growable arena); [`Error::ChunkSize`];
+    /// [`Error::NoMemory`] when the allocation fails.
     pub fn heap(&self) -> Result<Arena, Error> {
         self.no_offset(BackingKind::Heap)?;
         self.with_map_settings(Arena::create_in_memory(self, false)?)

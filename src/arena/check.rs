@@ -20,7 +20,7 @@ impl Arena {
             return inner.live(h, Mode::Read);
         }
         with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
-            let _slot = CheckSlot::hold(cell, h);
+            let _slot = CheckSlot::hold(cell, inner.offset_of(h));
             inner.live(h, Mode::Read)
         })
     }
@@ -38,9 +38,9 @@ pub(super) struct CheckSlot<'a>(&'a ChunkCell);
 
 impl<'a> CheckSlot<'a> {
     #[inline]
-    pub(super) fn hold(cell: &'a ChunkCell, h: Handle) -> CheckSlot<'a> {
+    pub(super) fn hold(cell: &'a ChunkCell, data: u64) -> CheckSlot<'a> {
         // `hold_check`: the SeqCst swap, then `sc_order`.
-        cell.reads().hold_check(h.offset().wrapping_sub(WORD));
+        cell.reads().hold_check(data.wrapping_sub(WORD));
         CheckSlot(cell)
     }
 }
@@ -143,7 +143,7 @@ impl Inner {
     /// half of [`Inner::locate`]: no map test yet). Never 0.
     #[inline(always)]
     pub(super) fn bounded(&self, h: Handle) -> Result<u64, Error> {
-        let data = h.offset();
+        let data = self.offset_of(h);
         let bump = self.handle_limit();
         if data < self.geom.data_start + WORD || data + WORD > bump {
             return Err(handle_out_of_bounds(data, bump));

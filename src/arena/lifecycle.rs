@@ -165,7 +165,7 @@ impl Arena {
             {
                 let foreign = block::is_foreign(inner.mem.word(off).load(Ordering::Relaxed));
                 out.push(LiveBlock {
-                    handle: Handle::new(off + WORD, generation),
+                    handle: inner.handle(off + WORD, generation),
                     len,
                     pending: state == LiveState::Pending,
                     foreign,

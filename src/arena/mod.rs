@@ -41,6 +41,7 @@ pub use meta::{HeaderInfo, Stats};
 pub(crate) use open::read_reserved;
 
 use crate::backing::{Backing, BackingKind};
+use crate::block::Handle;
 use crate::cells::CellRegistry;
 use crate::error::Error;
 use crate::format::Freelist;
@@ -121,6 +122,10 @@ pub(crate) struct Inner {
     write_gate: bool,
     /// Freed blocks are zeroed (`Options::zero_on_free`).
     zero_on_free: bool,
+    /// The offset unit of the arena's handles as a shift (`Geometry::unit_shift`): 3 (8 bytes)
+    /// unless the arena is wide, whose every block's data is aligned to the unit
+    /// (docs/metadata.md, 12.3).
+    unit_shift: u32,
     /// Per-thread caches of freed blocks are on (never with `Freelist::None`).
     thread_cache: bool,
     /// The shared free lists, one per size class.
@@ -233,6 +238,33 @@ impl Arena {
         self.inner.capacity()
     }
 
+    /// Offset from the start of the arena of the first data byte of the block `h` names, in
+    /// every arena: [`Handle::offset`] decodes only the handles of arenas of at most 32 GiB,
+    /// while a growable arena whose maximum is above 32 GiB counts its offsets in a coarser unit
+    /// ([`Arena::offset_unit`]). Decoding checks nothing: use it for the unchecked raw accessors
+    /// ([`Arena::atomic_u64_at`], [`Arena::bytes_at`]) over blocks known to be live.
+    ///
+    /// ```
+    /// let arena = parena::Options::new().capacity(1 << 20).heap()?;
+    /// let b = arena.alloc(16)?;
+    /// let at = b.offset();
+    /// let h = b.into_handle();
+    /// assert_eq!(arena.offset_of(h), at);
+    /// assert_eq!(arena.offset_of(h), h.offset()); // a narrow arena: the two agree
+    /// # Ok::<(), parena::Error>(())
+    /// ```
+    #[inline]
+    pub fn offset_of(&self, h: Handle) -> u64 {
+        self.inner.offset_of(h)
+    }
+
+    /// The unit a handle counts its offset in, which is also every block's least alignment: 8
+    /// bytes, or in a growable arena whose maximum is above 32 GiB the smallest power of two
+    /// that lets 32 bits reach the maximum (16 bytes up to 64 GiB, … 256 bytes up to 1 TiB).
+    pub fn offset_unit(&self) -> u64 {
+        self.inner.unit()
+    }
+
     /// The freelist policy.
     pub fn freelist(&self) -> Freelist {
         self.inner.geom.freelist
@@ -293,6 +325,24 @@ impl Inner {
     #[inline]
     pub(crate) fn uid(&self) -> u64 {
         self.uid
+    }
+
+    /// The data offset `h` names in this arena (its offset field in the arena's unit).
+    #[inline]
+    pub(crate) fn offset_of(&self, h: Handle) -> u64 {
+        h.offset_in(self.unit_shift)
+    }
+
+    /// The handle of the block whose data starts at `data_offset` with `generation`.
+    #[inline]
+    pub(crate) fn handle(&self, data_offset: u64, generation: u32) -> Handle {
+        Handle::in_unit(data_offset, generation, self.unit_shift)
+    }
+
+    /// The least alignment of a block's data: the offset unit (8 bytes unless the arena is wide).
+    #[inline]
+    pub(super) fn unit(&self) -> u64 {
+        1 << self.unit_shift
     }
 
     /// The arena's start map and flush maps.

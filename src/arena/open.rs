@@ -3,12 +3,13 @@
 use super::build::{capacity_error, requested_capacity};
 use super::{Arena, Inner};
 use crate::backing::{Backing, BackingKind, OpenedFile};
+use crate::block::NARROW_UNIT_SHIFT;
 use crate::cells::CellRegistry;
 use crate::error::Error;
 use crate::format::Freelist;
 use crate::format::{
-    self, Geometry, RawHeader, DATA_ALIGN, HEADER_SIZE, MAX_CAPACITY, OFF_CAPACITY, OFF_HIGH_WATER,
-    OFF_OPEN_COUNT, OFF_STATE, STATE_DIRTY,
+    self, Geometry, RawHeader, DATA_ALIGN, HEADER_SIZE, MAX_CAPACITY, MAX_GROWABLE_CAPACITY,
+    OFF_CAPACITY, OFF_HIGH_WATER, OFF_OPEN_COUNT, OFF_STATE, STATE_DIRTY,
 };
 use crate::freelist::FreeLists;
 use crate::heap::{self, MapGeom, StartMap};
@@ -123,7 +124,12 @@ impl Arena {
                 uid: new_uid(),
                 fork_epoch: crate::fork::epoch(),
                 zero_on_free: o.zero_on_free,
-                thread_cache: o.thread_cache && g.freelist != Freelist::None,
+                unit_shift: g.unit_shift(),
+                // A wide arena's blocks all take the aligned path, which no cache serves: a
+                // cache there would only hold freed blocks back from the lists.
+                thread_cache: o.thread_cache
+                    && g.freelist != Freelist::None
+                    && g.unit_shift() == NARROW_UNIT_SHIFT,
                 lists,
                 cells: CellRegistry::default(),
                 coalesce_on: o.coalesce && g.freelist != Freelist::None,
@@ -143,7 +149,7 @@ impl Arena {
     pub(crate) fn open_file(o: &Options, path: &Path) -> Result<Arena, Error> {
         // Aligned, and far enough from the end of the file's offset range that the largest arena
         // after it still has addresses (every file operation adds the offset).
-        if o.offset % DATA_ALIGN != 0 || o.offset.checked_add(MAX_CAPACITY).is_none() {
+        if o.offset % DATA_ALIGN != 0 || o.offset.checked_add(MAX_GROWABLE_CAPACITY).is_none() {
             return Err(Error::Offset {
                 offset: o.offset,
                 align: DATA_ALIGN,
@@ -250,10 +256,10 @@ impl Arena {
                     return Err(Error::MaxCapacity {
                         requested: g.max_capacity,
                         min: want,
-                        max: MAX_CAPACITY,
+                        max: MAX_GROWABLE_CAPACITY,
                     });
                 }
-                if want > MAX_CAPACITY {
+                if !g.growable() && want > MAX_CAPACITY {
                     return Err(capacity_error(o, o.capacity.unwrap_or(want)));
                 }
                 capacity = want;
@@ -348,10 +354,12 @@ impl Arena {
         } else if g.growable() {
             // Bytes past the capacity are what a growth step cut before its flush left (blocks
             // allocated after the last flush, map words): no header word or meta slot names them,
-            // and the next step must find them zero (invariant Z, and 12.2's step 3 for the map
-            // words), so the file ends at the capacity again.
+            // and the next step must find them zero (invariant Z), so the file ends at the
+            // capacity again. The map words covering them are zeroed, durably, first: past the
+            // file's length every map word is zero (docs/metadata.md, 12.2, rule M).
             let len = f.len()?;
             if len > old_capacity {
+                clear_maps_past(&f, &g, old_capacity, len)?;
                 f.file.set_len(f.offset + old_capacity)?;
                 f.file.sync_all()?;
             } else if len < old_capacity {
@@ -502,4 +510,15 @@ fn grow_maps(b: &Backing, g: &Geometry, old: u64, new: u64, words: &[u64]) -> Re
     b.word(OFF_CAPACITY).store(new, Ordering::Relaxed);
     b.flush(0, HEADER_SIZE)?;
     Ok(())
+}
+
+/// Zeroes the map words of a growable arena covering `capacity..len` (the file's length, past
+/// the capacity a dirty open decided) and syncs them, before the open truncates the file to the
+/// capacity (docs/metadata.md, 12.2, rule M).
+fn clear_maps_past(f: &OpenedFile, g: &Geometry, capacity: u64, len: u64) -> Result<(), Error> {
+    let to = align_up(len.min(g.max_capacity), 512).unwrap_or(g.max_capacity);
+    let b = Backing::file_growable(f.dup()?, capacity, g.max_capacity)?;
+    let maps = MapGeom::of(g, capacity);
+    StartMap::new(&b, &maps).clear_all(capacity, to);
+    b.flush(HEADER_SIZE, g.data_start - HEADER_SIZE)
 }

@@ -120,7 +120,7 @@ impl Arena {
     /// The 8 bytes at arena offset `offset`, as an atomic word, without checking which block they
     /// belong to: the fast path for words of blocks the caller knows are live (a node reached
     /// through links of a structure that never frees linked nodes). `offset` is typically
-    /// `handle.offset() + at`.
+    /// `arena.offset_of(handle) + at` ([`Arena::offset_of`]).
     ///
     /// # Errors
     /// [`Error::OutOfBounds`] when `offset` is not a multiple of 8 or the word is not inside the
@@ -136,7 +136,7 @@ impl Arena {
     /// let arena = parena::Options::new().capacity(1 << 16).heap()?;
     /// let h = arena.alloc(8)?.into_handle();
     /// // SAFETY: `h` is live and its 8 bytes are only accessed atomically.
-    /// let w = unsafe { arena.atomic_u64_at(h.offset())? };
+    /// let w = unsafe { arena.atomic_u64_at(arena.offset_of(h))? };
     /// w.store(42, Ordering::Release);
     /// // SAFETY: the same word, through the checked door.
     /// assert_eq!(unsafe { arena.atomic_u64(h, 0)? }.load(Ordering::Acquire), 42);
@@ -235,7 +235,7 @@ impl Arena {
     /// let arena = parena::Options::new().capacity(1 << 16).heap()?;
     /// let h = arena.alloc_copy(b"immutable key")?;
     /// // SAFETY: `h` is live, never written again and not freed while `k` lives.
-    /// let k = unsafe { arena.bytes_at(h.offset(), 9)? };
+    /// let k = unsafe { arena.bytes_at(arena.offset_of(h), 9)? };
     /// assert_eq!(k, b"immutable");
     /// # Ok::<(), parena::Error>(())
     /// ```

@@ -24,7 +24,7 @@ impl Arena {
     }
 
     /// The data offset of a pointer `allocate_ptr` returned.
-    pub(crate) fn offset_of(&self, p: NonNull<u8>) -> u64 {
+    pub(crate) fn offset_of_ptr(&self, p: NonNull<u8>) -> u64 {
         (p.as_ptr().addr() - self.inner.mem.ptr(0).addr()) as u64
     }
 
@@ -44,7 +44,7 @@ impl Arena {
             return None;
         }
         match block::decode(self.inner.header_acquire(off - WORD)) {
-            HeaderWord::Live { generation, .. } => Some(Handle::new(off, generation)),
+            HeaderWord::Live { generation, .. } => Some(self.inner.handle(off, generation)),
             _ => None,
         }
     }
@@ -63,7 +63,7 @@ impl Arena {
             return false;
         }
         let inner = &*self.inner;
-        let off = self.offset_of(p);
+        let off = self.offset_of_ptr(p);
         let hdr = off - WORD;
         let (old_span, new_span) = match (block_span(old as u64), block_span(new as u64)) {
             (Some(a), Some(b)) => (a, b),

@@ -321,7 +321,12 @@ impl FileMap {
             // A private (copy-on-write) map, writable in memory though nothing writes it: the
             // handle checks and pins load the header words atomically, and Rust requires memory
             // behind an atomic to be writable; a private map gives that without any path to the
-            // file (the descriptor is read-only too).
+            // file (the descriptor is read-only too). `MAP_NORESERVE`: a writable private map is
+            // charged against memory and swap as a whole at `mmap` under the kernel's default
+            // overcommit heuristic, so a read-only open, a recovery's probe or a `map_copy` of an
+            // arena larger than the machine's memory would be refused, though only the pages a
+            // copy writes ever cost memory.
+            o.no_reserve_swap();
             // SAFETY: the file's contents may change under the map only if another process breaks
             // the contract `Options::map_file` states (no one else modifies the file while it is
             // mapped); parena itself never writes through this map.

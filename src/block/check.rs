@@ -96,7 +96,7 @@ pub(crate) const fn check_ok(w: u64) -> bool {
 mod tests {
     use super::*;
     use crate::block::header_word::*;
-    use crate::format::MAX_CAPACITY;
+    use crate::format::MAX_GROWABLE_CAPACITY;
 
     /// Every single-bit flip of a word's covered bits (all but the kind bits, and a LIVE word's
     /// state and readers) and of its check code makes the word `Bad`.
@@ -113,7 +113,7 @@ mod tests {
             ),
             live_foreign(4096, 77, LiveState::Published, 0),
             free(2, 0),
-            free(0x1f_fffe, MAX_CAPACITY - 8),
+            free(0x1f_fffe, MAX_GROWABLE_CAPACITY - 8),
             pad(8),
             pad(PAD_MASK / 8 * 8),
         ];

@@ -3,7 +3,7 @@
 
 use super::check::{check_ok, live_check_ok, sealed, sr_code, CHECK_K};
 use crate::backing::Backing;
-use crate::format::MAX_CAPACITY;
+use crate::format::MAX_GROWABLE_CAPACITY;
 use crate::sync::Ordering;
 
 /// Bits of a LIVE word's generation (and of a handle's): every nonzero value is a generation, so
@@ -111,8 +111,8 @@ pub(crate) fn tail_word(b: &Backing, hdr: u64, cap: u64) -> u64 {
     debug_assert!(cap >= LARGE_MIN && (hdr + cap) % 8 == 0);
     b.word(hdr + cap + 8).load(Ordering::Relaxed)
 }
-// A free header's `next` link can address the largest arena (`format::MAX_CAPACITY`).
-const _: () = assert!(MAX_CAPACITY <= (NEXT_MASK + 1) * 8);
+// A free header's `next` link can address the largest arena (`format::MAX_GROWABLE_CAPACITY`).
+const _: () = assert!(MAX_GROWABLE_CAPACITY <= (NEXT_MASK + 1) * 8);
 // The LIVE word's fields tile its 64 bits.
 const _: () = assert!(LEN_BITS + 3 + GEN_BITS + 2 + 3 + 1 + 2 == 64);
 const _: () = assert!(LIVE_GEN_SHIFT + GEN_BITS == STATE_SHIFT);
@@ -396,7 +396,7 @@ mod tests {
 
     #[test]
     fn free_and_pad_round_trip() {
-        for &next in &[0u64, 8, 4096, MAX_CAPACITY - 8] {
+        for &next in &[0u64, 8, 4096, MAX_GROWABLE_CAPACITY - 8] {
             for &generation in &[0u32, 2, FREE_GEN_MASK as u32 - 1] {
                 assert_eq!(
                     decode(free(generation, next)),

@@ -50,6 +50,7 @@ mod header_word;
 mod pin;
 
 pub use handle::Handle;
+pub(crate) use handle::NARROW_UNIT_SHIFT;
 #[cfg(test)]
 pub(crate) use header_word::pad_of_nothing;
 pub use header_word::MAX_BLOCK_LEN;

@@ -103,7 +103,8 @@ pub enum Error {
         requested: u64,
         /// The smallest capacity with these options.
         min: u64,
-        /// The largest capacity (32 GiB).
+        /// The largest capacity with these options: 32 GiB for a fixed arena, its
+        /// `max_capacity` for a growable one.
         max: u64,
     },
     /// `Options::max_capacity` cannot bound this arena: below its capacity or above the largest
@@ -113,7 +114,7 @@ pub enum Error {
         requested: u64,
         /// The least it may be: the arena's capacity.
         min: u64,
-        /// The largest capacity (32 GiB).
+        /// The largest maximum (1 TiB).
         max: u64,
     },
     /// An open asked for another `Options::max_capacity` than the arena file was created with

@@ -79,9 +79,24 @@ pub const GROWABLE_FORMAT_VERSION: u32 = 5;
 pub const ROOT_SLOTS: usize = 16;
 /// Number of free-list size classes.
 pub(crate) const CLASSES: usize = 256;
-/// Largest arena: 32 GiB. A handle keeps a block's data offset in 32 bits of 8-byte units beside
-/// its 32-bit generation (8 bytes in all); `block` checks its layouts against this.
+/// Largest fixed arena, and largest *narrow* one: 32 GiB. A handle keeps a block's data offset in
+/// 32 bits of 8-byte units beside its 32-bit generation (8 bytes in all).
 pub(crate) const MAX_CAPACITY: u64 = 1 << 35;
+/// Largest growable arena (`max_capacity`): 1 TiB. A growable arena above 32 GiB is *wide*: its
+/// handles count its data offsets in a coarser unit ([`unit_shift_for`]; docs/metadata.md, 12.3).
+/// `block` checks its layouts against this.
+pub(crate) const MAX_GROWABLE_CAPACITY: u64 = 1 << 40;
+
+/// The offset unit (as a shift) of an arena whose `max_capacity` is `max_capacity` (0 for a fixed
+/// layout): 8 bytes up to 32 GiB, else the smallest power of two `u` with `2^32 * u` at least
+/// `max_capacity`. A function of the header's unchanging fields, so it never changes for a file.
+pub(crate) const fn unit_shift_for(max_capacity: u64) -> u32 {
+    let mut shift = 3;
+    while max_capacity > MAX_CAPACITY << (shift - 3) {
+        shift += 1;
+    }
+    shift
+}
 /// Bytes of the fixed header.
 pub const HEADER_SIZE: u64 = 4096;
 /// Alignment of `data_start`.
@@ -313,6 +328,13 @@ impl Geometry {
     #[inline]
     pub(crate) const fn growable(&self) -> bool {
         self.max_capacity != 0
+    }
+
+    /// The arena's offset unit as a shift: 3 (8 bytes) unless it is a wide arena (docs/metadata.md,
+    /// 12.3).
+    #[inline]
+    pub(crate) const fn unit_shift(&self) -> u32 {
+        unit_shift_for(self.max_capacity)
     }
 
     /// Chunk size in bytes.

@@ -4,8 +4,8 @@
 use super::{
     fnv1a, fnv1a_more, heap_end, heap_minimum, state_checksum, Freelist, Geometry, Meta, RawHeader,
     DATA_ALIGN, FORMAT_VERSION, GROWABLE_FORMAT_VERSION, HEADER_SIZE, IMMUTABLE_END, MAGIC,
-    MAX_CAPACITY, MAX_CHUNK_SHIFT, MIN_CHUNK_SHIFT, OFF_CAPACITY, SEALED_END, STATE_CLEAN,
-    STATE_DIRTY,
+    MAX_CAPACITY, MAX_CHUNK_SHIFT, MAX_GROWABLE_CAPACITY, MIN_CHUNK_SHIFT, OFF_CAPACITY,
+    SEALED_END, STATE_CLEAN, STATE_DIRTY,
 };
 use crate::error::Error;
 use bytemuck::Zeroable;
@@ -140,7 +140,7 @@ impl RawHeader {
         }
         let max = if self.format_version == GROWABLE_FORMAT_VERSION {
             let m = self.max_capacity;
-            if m == 0 || m % DATA_ALIGN != 0 || m > MAX_CAPACITY {
+            if m == 0 || m % DATA_ALIGN != 0 || m > MAX_GROWABLE_CAPACITY {
                 return Err(Error::Size {
                     field: "max_capacity",
                     value: m,
@@ -164,9 +164,8 @@ impl RawHeader {
         }
         let cap = self.capacity;
         if cap % DATA_ALIGN != 0
-            || cap > MAX_CAPACITY
+            || cap > if max == 0 { MAX_CAPACITY } else { max }
             || cap < self.data_start + heap_minimum(cap, max)
-            || (max != 0 && cap > max)
         {
             return Err(Error::Size {
                 field: "capacity",

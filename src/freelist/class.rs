@@ -8,6 +8,8 @@ use crate::sync::{AtomicU64, Ordering};
 const HEAD_OFF_BITS: u32 = 38;
 const HEAD_OFF_MASK: u64 = (1 << HEAD_OFF_BITS) - 1;
 pub(super) const HEAD_TAG_MASK: u64 = (1 << (64 - HEAD_OFF_BITS)) - 1;
+// A list head addresses every header of the largest arena.
+const _: () = assert!(crate::format::MAX_GROWABLE_CAPACITY <= (HEAD_OFF_MASK + 1) * 8);
 
 /// Packs a head word: offset (bytes, a multiple of 8) and version tag.
 #[inline]

@@ -18,7 +18,7 @@ pub(crate) const CACHE_DEPTH: u64 = 64;
 const COUNT_SHIFT: u32 = 48;
 const OFF_MASK: u64 = (1 << COUNT_SHIFT) - 1;
 // Every header offset in an arena fits below the count.
-const _: () = assert!(crate::format::MAX_CAPACITY <= OFF_MASK);
+const _: () = assert!(crate::format::MAX_GROWABLE_CAPACITY <= OFF_MASK);
 
 /// The head of one class of a cell's cache (from `ChunkCell::cache_top`): its first block and how
 /// many it holds. A copy: the cell changes only through its own methods.

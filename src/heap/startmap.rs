@@ -400,9 +400,13 @@ impl Retarget<'_> {
         }
     }
 
-    /// Stores the remaining words (their targets empty).
+    /// Stores the remaining words of the heap (their targets empty). A growable arena's maps
+    /// are sized for its maximum; the words past its heap's end are left as they are: no entry
+    /// lies there, and a growth step zeroes them before it publishes a new end
+    /// (docs/metadata.md, 12.2, step 3). Walking them would read a map of up to 64 GiB.
     pub(crate) fn finish(mut self) {
-        while self.word < self.map.geom.words {
+        let end = self.map.geom.heap_end().div_ceil(WORD_COVERS);
+        while self.word < end {
             self.store();
         }
     }

@@ -33,7 +33,7 @@ pub(super) fn write_fresh(
     let last_end = plan
         .saved
         .last()
-        .map_or(d, |s| s.handle.offset() - 8 + span_of(s));
+        .map_or(d, |s| s.handle.offset_in(g.unit_shift()) - 8 + span_of(s));
     let bump = g
         .chunk_line_from(last_end)
         .map_or(maps.heap_end(), |l| l.min(maps.heap_end()));
@@ -55,7 +55,7 @@ pub(super) fn write_fresh(
     let mut discarded = 0;
     let mut at = d;
     for s in &plan.saved {
-        let off = s.handle.offset() - 8;
+        let off = s.handle.offset_in(g.unit_shift()) - 8;
         let span = span_of(s);
         if off > at {
             discarded += lists.give_back(&b, &g, at, off - at, Unlisted::Segment);

@@ -63,7 +63,7 @@ pub(super) fn plan(src: &Source) -> Plan {
                     });
                     if reached || by_flush_map {
                         plan.saved.push(SavedBlock {
-                            handle: Handle::new(p + 8, l.generation),
+                            handle: Handle::in_unit(p + 8, l.generation, src.g.unit_shift()),
                             len,
                             foreign: block::is_foreign(l.word),
                             pending: l.state == LiveState::Pending,

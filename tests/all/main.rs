@@ -14,3 +14,4 @@ mod handles;
 mod power_cut;
 mod recovery;
 mod util;
+mod wide;
