@@ -12,6 +12,10 @@
 //!   round a second thread grows the arena in 1 MiB steps meanwhile. Median per round, then the
 //!   median over `PARENA_GROW_ROUNDS` rounds (default 6) of each kind, and their ratio.
 //!
+//! - (d) `wide`: a sparse file arena of 1 TiB maximum (a wide arena, docs/metadata.md 12.3):
+//!   `Arena::grow` by 8 GiB steps (median of 6), and 32 B allocations timed in batches on it
+//!   against a narrow arena of the same backing (medians of alternating batches).
+//!
 //! Run: `cargo bench -p parena-benches --bench grow`.
 
 // Not the library: std's atomics are fine here (see clippy.toml).
@@ -176,4 +180,55 @@ fn main() {
     if run("others") {
         others(dir.path());
     }
+    if run("wide") {
+        wide(dir.path());
+    }
+}
+
+/// (d): a wide arena's growth step and allocations.
+fn wide(dir: &std::path::Path) {
+    const GIB: u64 = 1 << 30;
+    let o = Options::new()
+        .capacity(65 * GIB)
+        .max_capacity(1 << 40)
+        .preallocate(false);
+    // SAFETY: as in `arena`: a new file in a private temporary directory.
+    let w = unsafe { o.map_file(dir.join("wide")) }.unwrap();
+    let mut t: Vec<f64> = (0..6)
+        .map(|_| {
+            let c = w.capacity();
+            let s = Instant::now();
+            w.grow(c + 8 * GIB).unwrap();
+            s.elapsed().as_nanos() as f64
+        })
+        .collect();
+    println!(
+        "wide: an 8 GiB step of a sparse 1 TiB-maximum file arena: median {:.1} µs",
+        median(&mut t) / 1e3
+    );
+    // SAFETY: as above.
+    let narrow = unsafe {
+        Options::new()
+            .capacity(256 * MIB)
+            .map_file(dir.join("narrow"))
+    }
+    .unwrap();
+    let batch = 20_000;
+    let (mut tw, mut tn) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        for (a, out) in [(&w, &mut tw), (&narrow, &mut tn)] {
+            let s = Instant::now();
+            for _ in 0..batch {
+                let _ = std::hint::black_box(a.alloc(32).unwrap().into_handle());
+            }
+            out.push(s.elapsed().as_nanos() as f64 / batch as f64);
+        }
+    }
+    let (mw, mn) = (median(&mut tw), median(&mut tn));
+    println!(
+        "wide: 32 B allocation median {mw:.1} ns in the wide arena (unit {} B), {mn:.1} ns in a \
+         narrow one (ratio {:.2})",
+        w.offset_unit(),
+        mw / mn
+    );
 }

@@ -3,7 +3,7 @@
 
 use crate::backing::{Backing, OpenedFile};
 use crate::error::Error;
-use crate::format::{self, Geometry, Meta, RawHeader, HEADER_SIZE, STATE_DIRTY};
+use crate::format::{self, Geometry, Meta, RawHeader, DATA_ALIGN, HEADER_SIZE, STATE_DIRTY};
 use crate::heap::MapGeom;
 use crate::sync::Ordering;
 use std::path::Path;
@@ -96,8 +96,23 @@ impl Source {
                 Err(e) => return Err(e),
             }
         };
-        let capacity = v.capacity;
         let g = v.geometry;
+        // A growable arena's newest meta slot may name more than its header's capacity word (a
+        // cut in a growth step's flush tore the header page: docs/metadata.md, 12.6, gap 3). The
+        // dirty open takes the larger, and so does salvage: blocks that slot's flush protects may
+        // lie past the header's capacity.
+        let capacity = match newest(None) {
+            Some(m)
+                if g.growable()
+                    && m.capacity > v.capacity
+                    && m.capacity % DATA_ALIGN == 0
+                    && m.capacity <= g.max_capacity
+                    && m.capacity <= file_len =>
+            {
+                m.capacity
+            }
+            _ => v.capacity,
+        };
         let maps = MapGeom::of(&g, capacity);
         let meta = newest(Some(capacity));
         let heap_end = maps.heap_end();

@@ -903,3 +903,57 @@ fn growth_comes_before_a_merge_pass() {
             .expect("served from merged pairs at max_capacity, not Full");
     }
 }
+
+/// A torn header page after a growth (docs/metadata.md, 12.6, gap 3): the newest meta slot names
+/// the grown capacity, the header's `capacity` word still the old one. Blocks flushed past the
+/// old capacity are found by a dirty open and by `salvage`, each through its handle.
+#[test]
+#[cfg_attr(miri, ignore = "maps files")]
+fn a_torn_header_after_a_growth_keeps_the_blocks_past_the_old_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("g");
+    let a = open(&growable(), &p).unwrap();
+    let mut blocks = Vec::new();
+    let mut put = |a: &Arena, i: u64, len: usize| {
+        let mut b = a.alloc(len).unwrap();
+        b.fill(pattern(5, i));
+        blocks.push((b.into_handle(), len, pattern(5, i)));
+    };
+    for i in 0..50 {
+        put(&a, i, 100 + i as usize);
+    }
+    a.flush().unwrap();
+    // The header's first sector (the capacity and bump words) as written back then.
+    let first = std::fs::read(&p).unwrap()[..512].to_vec();
+    let old = a.capacity();
+    a.grow(old + 2 * MIB).unwrap();
+    for i in 50..60 {
+        put(&a, i, 300 << 10);
+    }
+    a.flush().unwrap();
+    assert!(blocks.iter().any(|&(h, ..)| h.offset() > old));
+    // The file as a cut during that flush can leave it: the sector of the new meta slot written,
+    // the header's first sector (capacity and bump) as an earlier write-back left it.
+    let mut img = std::fs::read(&p).unwrap();
+    drop(a);
+    img[..512].copy_from_slice(&first);
+    let torn = dir.path().join("torn");
+    std::fs::write(&torn, &img).unwrap();
+    let copy = dir.path().join("copy");
+    std::fs::write(&copy, &img).unwrap();
+
+    let opened = open(&Options::new(), &copy).unwrap();
+    for &(h, len, byte) in &blocks {
+        holds(&opened, h, len, byte);
+    }
+    drop(opened);
+
+    let fresh = dir.path().join("fresh");
+    // SAFETY: both files are private to this test's directory.
+    let report = unsafe { parena::salvage(&torn, &fresh) }.unwrap();
+    let saved = open(&Options::new(), &fresh).unwrap();
+    for &(h, len, byte) in &blocks {
+        holds(&saved, h, len, byte);
+    }
+    assert!(report.saved_blocks() >= blocks.len(), "{report:?}");
+}
