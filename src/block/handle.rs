@@ -39,6 +39,8 @@ impl Handle {
     /// The null handle: it names no block (`to_u64() == 0`).
     pub const NULL: Handle = Handle(0);
 
+    /// The handle of a block of a narrow arena (8-byte offset unit).
+    #[cfg(any(test, feature = "testkit"))]
     #[inline]
     pub(crate) const fn new(data_offset: u64, generation: u32) -> Handle {
         Handle::in_unit(data_offset, generation, NARROW_UNIT_SHIFT)
