@@ -252,7 +252,10 @@ impl Arena {
         // SAFETY: `start..bump` is the heap in use; `&mut` on the only clone means no other
         // thread touches it.
         unsafe { inner.mem.zero(start, bump - start) };
-        inner.start_map().retarget().finish();
+        inner
+            .start_map()
+            .retarget_from(inner.geom.data_start)
+            .finish();
         Ok(())
     }
 

@@ -336,9 +336,17 @@ impl<'a> StartMap<'a> {
 
     /// A rewrite of the start map by an exclusive pass (the caller has the arena exclusively).
     pub(crate) fn retarget(&self) -> Retarget<'a> {
+        self.retarget_from(0)
+    }
+
+    /// [`StartMap::retarget`] of the words covering `from..` only (`from` a multiple of 512, the
+    /// heap's start: no reader asks the map below it, and in a growable arena the words below
+    /// it cover the maps themselves, 1/16 of the maximum).
+    pub(crate) fn retarget_from(&self, from: u64) -> Retarget<'a> {
+        debug_assert!(from % WORD_COVERS == 0);
         Retarget {
             map: *self,
-            word: 0,
+            word: from / WORD_COVERS,
             bits: 0,
         }
     }

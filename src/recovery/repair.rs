@@ -26,7 +26,7 @@ pub(crate) fn repair(
     // The start map is rewritten to the walk's layout one word at a time, in offset order, through
     // the owner map only (docs/metadata.md, section 7): every version of every word keeps the
     // start of every block kept, whatever a kill or a power cut interrupts.
-    let target = std::cell::RefCell::new(StartMap::new(b, &maps).retarget());
+    let target = std::cell::RefCell::new(StartMap::new(b, &maps).retarget_from(g.data_start));
     lists.clear_all(b);
     let mut discarded = 0u64;
     // The run of free space being gathered: start, end, pieces in it.
