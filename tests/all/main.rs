@@ -13,4 +13,5 @@ mod grow;
 mod handles;
 mod power_cut;
 mod recovery;
+mod sparse;
 mod util;
