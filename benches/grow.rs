@@ -12,6 +12,11 @@
 //!   round a second thread grows the arena in 1 MiB steps meanwhile. Median per round, then the
 //!   median over `PARENA_GROW_ROUNDS` rounds (default 6) of each kind, and their ratio.
 //!
+//! - (d) `sparse`: `PARENA_SPARSE_ALLOCS` (default 200,000) allocations of 200 B on a fresh
+//!   64 MiB file arena, sparse (`preallocate(false)`: each chunk's disk reserved as the allocator
+//!   takes it) or preallocated, alternating, `PARENA_SPARSE_ROUNDS` rounds of each (default 3);
+//!   the median per-allocation time of each kind and their ratio.
+//!
 //! Run: `cargo bench -p parena-benches --bench grow`.
 
 // Not the library: std's atomics are fine here (see clippy.toml).
@@ -163,6 +168,35 @@ fn others(dir: &std::path::Path) {
     );
 }
 
+/// (d): the per-chunk disk reservation of a sparse file arena against a preallocated one.
+fn sparse(dir: &std::path::Path) {
+    let n = env_or("PARENA_SPARSE_ALLOCS", 200_000);
+    let rounds = env_or("PARENA_SPARSE_ROUNDS", 3);
+    let mut times = [Vec::new(), Vec::new()];
+    for round in 0..rounds * 2 {
+        let preallocate = round % 2 == 1;
+        let p = dir.join(format!("sparse{round}"));
+        let o = Options::new().capacity(64 * MIB).preallocate(preallocate);
+        // SAFETY: the file is in a private temporary directory, new for this arena; nothing else
+        // maps or changes it.
+        let a = unsafe { o.map_file(&p) }.unwrap();
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(a.alloc(200).unwrap());
+        }
+        times[usize::from(preallocate)].push(t.elapsed().as_nanos() as f64 / n as f64);
+        drop(a);
+        std::fs::remove_file(&p).unwrap();
+    }
+    let [mut sparse, mut full] = times;
+    let (s, f) = (median(&mut sparse), median(&mut full));
+    println!(
+        "sparse: {n} allocations of 200 B, {rounds} rounds each: sparse median {s:.1} ns \
+         (rounds {sparse:.1?}), preallocated {f:.1} ns (rounds {full:.1?}): ratio {:.2}",
+        s / f
+    );
+}
+
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -175,5 +209,8 @@ fn main() {
     }
     if run("others") {
         others(dir.path());
+    }
+    if run("sparse") {
+        sparse(dir.path());
     }
 }
