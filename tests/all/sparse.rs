@@ -137,3 +137,20 @@ fn a_sparse_arena_on_a_full_disk_is_no_space() {
         out.status
     );
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "maps a file")]
+fn a_sparse_private_copy_allocates_without_touching_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("copied");
+    let h = fill(&open(&sparse(), &p).unwrap(), 100, 3);
+    let before = allocated(&p);
+    // A private copy's writes never reach the file: nothing to reserve there, and its descriptor
+    // is read-only.
+    let copy = open(&sparse().map_copy(true), &p).unwrap();
+    let mine: Vec<Handle> = (0..400u32).map(|_| fill(&copy, 3000, 8)).collect();
+    check(&copy, h, 100, 3);
+    check(&copy, mine[399], 3000, 8);
+    drop(copy);
+    assert_eq!(allocated(&p), before);
+}
