@@ -51,12 +51,13 @@ fn a_sparse_arena_reserves_the_chunks_it_writes_and_leaves_large_data_a_hole() {
 }
 
 /// The child of `a_sparse_arena_on_a_full_disk_is_no_space`: runs in a private mount namespace
-/// with a 6 MiB tmpfs at `PARENA_SPARSE_FULL`, holding a 1 MiB ballast file to free later.
-fn full_disk_child(dir: &Path) {
+/// with a 6 MiB tmpfs at `dir`. Fills it with a sparse arena of options `o` beside a 1 MiB
+/// ballast file to free later; removes both at the end.
+fn full_disk_child(dir: &Path, o: &Options) {
     let ballast = dir.join("ballast");
     std::fs::write(&ballast, vec![1u8; MIB as usize]).unwrap();
     let p = dir.join("sparse");
-    let o = sparse();
+    let o = o.clone();
     let mut arena = open(&o, &p).unwrap();
     let mut held: Vec<(Handle, u8)> = Vec::new();
     let e = loop {
@@ -102,14 +103,21 @@ fn full_disk_child(dir: &Path) {
         check(&back, h, 3000, byte);
     }
     assert_eq!(back.len_of(large).unwrap(), 2 << 20);
-    println!("child done");
+    drop(back);
+    std::fs::remove_file(&p).unwrap();
 }
 
 #[test]
 #[cfg_attr(miri, ignore = "spawns a process")]
 fn a_sparse_arena_on_a_full_disk_is_no_space() {
     if let Ok(d) = std::env::var("PARENA_SPARSE_FULL") {
-        full_disk_child(Path::new(&d));
+        // Growable, and fixed (its maps at the end of the file).
+        full_disk_child(Path::new(&d), &sparse());
+        full_disk_child(
+            Path::new(&d),
+            &Options::new().capacity(16 * MIB).preallocate(false),
+        );
+        println!("child done");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
