@@ -379,6 +379,7 @@ impl FileMap {
     /// (docs/metadata.md, 12.2, "Sparse arenas"). A file system without `fallocate` (and a system
     /// other than Linux) reserves nothing here: a full disk is then a `SIGBUS` on a write, as
     /// without this call.
+    ///
     /// A private copy (`map_copy`, over a read-only descriptor) reserves nothing: its writes never
     /// reach the file.
     pub(super) fn reserve(&self, off: u64, len: u64) -> Result<(), Error> {

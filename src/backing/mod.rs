@@ -270,7 +270,7 @@ impl Backing {
 
     /// Where a sparse arena's maps have their disk reserved up to: the heap offset below which
     /// every page of the four maps' words is reserved (a hint the chunk reservation keeps, so a
-    /// map page is reserved once per 256 KiB of heap, not once per chunk).
+    /// map's pages are reserved once per 4 MiB of heap, not once per chunk).
     pub(crate) fn map_disk_mark(&self) -> &StdAtomicU64 {
         &self.map_disk_mark
     }

@@ -73,8 +73,10 @@ enum Writes {
 /// chunks ([`Heap::start_large`]).
 pub(crate) type LargeStart = (u64, u64, (u64, u64));
 
-/// Heap bytes whose map words fill one page of a map (4096 bytes of words, 64 bytes each).
-const MAP_PAGE: u64 = 4096 / WORD * WORD_COVERS;
+/// Heap bytes whose map words a sparse arena reserves at a time: 16 pages of each map's words
+/// (4 MiB of heap), so the four maps cost four calls per 64 chunks of 64 KiB, and at most 256 KiB
+/// of map pages are reserved ahead of use.
+const MAP_WINDOW: u64 = 16 * 4096 / WORD * WORD_COVERS;
 
 /// The header of a LARGE block aligned to `align` in chunks starting at `start`.
 fn large_header(start: u64, align: u64) -> Option<u64> {
@@ -288,8 +290,8 @@ impl<'a> Heap<'a> {
     /// (docs/metadata.md, 12.2, "Sparse arenas").
     ///
     /// - A cell's chunk: all of `cur..end` (the allocator bumps headers anywhere in it), one call;
-    ///   and the four maps' pages for the heap up to the next 256 KiB line past `end`, once for
-    ///   those 256 KiB (the backing's map mark).
+    ///   and the four maps' pages for the heap up to the next 4 MiB line past `end`, once for
+    ///   those 4 MiB (the backing's map mark).
     /// - A LARGE block: the pages of its header (and the filler in front), of its tail word and of
     ///   the chunk tail past it (given back, so a later carve may write anywhere in it), with the
     ///   maps' pages for those; and whatever the reservation zeroes below the high-water mark.
@@ -302,14 +304,14 @@ impl<'a> Heap<'a> {
                 // Relaxed: a hint; a stale value only reserves a page again. Below the high-water
                 // mark (memory an exclusive pass gave back) the mark is not trusted: the range
                 // may have been a LARGE block's interior, whose map pages were never reserved.
-                let line = cur / MAP_PAGE * MAP_PAGE;
+                let line = cur / MAP_WINDOW * MAP_WINDOW;
                 let from = if cur < self.high_water() {
                     line
                 } else {
                     mark.load(StdOrdering::Relaxed).max(line)
                 };
                 if from < end {
-                    let to = end.div_ceil(MAP_PAGE) * MAP_PAGE;
+                    let to = end.div_ceil(MAP_WINDOW) * MAP_WINDOW;
                     self.reserve_map_disk(from, to)?;
                     mark.fetch_max(to, StdOrdering::Relaxed);
                 }
