@@ -15,6 +15,11 @@
 //! - (d) `wide`: a sparse file arena of 1 TiB maximum (a wide arena, docs/metadata.md 12.3):
 //!   `Arena::grow` by 8 GiB steps (median of 6), and 32 B allocations timed in batches on it
 //!   against a narrow arena of the same backing (medians of alternating batches).
+//! - (e) `sparse`: `PARENA_SPARSE_ALLOCS` (default 200,000) allocations of 200 B on a fresh
+//!   64 MiB file arena, sparse (`preallocate(false)`: each chunk's disk reserved as the allocator
+//!   takes it) or preallocated, alternating, `PARENA_SPARSE_ROUNDS` rounds of each (default 3);
+//!   the median over the rounds of the mean time per allocation, and of the median time of an
+//!   allocation that takes a fresh chunk (where the reservation runs), of each kind.
 //!
 //! Run: `cargo bench -p parena-benches --bench grow`.
 
@@ -167,6 +172,59 @@ fn others(dir: &std::path::Path) {
     );
 }
 
+/// (e): the per-chunk disk reservation of a sparse file arena against a preallocated one: the
+/// mean time per allocation of the whole loop, and the median of the allocations that took a
+/// fresh chunk (the block at a chunk's start), where the reservation's `fallocate` runs.
+fn sparse(dir: &std::path::Path) {
+    let n = env_or("PARENA_SPARSE_ALLOCS", 200_000);
+    let rounds = env_or("PARENA_SPARSE_ROUNDS", 3);
+    // A fixed 64 MiB arena: the header page, then the heap in 64 KiB chunks.
+    const DATA_START: u64 = 4096;
+    const CHUNK: u64 = 64 << 10;
+    let (mut means, mut refills) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    for round in 0..rounds * 2 {
+        let preallocate = round % 2 == 1;
+        let p = dir.join(format!("sparse{round}"));
+        let o = Options::new().capacity(64 * MIB).preallocate(preallocate);
+        // SAFETY: the file is in a private temporary directory, new for this arena; nothing else
+        // maps or changes it.
+        let a = unsafe { o.map_file(&p) }.unwrap();
+        let mut taking = Vec::new();
+        let all = Instant::now();
+        for _ in 0..n {
+            let t = Instant::now();
+            let b = a.alloc(200).unwrap();
+            let took = t.elapsed().as_nanos() as f64;
+            if (b.offset() - 8 - DATA_START) % CHUNK == 0 {
+                taking.push(took);
+            }
+            drop(std::hint::black_box(b));
+        }
+        let k = usize::from(preallocate);
+        means[k].push(all.elapsed().as_nanos() as f64 / n as f64);
+        refills[k].push(median(&mut taking) / 1000.0);
+        drop(a);
+        std::fs::remove_file(&p).unwrap();
+    }
+    let m = means.each_mut().map(|v| median(v));
+    let r = refills.each_mut().map(|v| median(v));
+    println!(
+        "sparse: {n} allocations of 200 B, {rounds} rounds each, medians of the rounds: mean per \
+         allocation {:.1} ns sparse, {:.1} ns preallocated (ratio {:.2}; rounds {:.1?} and \
+         {:.1?}); an allocation that takes a chunk {:.2} µs sparse, {:.2} µs preallocated \
+         (rounds {:.2?} and {:.2?})",
+        m[0],
+        m[1],
+        m[0] / m[1],
+        means[0],
+        means[1],
+        r[0],
+        r[1],
+        refills[0],
+        refills[1]
+    );
+}
+
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -182,6 +240,9 @@ fn main() {
     }
     if run("wide") {
         wide(dir.path());
+    }
+    if run("sparse") {
+        sparse(dir.path());
     }
 }
 

@@ -88,6 +88,12 @@ mod api2 {
             }
             let fresh = self.allocate(new)?;
             let keep = old.size().min(new.size());
+            if !self.disk_for_copy(fresh.cast(), new.size(), keep) {
+                // A sparse file arena whose disk cannot hold the copy: the old block stays.
+                // SAFETY: `fresh` was allocated just above with `new`, and nothing else has it.
+                unsafe { self.deallocate(fresh.cast(), new) };
+                return Err(AllocError);
+            }
             // SAFETY: both blocks are valid for `keep` bytes and are distinct blocks.
             unsafe {
                 std::ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.cast::<u8>().as_ptr(), keep)

@@ -24,7 +24,9 @@ impl Arena {
     /// neither the main memory nor the free lists can hold it, even after merging neighbouring
     /// free segments (see [`Stats::coalesced`](crate::Stats::coalesced)). [`Error::Corrupt`] when a free list is found
     /// damaged; [`Error::Io`] when a file arena cannot make a merge durable (nothing is merged
-    /// then).
+    /// then). [`Error::NoSpace`] when a sparse file arena (`Options::preallocate(false)`) cannot
+    /// reserve the disk under the fresh memory the block needs and no freed block fits: nothing
+    /// changed, and the arena keeps working.
     ///
     /// ```
     /// let arena = parena::Options::new().capacity(1 << 16).heap()?;
@@ -176,30 +178,42 @@ impl Inner {
     ) -> Result<(u64, u64), Error> {
         let slack = if align > WORD { align + WORD } else { 0 };
         let chunk = self.geom.chunk();
+        // A sparse file arena whose disk cannot hold a fresh chunk: the allocation may still be
+        // served from the free lists, else it is this error (docs/metadata.md, 12.2).
+        let mut no_disk = None;
         let r = if span + slack <= chunk / 4 {
             match self.heap().bump_in_cell(cell, len, span, align) {
                 Some(r) => Some(r),
                 None => {
                     self.return_chunk(cell);
-                    if self.heap().refill(cell, span + slack, chunk) {
-                        self.heap().bump_in_cell(cell, len, span, align)
-                    } else {
-                        None
+                    match self.heap().refill(cell, span + slack, chunk) {
+                        Ok(true) => self.heap().bump_in_cell(cell, len, span, align),
+                        Ok(false) => None,
+                        Err(e) => {
+                            no_disk = Some(e);
+                            None
+                        }
                     }
                 }
             }
         } else {
-            self.heap()
-                .start_large(len, span, align)
-                .map(|(hdr, word, (tail, n))| {
+            match self.heap().start_large(len, span, align) {
+                Ok(r) => r.map(|(hdr, word, (tail, n))| {
                     self.give_back_zeroed(tail, n);
                     (hdr, word)
-                })
+                }),
+                Err(e) => {
+                    no_disk = Some(e);
+                    None
+                }
+            }
         };
         // A growable arena below its maximum grows before it runs a merge pass: a step is a map
         // (and for a file an extension), a pass walks every listed segment (docs/metadata.md,
-        // 12.2). The lists are still tried first, without a pass.
-        let can_grow = self.geom.growable() && self.heap_end() < self.max_capacity();
+        // 12.2). The lists are still tried first, without a pass. A disk that cannot hold a chunk
+        // cannot hold a step's either: no step then.
+        let can_grow =
+            no_disk.is_none() && self.geom.growable() && self.heap_end() < self.max_capacity();
         let r = match r {
             Some(r) => Some(r),
             None => self.take_listed(cell, len, span, align, !can_grow)?,
@@ -210,6 +224,10 @@ impl Inner {
                 Ok(r)
             }
             None => {
+                if let Some(e) = no_disk {
+                    cell.counters().on_failure();
+                    return Err(e);
+                }
                 // A growable arena grows by a step and tries again (docs/metadata.md, 12.2).
                 let grown = self.grow_for(span + slack);
                 if let Ok(true) = grown {

@@ -106,7 +106,8 @@ pub(crate) struct Inner {
     /// While a growth step runs: the fork epoch of the process whose thread runs it; 0 when none
     /// (one step at a time, `arena/grow.rs`).
     growing: AtomicU64,
-    /// A growth step reserves the file's new blocks (`Options::preallocate`).
+    /// A growth step reserves the file's new blocks (`Options::preallocate`); without it the
+    /// chunk reservation reserves each chunk's (the heap layer's `sparse`; a no-op but for a file).
     preallocate: bool,
     /// Serialises the flush protocol (one flush map and meta slot written at a time).
     flush_lock: Mutex<()>,
@@ -359,6 +360,7 @@ impl Inner {
             geom: &self.geom,
             heap_end: &self.heap_end,
             maps: &self.maps,
+            sparse: !self.preallocate,
         }
     }
 

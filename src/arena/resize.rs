@@ -49,6 +49,22 @@ impl Arena {
         }
     }
 
+    /// Whether the disk is there for `len` bytes parena is about to copy to `p`, the start of a
+    /// block of `block_len` bytes, on the caller's behalf (the allocator interfaces' move): in a
+    /// sparse file arena a LARGE block's data pages are holes until written, so their disk is
+    /// reserved first (docs/metadata.md, 12.2, "Sparse arenas"); `false` when the disk cannot
+    /// hold them. Other blocks lie in chunks whose disk the chunk reservation reserved.
+    #[cfg(feature = "allocator-api2")]
+    pub(crate) fn disk_for_copy(&self, p: NonNull<u8>, block_len: usize, len: usize) -> bool {
+        let inner = &*self.inner;
+        inner.preallocate
+            || (block_len as u64) < block::LARGE_MIN
+            || inner
+                .mem
+                .reserve_disk(self.offset_of_ptr(p), len as u64)
+                .is_ok()
+    }
+
     /// Resizes a block in place from `old` to `new` bytes; `false` when it cannot.
     ///
     /// # Safety

@@ -3,7 +3,8 @@
 //! What parena assumes of the OS and the disk (Linux and other Unix-likes):
 //! - `flock` locks belong to the open file description, so a second open of the same file in the
 //!   same process conflicts like one from another process;
-//! - `fallocate` (through fs4) reserves blocks, so writes to the map cannot hit ENOSPC later;
+//! - `fallocate` (through fs4 for a whole file, rustix for a range) reserves blocks, so writes to
+//!   the map cannot hit ENOSPC later;
 //! - `msync(MS_SYNC)` on a range writes those pages to the device before it returns; pages not
 //!   flushed may reach the disk at any time, in any order, or not at all before a power loss;
 //! - an aligned 8-byte store is never torn by a process crash.
@@ -376,6 +377,39 @@ impl FileMap {
     /// already spans them (`Backing::file_growable`).
     pub(super) fn extend(&self, len: u64, preallocate: bool) -> Result<(), Error> {
         self.opened.resize(len, preallocate)
+    }
+
+    /// Reserves the disk blocks under the arena's bytes `off..off + len` (within the file's
+    /// length, which it never changes): a sparse arena's chunk reservation, before it writes there
+    /// (docs/metadata.md, 12.2, "Sparse arenas"). A file system without `fallocate` (and a system
+    /// other than Linux) reserves nothing here: a full disk is then a `SIGBUS` on a write, as
+    /// without this call.
+    ///
+    /// A private copy (`map_copy`, over a read-only descriptor) reserves nothing: its writes never
+    /// reach the file.
+    pub(super) fn reserve(&self, off: u64, len: u64) -> Result<(), Error> {
+        if self.opened.read_only {
+            return Ok(());
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use rustix::fs::{fallocate, FallocateFlags};
+            match fallocate(
+                &self.opened.file,
+                FallocateFlags::KEEP_SIZE,
+                self.opened.offset + off,
+                len,
+            ) {
+                Ok(()) => Ok(()),
+                Err(e) if e == rustix::io::Errno::OPNOTSUPP => Ok(()),
+                Err(e) => Err(io::Error::from_raw_os_error(e.raw_os_error()).into()),
+            }
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let _ = (off, len);
+            Ok(())
+        }
     }
 
     pub(super) fn flush(&self, off: u64, len: u64) -> Result<(), Error> {

@@ -102,9 +102,14 @@ pub(crate) struct Backing {
     reserved: u64,
     read_only: bool,
     store: Store,
+    /// See [`Backing::map_disk_mark`]. A std atomic: a hint, no part of a modelled protocol.
+    map_disk_mark: StdAtomicU64,
     #[cfg(parena_loom)]
     words: Box<[AtomicU64]>,
 }
+
+/// The page: what a disk reservation is widened to.
+const PAGE: u64 = 4096;
 
 // SAFETY: `Backing` owns its region (through `store`) like a `Box<[u8]>` would; the raw base pointer
 // is only an address into it. Concurrent access to the bytes is governed by the arena's protocols
@@ -138,6 +143,7 @@ impl Backing {
             reserved,
             read_only,
             store,
+            map_disk_mark: StdAtomicU64::new(0),
             #[cfg(parena_loom)]
             words: (0..reserved / 8).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -235,6 +241,38 @@ impl Backing {
         // them is `heap_end`'s `Release` / `Acquire` pair (docs/metadata.md 12.6, gap 4).
         self.len.store(new_len, StdOrdering::Release);
         Ok(())
+    }
+
+    /// Makes sure the disk blocks under `off..off + len` (widened to whole pages, within the
+    /// usable length) exist before parena writes there: `fallocate` of the range for a writable
+    /// file map; nothing for the other backings. A sparse file arena's chunk reservation calls it
+    /// before it hands the chunk out (docs/metadata.md, 12.2, "Sparse arenas"); it changes no byte.
+    ///
+    /// # Errors
+    /// [`Error::NoSpace`] when the disk cannot hold the blocks (a full disk, a quota); the bytes
+    /// are unchanged (some of the range's blocks may be reserved, which nothing reads).
+    /// [`Error::Io`] for another failure.
+    pub(crate) fn reserve_disk(&self, off: u64, len: u64) -> Result<(), Error> {
+        match &self.store {
+            Store::File(f) if !self.read_only && len > 0 => {
+                let from = off / PAGE * PAGE;
+                let to = off.saturating_add(len).div_ceil(PAGE) * PAGE;
+                let to = to.min(self.len());
+                if from < to {
+                    f.reserve(from, to - from)
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Where a sparse arena's maps have their disk reserved up to: the heap offset below which
+    /// every page of the four maps' words is reserved (a hint the chunk reservation keeps, so a
+    /// map's pages are reserved once per 4 MiB of heap, not once per chunk).
+    pub(crate) fn map_disk_mark(&self) -> &StdAtomicU64 {
+        &self.map_disk_mark
     }
 
     /// A zeroed, 4096-aligned heap buffer of `len` bytes.

@@ -33,12 +33,13 @@
 
 use super::cell::{ChunkCell, LastBlock};
 use super::entry::{add_discarded, Entries};
-use super::startmap::{MapGeom, StartMap};
+use super::startmap::{MapGeom, StartMap, WORD_COVERS};
 use crate::backing::Backing;
 use crate::block::{self, BlockHeader, HeaderWord, LiveState};
+use crate::error::Error;
 use crate::format::{Geometry, OFF_BUMP, OFF_HIGH_WATER};
 use crate::layout::{align_up, WORD};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering, StdOrdering};
 
 /// The arena's heap: the memory, its geometry and end, and the start map. Borrowed from the
 /// arena's core for one call; its verbs are the only writers of block-header words and start-map
@@ -54,6 +55,32 @@ pub(crate) struct Heap<'a> {
     pub heap_end: &'a AtomicU64,
     /// The start map, whose owner words a chunk's owner toggles.
     pub maps: &'a MapGeom,
+    /// A sparse file arena (`Options::preallocate(false)`): the chunk reservation reserves the
+    /// disk under what it hands out ([`Heap::reserve`]). Read only there.
+    pub sparse: bool,
+}
+
+/// What the allocator writes in a reservation (see [`Heap::reserve_disk`]).
+#[derive(Clone, Copy)]
+enum Writes {
+    /// A chunk for a cell: anywhere in it.
+    Chunk,
+    /// A LARGE block spanning `span` with alignment `align`: its first and last pages.
+    Large { span: u64, align: u64 },
+}
+
+/// A LARGE block started: its header's offset and word, and the unused tail `(off, len)` of its
+/// chunks ([`Heap::start_large`]).
+pub(crate) type LargeStart = (u64, u64, (u64, u64));
+
+/// Heap bytes whose map words a sparse arena reserves at a time: 16 pages of each map's words
+/// (4 MiB of heap), so the four maps cost four calls per 64 chunks of 64 KiB, and at most 256 KiB
+/// of map pages are reserved ahead of use.
+const MAP_WINDOW: u64 = 16 * 4096 / WORD * WORD_COVERS;
+
+/// The header of a LARGE block aligned to `align` in chunks starting at `start`.
+fn large_header(start: u64, align: u64) -> Option<u64> {
+    Some(align_up(start + WORD, align)? - WORD)
 }
 
 impl<'a> Heap<'a> {
@@ -167,14 +194,18 @@ impl<'a> Heap<'a> {
     /// Gives the calling thread's `cell` a fresh chunk of at least `need` and about `want` bytes
     /// ([`Heap::reserve`]), whose blocks get a fresh generation. The cell holds none (retired
     /// first). `false` when the main memory cannot hold it.
-    pub(crate) fn refill(&self, cell: &ChunkCell, need: u64, want: u64) -> bool {
-        match self.reserve(need, want) {
+    ///
+    /// # Errors
+    /// [`Error::NoSpace`] (or [`Error::Io`]) when a sparse file arena cannot reserve the chunk's
+    /// disk: the cell still holds none, and nothing else changed.
+    pub(crate) fn refill(&self, cell: &ChunkCell, need: u64, want: u64) -> Result<bool, Error> {
+        Ok(match self.reserve(need, want, Writes::Chunk)? {
             Some((start, end)) => {
                 cell.take_chunk(start, end, block::fresh_gen(self.mem).into());
                 true
             }
             None => false,
-        }
+        })
     }
 
     /// Retires the calling thread's `cell`'s chunk: its unused tail `(cur, end)`, zero by
@@ -191,22 +222,34 @@ impl<'a> Heap<'a> {
     /// Chunks start on the fixed grid `data_start + k * chunk`: the heap walk steps over an unused
     /// tail to the next grid line. The bump offset is off the grid only when the capacity was
     /// grown from a value that was not on it; the bytes from there to the next line stay a gap.
-    pub(crate) fn reserve(&self, need: u64, want: u64) -> Option<(u64, u64)> {
+    ///
+    /// In a sparse file arena the disk under what the caller will write (`writes`) is reserved
+    /// before the bump offset moves over it ([`Heap::reserve_disk`]): a failure returns with the
+    /// bump offset where it was, so no chunk is handed out, or lost, without its disk.
+    fn reserve(&self, need: u64, want: u64, writes: Writes) -> Result<Option<(u64, u64)>, Error> {
         let chunk = self.geom.chunk();
-        let n = align_up(want, chunk)?;
+        let Some(n) = align_up(want, chunk) else {
+            return Ok(None);
+        };
         // Acquire: pairs with a growth step's Release, so the chunks below the end it read are
         // usable and their map words zero (docs/metadata.md, 12.2).
         let heap_end = self.heap_end.load(Ordering::Acquire);
         let bump = self.mem.word(OFF_BUMP);
         let mut cur = bump.load(Ordering::Relaxed);
         let (start, end) = loop {
-            let start = self.geom.chunk_line_from(cur)?;
-            if start >= heap_end {
-                return None;
-            }
-            let end = start.checked_add(n)?.min(heap_end);
+            let Some(start) = self.geom.chunk_line_from(cur).filter(|&s| s < heap_end) else {
+                return Ok(None);
+            };
+            let Some(end) = start.checked_add(n).map(|e| e.min(heap_end)) else {
+                return Ok(None);
+            };
             if end - start < need {
-                return None;
+                return Ok(None);
+            }
+            if self.sparse {
+                // Before the CAS: the reservation changes no byte, so it may cover a range
+                // another thread takes first (that thread reserves it again).
+                self.reserve_disk(cur, start, end, writes)?;
             }
             // Relaxed: the RMW order on `bump` alone makes reservations disjoint; see module docs.
             match bump.compare_exchange_weak(cur, end, Ordering::Relaxed, Ordering::Relaxed) {
@@ -220,7 +263,7 @@ impl<'a> Heap<'a> {
                 Err(now) => cur = now,
             }
         };
-        let hw = self.mem.word(OFF_HIGH_WATER).load(Ordering::Relaxed);
+        let hw = self.high_water();
         if cur < hw {
             let z_end = end.min(hw);
             // Chunk starts first (and the gap before the first one): if we crash part-way, every
@@ -234,7 +277,71 @@ impl<'a> Heap<'a> {
             // SAFETY: `cur..end` was reserved by our CAS: no other thread touches it.
             unsafe { self.mem.zero(cur, z_end - cur) };
         }
-        Some((start, end))
+        Ok(Some((start, end)))
+    }
+
+    /// The high-water mark: the heap at or past it was never written.
+    fn high_water(&self) -> u64 {
+        self.mem.word(OFF_HIGH_WATER).load(Ordering::Relaxed)
+    }
+
+    /// A sparse file arena's disk reservation for the chunks `start..end` that the bump offset,
+    /// now at `cur`, is about to hand out: the pages the allocator writes get their disk blocks
+    /// (docs/metadata.md, 12.2, "Sparse arenas").
+    ///
+    /// - A cell's chunk: all of `cur..end` (the allocator bumps headers anywhere in it), one call;
+    ///   and the four maps' pages for the heap up to the next 4 MiB line past `end`, once for
+    ///   those 4 MiB (the backing's map mark).
+    /// - A LARGE block: the pages of its header (and the filler in front), of its tail word and of
+    ///   the chunk tail past it (given back, so a later carve may write anywhere in it), with the
+    ///   maps' pages for those; and whatever the reservation zeroes below the high-water mark.
+    ///   Its data pages are the user's and stay a hole until written.
+    fn reserve_disk(&self, cur: u64, start: u64, end: u64, writes: Writes) -> Result<(), Error> {
+        match writes {
+            Writes::Chunk => {
+                self.mem.reserve_disk(cur, end - cur)?;
+                let mark = self.mem.map_disk_mark();
+                // Relaxed: a hint; a stale value only reserves a page again. Below the high-water
+                // mark (memory an exclusive pass gave back) the mark is not trusted: the range
+                // may have been a LARGE block's interior, whose map pages were never reserved.
+                let line = cur / MAP_WINDOW * MAP_WINDOW;
+                let from = if cur < self.high_water() {
+                    line
+                } else {
+                    mark.load(StdOrdering::Relaxed).max(line)
+                };
+                if from < end {
+                    let to = end.div_ceil(MAP_WINDOW) * MAP_WINDOW;
+                    self.reserve_map_disk(from, to)?;
+                    mark.fetch_max(to, StdOrdering::Relaxed);
+                }
+                Ok(())
+            }
+            Writes::Large { span, align } => {
+                let hw = self.high_water();
+                if cur < hw {
+                    self.mem.reserve_disk(cur, end.min(hw) - cur)?;
+                }
+                let Some(hdr) = large_header(start, align) else {
+                    return Ok(());
+                };
+                let head = start..hdr + WORD;
+                let tail = (hdr + span - WORD).min(end)..end;
+                for r in [head, tail] {
+                    self.mem.reserve_disk(r.start, r.end - r.start)?;
+                    self.reserve_map_disk(r.start, r.end)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Reserves the disk under the four maps' words covering the heap's `from..to`.
+    fn reserve_map_disk(&self, from: u64, to: u64) -> Result<(), Error> {
+        for (off, len) in self.maps.word_ranges(from, to) {
+            self.mem.reserve_disk(off, len)?;
+        }
+        Ok(())
     }
 
     /// A block larger than a quarter chunk: whole chunks straight from the bump offset, a filler
@@ -242,19 +349,27 @@ impl<'a> Heap<'a> {
     /// and the reserved chunks' unused tail `(off, len)` (zero, ending at a chunk boundary or the
     /// heap's end) for the caller to give back. A LARGE block's tail word is the caller's next
     /// store ([`Heap::set_large_tail`]).
+    ///
+    /// # Errors
+    /// As [`Heap::refill`]: a sparse file arena that cannot reserve the block's disk.
     pub(crate) fn start_large(
         &self,
         len: u64,
         span: u64,
         align: u64,
-    ) -> Option<(u64, u64, (u64, u64))> {
+    ) -> Result<Option<LargeStart>, Error> {
         let slack = if align > WORD { align } else { 0 };
-        let (start, end) = self.reserve(span + slack, span + slack)?;
-        let hdr = align_up(start + WORD, align)? - WORD;
+        let writes = Writes::Large { span, align };
+        let Some((start, end)) = self.reserve(span + slack, span + slack, writes)? else {
+            return Ok(None);
+        };
+        let Some(hdr) = large_header(start, align) else {
+            return Ok(None);
+        };
         // The chunks are ours alone since the reservation: their owner-map words too.
         let word = self.start_live(start, hdr, len, block::fresh_gen(self.mem));
         let tail = hdr + span;
-        Some((hdr, word, (tail, end - tail)))
+        Ok(Some((hdr, word, (tail, end - tail))))
     }
 
     /// A LARGE block's tail word, the span's last: its exact length, after its header (`word`)

@@ -34,7 +34,7 @@ use crate::layout::WORD;
 use crate::sync::Ordering;
 
 /// Bytes of arena one bitmap word covers.
-const WORD_COVERS: u64 = 64 * WORD;
+pub(crate) const WORD_COVERS: u64 = 64 * WORD;
 #[cfg(test)]
 const PAGE: u64 = 4096;
 
@@ -114,6 +114,23 @@ impl MapGeom {
             self.flushed_word_at(which, 0),
             end.div_ceil(WORD_COVERS) * WORD,
         )
+    }
+
+    /// Byte ranges `(offset, len)` of the four maps' words covering `from..to` (at most `words`
+    /// words each): what a sparse arena reserves on disk before the words may be written.
+    pub(crate) const fn word_ranges(&self, from: u64, to: u64) -> [(u64, u64); 4] {
+        let first = from / WORD_COVERS;
+        let mut last = to.div_ceil(WORD_COVERS);
+        if last > self.words {
+            last = self.words;
+        }
+        let len = last.saturating_sub(first) * WORD;
+        [
+            (self.base + first * WORD, len),
+            (self.base + (self.words + first) * WORD, len),
+            (self.flushed_word_at(0, first), len),
+            (self.flushed_word_at(1, first), len),
+        ]
     }
 
     /// Byte ranges of the owner and shared maps covering `0..end`, for a flush.

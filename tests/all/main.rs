@@ -13,5 +13,6 @@ mod grow;
 mod handles;
 mod power_cut;
 mod recovery;
+mod sparse;
 mod util;
 mod wide;

@@ -234,6 +234,10 @@ pub fn run_cuts<S>(
                 ("PARENA_POWERCUT_SEED", &(attempt + 1).to_string()),
             ],
         );
+        // The random moment is counted from the child's first published flush, not from its
+        // start: a child slowed by a loaded machine would otherwise be cut before any flush,
+        // and the cut would protect nothing and count for nothing.
+        await_first_flush(name, dir.path(), &mut child);
         std::thread::sleep(Duration::from_millis(delay_ms.0 + rng.below(delay_ms.1)));
         if attempt % 2 == 1 {
             // Every other cut comes only once the file holds a version between two flushes: a
@@ -277,6 +281,22 @@ pub fn run_cuts<S>(
         }
     }
     out
+}
+
+/// Waits until the child has published its first flush (the `flushed` file). The wait follows
+/// the child's progress, not the clock; a child that makes none for two minutes fails.
+fn await_first_flush(name: &str, dir: &Path, child: &mut Child) {
+    let give_up = std::time::Instant::now() + Duration::from_secs(120);
+    while !dir.join("flushed").exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{name} ended on its own before its first flush: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "{name} made no progress for two minutes (no flush)"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Waits until the child has published a flush, then a snapshot after it, and has changed the
