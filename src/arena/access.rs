@@ -37,7 +37,10 @@ impl Arena {
             inner.writable()?;
         }
         with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
-            let _slot = CheckSlot::hold(cell, inner.offset_of(h));
+            // The allocator interfaces' own free holds no check slot: its caller promises a block
+            // the arena handed out and has not freed, whose LIVE header no merge can absorb before
+            // this free's CAS (docs/metadata.md, section 4). A handle may be stale: it holds one.
+            let _slot = (mode != Mode::Foreign).then(|| CheckSlot::hold(cell, inner.offset_of(h)));
             let Live {
                 hdr,
                 word: mut cur,

@@ -298,18 +298,12 @@ impl Inner {
                 word: span,
             });
         }
-        let inside = self.start_map().first_start_in(off + WORD, off + span);
-        match inside {
-            Some(at) => Err(Error::Corrupt {
+        self.start_map()
+            .sole_start(off, span)
+            .map_err(|at| Error::Corrupt {
                 offset: at,
                 word: span,
-            }),
-            None if !self.start_map().is_start(off) => Err(Error::Corrupt {
-                offset: off,
-                word: span,
-            }),
-            None => Ok(()),
-        }
+            })
     }
 
     /// Takes a segment from the free lists and carves the block out of it.

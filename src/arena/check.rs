@@ -187,9 +187,11 @@ impl Inner {
         mode: Mode,
     ) -> Result<(u64, u64), Error> {
         // The common case, decided with one mask compare and the check code: a small PUBLISHED
-        // block of the handle's generation, not FOREIGN. `check_live_full` answers the same for
-        // it in every mode; it decodes every other word (a LARGE block, or the error).
-        if let Some((len, readers)) = block::published_small(w, h.generation()) {
+        // block of the handle's generation, FOREIGN for the allocator interfaces' own free and
+        // not FOREIGN otherwise. `check_live_full` answers the same for it in its mode; it
+        // decodes every other word (a LARGE block, or the error).
+        let foreign = mode == Mode::Foreign;
+        if let Some((len, readers)) = block::published_small(w, h.generation(), foreign) {
             // The span bound of `check_live_full`, with `layout::block_span`: a small length
             // always has a span, and `hdr` (below `bump`) plus a span under 1 MiB cannot overflow.
             if block_span(len).is_some_and(|span| hdr + span <= self.handle_limit()) {

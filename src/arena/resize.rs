@@ -3,7 +3,7 @@
 //! (`heap/cell.rs`) lets the cursor move; any other block shrinks by giving its cut-off tail back.
 
 use super::Arena;
-use crate::block::{self, Handle, HeaderWord};
+use crate::block::{self, Handle};
 use crate::cells::with_cell;
 use crate::freelist::{Prepared, Unlisted};
 use crate::layout::{block_span, WORD};
@@ -35,7 +35,9 @@ impl Arena {
         a > base && ((a - base) as u64) < self.inner.heap_end()
     }
 
-    /// The handle of the live block whose data starts at `off`.
+    /// The handle of the live block whose data starts at `off`, for the handle check that follows
+    /// (`free_as`): the generation field of the header word there, not decoded (the check decodes
+    /// the same word again, check code and all, and refuses a word that is not this block's).
     pub(crate) fn handle_at(&self, off: u64) -> Option<Handle> {
         if off < self.inner.geom.data_start + WORD
             || off % WORD != 0
@@ -43,10 +45,8 @@ impl Arena {
         {
             return None;
         }
-        match block::decode(self.inner.header_acquire(off - WORD)) {
-            HeaderWord::Live { generation, .. } => Some(self.inner.handle(off, generation)),
-            _ => None,
-        }
+        let w = self.inner.header_acquire(off - WORD);
+        Some(self.inner.handle(off, block::live_generation(w)))
     }
 
     /// Whether the disk is there for `len` bytes parena is about to copy to `p`, the start of a

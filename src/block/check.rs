@@ -127,26 +127,30 @@ mod tests {
     }
 
     /// The handle check's fast accept says yes exactly when the full decode finds a small,
-    /// PUBLISHED, non-FOREIGN LIVE word of the handle's generation, and then gives the same
+    /// PUBLISHED LIVE word of the handle's generation, FOREIGN as asked, and then gives the same
     /// length and readers: over words of every kind, state, reader count and length class, each
     /// with every single bit flipped, and pseudo-random words.
     #[test]
     fn the_fast_accept_agrees_with_decode() {
         let agree = |w: u64, generation: u32| {
-            let full = match decode(w) {
-                HeaderWord::Live {
-                    len,
-                    generation: g,
-                    state: LiveState::Published,
-                    readers,
-                } if g == generation && !is_foreign(w) && !is_large(w) => Some((len, readers)),
-                _ => None,
-            };
-            assert_eq!(
-                published_small(w, generation),
-                full,
-                "{w:#x} gen {generation}"
-            );
+            for foreign in [false, true] {
+                let full = match decode(w) {
+                    HeaderWord::Live {
+                        len,
+                        generation: g,
+                        state: LiveState::Published,
+                        readers,
+                    } if g == generation && is_foreign(w) == foreign && !is_large(w) => {
+                        Some((len, readers))
+                    }
+                    _ => None,
+                };
+                assert_eq!(
+                    published_small(w, generation, foreign),
+                    full,
+                    "{w:#x} gen {generation} foreign {foreign}"
+                );
+            }
         };
         let mut words = vec![0, free(7, 64), pad(16)];
         for state in [

@@ -190,20 +190,22 @@ pub(crate) const fn live_foreign(len: u64, generation: u32, state: LiveState, re
     sealed((w & !(CHECK_BITS << LIVE_CHECK_SHIFT)) | FOREIGN)
 }
 
-/// The fast accept of a handle check for a read: `Some((len, readers))` when `w` is a LIVE word
-/// parena wrote (its check code right) for a small block (neither LARGE nor FOREIGN) of
-/// `generation`, PUBLISHED: exactly the words [`decode`] reads as `Live { state: Published, .. }`
-/// with that generation, a length below [`LARGE_MIN`] and no FOREIGN bit. `None` for every other
-/// word: the caller then decodes it in full, for a LARGE block or for the error.
+/// The fast accept of a handle check: `Some((len, readers))` when `w` is a LIVE word parena wrote
+/// (its check code right) for a small block (not LARGE) of `generation`, PUBLISHED, FOREIGN exactly
+/// when `foreign`: exactly the words [`decode`] reads as `Live { state: Published, .. }` with that
+/// generation, a length below [`LARGE_MIN`] and that FOREIGN bit. `None` for every other word: the
+/// caller then decodes it in full, for a LARGE block or for the error.
 #[inline(always)]
-pub(crate) const fn published_small(w: u64, generation: u32) -> Option<(u64, u64)> {
+pub(crate) const fn published_small(w: u64, generation: u32, foreign: bool) -> Option<(u64, u64)> {
     const FIXED: u64 = (0b11 << KIND_SHIFT)
         | FOREIGN
         | (STATE_MASK << STATE_SHIFT)
         | LARGE
         | (GEN_MASK << LIVE_GEN_SHIFT);
     // PUBLISHED is state 0: its bits are zero in the wanted word.
-    let want = (KIND_LIVE << KIND_SHIFT) | ((generation as u64) << LIVE_GEN_SHIFT);
+    let want = (KIND_LIVE << KIND_SHIFT)
+        | ((generation as u64) << LIVE_GEN_SHIFT)
+        | if foreign { FOREIGN } else { 0 };
     let len = w & LEN_MASK;
     if w & FIXED == want && len != 0 && live_check_ok(w) {
         Some((len, (w >> READERS_SHIFT) & MAX_READERS))

@@ -261,6 +261,32 @@ impl<'a> StartMap<'a> {
         None
     }
 
+    /// Whether the entry at `off` is the only start the map records in `off..off + span` (`span`
+    /// a multiple of 8, at least 16): `Ok`, or `Err` with the first start inside the range past
+    /// `off`, or `off` itself when no entry starts there (a segment about to be handed out again,
+    /// checked as [`StartMap::first_start_in`] and [`StartMap::is_start`] check it). A range inside
+    /// one map word (a cached block's, nearly always) is one word's test.
+    #[inline]
+    pub(crate) fn sole_start(&self, off: u64, span: u64) -> Result<(), u64> {
+        let i = off / WORD_COVERS;
+        if (off + span - WORD) / WORD_COVERS == i {
+            let own = bit_of(off);
+            // The bits of `off..off + span`: `span / 8` bits from `off`'s, inside this word.
+            let range = (!0u64 >> (64 - span / WORD)) << ((off / WORD) % 64);
+            let w = self.start_word(i) & range;
+            return match w & !own {
+                0 if w == own => Ok(()),
+                0 => Err(off),
+                inside => Err(i * WORD_COVERS + u64::from(inside.trailing_zeros()) * WORD),
+            };
+        }
+        match self.first_start_in(off + WORD, off + span) {
+            Some(at) => Err(at),
+            None if !self.is_start(off) => Err(off),
+            None => Ok(()),
+        }
+    }
+
     /// Word `i` of the start map (`A ^ B`).
     #[inline]
     fn start_word(&self, i: u64) -> u64 {
@@ -489,6 +515,19 @@ mod tests {
         assert_eq!(s.first_start_in(a + 8, b + 8), Some(b));
         assert_eq!(s.first_start_in(0, m.base), Some(a));
         assert_eq!(s.first_start_in(b + 8, m.base), None);
+        assert_eq!(s.sole_start(a, 40), Ok(()));
+        assert_eq!(s.sole_start(a, 48), Err(b), "a start inside the range");
+        assert_eq!(
+            s.sole_start(a + 8, 16),
+            Err(a + 8),
+            "no start at the range's first word"
+        );
+        assert_eq!(s.sole_start(b, 512), Ok(()), "a range across two map words");
+        s.owner_toggle(b + 504);
+        assert_eq!(s.sole_start(b, 512), Err(b + 504));
+        assert_eq!(s.sole_start(b + 8, 512), Err(b + 504));
+        assert_eq!(s.sole_start(b + 504, 16), Ok(()));
+        s.owner_toggle(b + 504);
         assert_eq!(s.copy_to_flushed(1, 0, m.base), 1);
         assert_eq!(s.copy_to_flushed(1, 0, m.base), 0);
         assert_eq!(s.flushed_starts_in(1, 0, m.base), vec![a, b]);
