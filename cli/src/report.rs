@@ -198,6 +198,7 @@ pub fn inspect(inv: &Invocation) -> Outcome {
             .set("freelist", freelist_name(&h))
             .set("capacity", h.capacity)
             .set("max_capacity", h.max_capacity)
+            .set("offset_unit", h.offset_unit)
             .set("data_start", h.data_start)
             .set("chunk_size", h.chunk_size)
             .set("min_segment", u64::from(h.min_segment))
@@ -265,6 +266,13 @@ pub fn inspect(inv: &Invocation) -> Outcome {
             "  maximum         {} (grows while open, in steps; the maps are sized for it)",
             bytes(h.max_capacity)
         );
+        if h.offset_unit > 8 {
+            println!(
+                "  offset unit     {} B (a wide arena: handles count offsets in it, and every \
+                 block is aligned to it)",
+                h.offset_unit
+            );
+        }
     } else {
         println!(
             "  capacity        {} = file header {} + heap {} + start and flush maps {}",

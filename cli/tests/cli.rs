@@ -390,3 +390,27 @@ fn inspect_shows_capacity_and_maximum() {
         "{text}"
     );
 }
+
+/// A wide arena (a maximum past 32 GiB): `inspect` names its offset unit, in JSON and in text.
+#[test]
+fn inspect_shows_a_wide_arenas_offset_unit() {
+    let t = TempPath::new("wide");
+    // SAFETY: a fresh file that only this test maps.
+    let arena = unsafe {
+        Options::new()
+            .capacity(65 << 30)
+            .max_capacity(1 << 40)
+            .preallocate(false)
+            .map_file(&t.0)
+    }
+    .expect("create");
+    let _block = arena.alloc_copy(b"on the unit").expect("alloc");
+    drop(arena);
+    let path = t.0.to_str().expect("utf-8 path");
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&parena(&["inspect", "--json", path]))).expect("valid JSON");
+    assert_eq!(v["header"]["offset_unit"], 256);
+    assert_eq!(v["header"]["max_capacity"], 1u64 << 40);
+    let text = stdout(&parena(&["inspect", path]));
+    assert!(text.contains("offset unit     256 B"), "{text}");
+}

@@ -283,6 +283,9 @@ pub struct HeaderInfo {
     /// read-only or `map_copy` open of a growable arena does not grow: see
     /// [`Arena::max_capacity`].)
     pub max_capacity: u64,
+    /// The unit a handle counts its offset in, and every block's least alignment: 8 bytes, or
+    /// 16 to 256 in a growable arena whose maximum is above 32 GiB ([`Arena::offset_unit`]).
+    pub offset_unit: u64,
     /// The open trusted the header as a clean close sealed it: the same fact as
     /// [`Arena::was_clean`], fixed at open (a writable open then marks the file dirty on disk,
     /// which this does not follow). `false` after a crash and after damage to the sealed header
@@ -319,6 +322,7 @@ impl Arena {
             } else {
                 h.capacity
             },
+            offset_unit: self.inner.unit(),
             clean: self.inner.was_clean,
             open_count: h.open_count,
             bump: h.bump,
