@@ -58,10 +58,14 @@
 //! last flush; see `docs/recovery.md`.
 
 mod checks;
+mod geometry;
 mod grid;
+mod meta;
 mod validate;
 
 pub(crate) use checks::{decode_root_check, root_check, settled_root_check, HeaderFault};
+pub(crate) use geometry::{heap_end, heap_minimum, map_region_len, Geometry};
+pub(crate) use meta::Meta;
 
 use bytemuck::{Pod, Zeroable};
 use std::mem::{offset_of, size_of};
@@ -158,89 +162,6 @@ pub(crate) const META_SLOT_WORDS: usize = 32;
 /// Byte offset of meta slot 0; slot 1 follows it.
 pub(crate) const OFF_META: u64 = offset_of!(RawHeader, meta) as u64;
 
-/// Bytes of the map region at the end of an arena of `capacity` bytes: four bitmaps of one bit
-/// per 8 bytes of the arena, rounded up to a page (`heap/startmap.rs`).
-pub(crate) const fn map_region_len(capacity: u64) -> u64 {
-    (capacity.div_ceil(512) * 8 * 4).div_ceil(DATA_ALIGN) * DATA_ALIGN
-}
-
-/// End of the heap of an arena of `capacity` bytes whose largest capacity is `max_capacity` (0:
-/// a fixed layout, whose maps begin there; a growable arena's heap ends at its capacity).
-pub(crate) const fn heap_end(capacity: u64, max_capacity: u64) -> u64 {
-    if max_capacity == 0 {
-        capacity - map_region_len(capacity)
-    } else {
-        capacity
-    }
-}
-
-/// The least an arena of `capacity` bytes needs after `data_start`: its maps (a fixed layout's;
-/// a growable arena's are before `data_start`) and one smallest chunk of heap.
-pub(crate) const fn heap_minimum(capacity: u64, max_capacity: u64) -> u64 {
-    if max_capacity == 0 {
-        map_region_len(capacity) + (1 << MIN_CHUNK_SHIFT)
-    } else {
-        1 << MIN_CHUNK_SHIFT
-    }
-}
-
-/// The layout as of one completed flush, as a meta slot records it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Meta {
-    /// Flushes so far; the valid slot with the larger epoch wins.
-    pub epoch: u64,
-    /// Which flush map (0 or 1) holds the live starts of this flush.
-    pub map: u64,
-    pub capacity: u64,
-    pub bump: u64,
-    pub high_water: u64,
-    pub discarded: u64,
-    pub gen_seed: u64,
-}
-
-impl Meta {
-    /// The slot's first eight words, checksum last.
-    pub(crate) fn encode(&self, slot: u64) -> [u64; 8] {
-        let w = [
-            self.epoch,
-            self.map,
-            self.capacity,
-            self.bump,
-            self.high_water,
-            self.discarded,
-            self.gen_seed,
-            0,
-        ];
-        let mut out = w;
-        out[7] = meta_checksum(&w[..7], slot);
-        out
-    }
-
-    /// A slot's words back to a `Meta`, or `None` when its checksum does not match (a slot never
-    /// written, or torn by a power cut).
-    pub(crate) fn decode(w: &[u64; 8], slot: u64) -> Option<Meta> {
-        if w[7] != meta_checksum(&w[..7], slot) || w[0] == 0 || w[1] > 1 {
-            return None;
-        }
-        Some(Meta {
-            epoch: w[0],
-            map: w[1],
-            capacity: w[2],
-            bump: w[3],
-            high_water: w[4],
-            discarded: w[5],
-            gen_seed: w[6],
-        })
-    }
-}
-
-fn meta_checksum(words: &[u64], slot: u64) -> u64 {
-    let h = words
-        .iter()
-        .fold(FNV_OFFSET, |h, w| fnv1a_more(h, &w.to_le_bytes()));
-    fnv1a_more(h, &slot.to_le_bytes())
-}
-
 /// Byte offsets of the mutable words, for the atomic accessor.
 pub(crate) const OFF_CAPACITY: u64 = offset_of!(RawHeader, capacity) as u64;
 pub(crate) const OFF_STATE: u64 = offset_of!(RawHeader, state) as u64;
@@ -295,53 +216,6 @@ pub(crate) fn state_checksum(words: impl Iterator<Item = (u64, u64)>, reserved: 
         fnv1a_more(h, &w.to_le_bytes())
     });
     fnv1a_more(h, reserved)
-}
-
-/// The facts of a header that passed validation and never change while the arena is open.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Geometry {
-    pub magic_version: u16,
-    pub freelist: Freelist,
-    pub chunk_shift: u8,
-    pub reserved_len: u32,
-    pub min_segment: u32,
-    pub data_start: u64,
-    pub arena_id: u64,
-    /// The largest capacity of a growable arena (format version 5); 0 for a fixed layout.
-    pub max_capacity: u64,
-}
-
-impl Geometry {
-    /// `data_start` for a reserved area of `reserved` bytes in an arena whose largest capacity is
-    /// `max_capacity` (0: a fixed layout).
-    pub(crate) const fn data_start_for(reserved: u32, max_capacity: u64) -> u64 {
-        Geometry::maps_start(reserved) + map_region_len(max_capacity)
-    }
-
-    /// The first page after the header and a reserved area of `reserved` bytes: a fixed layout's
-    /// `data_start`, a growable one's first map byte.
-    pub(crate) const fn maps_start(reserved: u32) -> u64 {
-        (HEADER_SIZE + reserved as u64).div_ceil(DATA_ALIGN) * DATA_ALIGN
-    }
-
-    /// Whether this arena can grow while open (format version 5).
-    #[inline]
-    pub(crate) const fn growable(&self) -> bool {
-        self.max_capacity != 0
-    }
-
-    /// The arena's offset unit as a shift: 3 (8 bytes) unless it is a wide arena (docs/metadata.md,
-    /// 12.3).
-    #[inline]
-    pub(crate) const fn unit_shift(&self) -> u32 {
-        unit_shift_for(self.max_capacity)
-    }
-
-    /// Chunk size in bytes.
-    #[inline]
-    pub(crate) fn chunk(&self) -> u64 {
-        1 << self.chunk_shift
-    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,8 @@
 
 use super::cell::{ChunkCell, LastBlock};
 use super::entry::{add_discarded, Entries};
-use super::startmap::{MapGeom, StartMap, WORD_COVERS};
+use super::mapgeom::{MapGeom, WORD_COVERS};
+use super::startmap::StartMap;
 use crate::backing::Backing;
 use crate::block::{self, BlockHeader, HeaderWord, LiveState};
 use crate::error::Error;

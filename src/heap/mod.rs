@@ -16,7 +16,7 @@
 //! - [`startmap`]: the start map (the owner and shared bitmaps that record where every entry
 //!   starts) and the two flush maps, behind [`StartMap`], a borrowed view that owns their encoding;
 //!   and [`startmap::Retarget`], the one rewrite of the start map by an exclusive pass. Its
-//!   toggles are private to this layer.
+//!   toggles are private to this layer. Where the maps lie, [`MapGeom`], is in `mapgeom`.
 //! - [`slots`]: the two meta slots in the file header and the flush protocol's durable part
 //!   (`flush_layout`, `flush_empty_layout`).
 //! - [`cell`]: [`ChunkCell`], one thread's chunk, cursor (invariant C), cache of freed blocks,
@@ -36,6 +36,7 @@ pub(crate) mod cell;
 pub(crate) mod chunks;
 mod counters;
 pub(crate) mod entry;
+mod mapgeom;
 pub(crate) mod reads;
 pub(crate) mod slots;
 pub(crate) mod startmap;
@@ -46,7 +47,8 @@ pub(crate) use cell::ChunkCell;
 pub(crate) use chunks::Heap;
 pub(crate) use counters::CounterSnapshot;
 pub(crate) use entry::{add_discarded, Entries, Start};
+pub(crate) use mapgeom::MapGeom;
 pub(crate) use reads::ReadSlot;
 pub(crate) use slots::{flush_empty_layout, flush_layout, newest_meta, read_meta};
-pub(crate) use startmap::{MapGeom, StartMap};
+pub(crate) use startmap::StartMap;
 pub(crate) use state::LiveWord;

@@ -5,7 +5,8 @@
 //! that slot does not name, so a cut at any point leaves the previous slot and its flush map
 //! whole.
 
-use super::startmap::{MapGeom, StartMap};
+use super::mapgeom::MapGeom;
+use super::startmap::StartMap;
 use crate::backing::Backing;
 use crate::error::Error;
 use crate::format::{
