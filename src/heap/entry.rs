@@ -12,7 +12,8 @@
 //! [`Entries`] is the view the free lists (which the loom models run with no start map) and the
 //! exclusive passes use; [`Heap`](super::Heap)'s verbs (the arena's) are built on it.
 
-use super::startmap::{MapGeom, StartMap};
+use super::mapgeom::MapGeom;
+use super::startmap::StartMap;
 use crate::backing::Backing;
 use crate::block::{self, BlockHeader, HeaderWord, LiveState};
 use crate::format::OFF_DISCARDED;

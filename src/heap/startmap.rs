@@ -28,8 +28,7 @@
 //! | shared map | `fetch_xor` | Relaxed | the RMW order makes concurrent toggles of different bits in one word compose; the same ordering argument as the owner map |
 //! | flush maps | load / store | Relaxed | written only under the flush lock; read only by exclusive passes |
 
-// Also reached through this module: `entry.rs` names `startmap::MapGeom`.
-pub(super) use super::mapgeom::MapGeom;
+use super::mapgeom::MapGeom;
 use super::mapgeom::WORD_COVERS;
 use crate::backing::Backing;
 use crate::layout::WORD;
