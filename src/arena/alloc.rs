@@ -181,31 +181,39 @@ impl Inner {
         // A sparse file arena whose disk cannot hold a fresh chunk: the allocation may still be
         // served from the free lists, else it is this error (docs/metadata.md, 12.2).
         let mut no_disk = None;
+        // Reuse before growth: what the thread's chunk cannot hold comes from the free lists
+        // before a new chunk (or a large block's chunks) is reserved (docs/design.md).
         let r = if span + slack <= chunk / 4 {
             match self.heap().bump_in_cell(cell, len, span, align) {
                 Some(r) => Some(r),
-                None => {
-                    self.return_chunk(cell);
-                    match self.heap().refill(cell, span + slack, chunk) {
-                        Ok(true) => self.heap().bump_in_cell(cell, len, span, align),
-                        Ok(false) => None,
-                        Err(e) => {
-                            no_disk = Some(e);
-                            None
+                None => match self.reuse_before_growth(cell, len, span, align)? {
+                    Some(r) => Some(r),
+                    None => {
+                        self.return_chunk(cell);
+                        match self.heap().refill(cell, span + slack, chunk) {
+                            Ok(true) => self.heap().bump_in_cell(cell, len, span, align),
+                            Ok(false) => None,
+                            Err(e) => {
+                                no_disk = Some(e);
+                                None
+                            }
                         }
                     }
-                }
+                },
             }
         } else {
-            match self.heap().start_large(len, span, align) {
-                Ok(r) => r.map(|(hdr, word, (tail, n))| {
-                    self.give_back_zeroed(tail, n);
-                    (hdr, word)
-                }),
-                Err(e) => {
-                    no_disk = Some(e);
-                    None
-                }
+            match self.reuse_before_growth(cell, len, span, align)? {
+                Some(r) => Some(r),
+                None => match self.heap().start_large(len, span, align) {
+                    Ok(r) => r.map(|(hdr, word, (tail, n))| {
+                        self.give_back_zeroed(tail, n);
+                        (hdr, word)
+                    }),
+                    Err(e) => {
+                        no_disk = Some(e);
+                        None
+                    }
+                },
             }
         };
         // A growable arena below its maximum grows before it runs a merge pass: a step is a map
@@ -251,6 +259,36 @@ impl Inner {
         }
     }
 
+    /// The free lists before fresh memory, for a request the thread's chunk cannot hold: a take
+    /// when a class that may fit the span is marked non-empty (no pass), and when that finds
+    /// nothing, one coalescing pass if the threads have freed an eighth of the heap reserved (and
+    /// a chunk) since the last pass and its rate limit allows (`merge_due`; never waiting for
+    /// another thread's pass), then a take again. An arena that never frees (a memtable) pays one scan of the non-empty hint per
+    /// chunk and never a pass. `None`: reserve fresh memory. (Without free lists nothing is
+    /// listed and passes are off: `None` at once.)
+    fn reuse_before_growth(
+        &self,
+        cell: &ChunkCell,
+        len: u64,
+        span: u64,
+        align: u64,
+    ) -> Result<Option<(u64, u64)>, Error> {
+        if self.lists.may_fit(span) {
+            if let Some(r) = self.take_listed(cell, len, span, align, false)? {
+                return Ok(Some(r));
+            }
+        }
+        if !self.coalesce_on || !self.merge_due() {
+            return Ok(None);
+        }
+        // Acquire: as in `take_listed`.
+        let mut seen = self.passes.load(Ordering::Acquire);
+        if self.coalesce(cell, &mut seen, false)? {
+            return self.take_listed(cell, len, span, align, false);
+        }
+        Ok(None)
+    }
+
     /// The exhausted heap's fallback: a take from the free lists, and with `passes` a few rounds
     /// of coalescing passes between takes. `None` when nothing fits.
     fn take_listed(
@@ -276,7 +314,7 @@ impl Inner {
             && passes
             && self.coalesce_on
             && rounds < COALESCE_ROUNDS
-            && self.coalesce(cell, &mut seen)?
+            && self.coalesce(cell, &mut seen, true)?
         {
             r = self.alloc_from_freelist(len, span, align)?;
             rounds += 1;
@@ -292,6 +330,15 @@ impl Inner {
     /// a list or cache link) is `Error::Corrupt` for this allocation, and nothing overlapping a
     /// live block is handed out; the segment is left off the lists.
     pub(super) fn vouch_free(&self, off: u64, span: u64) -> Result<(), Error> {
+        self.vouch_carved(off, span, span)
+    }
+
+    /// [`Inner::vouch_free`] of the first `used` bytes of a segment of `span` bytes: what a carve
+    /// writes or hands out (the block, a filler in front, the remainder's header and span word).
+    /// The rest stays free, as the remainder, and is checked when it is carved in turn, so
+    /// nothing overlapping a live block is ever handed out or written; and a carve from a long
+    /// merged run costs the map words of what it takes, not of the whole run.
+    fn vouch_carved(&self, off: u64, span: u64, used: u64) -> Result<(), Error> {
         if off.checked_add(span).is_none_or(|e| e > self.heap_end()) || span < 16 {
             return Err(Error::Corrupt {
                 offset: off,
@@ -299,7 +346,7 @@ impl Inner {
             });
         }
         self.start_map()
-            .sole_start(off, span)
+            .sole_start(off, used.min(span))
             .map_err(|at| Error::Corrupt {
                 offset: at,
                 word: span,
@@ -339,11 +386,12 @@ impl Inner {
                 .take::<Pessimistic>(&self.mem, span, limit, fits)?,
         };
         let Some(seg) = seg else { return Ok(None) };
-        self.vouch_free(seg.off, seg.span)?;
         let front = front_of(seg.off);
         let hdr = seg.off + front;
         let rest = seg.span - front - span;
         let rem = hdr + span;
+        // Up to the remainder's header and span word: what the carve below writes.
+        self.vouch_carved(seg.off, seg.span, rem + 16 - seg.off)?;
         // The segment's header (and its span word) still describe the whole segment, so a crash
         // before the commit below leaves it free. Write everything inside it first.
         let mut listed = None;

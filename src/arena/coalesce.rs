@@ -15,15 +15,21 @@ impl Inner {
     /// The calling thread's caches of freed blocks (every lane), and those of the cells exited
     /// threads abandoned, go to the shared lists first.
     /// One pass runs at a time; a thread that arrives during one waits for it to end instead of
-    /// running its own. So an allocation that finds the arena exhausted may wait for another
-    /// thread (the pass always ends: it waits for nothing itself); allocations that find memory
-    /// never do. A pass costs about one cache miss per listed segment, so after a pass that
-    /// detached `n` segments the next one waits until the threads have allocated or freed `n`
-    /// blocks since: the cost stays a constant share of the work (plus the sort's `log n`), and
-    /// requests refused in between get `Full`. See `FreeLists::coalesce` and docs/design.md.
+    /// running its own (with `wait`; without, it returns `false` at once). So an allocation that
+    /// finds the arena exhausted may wait for another thread (the pass always ends: it waits for
+    /// nothing itself); allocations that find memory never do (the pass before growth does not
+    /// wait: its caller reserves fresh memory instead). A pass costs about one cache miss per
+    /// listed segment, so after a pass that detached `n` segments the next one waits until the
+    /// threads have allocated or freed `n` blocks since: the cost stays a constant share of the
+    /// work (plus the sort's `log n`), and requests refused in between get `Full`. See `FreeLists::coalesce` and docs/design.md.
     #[cold]
     #[inline(never)]
-    pub(super) fn coalesce(&self, cell: &ChunkCell, seen: &mut u64) -> Result<bool, Error> {
+    pub(super) fn coalesce(
+        &self,
+        cell: &ChunkCell,
+        seen: &mut u64,
+        wait: bool,
+    ) -> Result<bool, Error> {
         // Invariant A (`reentry.rs`): a call that re-entered parena from inside a step of this
         // thread (a pass, a walk of its cells) neither runs a pass nor waits for one: the pass it
         // would wait for may be its own.
@@ -63,6 +69,9 @@ impl Inner {
             return Ok(false);
         }
         if !self.claim_pass() {
+            if !wait {
+                return Ok(false);
+            }
             let me = crate::fork::epoch();
             // Acquire: pairs with the Release store ending the pass: the segments it listed again
             // are pushed before our retry. Only a pass of a thread of this process is waited for
@@ -82,6 +91,7 @@ impl Inner {
             return Ok(true);
         }
         let activity = self.activity();
+        let freed = self.freed_bytes();
         if ended > 0 && !self.pass_due() {
             return Ok(false);
         }
@@ -99,6 +109,7 @@ impl Inner {
             },
         )?;
         self.activity_at_pass.store(activity, Ordering::Relaxed);
+        self.freed_at_pass.store(freed, Ordering::Relaxed);
         self.pass_cost.store(detached, Ordering::Relaxed);
         cell.counters().on_coalesced(merged);
         // Release: the pushes of this pass happen before a later `alloc_slow`'s take that reads
@@ -139,6 +150,25 @@ impl Inner {
     pub(super) fn activity(&self) -> u64 {
         self.cells
             .fold(0u64, |n, c| n.wrapping_add(c.counters().activity()))
+    }
+
+    /// Whether a pass before growth (`reuse_before_growth`) may be worth its walk: the threads
+    /// have freed at least an eighth of the heap reserved so far, and at least a chunk, since the
+    /// last pass (only a free gives a pass something to merge; an arena that never frees never
+    /// runs one), and the rate limit of every pass (`pass_due`) allows it. A pass walks and sorts
+    /// every listed segment, so its cost is paid at most once per eighth of the heap freed.
+    pub(super) fn merge_due(&self) -> bool {
+        let reserved = self.bump().saturating_sub(self.geom.data_start);
+        self.freed_bytes()
+            .wrapping_sub(self.freed_at_pass.load(Ordering::Relaxed))
+            >= (reserved / 8).max(self.geom.chunk())
+            && self.pass_due()
+    }
+
+    /// The bytes of every block freed so far, all threads.
+    fn freed_bytes(&self) -> u64 {
+        self.cells
+            .fold(0u64, |n, c| n.wrapping_add(c.counters().freed_bytes()))
     }
 
     /// Whether the threads have done as much since the last pass as that pass detached (the

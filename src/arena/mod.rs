@@ -144,6 +144,8 @@ pub(crate) struct Inner {
     passes: AtomicU64,
     /// The arena's activity (allocations and frees of all threads) when the last pass ended.
     activity_at_pass: AtomicU64,
+    /// The bytes all threads had freed when the last pass ended (`Inner::merge_due`).
+    freed_at_pass: AtomicU64,
     /// Segments the last pass detached: the next pass waits for that much activity.
     pass_cost: AtomicU64,
     /// The last writer closed the arena cleanly.

@@ -127,6 +127,7 @@ impl Arena {
                 coalescing: AtomicU64::new(0),
                 passes: AtomicU64::new(0),
                 activity_at_pass: AtomicU64::new(0),
+                freed_at_pass: AtomicU64::new(0),
                 pass_cost: AtomicU64::new(0),
                 was_clean,
                 recovery_pending,

@@ -332,9 +332,57 @@ fn merge_chains(b: &Backing, mut x: u64, mut y: u64) -> u64 {
     head
 }
 
+/// How many address ranges `sort_chain` deals a chain into (4 KiB of stack).
+const BUCKETS: usize = 512;
+
+/// Sorts a chain of detached nodes by offset in place, allocating nothing: one walk finds the
+/// lowest and highest offset, a second deals the nodes into [`BUCKETS`] equal address ranges
+/// (each a chain, in a fixed array), each range is merge-sorted (`merge_sort`) and the ranges are
+/// joined in order. The chain comes in list order, scattered over the heap, so each walk of it
+/// misses the cache once a node; a merge sort of the whole chain walks it about `log2 n` times,
+/// a range's sort only inside its range.
+fn sort_chain(b: &Backing, chain: u64) -> u64 {
+    if chain == 0 {
+        return 0;
+    }
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
+    let mut off = chain;
+    while off != 0 {
+        lo = lo.min(off);
+        hi = hi.max(off);
+        off = next_of(b, off).1;
+    }
+    // `(off - lo) / width <= (hi - lo) / width < BUCKETS`.
+    let width = (hi - lo) / BUCKETS as u64 + 1;
+    let mut heads = [0u64; BUCKETS];
+    let mut off = chain;
+    while off != 0 {
+        let (gen, next) = next_of(b, off);
+        let k = (((off - lo) / width) as usize).min(BUCKETS - 1);
+        set_next(b, off, gen, heads[k]);
+        heads[k] = off;
+        off = next;
+    }
+    let mut sorted = 0u64;
+    for &head in heads.iter().rev().filter(|&&h| h != 0) {
+        let first = merge_sort(b, head);
+        let mut last = first;
+        loop {
+            let (gen, next) = next_of(b, last);
+            if next == 0 {
+                set_next(b, last, gen, sorted);
+                break;
+            }
+            last = next;
+        }
+        sorted = first;
+    }
+    sorted
+}
+
 /// Sorts a chain of detached nodes by offset in place: a bottom-up merge sort whose pending runs
 /// (of 2^i nodes in slot i) live in a fixed array, so it allocates nothing.
-fn sort_chain(b: &Backing, mut chain: u64) -> u64 {
+fn merge_sort(b: &Backing, mut chain: u64) -> u64 {
     let mut runs = [0u64; 64];
     while chain != 0 {
         let (gen, next) = next_of(b, chain);

@@ -298,6 +298,14 @@ impl FreeLists {
         self.nonempty.get(c)
     }
 
+    /// Whether a class that may hold a segment of `span` bytes or more is marked non-empty (a
+    /// scan of the hint's four words): the gate of the take before a chunk refill, so an arena
+    /// whose lists hold only smaller segments (a memtable's retired chunk tails) refills at once.
+    #[inline]
+    pub(crate) fn may_fit(&self, span: u64) -> bool {
+        self.nonempty.first_from(class_of(span)).is_some()
+    }
+
     /// Takes a segment of at least `need` bytes for which `fits` holds, visiting classes in
     /// `P`'s order.
     pub(crate) fn take<P: Policy>(

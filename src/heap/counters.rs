@@ -87,6 +87,11 @@ impl Counters {
         self.allocs.get().wrapping_add(self.frees.get())
     }
 
+    /// The bytes of the blocks freed so far (wrapping), for the gate of a pass before growth.
+    pub(crate) fn freed_bytes(&self) -> u64 {
+        self.free_bytes.get()
+    }
+
     /// Every count so far, for `Arena::stats`.
     pub(crate) fn snapshot(&self) -> CounterSnapshot {
         CounterSnapshot {

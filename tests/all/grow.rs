@@ -854,8 +854,10 @@ fn map_settings_on_a_growable_arena() {
 /// An allocation that finds a growable heap used up grows it by a step before it runs a merge
 /// pass: a step costs a map (and, for a file, an extension), a pass walks every listed segment.
 /// The heap holds pairs of freed neighbours (too large for a thread's cache, so listed) that only
-/// a merge could turn into a segment the next allocation fits; it is served from the grown heap,
-/// and no pass has merged anything. At `max_capacity` the pass runs as before, and serves it.
+/// a merge could turn into a segment the next allocation fits, less than a chunk's worth of them
+/// (a pass before growth waits for at least that much freed since the last one); it is served
+/// from the grown heap, and no pass has merged anything. At `max_capacity` the pass runs as
+/// before, and serves it.
 #[test]
 #[cfg_attr(
     miri,
@@ -877,14 +879,16 @@ fn growth_comes_before_a_merge_pass() {
     // Fill exactly to the first capacity: stop at the allocation that grew it.
     assert!(arena.capacity() > START, "the fill reached growth");
     let grown_at = arena.capacity();
-    for (i, &h) in pairs.iter().enumerate() {
+    let chunk = arena.header().chunk_size;
+    for (i, &h) in pairs.iter().enumerate().take((chunk / 1008) as usize - 1) {
         if i % 4 < 2 {
             arena.free(h).unwrap();
         }
     }
     let before = arena.stats().coalesced;
-    // Fill the grown part too, then ask for a block only a merged pair would fit.
-    while arena.capacity() == grown_at && arena.alloc_copy(&[2; 1000]).is_ok() {}
+    // Fill the grown part too (with blocks no freed one fits), then ask for a block only a merged
+    // pair would fit.
+    while arena.capacity() == grown_at && arena.alloc_copy(&[2; 1800]).is_ok() {}
     let big = arena.alloc_copy(&[3; 1800]).unwrap();
     assert!(arena.capacity() > grown_at, "the allocation grew the arena");
     assert_eq!(

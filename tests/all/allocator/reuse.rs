@@ -1,7 +1,7 @@
 //! Freed space is reused: through the shared free lists, the thread cache, for aligned blocks,
 //! and after a flush hands every lane's cached blocks to the shared lists.
 
-use crate::util::{check, fill};
+use crate::util::{check, fill, Rng};
 use parena::{Error, Freelist, Options};
 
 #[test]
@@ -241,5 +241,89 @@ fn reused_until_full(arena: &parena::Arena, freed: &[u64]) -> usize {
             Err(Error::Full { .. }) => return reused,
             Err(e) => panic!("{e}"),
         }
+    }
+}
+
+/// A freed block above the exact classes (2 KiB) serves a later allocation of its size before
+/// the thread reserves a new chunk: the thread bumps through the chunk it has, and the request
+/// that no longer fits there takes the freed block, with the arena's reserved heap unchanged.
+#[test]
+fn a_freed_2k_block_serves_a_later_2k_allocation_before_a_new_chunk() {
+    for kind in [Freelist::Optimistic, Freelist::Pessimistic] {
+        let arena = Options::new()
+            .capacity(4 << 20)
+            .chunk_size(16 << 10)
+            .freelist(kind)
+            .heap()
+            .unwrap();
+        let freed = fill(&arena, 2048, 1);
+        // A block after it keeps the free from rewinding the chunk.
+        let _pin = fill(&arena, 2048, 2);
+        arena.free(freed).unwrap();
+        let allocated = arena.stats().allocated;
+        let mut later = Vec::new();
+        while arena.stats().from_freelist == 0 {
+            later.push(fill(&arena, 2048, 3));
+            assert_eq!(
+                arena.stats().allocated,
+                allocated,
+                "{kind:?}: a new chunk was reserved while a freed 2 KiB block was listed"
+            );
+            assert!(later.len() <= 8, "{kind:?}: never reused");
+        }
+        assert_eq!(later.last().unwrap().offset(), freed.offset());
+        for h in later {
+            check(&arena, h, 2048, 3);
+        }
+    }
+}
+
+/// Random blocks of 16–4096 bytes, a fixed total allocated and then all freed, round after round
+/// (the footprint case of benches/allocators.rs, smaller): the heap the arena reserves stays
+/// within 1.25 times the live data, for both policies, and the arena verifies clean.
+#[test]
+fn allocate_free_all_rounds_keep_the_heap_near_the_live_data() {
+    let live = if cfg!(miri) { 256 << 10 } else { 8 << 20 };
+    for kind in [Freelist::Optimistic, Freelist::Pessimistic] {
+        let mut arena = Options::new()
+            .capacity(if cfg!(miri) { 16 << 20 } else { 256 << 20 })
+            .freelist(kind)
+            .heap()
+            .unwrap();
+        let mut rng = Rng(0x5eed_f00d);
+        for round in 0..10u64 {
+            let mut hs = Vec::new();
+            let mut total = 0;
+            while total < live {
+                let len = 16 + rng.below(4081) as usize;
+                hs.push((fill(&arena, len, round as u8), len));
+                total += len;
+            }
+            for i in (1..hs.len()).rev() {
+                hs.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            for (h, len) in hs {
+                check(&arena, h, len, round as u8);
+                arena.free(h).unwrap();
+            }
+        }
+        let s = arena.stats();
+        eprintln!(
+            "{kind:?}: heap {} KiB for {} KiB live; {} bumped, {} from the lists, {} cached, \
+             {} merged",
+            s.allocated >> 10,
+            live >> 10,
+            s.from_bump,
+            s.from_freelist,
+            s.from_cache,
+            s.coalesced
+        );
+        assert!(
+            s.allocated * 4 <= live as u64 * 5,
+            "{kind:?}: heap of {} KiB for {} KiB live: {s:?}",
+            s.allocated >> 10,
+            live >> 10
+        );
+        assert!(arena.verify().unwrap().is_clean());
     }
 }

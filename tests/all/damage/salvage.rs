@@ -441,7 +441,9 @@ fn dirty_images_salvage() {
         );
         // The same image with a run of the blocks allocated after the flush zeroed: the walk
         // resumes after it, and the first block there has only the start map (not the flush
-        // map) to vouch for it.
+        // map) to vouch for it. The run is two such blocks (48-byte spans) followed by a third:
+        // where the allocator placed them is its business (a freed segment before the flush
+        // serves some of them before a new chunk), so the run is looked for, not assumed.
         let mut late: Vec<u64> = o
             .live
             .iter()
@@ -449,7 +451,11 @@ fn dirty_images_salvage() {
             .map(|(h, _)| h.offset() - 8)
             .collect();
         late.sort();
-        let at = late[late.len() / 2];
+        let at = late
+            .iter()
+            .copied()
+            .find(|&x| late.contains(&(x + 48)) && late.contains(&(x + 96)))
+            .expect("three blocks allocated after the flush lie next to each other");
         let mut img = img.clone();
         img[at as usize..at as usize + 96].fill(0);
         std::fs::write(&dirty, &img).unwrap();
