@@ -30,7 +30,17 @@ pub struct Lists {
     slot: AtomicU64,
     /// One thread's read slots (the read-slot protocol, `heap/reads.rs`).
     reads: ReadSlots,
+    /// Pop slots (the pop-slot protocol, `crate::freelist`): each pop takes the next one, round
+    /// robin, so the pops of a model (fewer than this many at once) never share one.
+    pops: [AtomicU64; POP_SLOTS],
+    /// The next pop slot (a std atomic on purpose: outside the model, it only spreads pops over
+    /// slots and is no synchronization loom should explore).
+    #[allow(clippy::disallowed_types)]
+    next_pop: std::sync::atomic::AtomicUsize,
 }
+
+/// Pop slots of a model's [`Lists`].
+const POP_SLOTS: usize = 8;
 
 impl std::fmt::Debug for Lists {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,7 +114,31 @@ impl Lists {
             maps,
             slot: AtomicU64::new(0),
             reads: ReadSlots::default(),
+            pops: std::array::from_fn(|_| AtomicU64::new(0)),
+            #[allow(clippy::disallowed_types)]
+            next_pop: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// The pop slot for the next pop.
+    fn pop_slot(&self) -> &AtomicU64 {
+        let i = self
+            .next_pop
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.pops[i % POP_SLOTS]
+    }
+
+    /// Whether a pop holds `off` in its pop slot (the pass's side of the pop-slot protocol).
+    fn popping(&self, off: u64) -> bool {
+        self.pops.iter().any(|s| FreeLists::popping(s, off))
+    }
+
+    /// Every node header word the pops so far read, in order.
+    ///
+    /// # Panics
+    /// If a thread panicked while it recorded one.
+    pub fn node_words_read(&self) -> Vec<u64> {
+        self.fl.node_words.lock().unwrap().clone()
     }
 
     /// A handle check of header position `off`, as `Arena`'s: the slot swapped in, the start map
@@ -157,7 +191,11 @@ impl Lists {
                 self.limit,
                 || 2,
                 |_, _| Ok(()),
-                |o| self.slot.load(Ordering::SeqCst) == o || self.reads.reading(o),
+                |o| {
+                    self.slot.load(Ordering::SeqCst) == o
+                        || self.reads.reading(o)
+                        || self.popping(o)
+                },
             )
             .expect("lists are consistent")
             .0
@@ -207,7 +245,7 @@ impl Lists {
     /// If the list is found corrupt.
     pub fn pop_class_of(&self, span: u64) -> Option<(u64, u64)> {
         self.fl
-            .pop(&self.b, class_of(span), self.limit)
+            .pop(&self.b, class_of(span), self.limit, self.pop_slot())
             .expect("list is consistent")
             .map(|s| (s.off, s.span))
     }
@@ -220,7 +258,13 @@ impl Lists {
     /// If a list is found corrupt.
     pub fn coalesce(&self) -> u64 {
         self.fl
-            .coalesce(&self.b, self.limit, || 2, |_, _| Ok(()), |_| false)
+            .coalesce(
+                &self.b,
+                self.limit,
+                || 2,
+                |_, _| Ok(()),
+                |o| self.popping(o),
+            )
             .expect("lists are consistent")
             .0
     }
@@ -270,7 +314,7 @@ impl Lists {
     pub fn pop_within(&self, limit: u64) -> Result<Option<u64>, crate::Error> {
         Ok(self
             .fl
-            .pop(&self.b, class_of(SEGMENT), limit)?
+            .pop(&self.b, class_of(SEGMENT), limit, self.pop_slot())?
             .map(|s| s.off))
     }
 
@@ -285,7 +329,7 @@ impl Lists {
     /// If the list is found corrupt.
     pub fn pop(&self) -> Option<(u64, u32)> {
         self.fl
-            .pop(&self.b, class_of(SEGMENT), self.limit)
+            .pop(&self.b, class_of(SEGMENT), self.limit, self.pop_slot())
             .expect("list is consistent")
             .map(|s| {
                 assert_eq!(s.span, SEGMENT, "span word of {} changed", s.off);
@@ -339,7 +383,7 @@ impl Lists {
 
     fn take_with<P: Policy>(&self, need: u64) -> Option<crate::freelist::Segment> {
         self.fl
-            .take::<P>(&self.b, need, self.limit, |_| true)
+            .take::<P>(&self.b, need, self.limit, self.pop_slot(), |_| true)
             .expect("list is consistent")
     }
 

@@ -484,6 +484,38 @@ fn probe_races_a_merge(name: &'static str, probe: fn(&Lists, u64) -> Option<(u64
     });
 }
 
+/// A pop against a coalescing pass and a carve: `A B` are adjacent free segments of one class, `B`
+/// the head; the popper loads the head (`B`) and then `B`'s header word; the pass merges `B` into
+/// `A`, and the carve writes user bytes over the merged segment. No pop may read those bytes
+/// where it took a node header to be: a read racing the carve's writes (a data race where the
+/// carve zeroes with plain writes, as an arena's does).
+///
+/// Guard: the popper announces `B` in its pop slot and confirms the head before it reads `B`'s
+/// header; the pass loads every pop slot after its detach and keeps an announced node a header
+/// (the pop-slot protocol, `src/freelist/mod.rs`). Checked by hand: with `FreeLists::popping`
+/// answering `false`, loom finds the interleaving where the popper confirms `B`, the pass merges
+/// `B` away, the carve writes, and the popper reads the user bytes ("a pop read user bytes").
+#[test]
+fn pop_races_a_merge() {
+    model_capped("pop_races_a_merge", 2, || {
+        let seg = parena::loom_hooks::SEGMENT;
+        let l = loom::sync::Arc::new(Lists::with_start_map(&[seg, seg]));
+        l.push_segment(0, 2);
+        l.push_segment(1, 2);
+        let popper = {
+            let l = l.clone();
+            thread::spawn(move || l.pop_class_of(seg))
+        };
+        l.coalesce_checked();
+        l.carve_and_write(2 * seg, USER_BYTES);
+        popper.join().unwrap();
+        assert!(
+            !l.node_words_read().contains(&USER_BYTES),
+            "a pop read user bytes where it took a node header to be"
+        );
+    });
+}
+
 /// A read (a stale handle to `B`) against a coalescing pass and a carve, as
 /// [`handle_check_races_a_merge`] with the read-slot protocol (docs/metadata.md, 4.1): the read
 /// holds a read slot, tests the start map at `B` and reads `B`'s header twice; the pass would

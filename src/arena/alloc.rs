@@ -305,7 +305,7 @@ impl Inner {
         // Acquire: pairs with the Release increment that ends a pass, so a pass that ended before
         // this load listed its segments before our take.
         let mut seen = self.passes.load(Ordering::Acquire);
-        let mut r = self.alloc_from_freelist(len, span, align)?;
+        let mut r = self.alloc_from_freelist(cell, len, span, align)?;
         // While a pass runs the lists look empty to everyone else, so a retry can miss what a
         // pass had detached; a few rounds, each after one pass (waited for, or run), give it a
         // fair chance.
@@ -316,7 +316,7 @@ impl Inner {
             && rounds < COALESCE_ROUNDS
             && self.coalesce(cell, &mut seen, true)?
         {
-            r = self.alloc_from_freelist(len, span, align)?;
+            r = self.alloc_from_freelist(cell, len, span, align)?;
             rounds += 1;
         }
         if r.is_some() {
@@ -356,6 +356,7 @@ impl Inner {
     /// Takes a segment from the free lists and carves the block out of it.
     pub(super) fn alloc_from_freelist(
         &self,
+        cell: &ChunkCell,
         len: u64,
         span: u64,
         align: u64,
@@ -376,14 +377,15 @@ impl Inner {
                 .is_some_and(|n| n <= s.span)
         };
         let limit = self.bump();
+        let slot = cell.reads().pop_slot();
         let seg = match self.geom.freelist {
             Freelist::None => None,
             Freelist::Optimistic => self
                 .lists
-                .take::<Optimistic>(&self.mem, span, limit, fits)?,
+                .take::<Optimistic>(&self.mem, span, limit, slot, fits)?,
             Freelist::Pessimistic => self
                 .lists
-                .take::<Pessimistic>(&self.mem, span, limit, fits)?,
+                .take::<Pessimistic>(&self.mem, span, limit, slot, fits)?,
         };
         let Some(seg) = seg else { return Ok(None) };
         let front = front_of(seg.off);

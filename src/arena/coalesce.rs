@@ -100,11 +100,14 @@ impl Inner {
             self.bump(),
             || self.fresh_gen(),
             |off, len| self.mem.flush(off, len),
-            // `checking`'s and `reading`'s SeqCst loads: the pass's side of the check-slot
-            // protocol (`CheckSlot`); a read slot holds its header position as a check slot does.
+            // `checking`'s, `reading`'s and `popping`'s SeqCst loads: the pass's side of the
+            // check-slot protocol (`CheckSlot`); a read slot holds its header position as a check
+            // slot does, and a pop slot the node a pop may be reading (`crate::freelist`).
             |off| {
                 self.cells.fold(false, |any, c| {
-                    any || c.reads().checking() == off || c.reads().reading(off)
+                    any || c.reads().checking() == off
+                        || c.reads().reading(off)
+                        || c.reads().popping(off)
                 })
             },
         )?;

@@ -10,13 +10,22 @@
 //! `A.next` cannot install a stale `A.next` after `A` was popped and pushed back, because the tag
 //! moved on. A node's link is kept in its own header word (`block::free`), so a thread that reads
 //! the link of a node another thread has just popped and handed out reads a header word (always
-//! accessed atomically), never user data.
+//! accessed atomically), never user data (the pop slot below covers the one exception, a merge).
 //!
 //! Within an exact class every segment has the same size, so the stack order *is* the size order.
 //! A policy picks which class to pop: `Optimistic` the largest non-empty class, `Pessimistic` the
 //! smallest class whose every segment holds the request. A coarse class's segments differ by up to
 //! an eighth; the class holding the request is tried last and its head is pushed back when too
 //! small. The cost of an operation is independent of how many segments are listed.
+//!
+//! A node's header word stays a header word while it is popped, carved or freed again; only a
+//! coalescing pass turns one into bytes inside a merged segment, which a carve then zeroes and a
+//! user writes. So a popper announces the node it is about to read in its *pop slot* (a word of its
+//! thread's cell, `SeqCst`) and confirms that the head still names it before the read; the pass,
+//! after detaching, loads every pop slot (`SeqCst`) and keeps an announced node a header (the
+//! store-buffering shape of the check slot, docs/design.md "Coalescing while shared"). Either the
+//! popper's confirming load comes after the detach and sees the head moved, or the pass sees the
+//! announcement: no node is read while bytes are written over it.
 //!
 //! A popper that finds its node no longer free (popped and reused meanwhile) confirms with a CAS
 //! of the head to itself: failure hands it the new head, success proves the list corrupt. A node
@@ -68,7 +77,7 @@ use crate::block::{self, HeaderWord};
 use crate::error::Error;
 use crate::format::{CLASSES, OFF_BUMP, OFF_HEADS};
 use crate::heap::{Entries, MapGeom, Start};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{sc_order, AtomicU64, Ordering};
 
 /// A segment taken off a list: the caller owns `off..off + span`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +96,12 @@ pub(crate) struct FreeLists {
     /// The arena's start map, which giving back and merging keep up to date (`None` only for
     /// the loom models' bare heaps).
     pub(crate) maps: Option<MapGeom>,
+    /// Every node header word a pop read (the loom models assert that none is a user's bytes).
+    /// A std mutex on purpose: a record kept outside the model, not a synchronization loom should
+    /// explore (it would only multiply the interleavings).
+    #[cfg(parena_loom)]
+    #[allow(clippy::disallowed_types)]
+    pub(crate) node_words: std::sync::Mutex<Vec<u64>>,
 }
 
 impl FreeLists {
@@ -103,6 +118,9 @@ impl FreeLists {
             nonempty: Bitmap::new(),
             data_start,
             maps,
+            #[cfg(parena_loom)]
+            #[allow(clippy::disallowed_types)]
+            node_words: std::sync::Mutex::new(Vec::new()),
         };
         for c in 0..CLASSES {
             if head_off(fl.head(b, c).load(Ordering::Relaxed)) != 0 {
@@ -178,8 +196,16 @@ impl FreeLists {
     }
 
     /// Takes the head of class `c`, if any. `limit` bounds valid node offsets: the bump offset,
-    /// read by the caller before the call.
-    pub(crate) fn pop(&self, b: &Backing, c: usize, limit: u64) -> Result<Option<Segment>, Error> {
+    /// read by the caller before the call. `slot` is the calling thread's pop slot (module docs):
+    /// it holds each node's offset while the pop may read the node, and 0 when the pop returns.
+    pub(crate) fn pop(
+        &self,
+        b: &Backing,
+        c: usize,
+        limit: u64,
+        slot: &AtomicU64,
+    ) -> Result<Option<Segment>, Error> {
+        let _clear = ClearSlot(slot);
         let head = self.head(b, c);
         let mut limit = limit;
         // Whether `off..end` lies in the reserved heap. The caller's `limit` may predate the node:
@@ -214,8 +240,22 @@ impl FreeLists {
                     word: h,
                 });
             }
+            // Announce the node, then confirm it is still the head: SeqCst swap, `sc_order`,
+            // SeqCst load, against the pass's detach CAS, `sc_order` and SeqCst slot loads
+            // (module docs). If the head moved, the node may be inside a merged segment by now:
+            // go on with the new head without reading it. (SeqCst includes the Acquire that pairs
+            // with the push of the head we continue with.)
+            slot.swap(off, Ordering::SeqCst);
+            sc_order();
+            let now = head.load(Ordering::SeqCst);
+            if now != h {
+                h = now;
+                continue;
+            }
             // Acquire: pairs with the Release CAS that freed or pushed this node.
             let w = b.word(off).load(Ordering::Acquire);
+            #[cfg(parena_loom)]
+            self.node_words.lock().unwrap().push(w);
             let (generation, next) = match block::decode(w) {
                 HeaderWord::Free { generation, next } => (generation, next),
                 _ => {
@@ -270,6 +310,13 @@ impl FreeLists {
         }
     }
 
+    /// Whether a pop holds `off` in `slot` (a pop slot of any thread): the coalescing pass's side
+    /// of the pop-slot protocol (module docs), after its detach and its `sc_order`.
+    #[inline]
+    pub(crate) fn popping(slot: &AtomicU64, off: u64) -> bool {
+        slot.load(Ordering::SeqCst) == off
+    }
+
     /// Class `c` was seen empty at head word `h`: clears its bit in the non-empty hint, then
     /// confirms. Returns `None` when the class is still empty, else the head found (bit set again).
     fn confirm_empty(&self, head: &AtomicU64, c: usize, h: u64) -> Option<u64> {
@@ -313,11 +360,12 @@ impl FreeLists {
         b: &Backing,
         need: u64,
         limit: u64,
+        slot: &AtomicU64,
         fits: impl Fn(&Segment) -> bool,
     ) -> Result<Option<Segment>, Error> {
         let mut prev = None;
         while let Some(c) = P::next(&self.nonempty, need, prev) {
-            if let Some(seg) = self.pop(b, c, limit)? {
+            if let Some(seg) = self.pop(b, c, limit, slot)? {
                 if seg.span >= need && fits(&seg) {
                     return Ok(Some(seg));
                 }
@@ -365,6 +413,17 @@ impl FreeLists {
             }
         }
         ListWalk::Ok(out)
+    }
+}
+
+/// Clears a pop slot when the pop returns, on every path (`Release`: a pass that loads the
+/// cleared slot sees the pop's reads of the node done).
+struct ClearSlot<'a>(&'a AtomicU64);
+
+impl Drop for ClearSlot<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Release);
     }
 }
 

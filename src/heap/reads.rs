@@ -33,6 +33,7 @@
 //! | word | op | ordering | why |
 //! | --- | --- | --- | --- |
 //! | `check` | swap, then `sc_order` / load / store 0 | SeqCst / SeqCst / Release | the check-slot protocol (`CheckSlot` in `arena/check.rs`) |
+//! | `pop` | swap, then `sc_order` / load / store 0 | SeqCst / SeqCst / Release | the pop-slot protocol (`crate::freelist`, module docs) |
 //! | `slots` | swap / load (a free, a pass) / store 0 | SeqCst / SeqCst / Release | the read-slot protocol above; a load that sees the clear (or a later swap, in its release sequence) sees the read done |
 //! | `slots`, choosing a free one | load | Relaxed | the owner wrote every non-zero value; a clear by the reader (its own thread) is sequenced before |
 //! | `deferred`, `deferred_len` | load / store | Relaxed | owner-only; exclusive passes see them through the hand-over of `&mut` |
@@ -63,6 +64,9 @@ pub(crate) struct ReadSlots {
 struct Shared {
     /// A handle check's header position (0: none).
     check: AtomicU64,
+    /// The node a free-list pop of this thread may be reading (0: none): the pop-slot protocol
+    /// (`crate::freelist`, module docs).
+    pop: AtomicU64,
     /// The data offset of each read in progress (0: free).
     slots: [AtomicU64; READ_SLOTS],
     /// The fork epoch of the process whose thread owns the cell.
@@ -108,6 +112,19 @@ impl ReadSlots {
     pub(crate) fn clear_check(&self) {
         // Release: a pass that reads the cleared slot sees the check's accesses done.
         self.shared.check.store(0, Ordering::Release);
+    }
+
+    /// The cell's pop slot, for the owner's free-list pops (`FreeLists::pop`).
+    #[inline]
+    pub(crate) fn pop_slot(&self) -> &AtomicU64 {
+        &self.shared.pop
+    }
+
+    /// Whether a pop of this cell's thread may be reading the node at `off`, for a coalescing
+    /// pass (`FreeLists::popping`: a `SeqCst` load).
+    #[inline]
+    pub(crate) fn popping(&self, off: u64) -> bool {
+        crate::freelist::FreeLists::popping(&self.shared.pop, off)
     }
 
     /// The header position this cell's check is reading (0: none), for a coalescing pass.

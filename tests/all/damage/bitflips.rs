@@ -549,7 +549,10 @@ fn a_flipped_header_bit_is_refused_or_reported() {
 /// reserved area.
 #[test]
 #[cfg_attr(miri, ignore = "maps files")]
-#[ignore = "long (81 s on 2 cores): every bit of the header page and reserved area, two arenas, read-only and writable"]
+#[cfg_attr(
+    not(miri),
+    ignore = "long (81 s on 2 cores): every bit of the header page and reserved area, two arenas, read-only and writable"
+)]
 fn every_flipped_header_bit_is_refused_or_reported() {
     header_sweep(false);
 }
