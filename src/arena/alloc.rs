@@ -263,9 +263,9 @@ impl Inner {
     /// when a class that may fit the span is marked non-empty (no pass), and when that finds
     /// nothing, one coalescing pass if the threads have freed an eighth of the heap reserved (and
     /// a chunk) since the last pass and its rate limit allows (`merge_due`; never waiting for
-    /// another thread's pass), then a take again. An arena that never frees (a memtable) pays one scan of the non-empty hint per
-    /// chunk and never a pass. `None`: reserve fresh memory. (Without free lists nothing is
-    /// listed and passes are off: `None` at once.)
+    /// another thread's pass), then a take again. An arena that never frees (a memtable) pays
+    /// one scan of the non-empty hint per chunk and never a pass. `None`: reserve fresh memory.
+    /// (Without free lists nothing is listed and passes are off: `None` at once.)
     fn reuse_before_growth(
         &self,
         cell: &ChunkCell,

@@ -21,7 +21,8 @@ impl Inner {
     /// wait: its caller reserves fresh memory instead). A pass costs about one cache miss per
     /// listed segment, so after a pass that detached `n` segments the next one waits until the
     /// threads have allocated or freed `n` blocks since: the cost stays a constant share of the
-    /// work (plus the sort's `log n`), and requests refused in between get `Full`. See `FreeLists::coalesce` and docs/design.md.
+    /// work (plus the sort's `log n`), and requests refused in between get `Full`. See
+    /// `FreeLists::coalesce` and docs/design.md.
     #[cold]
     #[inline(never)]
     pub(super) fn coalesce(
