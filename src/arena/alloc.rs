@@ -128,6 +128,10 @@ impl Arena {
     }
 }
 
+/// Listed segments a take in a sparse arena on a full disk passes over (their pages could not be
+/// reserved) before the allocation is `NoSpace` (`Inner::alloc_from_freelist`).
+const REFUSALS: usize = 4;
+
 impl Inner {
     /// The allocation fast path: bump inside the calling thread's chunk. Returns the header's
     /// offset and the PENDING header word stored there (so publishing is a change of state bits,
@@ -266,6 +270,11 @@ impl Inner {
     /// another thread's pass), then a take again. An arena that never frees (a memtable) pays
     /// one scan of the non-empty hint per chunk and never a pass. `None`: reserve fresh memory.
     /// (Without free lists nothing is listed and passes are off: `None` at once.)
+    ///
+    /// A sparse arena whose disk cannot hold what a carve from the segment found would write
+    /// (`Error::NoSpace`: the segment went back as it was) reserves fresh memory instead: a fresh
+    /// LARGE block needs the disk under its first and last pages only, a reused segment under
+    /// every page the carve zeroes.
     fn reuse_before_growth(
         &self,
         cell: &ChunkCell,
@@ -273,8 +282,12 @@ impl Inner {
         span: u64,
         align: u64,
     ) -> Result<Option<(u64, u64)>, Error> {
+        let take = || match self.take_listed(cell, len, span, align, false) {
+            Err(Error::NoSpace) => Ok(None),
+            r => r,
+        };
         if self.lists.may_fit(span) {
-            if let Some(r) = self.take_listed(cell, len, span, align, false)? {
+            if let Some(r) = take()? {
                 return Ok(Some(r));
             }
         }
@@ -284,7 +297,7 @@ impl Inner {
         // Acquire: as in `take_listed`.
         let mut seen = self.passes.load(Ordering::Acquire);
         if self.coalesce(cell, &mut seen, false)? {
-            return self.take_listed(cell, len, span, align, false);
+            return take();
         }
         Ok(None)
     }
@@ -371,29 +384,59 @@ impl Inner {
                 front
             }
         };
-        let fits = |s: &crate::freelist::Segment| {
-            front_of(s.off)
-                .checked_add(span)
-                .is_some_and(|n| n <= s.span)
-        };
         let limit = self.bump();
         let slot = cell.reads().pop_slot();
-        let seg = match self.geom.freelist {
-            Freelist::None => None,
-            Freelist::Optimistic => self
-                .lists
-                .take::<Optimistic>(&self.mem, span, limit, slot, fits)?,
-            Freelist::Pessimistic => self
-                .lists
-                .take::<Pessimistic>(&self.mem, span, limit, slot, fits)?,
+        // A sparse arena on a full disk: the segments whose pages could not be reserved (below).
+        let mut refused = [0u64; REFUSALS];
+        let mut n_refused = 0;
+        let (seg, used) = loop {
+            let fits = |s: &crate::freelist::Segment| {
+                !refused[..n_refused].contains(&s.off)
+                    && front_of(s.off)
+                        .checked_add(span)
+                        .is_some_and(|n| n <= s.span)
+            };
+            let seg = match (self.geom.freelist, n_refused) {
+                (Freelist::None, _) => None,
+                (Freelist::Optimistic, 0) => self
+                    .lists
+                    .take::<Optimistic>(&self.mem, span, limit, slot, fits)?,
+                (Freelist::Pessimistic, _) | (Freelist::Optimistic, _) => self
+                    .lists
+                    .take::<Pessimistic>(&self.mem, span, limit, slot, fits)?,
+            };
+            let Some(seg) = seg else {
+                return match n_refused {
+                    0 => Ok(None),
+                    _ => Err(Error::NoSpace),
+                };
+            };
+            // Up to the remainder's header and span word: what the carve below writes.
+            let rem = seg.off + front_of(seg.off) + span;
+            let used = (rem + 16).min(seg.off + seg.span) - seg.off;
+            // A sparse arena's disk under what the carve writes, before anything is written. On
+            // a full disk the segment goes back as it was, and the next take looks for the best
+            // fit other than the segments refused so far (a block freed on pages the disk already
+            // backs, where the first take may have found the largest segment, over a hole); after
+            // `REFUSALS` of them, `NoSpace`.
+            match self.heap().reserve_for_carve(seg.off, seg.off + used) {
+                Ok(()) => break (seg, used),
+                Err(e) => {
+                    self.lists
+                        .push(&self.mem, seg.off, seg.span, seg.generation);
+                    if n_refused == REFUSALS || !matches!(e, Error::NoSpace) {
+                        return Err(e);
+                    }
+                    refused[n_refused] = seg.off;
+                    n_refused += 1;
+                }
+            }
         };
-        let Some(seg) = seg else { return Ok(None) };
         let front = front_of(seg.off);
         let hdr = seg.off + front;
         let rest = seg.span - front - span;
         let rem = hdr + span;
-        // Up to the remainder's header and span word: what the carve below writes.
-        self.vouch_carved(seg.off, seg.span, rem + 16 - seg.off)?;
+        self.vouch_carved(seg.off, seg.span, used)?;
         // The segment's header (and its span word) still describe the whole segment, so a crash
         // before the commit below leaves it free. Write everything inside it first.
         let mut listed = None;

@@ -337,6 +337,21 @@ impl<'a> Heap<'a> {
         }
     }
 
+    /// A sparse file arena's disk under a carve from a listed segment: the heap's `from..to` (the
+    /// filler in front, the block, the remainder's header and span word) and the four maps' words
+    /// for it. A listed segment may lie where no disk was ever reserved: a LARGE block's data
+    /// pages stay a hole until written, and a freed one goes to the lists as it is (a merged run
+    /// may cover several). The carve writes all of `from..to` (it zeroes the block), so without
+    /// this a full disk would be a SIGBUS, not [`Error::NoSpace`]. Pages that have their blocks
+    /// already cost the call and nothing else. A no-op for every other backing.
+    pub(crate) fn reserve_for_carve(&self, from: u64, to: u64) -> Result<(), Error> {
+        if !self.sparse || from >= to {
+            return Ok(());
+        }
+        self.mem.reserve_disk(from, to - from)?;
+        self.reserve_map_disk(from, to)
+    }
+
     /// Reserves the disk under the four maps' words covering the heap's `from..to`.
     fn reserve_map_disk(&self, from: u64, to: u64) -> Result<(), Error> {
         for (off, len) in self.maps.word_ranges(from, to) {

@@ -1,7 +1,8 @@
 //! Sparse file arenas (`Options::preallocate(false)`, docs/metadata.md 12.2 "Sparse arenas"): the
 //! chunk reservation reserves the disk under each chunk before the allocator writes there, so a
-//! full disk is `NoSpace` for the allocation, never a `SIGBUS`, with nothing lost; and a LARGE
-//! block's data pages stay a hole until written.
+//! full disk is `NoSpace` for the allocation, never a `SIGBUS`, with nothing lost; a LARGE
+//! block's data pages stay a hole until written; and a carve from a listed segment over such a
+//! hole reserves the pages it writes first.
 
 use crate::util::{check, fill, open};
 use parena::{Error, Handle, Options};
@@ -60,6 +61,8 @@ fn full_disk_child(dir: &Path, o: &Options, fixed: bool) {
     let p = dir.join("sparse");
     let o = o.clone();
     let mut arena = open(&o, &p).unwrap();
+    // A LARGE block never written: its data pages are a hole, freed onto the lists below.
+    let hole = arena.alloc(MIB as usize).unwrap().into_handle();
     // Only where the heap has room for the move (a growth step's map clearing reads hole pages,
     // which on a full tmpfs is a SIGBUS of its own: docs/metadata.md 12.5).
     #[cfg(feature = "allocator-api2")]
@@ -99,6 +102,23 @@ fn full_disk_child(dir: &Path, o: &Options, fixed: bool) {
         assert_eq!(v.len(), 3 << 19);
         assert!(v.iter().all(|&x| x == 7));
     }
+    // The hole's segment on the lists: a carve from it writes pages no disk block backs. Each
+    // allocation from it either gets its pages reserved first or is `NoSpace`, never a SIGBUS.
+    arena.free(hole).unwrap();
+    let mut from_hole = 0;
+    let e = loop {
+        match arena.alloc(3000) {
+            Ok(mut b) => {
+                b.fill(0x77);
+                held.push((b.into_handle(), 0x77));
+                from_hole += 1;
+                // The whole 6 MiB disk holds fewer blocks than this.
+                assert!(from_hole < 2200, "a full disk held {from_hole} more blocks");
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(e, Error::NoSpace), "{e}");
     // Earlier blocks read back, and the arena checks out.
     for &(h, byte) in &held {
         check(&arena, h, 3000, byte);
