@@ -6,8 +6,9 @@
 # `extern crate parena_tp;` (under `#[cfg(test)]` in lib.rs, and in each integration test file).
 # `parena_tp` is a small generated crate whose only content is the `#[global_allocator]` static
 # (`parena::GlobalArena::new(CAPACITY, Freelist::Optimistic)`) plus an exit hook that appends the
-# binary's `fallbacks()` and arena stats to a report file. Each suite runs three times: on the
-# system allocator (no allocator static), on a large arena (4 GiB, fallbacks near zero) and on a
+# binary's peak RSS (VmHWM), `fallbacks()` and arena stats to a report file; the system-allocator
+# run wraps `std::alloc::System` in the same allocator and hook. Each suite runs three times: on the
+# system allocator, on a large arena (4 GiB, fallbacks near zero) and on a
 # 16 MiB arena (free lists, coalescing and the system fallback all run). Every `cargo test` runs
 # under `timeout`; a hang or an abort fails the script.
 #
@@ -53,30 +54,48 @@ edition = "2021"
 [dependencies]
 parena = { path = "$root" }
 TOML
+    # Both variants wrap their allocator in the same `Tp` with the same exit hook, so the system
+    # run is the baseline for wall time and for the process's peak RSS (VmHWM at exit).
     if [ "$1" = 0 ]; then
-        echo '//! The system allocator (baseline run).' >"$work/tp/src/lib.rs"
-        return
+        ty='std::alloc::System'
+        backend='std::alloc::System'
+        stats='String::new()'
+    else
+        ty='parena::GlobalArena'
+        backend="parena::GlobalArena::new($1, parena::Freelist::Optimistic)"
+        stats='{ let s = ARENA.arena().map(|a| a.stats()); format!(" fallbacks={} allocations={} from_freelist={} from_cache={} coalesced={} failures={}",
+        ARENA.fallbacks(), s.map_or(0, |s| s.allocations), s.map_or(0, |s| s.from_freelist),
+        s.map_or(0, |s| s.from_cache), s.map_or(0, |s| s.coalesced), s.map_or(0, |s| s.failures)) }'
     fi
     cat >"$work/tp/src/lib.rs" <<RS
-//! The global allocator of a third-party test binary: parena's GlobalArena over $1 bytes.
+//! The global allocator of a third-party test binary ($1 bytes of parena's GlobalArena; 0: the
+//! system allocator), and an exit hook that records what the run used.
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-static ARENA: parena::GlobalArena = parena::GlobalArena::new($1, parena::Freelist::Optimistic);
+static ARENA: $ty = $backend;
 static HOOKED: AtomicBool = AtomicBool::new(false);
 
 extern "C" {
     fn atexit(f: extern "C" fn()) -> i32;
 }
 
+/// The process's peak resident set (VmHWM), in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 extern "C" fn report() {
     use std::io::Write;
     let Ok(path) = std::env::var("PARENA_TP_REPORT") else { return };
     let exe = std::env::current_exe().ok().and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned())).unwrap_or_default();
-    let s = ARENA.arena().map(|a| a.stats());
-    let line = format!("{exe} fallbacks={} allocations={} from_freelist={} from_cache={} coalesced={} failures={}\n",
-        ARENA.fallbacks(), s.map_or(0, |s| s.allocations), s.map_or(0, |s| s.from_freelist),
-        s.map_or(0, |s| s.from_cache), s.map_or(0, |s| s.coalesced), s.map_or(0, |s| s.failures));
+    let stats: String = $stats;
+    let line = format!("{exe} peak_rss_kib={}{stats}\n", peak_rss_kib());
     if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
         let _ = f.write_all(line.as_bytes());
     }
@@ -142,8 +161,10 @@ for run in system:0 large:4294967296 small:16777216; do
         failed=$(grep -o '[0-9]* failed' "$log" | awk '{s += $1} END {print s + 0}')
         fb=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^fallbacks=/) {split($i, a, "="); s += a[2]}} END {print s + 0}' "$report" 2>/dev/null || echo 0)
         coal=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^coalesced=/) {split($i, a, "="); s += a[2]}} END {print s + 0}' "$report" 2>/dev/null || echo 0)
-        line=$(printf '%-26s %-6s rc=%-3s passed=%-5s failed=%-3s fallbacks=%-8s coalesced=%-8s wall=%.1fs' \
-            "$c" "$name" "$rc" "$passed" "$failed" "$fb" "$coal" "$(echo "$t1 - $t0" | bc)")
+        # The suite's peak: the largest peak RSS of its test binaries (each a process).
+        rss=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^peak_rss_kib=/) {split($i, a, "="); if (a[2] > m) m = a[2]}} END {print m + 0}' "$report" 2>/dev/null || echo 0)
+        line=$(printf '%-26s %-6s rc=%-3s passed=%-5s failed=%-3s fallbacks=%-8s coalesced=%-8s peak_rss=%-7s wall=%.1fs' \
+            "$c" "$name" "$rc" "$passed" "$failed" "$fb" "$coal" "$((rss / 1024))MiB" "$(echo "$t1 - $t0" | bc)")
         echo "$line" | tee -a "$summary"
         if [ "$rc" != 0 ]; then
             status=1
