@@ -130,7 +130,8 @@ impl Lists {
 
     /// Whether a pop holds `off` in its pop slot (the pass's side of the pop-slot protocol).
     fn popping(&self, off: u64) -> bool {
-        self.pops.iter().any(|s| FreeLists::popping(s, off))
+        // SeqCst: the pass's side, as `ReadSlots::popping`.
+        self.pops.iter().any(|s| s.load(Ordering::SeqCst) == off)
     }
 
     /// Every node header word the pops so far read, in order.

@@ -492,8 +492,8 @@ fn probe_races_a_merge(name: &'static str, probe: fn(&Lists, u64) -> Option<(u64
 ///
 /// Guard: the popper announces `B` in its pop slot and confirms the head before it reads `B`'s
 /// header; the pass loads every pop slot after its detach and keeps an announced node a header
-/// (the pop-slot protocol, `src/freelist/mod.rs`). Checked by hand: with `FreeLists::popping`
-/// answering `false`, loom finds the interleaving where the popper confirms `B`, the pass merges
+/// (the pop-slot protocol, `src/freelist/mod.rs`). Checked by hand: with `Lists::popping` (the
+/// model's side of the pass; `ReadSlots::popping` in an arena) answering `false`, loom finds the interleaving where the popper confirms `B`, the pass merges
 /// `B` away, the carve writes, and the popper reads the user bytes ("a pop read user bytes").
 #[test]
 fn pop_races_a_merge() {

@@ -310,13 +310,6 @@ impl FreeLists {
         }
     }
 
-    /// Whether a pop holds `off` in `slot` (a pop slot of any thread): the coalescing pass's side
-    /// of the pop-slot protocol (module docs), after its detach and its `sc_order`.
-    #[inline]
-    pub(crate) fn popping(slot: &AtomicU64, off: u64) -> bool {
-        slot.load(Ordering::SeqCst) == off
-    }
-
     /// Class `c` was seen empty at head word `h`: clears its bit in the non-empty hint, then
     /// confirms. Returns `None` when the class is still empty, else the head found (bit set again).
     fn confirm_empty(&self, head: &AtomicU64, c: usize, h: u64) -> Option<u64> {

@@ -121,10 +121,11 @@ impl ReadSlots {
     }
 
     /// Whether a pop of this cell's thread may be reading the node at `off`, for a coalescing
-    /// pass (`FreeLists::popping`: a `SeqCst` load).
+    /// pass, after its detach and its `sc_order`.
     #[inline]
     pub(crate) fn popping(&self, off: u64) -> bool {
-        crate::freelist::FreeLists::popping(&self.shared.pop, off)
+        // SeqCst: the pass's side of the pop-slot protocol (`crate::freelist`, module docs).
+        self.shared.pop.load(Ordering::SeqCst) == off
     }
 
     /// The header position this cell's check is reading (0: none), for a coalescing pass.
