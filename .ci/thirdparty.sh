@@ -5,11 +5,12 @@
 # on it, `cargo fetch`), copied out of ~/.cargo/registry/src to a temp dir, and given one line:
 # `extern crate parena_tp;` (under `#[cfg(test)]` in lib.rs, and in each integration test file).
 # `parena_tp` is a small generated crate whose only content is the `#[global_allocator]` static
-# (`parena::GlobalArena::new(CAPACITY, Freelist::Optimistic)`) plus an exit hook that appends the
+# (`parena::GlobalArena::new(CAPACITY, Freelist::POLICY)`) plus an exit hook that appends the
 # binary's peak RSS (VmHWM), `fallbacks()` and arena stats to a report file; the system-allocator
-# run wraps `std::alloc::System` in the same allocator and hook. Each suite runs three times: on the
-# system allocator, on a large arena (4 GiB, fallbacks near zero) and on a
-# 16 MiB arena (free lists, coalescing and the system fallback all run). Every `cargo test` runs
+# run wraps `std::alloc::System` in the same allocator and hook. Each suite runs four times: on the
+# system allocator, on a large arena (4 GiB, fallbacks near zero) with each free-list policy
+# (`large`: Optimistic, `large-best`: Pessimistic, best fit) and on a 16 MiB arena (free lists,
+# coalescing and the system fallback all run). Every `cargo test` runs
 # under `timeout`; a hang or an abort fails the script.
 #
 # Usage: .ci/thirdparty.sh [crate-version ...]   (default: the four below)
@@ -44,7 +45,7 @@ echo >"$work/fetch/src/lib.rs"
 (cd "$work/fetch" && cargo fetch -q)
 
 # 2. The allocator crate, one variant per run.
-write_tp() { # $1 = capacity in bytes, 0 = the system allocator
+write_tp() { # $1 = capacity in bytes, 0 = the system allocator; $2 = the free-list policy
     mkdir -p "$work/tp/src"
     cat >"$work/tp/Cargo.toml" <<TOML
 [package]
@@ -62,7 +63,7 @@ TOML
         stats='String::new()'
     else
         ty='parena::GlobalArena'
-        backend="parena::GlobalArena::new($1, parena::Freelist::Optimistic)"
+        backend="parena::GlobalArena::new($1, parena::Freelist::$2)"
         stats='{ let s = ARENA.arena().map(|a| a.stats()); format!(" fallbacks={} allocations={} from_freelist={} from_cache={} coalesced={} failures={}",
         ARENA.fallbacks(), s.map_or(0, |s| s.allocations), s.map_or(0, |s| s.from_freelist),
         s.map_or(0, |s| s.from_cache), s.map_or(0, |s| s.coalesced), s.map_or(0, |s| s.failures)) }'
@@ -141,9 +142,11 @@ done
 summary="$work/summary.txt"
 : >"$summary"
 status=0
-for run in system:0 large:4294967296 small:16777216; do
+for run in system:0:- large:4294967296:Optimistic large-best:4294967296:Pessimistic \
+    small:16777216:Optimistic; do
     name="${run%%:*}"
-    write_tp "${run#*:}"
+    spec="${run#*:}"
+    write_tp "${spec%%:*}" "${spec#*:}"
     for c in "${crates[@]}"; do
         log="$work/$c.$name.log"
         report="$work/$c.$name.report"
@@ -163,7 +166,7 @@ for run in system:0 large:4294967296 small:16777216; do
         coal=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^coalesced=/) {split($i, a, "="); s += a[2]}} END {print s + 0}' "$report" 2>/dev/null || echo 0)
         # The suite's peak: the largest peak RSS of its test binaries (each a process).
         rss=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^peak_rss_kib=/) {split($i, a, "="); if (a[2] > m) m = a[2]}} END {print m + 0}' "$report" 2>/dev/null || echo 0)
-        line=$(printf '%-26s %-6s rc=%-3s passed=%-5s failed=%-3s fallbacks=%-8s coalesced=%-8s peak_rss=%-7s wall=%.1fs' \
+        line=$(printf '%-26s %-10s rc=%-3s passed=%-5s failed=%-3s fallbacks=%-8s coalesced=%-8s peak_rss=%-7s wall=%.1fs' \
             "$c" "$name" "$rc" "$passed" "$failed" "$fb" "$coal" "$((rss / 1024))MiB" "$(echo "$t1 - $t0" | bc)")
         echo "$line" | tee -a "$summary"
         if [ "$rc" != 0 ]; then

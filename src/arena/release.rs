@@ -10,6 +10,12 @@ use crate::heap::{ChunkCell, Start};
 use crate::layout::{block_span, WORD};
 use crate::sync::{fence, Ordering};
 
+/// The smallest span whose free gives its whole pages back to the kernel (anonymous maps only,
+/// `Backing::discard`): the size from which a system allocator maps blocks of their own (glibc's
+/// default threshold), below which the call and the page faults of the next use cost more than
+/// the memory is worth.
+pub(crate) const DISCARD_MIN: u64 = 128 << 10;
+
 impl Inner {
     /// Hands every block in the cell's cache to the shared free lists.
     ///
@@ -121,6 +127,15 @@ impl Inner {
         if self.zero_on_free {
             // SAFETY: as above.
             unsafe { self.mem.zero(hdr + WORD, span - WORD) };
+        }
+        if span >= DISCARD_MIN {
+            // A large block's pages go back to the kernel before the block is listed (after,
+            // another thread could carve it and lose its bytes to the discard): an anonymous
+            // map's resident memory follows the live data, as a system allocator's does when it
+            // unmaps a large block. The header and span word stay (their page is kept); a carve
+            // zeroes what it takes, so reading zero pages there changes nothing.
+            // SAFETY: as above: DYING, no readers, not listed: ours alone.
+            unsafe { self.mem.discard(hdr + 2 * WORD, span - 2 * WORD) };
         }
         let free_gen = block::next_gen(generation);
         if let Some(class) = exact_class(span).filter(|_| self.thread_cache) {

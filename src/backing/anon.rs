@@ -2,7 +2,7 @@
 
 use super::{setting, MapSettings};
 use crate::error::Error;
-use memmap2::{Advice, MmapMut, MmapOptions};
+use memmap2::{Advice, MmapMut, MmapOptions, UncheckedAdvice};
 use std::ptr::NonNull;
 
 /// A private anonymous map; the kernel hands it out zeroed, page by page on first touch.
@@ -53,6 +53,22 @@ impl AnonMap {
             setting("lock_memory", || self.map.lock())?;
         }
         Ok(())
+    }
+
+    /// Gives the pages of `off..off + len` (page-aligned, inside the map) back to the kernel
+    /// (`MADV_DONTNEED`): in a private anonymous map they read zero from then on and take no
+    /// memory until touched again. A refusal by the kernel leaves the bytes as they were, which
+    /// only keeps the memory: ignored.
+    ///
+    /// # Safety
+    /// No other thread accesses the range during the call, and no reference into it is live.
+    pub(super) unsafe fn discard(&self, off: u64, len: u64) {
+        // SAFETY: the caller's contract: nothing reads or writes the range meanwhile, and the
+        // zero pages it reads afterwards are what the caller asked for.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, off as usize, len as usize)
+        };
     }
 
     pub(super) fn base(&self) -> NonNull<u8> {

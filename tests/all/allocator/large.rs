@@ -68,6 +68,55 @@ fn large_blocks_keep_their_exact_length() {
 
 /// One LARGE block through the block API, small enough for Miri: the tail word is read under a
 /// pin (`read_with`, `len_of`) and under `get`'s contract.
+/// How many of the pages of `addr..addr + len` (page-aligned) are resident (`mincore`).
+fn resident_pages(addr: usize, len: usize) -> usize {
+    extern "C" {
+        fn mincore(addr: *mut std::ffi::c_void, length: usize, vec: *mut u8) -> i32;
+    }
+    let mut vec = vec![0u8; len.div_ceil(4096)];
+    // SAFETY: `addr..addr + len` lies in a live mapping (the caller's arena) and `vec` has a byte
+    // per page; mincore only writes `vec`.
+    let rc = unsafe { mincore(addr as *mut _, len, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+    vec.iter().filter(|&&b| b & 1 != 0).count()
+}
+
+/// In an anonymous map a freed block of 128 KiB or more gives its pages back to the kernel, as a
+/// system allocator unmaps its large blocks: resident memory follows the live data. The next
+/// block of that size reuses the place and reads zero.
+#[test]
+#[cfg_attr(miri, ignore = "calls mincore; pages are not given back under Miri")]
+fn a_freed_large_block_gives_its_pages_back_in_an_anonymous_map() {
+    let arena = Options::new().capacity(64 << 20).map_anon().unwrap();
+    let mut b = arena.alloc(8 * MIB).unwrap();
+    b.fill(0x5a);
+    let addr = b.as_ptr() as usize;
+    let h = b.into_handle();
+    // The whole pages inside the block's data, past its header's page.
+    let (from, to) = (addr.div_ceil(4096) * 4096, (addr + 8 * MIB) / 4096 * 4096);
+    assert_eq!(resident_pages(from, to - from), (to - from) / 4096);
+    arena.free(h).unwrap();
+    assert_eq!(
+        resident_pages(from, to - from),
+        0,
+        "pages kept after the free"
+    );
+    let again = arena.alloc(8 * MIB).unwrap();
+    assert_eq!(again.as_ptr() as usize, addr, "the freed place is reused");
+    assert!(again.iter().all(|&x| x == 0));
+    // A block below 128 KiB keeps its pages (the next allocation of its size takes them at once).
+    let mut s = arena.alloc(64 << 10).unwrap();
+    s.fill(1);
+    let addr = s.as_ptr() as usize;
+    let (from, to) = (
+        addr.div_ceil(4096) * 4096,
+        (addr + (64 << 10)) / 4096 * 4096,
+    );
+    let hs = s.into_handle();
+    arena.free(hs).unwrap();
+    assert_eq!(resident_pages(from, to - from), (to - from) / 4096);
+}
+
 #[test]
 fn one_large_block() {
     let mut arena = Options::new().capacity(4 << 20).heap().unwrap();
