@@ -318,8 +318,13 @@ fn allocate_free_all_rounds_keep_the_heap_near_the_live_data() {
             s.from_cache,
             s.coalesced
         );
+        // Under Miri the rounds are 32 times smaller, and there the 64 KiB chunks and the
+        // per-class caches are a large share of the heap (natively, at 256 KiB live: 1.25× with
+        // Optimistic, 1.75× with Pessimistic; at 1 MiB 1.19× both, at 4 MiB 1.06× / 1.02×): Miri
+        // checks the paths with a 2× bound, the native run the footprint.
+        let bound = if cfg!(miri) { 2 * live } else { live * 5 / 4 } as u64;
         assert!(
-            s.allocated * 4 <= live as u64 * 5,
+            s.allocated <= bound,
             "{kind:?}: heap of {} KiB for {} KiB live: {s:?}",
             s.allocated >> 10,
             live >> 10
