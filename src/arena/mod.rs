@@ -30,6 +30,7 @@ mod open;
 mod raw;
 mod release;
 mod resize;
+mod take;
 mod writable;
 
 pub use crate::cells::LANES;

@@ -404,25 +404,20 @@ impl Backing {
     /// Gives the whole pages inside `off..off + len` back to the kernel where that is the same as
     /// zeroing them: an anonymous map (`MADV_DONTNEED`), whose pages then read zero and take no
     /// memory until touched again. Nothing for other backings (a file's pages hold its data, a
-    /// heap buffer's belong to the process's allocator) and under Miri and loom. Returns the
-    /// bytes given back.
+    /// heap buffer's belong to the process's allocator) and under Miri and loom.
     ///
     /// # Safety
     /// As for [`Backing::zero`]: the range is the caller's alone during the call, and it wants
     /// the bytes zero (or as they were) afterwards.
-    pub(crate) unsafe fn discard(&self, off: u64, len: u64) -> u64 {
+    pub(crate) unsafe fn discard(&self, off: u64, len: u64) {
         let from = off.div_ceil(PAGE) * PAGE;
         let to = (off.saturating_add(len) / PAGE * PAGE).min(self.len());
         if from >= to || cfg!(any(miri, parena_loom)) {
-            return 0;
+            return;
         }
-        match &self.store {
-            Store::Anon(m) | Store::HeapReserve(m) => {
-                // SAFETY: inside the map (`to <= len`), page-aligned; the caller's contract.
-                unsafe { m.discard(from, to - from) };
-                to - from
-            }
-            _ => 0,
+        if let Store::Anon(m) | Store::HeapReserve(m) = &self.store {
+            // SAFETY: inside the map (`to <= len`), page-aligned; the caller's contract.
+            unsafe { m.discard(from, to - from) };
         }
     }
 

@@ -60,6 +60,8 @@
 //! | pop: CAS an empty head to itself after clearing its bit | AcqRel | Release: the push CAS that follows it sees the clear; Acquire: the push it fails on |
 //! | take_all: CAS head to empty | Acquire | every push in the head's history (the later pops and pushes are RMWs that continue their release sequences), and a popper's CAS of the head to itself |
 //! | pop: re-read bump offset | Relaxed | ordered after the reservation by the Acquire head load (the reservation happens before the push) |
+//! | pop: swap the node into the pop slot; re-load the head | SeqCst, then `sc_order`; SeqCst | the pop-slot protocol: one total order with the pass's detach CAS, `sc_order` and SeqCst slot loads (`ReadSlots::popping`); the re-load's Acquire half pairs with the push of a head the pop goes on with |
+//! | pop: clear the pop slot | Release | a pass whose slot load sees the clear sees the pop's read of the node done |
 //! | bitmap | Relaxed | a hint; correctness rests on the heads |
 
 mod batch;
@@ -67,10 +69,12 @@ mod class;
 mod give_back;
 mod merge;
 pub(crate) mod policy;
+mod walk;
 
 pub(crate) use class::{class_of, class_up, exact_class, head_off, head_tag, pack_head, Bitmap};
 pub(crate) use give_back::{Prepared, Unlisted};
 pub(crate) use policy::{Optimistic, Pessimistic, Policy};
+pub(crate) use walk::ListWalk;
 
 use crate::backing::Backing;
 use crate::block::{self, HeaderWord};
@@ -375,38 +379,6 @@ impl FreeLists {
     pub(crate) fn none_listed(&self) -> bool {
         self.nonempty.first_from(0).is_none()
     }
-
-    /// Walks list `c` without changing it (exclusive callers only): node offsets in order, up to
-    /// `max` nodes; `Err` with the offending offset if a node is not a free header.
-    pub(crate) fn nodes(&self, b: &Backing, c: usize, limit: u64, max: usize) -> ListWalk {
-        let mut out = Vec::new();
-        let mut off = head_off(self.head(b, c).load(Ordering::Acquire));
-        while off != 0 {
-            if out.len() >= max {
-                return ListWalk::Cycle(out);
-            }
-            if off < self.data_start || off + 16 > limit || off % 8 != 0 {
-                return ListWalk::Bad {
-                    nodes: out,
-                    offset: off,
-                };
-            }
-            // Acquire: pairs with the Release CAS in `push` that listed the node.
-            match block::decode(b.word(off).load(Ordering::Acquire)) {
-                HeaderWord::Free { next, .. } => {
-                    out.push(off);
-                    off = next;
-                }
-                _ => {
-                    return ListWalk::Bad {
-                        nodes: out,
-                        offset: off,
-                    }
-                }
-            }
-        }
-        ListWalk::Ok(out)
-    }
 }
 
 /// Clears a pop slot when the pop returns, on every path (`Release`: a pass that loads the
@@ -418,18 +390,6 @@ impl Drop for ClearSlot<'_> {
     fn drop(&mut self) {
         self.0.store(0, Ordering::Release);
     }
-}
-
-/// What walking one list found.
-pub(crate) enum ListWalk {
-    Ok(Vec<u64>),
-    /// More nodes than there are free segments: the list loops.
-    Cycle(Vec<u64>),
-    /// A link points outside the heap or at something that is not a free segment.
-    Bad {
-        nodes: Vec<u64>,
-        offset: u64,
-    },
 }
 
 #[cfg(test)]

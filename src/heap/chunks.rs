@@ -32,15 +32,16 @@
 //! | block header (resize) | CAS | Release | the bytes written under the old length happen before a reader that sees the new one |
 
 use super::cell::{ChunkCell, LastBlock};
+use super::disk::Writes;
 use super::entry::{add_discarded, Entries};
-use super::mapgeom::{MapGeom, WORD_COVERS};
+use super::mapgeom::MapGeom;
 use super::startmap::StartMap;
 use crate::backing::Backing;
 use crate::block::{self, BlockHeader, HeaderWord, LiveState};
 use crate::error::Error;
 use crate::format::{Geometry, OFF_BUMP, OFF_HIGH_WATER};
 use crate::layout::{align_up, WORD};
-use crate::sync::{AtomicU64, Ordering, StdOrdering};
+use crate::sync::{AtomicU64, Ordering};
 
 /// The arena's heap: the memory, its geometry and end, and the start map. Borrowed from the
 /// arena's core for one call; its verbs are the only writers of block-header words and start-map
@@ -57,30 +58,17 @@ pub(crate) struct Heap<'a> {
     /// The start map, whose owner words a chunk's owner toggles.
     pub maps: &'a MapGeom,
     /// A sparse file arena (`Options::preallocate(false)`): the chunk reservation reserves the
-    /// disk under what it hands out ([`Heap::reserve`]). Read only there.
+    /// disk under what it hands out ([`Heap::reserve`]), and a carve from the free lists under
+    /// what it writes (`heap/disk.rs`).
     pub sparse: bool,
-}
-
-/// What the allocator writes in a reservation (see [`Heap::reserve_disk`]).
-#[derive(Clone, Copy)]
-enum Writes {
-    /// A chunk for a cell: anywhere in it.
-    Chunk,
-    /// A LARGE block spanning `span` with alignment `align`: its first and last pages.
-    Large { span: u64, align: u64 },
 }
 
 /// A LARGE block started: its header's offset and word, and the unused tail `(off, len)` of its
 /// chunks ([`Heap::start_large`]).
 pub(crate) type LargeStart = (u64, u64, (u64, u64));
 
-/// Heap bytes whose map words a sparse arena reserves at a time: 16 pages of each map's words
-/// (4 MiB of heap), so the four maps cost four calls per 64 chunks of 64 KiB, and at most 256 KiB
-/// of map pages are reserved ahead of use.
-const MAP_WINDOW: u64 = 16 * 4096 / WORD * WORD_COVERS;
-
 /// The header of a LARGE block aligned to `align` in chunks starting at `start`.
-fn large_header(start: u64, align: u64) -> Option<u64> {
+pub(super) fn large_header(start: u64, align: u64) -> Option<u64> {
     Some(align_up(start + WORD, align)? - WORD)
 }
 
@@ -282,82 +270,8 @@ impl<'a> Heap<'a> {
     }
 
     /// The high-water mark: the heap at or past it was never written.
-    fn high_water(&self) -> u64 {
+    pub(super) fn high_water(&self) -> u64 {
         self.mem.word(OFF_HIGH_WATER).load(Ordering::Relaxed)
-    }
-
-    /// A sparse file arena's disk reservation for the chunks `start..end` that the bump offset,
-    /// now at `cur`, is about to hand out: the pages the allocator writes get their disk blocks
-    /// (docs/metadata.md, 12.2, "Sparse arenas").
-    ///
-    /// - A cell's chunk: all of `cur..end` (the allocator bumps headers anywhere in it), one call;
-    ///   and the four maps' pages for the heap up to the next 4 MiB line past `end`, once for
-    ///   those 4 MiB (the backing's map mark).
-    /// - A LARGE block: the pages of its header (and the filler in front), of its tail word and of
-    ///   the chunk tail past it (given back, so a later carve may write anywhere in it), with the
-    ///   maps' pages for those; and whatever the reservation zeroes below the high-water mark.
-    ///   Its data pages are the user's and stay a hole until written.
-    fn reserve_disk(&self, cur: u64, start: u64, end: u64, writes: Writes) -> Result<(), Error> {
-        match writes {
-            Writes::Chunk => {
-                self.mem.reserve_disk(cur, end - cur)?;
-                let mark = self.mem.map_disk_mark();
-                // Relaxed: a hint; a stale value only reserves a page again. Below the high-water
-                // mark (memory an exclusive pass gave back) the mark is not trusted: the range
-                // may have been a LARGE block's interior, whose map pages were never reserved.
-                let line = cur / MAP_WINDOW * MAP_WINDOW;
-                let from = if cur < self.high_water() {
-                    line
-                } else {
-                    mark.load(StdOrdering::Relaxed).max(line)
-                };
-                if from < end {
-                    let to = end.div_ceil(MAP_WINDOW) * MAP_WINDOW;
-                    self.reserve_map_disk(from, to)?;
-                    mark.fetch_max(to, StdOrdering::Relaxed);
-                }
-                Ok(())
-            }
-            Writes::Large { span, align } => {
-                let hw = self.high_water();
-                if cur < hw {
-                    self.mem.reserve_disk(cur, end.min(hw) - cur)?;
-                }
-                let Some(hdr) = large_header(start, align) else {
-                    return Ok(());
-                };
-                let head = start..hdr + WORD;
-                let tail = (hdr + span - WORD).min(end)..end;
-                for r in [head, tail] {
-                    self.mem.reserve_disk(r.start, r.end - r.start)?;
-                    self.reserve_map_disk(r.start, r.end)?;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// A sparse file arena's disk under a carve from a listed segment: the heap's `from..to` (the
-    /// filler in front, the block, the remainder's header and span word) and the four maps' words
-    /// for it. A listed segment may lie where no disk was ever reserved: a LARGE block's data
-    /// pages stay a hole until written, and a freed one goes to the lists as it is (a merged run
-    /// may cover several). The carve writes all of `from..to` (it zeroes the block), so without
-    /// this a full disk would be a SIGBUS, not [`Error::NoSpace`]. Pages that have their blocks
-    /// already cost the call and nothing else. A no-op for every other backing.
-    pub(crate) fn reserve_for_carve(&self, from: u64, to: u64) -> Result<(), Error> {
-        if !self.sparse || from >= to {
-            return Ok(());
-        }
-        self.mem.reserve_disk(from, to - from)?;
-        self.reserve_map_disk(from, to)
-    }
-
-    /// Reserves the disk under the four maps' words covering the heap's `from..to`.
-    fn reserve_map_disk(&self, from: u64, to: u64) -> Result<(), Error> {
-        for (off, len) in self.maps.word_ranges(from, to) {
-            self.mem.reserve_disk(off, len)?;
-        }
-        Ok(())
     }
 
     /// A block larger than a quarter chunk: whole chunks straight from the bump offset, a filler

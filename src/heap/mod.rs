@@ -35,6 +35,7 @@ mod cache;
 pub(crate) mod cell;
 pub(crate) mod chunks;
 mod counters;
+mod disk;
 pub(crate) mod entry;
 mod mapgeom;
 pub(crate) mod reads;
