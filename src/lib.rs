@@ -22,6 +22,7 @@ mod error;
 mod fork;
 mod format;
 mod freelist;
+pub(crate) mod global;
 mod heap;
 mod hook;
 mod kinds;
@@ -38,7 +39,6 @@ mod sync;
 #[doc(hidden)]
 pub mod testkit;
 
-pub use alloc_api::GlobalArena;
 /// The `allocator-api2` crate (0.2) whose `Allocator` trait `&Arena` and `Arena` implement:
 /// name it as `parena::allocator_api2` so the versions match (`cargo add allocator-api2` picks
 /// a newer, incompatible major version).
@@ -52,6 +52,7 @@ pub use backing::SimDisk;
 pub use block::{Handle, MAX_BLOCK_LEN};
 pub use error::{Error, Region};
 pub use format::{FORMAT_VERSION, GROWABLE_FORMAT_VERSION, HEADER_SIZE, MAGIC, ROOT_SLOTS};
+pub use global::GlobalArena;
 pub use layout::MAX_ALIGN;
 pub use options::{Freelist, Options, DEFAULT_CAPACITY};
 pub use recovery::{Dropped, Problem, Report};

@@ -112,6 +112,11 @@ pub fn offset_of_ptr(arena: &crate::Arena, p: *const u8) -> u64 {
     (p.addr() - arena.data_ptr(0).addr()) as u64
 }
 
+/// Whether `p` points into `arena`'s heap (how `GlobalArena` routes a pointer it is given back).
+pub fn owns_ptr(arena: &crate::Arena, p: *const u8) -> bool {
+    arena.owns(p)
+}
+
 /// The most readers a block header can count.
 pub const MAX_READERS: u64 = block::MAX_READERS;
 

@@ -4,6 +4,7 @@
 mod coalesce;
 #[cfg(feature = "allocator-api2")]
 mod collections;
+mod front;
 mod lanes;
 mod large;
 mod model;

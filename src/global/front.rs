@@ -1,0 +1,557 @@
+//! `GlobalArena`'s front cache (docs/design.md, "`GlobalArena`'s front cache"): a thread's lists of
+//! freed blocks of the exact classes, kept FOREIGN as the arena handed them out; the shared stash
+//! that moves them between threads a chain at a time; their way back to the arena.
+//!
+//! A cached block's first data word links it to the next block of its list (a pointer, null at
+//! the end); for spans of 24 bytes or more its second data word holds [`key`]. Nothing else of the
+//! block is touched: its header stays the arena's FOREIGN header, so to the arena the block is one
+//! the program holds.
+
+use super::guard::{free_to_arena, may_enter};
+use crate::arena::Arena;
+use crate::layout::{EXACT_CLASSES, EXACT_MAX, WORD};
+use crate::sync::{Arc, AtomicPtr, AtomicU64, Ordering};
+use std::alloc::Layout;
+use std::cell::Cell;
+use std::ptr::{null_mut, NonNull};
+
+/// Bytes of one class a thread keeps in its local list; one more free moves the list to the stash.
+const LOCAL_BYTES: u64 = 16 << 10;
+/// Blocks a local list holds at least, whatever their span.
+const LOCAL_MIN: u32 = 8;
+/// Bytes the stash and the threads' adopted lists hold at most (give or take one chain per thread
+/// racing past the check): a chain beyond it goes back to the arena.
+const PARKED_MAX: u64 = 8 << 20;
+/// Adopted bytes a thread hands out before it takes them off the stash's count.
+const UNPARK_STEP: u64 = 64 << 10;
+/// Hits a thread counts before it adds them to the shared count.
+const HITS_STEP: u64 = 4096;
+
+/// The exact class of a request the front cache serves: alignment 8 or less and a span of an
+/// exact class (data up to `EXACT_MAX - 8` bytes). Class `c` holds blocks of `8 * (c + 1)` data
+/// bytes, the arena's exact class of span `8 * (c + 2)`.
+#[inline]
+pub(super) fn class_of(layout: Layout) -> Option<usize> {
+    let size = layout.size();
+    (size != 0 && layout.align() <= WORD as usize && size as u64 <= EXACT_MAX - WORD)
+        .then(|| (size - 1) / WORD as usize)
+}
+
+/// The data bytes of a block of class `class`.
+#[inline]
+fn data_len(class: usize) -> u64 {
+    (class as u64 + 1) * WORD
+}
+
+/// The layout a block of class `class` is given back to the arena with.
+fn layout_of(class: usize) -> Layout {
+    // 8 to 504 bytes, alignment 8: always a valid layout; the arena reads only the size's
+    // non-zeroness (the block's own header has its length).
+    Layout::from_size_align(data_len(class) as usize, WORD as usize).unwrap_or(Layout::new::<u64>())
+}
+
+/// The value a cached block of 16 data bytes or more keeps in its second word, so that a second
+/// free of a block this thread cached is found ([`Front::give`]). Different in each process (the
+/// address of a static, under address-space randomisation), never 0.
+#[inline]
+fn key() -> usize {
+    static ANCHOR: u8 = 0;
+    (std::ptr::addr_of!(ANCHOR).addr().rotate_left(29) ^ 0x9E37_79B9_7F4A_7C15_u64 as usize) | 1
+}
+
+/// The link word of a cached block.
+///
+/// # Safety
+/// `p` is a block of the front cache (its first data word is the link: 8-aligned, 8 bytes).
+#[cfg(not(parena_loom))]
+#[inline]
+unsafe fn link(p: *mut u8) -> *mut u8 {
+    // SAFETY: caller contract.
+    unsafe { p.cast::<*mut u8>().read() }
+}
+
+/// [`link`] under loom: a model's block is a loom `AtomicPtr` (`StashModel`), read `Relaxed`, so
+/// the model sees a link only as far as the stash's own orderings make it visible.
+#[cfg(parena_loom)]
+unsafe fn link(p: *mut u8) -> *mut u8 {
+    // SAFETY: caller contract: under loom every block is a model's `AtomicPtr`.
+    unsafe { &*p.cast::<AtomicPtr<u8>>() }.load(Ordering::Relaxed)
+}
+
+/// Sets the link word of a cached block.
+///
+/// # Safety
+/// As [`link`], and the calling thread holds the block (its list is the thread's, or a chain not
+/// yet published).
+#[cfg(not(parena_loom))]
+#[inline]
+unsafe fn set_link(p: *mut u8, next: *mut u8) {
+    // SAFETY: caller contract.
+    unsafe { p.cast::<*mut u8>().write(next) };
+}
+
+/// [`set_link`] under loom (see [`link`]).
+#[cfg(parena_loom)]
+unsafe fn set_link(p: *mut u8, next: *mut u8) {
+    // SAFETY: caller contract: under loom every block is a model's `AtomicPtr`.
+    unsafe { &*p.cast::<AtomicPtr<u8>>() }.store(next, Ordering::Relaxed);
+}
+
+/// The key word of a cached block of class 1 or above.
+///
+/// # Safety
+/// `p` is a block of at least 16 data bytes the calling thread holds.
+#[inline]
+unsafe fn key_word(p: *mut u8) -> *mut usize {
+    // SAFETY: caller contract: the second word is inside the block.
+    unsafe { p.cast::<usize>().add(1) }
+}
+
+/// The shared half: the arena behind a `GlobalArena`, and the stash the threads' full lists move
+/// to. Behind an `Arc`: a thread whose lists hold blocks of this arena holds a clone, so the
+/// memory stays mapped until it has given them back.
+pub(crate) struct Shared {
+    pub(crate) arena: Arena,
+    stash: Stash,
+    /// Allocations the front cache served, as the threads have added them.
+    hits: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(arena: Arena) -> Shared {
+        Shared {
+            arena,
+            stash: Stash::new(),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    /// Allocations the front cache served: every thread's up to its last `HITS_STEP`, and all
+    /// of those that exited or called [`give_back`].
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+}
+
+/// One stack of chains per class, pushed a chain at a time and emptied only whole: with no pop of
+/// one node there is no ABA (a push's CAS succeeds only on the head its tail links to, and the
+/// list that head starts is the one the chain joins).
+pub(crate) struct Stash {
+    heads: [AtomicPtr<u8>; EXACT_CLASSES],
+    /// Bytes in the stash and in the threads' adopted lists (taken off as adopted blocks are handed
+    /// out, `UNPARK_STEP` at a time, or given back).
+    parked: AtomicU64,
+}
+
+impl Stash {
+    pub(crate) fn new() -> Stash {
+        Stash {
+            heads: std::array::from_fn(|_| AtomicPtr::new(null_mut())),
+            parked: AtomicU64::new(0),
+        }
+    }
+
+    /// Pushes the chain `first ..= last` of `bytes` bytes on class `class`'s stack; `false` (and
+    /// nothing pushed) when the stash would pass its bound.
+    ///
+    /// # Safety
+    /// The chain is linked through its blocks' first words, the calling thread holds every block
+    /// of it, and `last`'s link is its to set.
+    pub(crate) unsafe fn push(
+        &self,
+        class: usize,
+        first: *mut u8,
+        last: *mut u8,
+        bytes: u64,
+    ) -> bool {
+        if self.parked.load(Ordering::Relaxed).saturating_add(bytes) > PARKED_MAX {
+            return false;
+        }
+        // Counted before the chain is published: the `Release` CAS below orders this add before
+        // the `Acquire` take of the chain, so a taker's subtraction never comes first.
+        self.parked.fetch_add(bytes, Ordering::Relaxed);
+        let head = &self.heads[class];
+        let mut old = head.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: caller contract: `last` is ours until the CAS publishes it.
+            unsafe { set_link(last, old) };
+            // Release: the chain's links (and the blocks' bytes, last written by their owners
+            // before they freed them) are visible to the thread that takes the stack. Failure
+            // Relaxed: only the new head is needed, to link to it again.
+            match head.compare_exchange_weak(old, first, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => old = now,
+            }
+        }
+    }
+
+    /// Takes class `class`'s whole stack (null when it is empty): a list linked through the
+    /// blocks' first words, null-terminated, the caller's alone.
+    pub(crate) fn take_all(&self, class: usize) -> *mut u8 {
+        let head = &self.heads[class];
+        // A load first: an empty stack costs no read-modify-write.
+        if head.load(Ordering::Relaxed).is_null() {
+            return null_mut();
+        }
+        // Acquire: pairs with every push's Release CAS (a release sequence of RMWs on one word).
+        head.swap(null_mut(), Ordering::Acquire)
+    }
+
+    /// Takes `bytes` off the count of parked bytes.
+    pub(crate) fn unpark(&self, bytes: u64) {
+        if bytes != 0 {
+            self.parked.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes parked now.
+    #[cfg(parena_loom)]
+    pub(crate) fn parked(&self) -> u64 {
+        self.parked.load(Ordering::Relaxed)
+    }
+}
+
+/// The stash alone for the loom models in `tests/loom.rs`: blocks of one class, each a loom
+/// `AtomicPtr` (its link word), pushed in chains and taken whole.
+#[cfg(parena_loom)]
+pub struct StashModel {
+    stash: Stash,
+    /// Never resized: its elements' addresses are the blocks' pointers.
+    blocks: Vec<AtomicPtr<u8>>,
+}
+
+#[cfg(parena_loom)]
+impl std::fmt::Debug for StashModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StashModel")
+            .field("blocks", &self.blocks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(parena_loom)]
+impl StashModel {
+    /// A stash and `n` blocks, none of them stashed.
+    pub fn new(n: usize) -> StashModel {
+        StashModel {
+            stash: Stash::new(),
+            blocks: (0..n).map(|_| AtomicPtr::new(null_mut())).collect(),
+        }
+    }
+
+    fn ptr(&self, i: usize) -> *mut u8 {
+        std::ptr::from_ref(&self.blocks[i]).cast_mut().cast()
+    }
+
+    /// Pushes blocks `ids` (which the caller holds) as one chain of 8 bytes each; whether the
+    /// stash took it.
+    pub fn push_chain(&self, ids: &[usize]) -> bool {
+        for w in ids.windows(2) {
+            // SAFETY: a model block, the caller's.
+            unsafe { set_link(self.ptr(w[0]), self.ptr(w[1])) };
+        }
+        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+            return true;
+        };
+        // SAFETY: the chain is linked, the caller's, and `last`'s link is set by the push.
+        unsafe {
+            self.stash
+                .push(0, self.ptr(first), self.ptr(last), 8 * ids.len() as u64)
+        }
+    }
+
+    /// Takes the whole stack: the blocks in list order.
+    pub fn take_all(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut p = self.stash.take_all(0);
+        while !p.is_null() {
+            let i = (0..self.blocks.len())
+                .find(|&i| self.ptr(i) == p)
+                .expect("a link names a model block");
+            out.push(i);
+            // SAFETY: a model block, ours since the take.
+            p = unsafe { link(p) };
+        }
+        self.stash.unpark(8 * out.len() as u64);
+        out
+    }
+
+    /// Bytes the stash counts as parked.
+    pub fn parked(&self) -> u64 {
+        self.stash.parked()
+    }
+}
+
+/// One class of a thread's lists.
+struct Local {
+    /// The local list: freed on this thread, pushed and popped at the head.
+    head: Cell<*mut u8>,
+    /// Its last block (the first pushed), whose link is null: a chain's end when the list moves.
+    tail: Cell<*mut u8>,
+    count: Cell<u32>,
+    /// The list last adopted from the stash: popped only; its bytes still count as parked.
+    adopted: Cell<*mut u8>,
+}
+
+impl Local {
+    // The thread-local's initializer repeats it, one per class; each copy is its own `Local`.
+    #[allow(clippy::declare_interior_mutable_const)]
+    const EMPTY: Local = Local {
+        head: Cell::new(null_mut()),
+        tail: Cell::new(null_mut()),
+        count: Cell::new(0),
+        adopted: Cell::new(null_mut()),
+    };
+}
+
+/// A thread's front cache: its lists for one `GlobalArena` (the first it asked for a block of a
+/// cached class, or freed one into).
+struct Front {
+    /// The arena the lists belong to (null before the first cached free): compared by address.
+    owner: Cell<*const Shared>,
+    /// A clone of `owner`'s `Arc`, held while the thread lives.
+    keep: Cell<Option<Arc<Shared>>>,
+    /// Adopted bytes handed out and not yet taken off the stash's count.
+    unparked: Cell<u64>,
+    /// Hits not yet added to the shared count.
+    hits: Cell<u64>,
+    classes: [Local; EXACT_CLASSES],
+}
+
+std::thread_local! {
+    static FRONT: Front = const {
+        Front {
+            owner: Cell::new(std::ptr::null()),
+            keep: Cell::new(None),
+            unparked: Cell::new(0),
+            hits: Cell::new(0),
+            classes: [Local::EMPTY; EXACT_CLASSES],
+        }
+    };
+}
+
+impl Drop for Front {
+    /// A thread's exit: every block it holds goes back to the arena (its local and adopted lists).
+    fn drop(&mut self) {
+        if let Some(shared) = self.keep.take() {
+            self.give_back(&shared);
+        }
+    }
+}
+
+/// The blocks of the null-terminated list at `first` (of class `class`) freed into the arena, one
+/// by one; how many.
+///
+/// # Safety
+/// The list is the caller's alone, and every block of it came from `arena.allocate_ptr` with a
+/// size of class `class`.
+unsafe fn release_list(arena: &Arena, mut p: *mut u8, class: usize) -> u64 {
+    let mut n = 0;
+    while let Some(b) = NonNull::new(p) {
+        // SAFETY: caller contract: the block is ours; its link is read before the free.
+        p = unsafe { link(b.as_ptr()) };
+        // SAFETY: caller contract: an arena block of this class, not used after this.
+        unsafe { free_to_arena(arena, b, layout_of(class)) };
+        n += 1;
+    }
+    n
+}
+
+impl Front {
+    /// A block of class `class` from this thread's lists or the stash, if the lists are
+    /// `shared`'s.
+    #[inline]
+    fn take(&self, shared: &Arc<Shared>, class: usize) -> Option<NonNull<u8>> {
+        if !std::ptr::eq(self.owner.get(), Arc::as_ptr(shared)) && !self.bind(shared) {
+            return None;
+        }
+        let c = &self.classes[class];
+        let mut p = c.head.get();
+        if !p.is_null() {
+            // SAFETY: `p` heads this thread's local list.
+            c.head.set(unsafe { link(p) });
+            c.count.set(c.count.get() - 1);
+        } else {
+            p = c.adopted.get();
+            if p.is_null() {
+                p = shared.stash.take_all(class);
+                if p.is_null() {
+                    return None;
+                }
+            }
+            // SAFETY: `p` heads this thread's adopted list (or the stack it just took).
+            c.adopted.set(unsafe { link(p) });
+            let unparked = self.unparked.get() + data_len(class) + WORD;
+            if unparked >= UNPARK_STEP {
+                shared.stash.unpark(unparked);
+                self.unparked.set(0);
+            } else {
+                self.unparked.set(unparked);
+            }
+        }
+        let hits = self.hits.get() + 1;
+        if hits >= HITS_STEP {
+            shared.hits.fetch_add(hits, Ordering::Relaxed);
+            self.hits.set(0);
+        } else {
+            self.hits.set(hits);
+        }
+        if class > 0 {
+            // SAFETY: `p` is ours now, with 16 data bytes or more.
+            let kw = unsafe { key_word(p) };
+            // SAFETY: as above: its key goes, so a free of it is not taken for a second one.
+            unsafe { kw.write(0) };
+        }
+        NonNull::new(p)
+    }
+
+    /// Keeps the freed block `p` of class `class` in this thread's local list; `false` when the
+    /// thread's lists belong to another arena.
+    #[inline]
+    fn give(&self, shared: &Arc<Shared>, p: NonNull<u8>, class: usize) -> bool {
+        if !std::ptr::eq(self.owner.get(), Arc::as_ptr(shared)) && !self.bind(shared) {
+            return false;
+        }
+        let c = &self.classes[class];
+        let p = p.as_ptr();
+        if class > 0 {
+            // SAFETY: the caller freed `p` (16 data bytes or more): its words are ours.
+            let kw = unsafe { key_word(p) };
+            // SAFETY: as above.
+            if unsafe { kw.read() } == key() && self.listed(c, p) {
+                // A second free of a block this thread holds cached: a contract violation of the
+                // caller. Listing it twice would hand it out twice; it is refused.
+                debug_assert!(false, "dealloc of {p:?}, which is already free");
+                return true;
+            }
+            // SAFETY: as above.
+            unsafe { kw.write(key()) };
+        }
+        let head = c.head.get();
+        // SAFETY: `p` is ours (freed by the caller), joining our own list.
+        unsafe { set_link(p, head) };
+        if head.is_null() {
+            c.tail.set(p);
+        }
+        c.head.set(p);
+        let n = c.count.get() + 1;
+        c.count.set(n);
+        if n >= ((LOCAL_BYTES / (data_len(class) + WORD)) as u32).max(LOCAL_MIN) {
+            self.spill(shared, class);
+        }
+        true
+    }
+
+    /// Binds this thread's lists to `shared` if they belong to no arena yet (the thread's first
+    /// request of a cached class): a reference count, no allocation. Whether they are `shared`'s.
+    #[cold]
+    fn bind(&self, shared: &Arc<Shared>) -> bool {
+        if !self.owner.get().is_null() {
+            return false;
+        }
+        self.keep.set(Some(Arc::clone(shared)));
+        self.owner.set(Arc::as_ptr(shared));
+        true
+    }
+
+    /// Whether `p` is on class `c`'s local list (a bounded walk: the list holds at most
+    /// `LOCAL_BYTES`).
+    #[cold]
+    fn listed(&self, c: &Local, p: *mut u8) -> bool {
+        let mut q = c.head.get();
+        for _ in 0..c.count.get() {
+            if q == p {
+                return true;
+            }
+            // SAFETY: `q` is on this thread's local list.
+            q = unsafe { link(q) };
+        }
+        false
+    }
+
+    /// Moves class `class`'s full local list to the stash, or back to the arena when the stash is
+    /// at its bound.
+    #[cold]
+    #[inline(never)]
+    fn spill(&self, shared: &Shared, class: usize) {
+        let c = &self.classes[class];
+        let first = c.head.replace(null_mut());
+        let last = c.tail.replace(null_mut());
+        let n = c.count.replace(0);
+        let bytes = u64::from(n) * (data_len(class) + WORD);
+        // SAFETY: the chain is this thread's local list, just emptied: linked, ours, `last`'s
+        // link null and ours to set.
+        if !unsafe { shared.stash.push(class, first, last, bytes) } {
+            // SAFETY: the list is ours; its blocks are arena blocks of this class.
+            unsafe { release_list(&shared.arena, first, class) };
+        }
+    }
+
+    /// Gives every block of this thread's lists back to the arena; whether there was one.
+    fn give_back(&self, shared: &Shared) -> bool {
+        let mut n = 0;
+        let mut adopted = 0;
+        for (class, c) in self.classes.iter().enumerate() {
+            c.tail.set(null_mut());
+            c.count.set(0);
+            // SAFETY: both lists are this thread's, of arena blocks of this class.
+            n += unsafe { release_list(&shared.arena, c.head.replace(null_mut()), class) };
+            // SAFETY: as above.
+            let a = unsafe { release_list(&shared.arena, c.adopted.replace(null_mut()), class) };
+            adopted += a * (data_len(class) + WORD);
+            n += a;
+        }
+        shared.stash.unpark(adopted + self.unparked.replace(0));
+        shared
+            .hits
+            .fetch_add(self.hits.replace(0), Ordering::Relaxed);
+        n > 0
+    }
+}
+
+/// A block for `layout` from the calling thread's front cache of `shared`, if it serves the
+/// request and has one.
+#[inline]
+pub(super) fn take(shared: &Arc<Shared>, layout: Layout) -> Option<NonNull<u8>> {
+    let class = class_of(layout)?;
+    // Not for parena's own bookkeeping (an allocation made inside the arena goes to the system
+    // allocator, docs/design.md, "Allocator paths").
+    if !may_enter() {
+        return None;
+    }
+    FRONT.try_with(|f| f.take(shared, class)).ok().flatten()
+}
+
+/// Keeps `p`, freed with `layout`, in the calling thread's front cache of `shared`; `false` when
+/// the cache does not take it (the caller frees it into the arena).
+///
+/// # Safety
+/// `p` came from `shared.arena.allocate_ptr` with `layout` and is not used afterwards.
+#[inline]
+pub(super) unsafe fn give(shared: &Arc<Shared>, p: NonNull<u8>, layout: Layout) -> bool {
+    let Some(class) = class_of(layout) else {
+        return false;
+    };
+    if !may_enter() {
+        return false;
+    }
+    FRONT
+        .try_with(|f| f.give(shared, p, class))
+        .unwrap_or(false)
+}
+
+/// Gives the calling thread's lists (when they are `shared`'s) and the whole stash back to the
+/// arena; whether any block went back.
+pub(super) fn give_back(shared: &Shared) -> bool {
+    let mut any = FRONT
+        .try_with(|f| std::ptr::eq(f.owner.get(), shared) && f.give_back(shared))
+        .unwrap_or(false);
+    for class in 0..EXACT_CLASSES {
+        let list = shared.stash.take_all(class);
+        // SAFETY: the stack is ours once taken; its blocks are arena blocks of this class.
+        let n = unsafe { release_list(&shared.arena, list, class) };
+        shared.stash.unpark(n * (data_len(class) + WORD));
+        any |= n > 0;
+    }
+    any
+}
