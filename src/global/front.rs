@@ -51,7 +51,7 @@ fn layout_of(class: usize) -> Layout {
 }
 
 /// The value a cached block of 16 data bytes or more keeps in its second word, so that a second
-/// free of a block this thread cached is found ([`Front::give`]). Different in each process (the
+/// free of a block this thread cached is found ([`Lists::give`]). Different in each process (the
 /// address of a static, under address-space randomisation), never 0.
 #[inline]
 fn key() -> usize {
@@ -304,10 +304,13 @@ impl Local {
     };
 }
 
-/// A thread's front cache: its lists for one `GlobalArena` (the first it asked for a block of a
-/// cached class, or freed one into).
-struct Front {
-    /// The arena the lists belong to (null before the first cached free): compared by address.
+/// How many `GlobalArena`s a thread keeps lists for: the first two it asks for a block of a
+/// cached class, or frees one into (a program's global allocator, and one more called directly).
+const OWNERS: usize = 2;
+
+/// A thread's lists for one `GlobalArena`.
+struct Lists {
+    /// The arena the lists belong to (null while unbound): compared by address.
     owner: Cell<*const Shared>,
     /// A clone of `owner`'s `Arc`, held while the thread lives.
     keep: Cell<Option<Arc<Shared>>>,
@@ -318,24 +321,61 @@ struct Front {
     classes: [Local; EXACT_CLASSES],
 }
 
-std::thread_local! {
-    static FRONT: Front = const {
-        Front {
-            owner: Cell::new(std::ptr::null()),
-            keep: Cell::new(None),
-            unparked: Cell::new(0),
-            hits: Cell::new(0),
-            classes: [Local::EMPTY; EXACT_CLASSES],
-        }
+impl Lists {
+    // Repeated in the thread-local's initializer, one per owner; each copy is its own `Lists`.
+    #[allow(clippy::declare_interior_mutable_const)]
+    const UNBOUND: Lists = Lists {
+        owner: Cell::new(std::ptr::null()),
+        keep: Cell::new(None),
+        unparked: Cell::new(0),
+        hits: Cell::new(0),
+        classes: [Local::EMPTY; EXACT_CLASSES],
     };
 }
 
+/// A thread's front cache: its lists for up to [`OWNERS`] `GlobalArena`s.
+struct Front {
+    sets: [Lists; OWNERS],
+}
+
+std::thread_local! {
+    static FRONT: Front = const { Front { sets: [Lists::UNBOUND; OWNERS] } };
+}
+
 impl Drop for Front {
-    /// A thread's exit: every block it holds goes back to the arena (its local and adopted lists).
+    /// A thread's exit: every block it holds goes back to its arena (its local and adopted lists).
     fn drop(&mut self) {
-        if let Some(shared) = self.keep.take() {
-            self.give_back(&shared);
+        for l in &self.sets {
+            if let Some(shared) = l.keep.take() {
+                l.give_back(&shared);
+            }
         }
+    }
+}
+
+impl Front {
+    /// This thread's lists for `shared`, bound now if a set is unbound; `None` when the thread
+    /// keeps lists for [`OWNERS`] other arenas.
+    #[inline]
+    fn lists(&self, shared: &Arc<Shared>) -> Option<&Lists> {
+        if std::ptr::eq(self.sets[0].owner.get(), Arc::as_ptr(shared)) {
+            return Some(&self.sets[0]);
+        }
+        self.other_lists(shared)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn other_lists(&self, shared: &Arc<Shared>) -> Option<&Lists> {
+        let p = Arc::as_ptr(shared);
+        if let Some(l) = self.sets.iter().find(|l| std::ptr::eq(l.owner.get(), p)) {
+            return Some(l);
+        }
+        let l = self.sets.iter().find(|l| l.owner.get().is_null())?;
+        // A reference count, no allocation.
+        l.keep.set(Some(Arc::clone(shared)));
+        l.owner.set(p);
+        Some(l)
     }
 }
 
@@ -357,14 +397,10 @@ unsafe fn release_list(arena: &Arena, mut p: *mut u8, class: usize) -> u64 {
     n
 }
 
-impl Front {
-    /// A block of class `class` from this thread's lists or the stash, if the lists are
-    /// `shared`'s.
+impl Lists {
+    /// A block of class `class` from these lists (`shared`'s) or the stash.
     #[inline]
-    fn take(&self, shared: &Arc<Shared>, class: usize) -> Option<NonNull<u8>> {
-        if !std::ptr::eq(self.owner.get(), Arc::as_ptr(shared)) && !self.bind(shared) {
-            return None;
-        }
+    fn take(&self, shared: &Shared, class: usize) -> Option<NonNull<u8>> {
         let c = &self.classes[class];
         let mut p = c.head.get();
         if !p.is_null() {
@@ -405,13 +441,10 @@ impl Front {
         NonNull::new(p)
     }
 
-    /// Keeps the freed block `p` of class `class` in this thread's local list; `false` when the
-    /// thread's lists belong to another arena.
+    /// Keeps the freed block `p` of class `class` in this local list (`shared`'s). Always `true`
+    /// (a second free of a cached block is refused here, not passed on).
     #[inline]
-    fn give(&self, shared: &Arc<Shared>, p: NonNull<u8>, class: usize) -> bool {
-        if !std::ptr::eq(self.owner.get(), Arc::as_ptr(shared)) && !self.bind(shared) {
-            return false;
-        }
+    fn give(&self, shared: &Shared, p: NonNull<u8>, class: usize) -> bool {
         let c = &self.classes[class];
         let p = p.as_ptr();
         if class > 0 {
@@ -439,18 +472,6 @@ impl Front {
         if n >= ((LOCAL_BYTES / (data_len(class) + WORD)) as u32).max(LOCAL_MIN) {
             self.spill(shared, class);
         }
-        true
-    }
-
-    /// Binds this thread's lists to `shared` if they belong to no arena yet (the thread's first
-    /// request of a cached class): a reference count, no allocation. Whether they are `shared`'s.
-    #[cold]
-    fn bind(&self, shared: &Arc<Shared>) -> bool {
-        if !self.owner.get().is_null() {
-            return false;
-        }
-        self.keep.set(Some(Arc::clone(shared)));
-        self.owner.set(Arc::as_ptr(shared));
         true
     }
 
@@ -519,7 +540,10 @@ pub(super) fn take(shared: &Arc<Shared>, layout: Layout) -> Option<NonNull<u8>> 
     if !may_enter() {
         return None;
     }
-    FRONT.try_with(|f| f.take(shared, class)).ok().flatten()
+    FRONT
+        .try_with(|f| f.lists(shared).and_then(|l| l.take(shared, class)))
+        .ok()
+        .flatten()
 }
 
 /// Keeps `p`, freed with `layout`, in the calling thread's front cache of `shared`; `false` when
@@ -536,7 +560,7 @@ pub(super) unsafe fn give(shared: &Arc<Shared>, p: NonNull<u8>, layout: Layout) 
         return false;
     }
     FRONT
-        .try_with(|f| f.give(shared, p, class))
+        .try_with(|f| f.lists(shared).is_some_and(|l| l.give(shared, p, class)))
         .unwrap_or(false)
 }
 
@@ -544,7 +568,12 @@ pub(super) unsafe fn give(shared: &Arc<Shared>, p: NonNull<u8>, layout: Layout) 
 /// arena; whether any block went back.
 pub(super) fn give_back(shared: &Shared) -> bool {
     let mut any = FRONT
-        .try_with(|f| std::ptr::eq(f.owner.get(), shared) && f.give_back(shared))
+        .try_with(|f| {
+            f.sets
+                .iter()
+                .find(|l| std::ptr::eq(l.owner.get(), shared))
+                .is_some_and(|l| l.give_back(shared))
+        })
         .unwrap_or(false);
     for class in 0..EXACT_CLASSES {
         let list = shared.stash.take_all(class);

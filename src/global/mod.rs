@@ -35,6 +35,19 @@ use std::ptr::NonNull;
 /// persistent: the arena is an anonymous map that lives as long as the process. For blocks that
 /// must survive a restart, use an [`Arena`] over a file and its handles.
 ///
+/// # The front cache
+/// A freed block of 504 bytes or less (alignment 8 or less) is kept, as the arena handed it out,
+/// in a per-thread list of its size class, and the next request of that class on the thread takes
+/// it back without entering the arena: no handle check, no header store, no shared atomic. A
+/// thread's full list (16 KiB) moves whole to a shared stash that other threads take from (a
+/// producer/consumer pays one compare-and-swap per chain of blocks, not per block); the stash
+/// holds at most 8 MiB, and past it freed blocks go back to the arena. Cached blocks go back to
+/// the arena when their thread exits, on [`GlobalArena::trim`], and before a request the arena
+/// cannot serve falls back to the system allocator. Until then the arena counts them as live:
+/// its `stats()` see only the requests the front cache did not serve
+/// ([`GlobalArena::front_hits`] counts the others). A thread keeps lists for the first two
+/// `GlobalArena`s it uses. See docs/design.md, "`GlobalArena`'s front cache".
+///
 /// # Capacity
 /// `capacity` bytes of address space, mapped (not committed) on the first allocation; the memory
 /// is touched as the arena's bump offset advances, and freed blocks are reused through the free
@@ -58,8 +71,8 @@ use std::ptr::NonNull;
 /// A child process gets a private copy of the arena (an anonymous map) and may allocate and free
 /// in it at once, from any thread it starts: nothing a parent thread held at the fork (a
 /// coalescing pass, the registration of a thread) is waited for in the child. What the parent's
-/// other threads had in flight (their current chunks' unused tails, their caches of freed blocks)
-/// stays unusable in the child's copy, a bounded leak of the child only. [`Arena::flush`] in the
+/// other threads had in flight (their current chunks' unused tails, their caches and front-cache
+/// lists of freed blocks) stays unusable in the child's copy, a bounded leak of the child only. [`Arena::flush`] in the
 /// child hands the calling thread's cached blocks to the shared lists, as in the parent; nothing
 /// is durable. See docs/design.md, "Fork".
 ///
@@ -67,7 +80,7 @@ use std::ptr::NonNull;
 /// [`GlobalArena::arena`] gives the [`Arena`] behind the allocator, for observation and
 /// maintenance that leave its blocks alone: [`Arena::stats`], [`Arena::capacity`],
 /// [`Stats::cache_hit_rate`](crate::Stats::cache_hit_rate), [`Arena::flush`] (which hands the calling thread's cached blocks to
-/// the shared lists), and allocating and freeing blocks of its own through `alloc`/`free` (they
+/// the shared lists; the front cache's lists are [`GlobalArena::trim`]'s), and allocating and freeing blocks of its own through `alloc`/`free` (they
 /// come from the same memory). Not for: `free` or `read` of blocks the allocator handed out (their
 /// owners free them through `dealloc`; a handle made up from such a pointer races with them), and
 /// not `compact`, `verify` or `close`, which need the arena exclusively and so cannot get it
