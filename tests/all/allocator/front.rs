@@ -92,7 +92,9 @@ fn a_thread_exit_and_trim_give_every_cached_block_back() {
         let shared = shared;
         // SAFETY: the arena outlives the thread (dropped after the join).
         let g = unsafe { &*shared.0 };
-        let ps: Vec<_> = (0..n).map(|i| (alloc(g, 8 + i % 200), 8 + i % 200)).collect();
+        let ps: Vec<_> = (0..n)
+            .map(|i| (alloc(g, 8 + i % 200), 8 + i % 200))
+            .collect();
         for (p, size) in ps {
             free(g, p, size);
         }
@@ -129,11 +131,7 @@ fn blocks_freed_on_another_thread_serve_this_one_and_are_never_handed_out_twice(
                     // SAFETY: the producer handed the 48-byte block over; ours until freed.
                     let words = unsafe { std::slice::from_raw_parts(p, 6) };
                     let seen = [words[0], words[5]];
-                    assert_eq!(
-                        seen,
-                        [stamp, !stamp],
-                        "block {p:?} was written by another"
-                    );
+                    assert_eq!(seen, [stamp, !stamp], "block {p:?} was written by another");
                     free(&g, p.cast(), 48);
                 }
             }
