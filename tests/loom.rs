@@ -792,52 +792,63 @@ fn an_allocation_races_a_growth_step() {
     });
 }
 
-/// `GlobalArena`'s stash (`src/global/front.rs`): chains pushed by two threads while a third takes
-/// the whole stack; every block is taken exactly once, and a chain's blocks stay in its order.
-/// The guard: the push's `Release` CAS and the take's `Acquire` swap order the chain's links
-/// (stored `Relaxed` under loom) before the taker walks them (the next model is the one seen to
-/// fail without it).
+/// `GlobalArena`'s stash (`src/global/front.rs`): chains pushed by two threads on two shards
+/// while a third takes (its own shard first, then the others); every block is taken exactly once,
+/// and a chain's blocks stay in order. The guard: the push's `Release` CAS and the take's
+/// `Acquire` swap order the chain's links (stored `Relaxed` under loom) before the taker walks them
+/// (the next model is the one seen to fail without it).
 #[test]
 fn front_stash_chains_race_a_take() {
     use parena::loom_hooks::StashModel;
     model("front_stash_chains_race_a_take", || {
         let s = std::sync::Arc::new(StashModel::new(4));
         let (a, b) = (s.clone(), s.clone());
-        let t1 = thread::spawn(move || assert!(a.push_chain(&[0, 1])));
-        let t2 = thread::spawn(move || assert!(b.push_chain(&[2, 3])));
-        let taken = s.take_all();
+        let t1 = thread::spawn(move || assert!(a.push_chain(0, &[0, 1])));
+        let t2 = thread::spawn(move || assert!(b.push_chain(1, &[2, 3])));
+        let mut takes = vec![s.take(1)];
         t1.join().unwrap();
         t2.join().unwrap();
-        let rest = s.take_all();
-        stash_conserved(&[taken, rest], 4, &[&[0, 1], &[2, 3]]);
+        takes.extend(drain_stash(&s));
+        stash_conserved(&takes, 4, &[&[0, 1], &[2, 3]]);
         assert_eq!(s.parked(), 0);
     });
 }
 
-/// The stash's ABA shape: a push reads the head, another thread takes the whole stack and pushes
-/// that same head block again, and the push's CAS then succeeds on the same head value. The chain
-/// joins whatever list the head starts now, which is the list the stash holds: nothing lost.
-/// Seen to fail with the push's CAS `Relaxed`: the take walked a link of the chain `[1, 2]` it
-/// could not yet see ("a chain split: [1]").
+/// The stash's ABA shape, on one shard: a push reads the head, another thread takes the whole
+/// stack and pushes that same head block again, and the push's CAS then succeeds on the same head
+/// value. The chain joins whatever list the head starts now, which is the list the stash holds:
+/// nothing lost. Seen to fail with the push's CAS `Relaxed`: a take walked a link it could not yet
+/// see ("block 0 taken 0 times: [[1]]").
 #[test]
 fn front_stash_push_races_a_take_and_a_push_again() {
     use parena::loom_hooks::StashModel;
     model("front_stash_push_races_a_take_and_a_push_again", || {
         let s = std::sync::Arc::new(StashModel::new(3));
-        assert!(s.push_chain(&[0]));
+        assert!(s.push_chain(0, &[0]));
         let a = s.clone();
-        let t1 = thread::spawn(move || assert!(a.push_chain(&[1, 2])));
-        let got = s.take_all();
+        let t1 = thread::spawn(move || assert!(a.push_chain(0, &[1, 2])));
+        let got = s.take(0);
         // Whatever the take got goes back as one chain, its head block first.
-        assert!(s.push_chain(&got));
+        assert!(s.push_chain(0, &got));
         t1.join().unwrap();
-        let all = s.take_all();
-        stash_conserved(&[all], 3, &[&[1, 2]]);
+        stash_conserved(&drain_stash(&s), 3, &[&[1, 2]]);
     });
 }
 
-/// Every block `0..n` appears once across `takes`, and each chain's blocks follow each other in
-/// the take that has them.
+/// Every stack left in the stash, one take each.
+fn drain_stash(s: &parena::loom_hooks::StashModel) -> Vec<Vec<usize>> {
+    let mut takes = Vec::new();
+    loop {
+        let t = s.take(0);
+        if t.is_empty() {
+            return takes;
+        }
+        takes.push(t);
+    }
+}
+
+/// Every block `0..n` appears once across `takes`, and a chain's consecutive blocks follow each
+/// other in a take that has both.
 fn stash_conserved(takes: &[Vec<usize>], n: usize, chains: &[&[usize]]) {
     let mut seen = vec![0; n];
     for t in takes {
@@ -845,8 +856,9 @@ fn stash_conserved(takes: &[Vec<usize>], n: usize, chains: &[&[usize]]) {
             seen[i] += 1;
         }
         for w in chains.iter().flat_map(|c| c.windows(2)) {
-            if let Some(i) = t.iter().position(|&b| b == w[0]) {
-                assert_eq!(t.get(i + 1), Some(&w[1]), "a chain split: {t:?}");
+            let pos = |b: usize| t.iter().position(|&x| x == b);
+            if let (Some(i), Some(j)) = (pos(w[0]), pos(w[1])) {
+                assert_eq!(j, i + 1, "a chain split: {t:?}");
             }
         }
     }

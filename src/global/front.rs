@@ -26,6 +26,9 @@ const PARKED_MAX: u64 = 8 << 20;
 const UNPARK_STEP: u64 = 64 << 10;
 /// Hits a thread counts before it adds them to the shared count.
 const HITS_STEP: u64 = 4096;
+/// Stacks per class in the stash: each thread pushes to its own shard (assigned in turn when its
+/// lists bind) and takes from it first, then from the others.
+const SHARDS: usize = 16;
 
 /// The exact class of a request the front cache serves: alignment 8 or less and a span of an
 /// exact class (data up to `EXACT_MAX - 8` bytes). Class `c` holds blocks of `8 * (c + 1)` data
@@ -41,6 +44,12 @@ pub(super) fn class_of(layout: Layout) -> Option<usize> {
 #[inline]
 fn data_len(class: usize) -> u64 {
     (class as u64 + 1) * WORD
+}
+
+/// The blocks a local list of class `class` holds before it moves to the stash.
+#[inline]
+fn local_cap(class: usize) -> u32 {
+    ((LOCAL_BYTES / (data_len(class) + WORD)) as u32).max(LOCAL_MIN)
 }
 
 /// The layout a block of class `class` is given back to the arena with.
@@ -115,6 +124,8 @@ pub(crate) struct Shared {
     stash: Stash,
     /// Allocations the front cache served, as the threads have added them.
     hits: AtomicU64,
+    /// The shard the next thread to bind gets (modulo `SHARDS`).
+    next_shard: AtomicU64,
 }
 
 impl Shared {
@@ -123,6 +134,7 @@ impl Shared {
             arena,
             stash: Stash::new(),
             hits: AtomicU64::new(0),
+            next_shard: AtomicU64::new(0),
         }
     }
 
@@ -133,11 +145,14 @@ impl Shared {
     }
 }
 
-/// One stack of chains per class, pushed a chain at a time and emptied only whole: with no pop of
-/// one node there is no ABA (a push's CAS succeeds only on the head its tail links to, and the
-/// list that head starts is the one the chain joins).
+/// `SHARDS` stacks of chains per class, each pushed a chain at a time and emptied only whole:
+/// with no pop of one node there is no ABA (a push's CAS succeeds only on the head its tail links
+/// to, and the list that head starts is the one the chain joins). A thread pushes to its own shard
+/// and takes its own first, so two threads that free and allocate the same class reuse their own
+/// frees instead of one taking everything; a thread whose shard is empty takes another's (a
+/// consumer's frees reach the producer).
 pub(crate) struct Stash {
-    heads: [AtomicPtr<u8>; EXACT_CLASSES],
+    heads: [[AtomicPtr<u8>; SHARDS]; EXACT_CLASSES],
     /// Bytes in the stash and in the threads' adopted lists (taken off as adopted blocks are handed
     /// out, `UNPARK_STEP` at a time, or given back).
     parked: AtomicU64,
@@ -146,13 +161,13 @@ pub(crate) struct Stash {
 impl Stash {
     pub(crate) fn new() -> Stash {
         Stash {
-            heads: std::array::from_fn(|_| AtomicPtr::new(null_mut())),
+            heads: std::array::from_fn(|_| std::array::from_fn(|_| AtomicPtr::new(null_mut()))),
             parked: AtomicU64::new(0),
         }
     }
 
-    /// Pushes the chain `first ..= last` of `bytes` bytes on class `class`'s stack; `false` (and
-    /// nothing pushed) when the stash would pass its bound.
+    /// Pushes the chain `first ..= last` of `bytes` bytes on shard `shard` of class `class`;
+    /// `false` (and nothing pushed) when the stash would pass its bound.
     ///
     /// # Safety
     /// The chain is linked through its blocks' first words, the calling thread holds every block
@@ -160,6 +175,7 @@ impl Stash {
     pub(crate) unsafe fn push(
         &self,
         class: usize,
+        shard: usize,
         first: *mut u8,
         last: *mut u8,
         bytes: u64,
@@ -170,7 +186,7 @@ impl Stash {
         // Counted before the chain is published: the `Release` CAS below orders this add before
         // the `Acquire` take of the chain, so a taker's subtraction never comes first.
         self.parked.fetch_add(bytes, Ordering::Relaxed);
-        let head = &self.heads[class];
+        let head = &self.heads[class][shard % SHARDS];
         let mut old = head.load(Ordering::Relaxed);
         loop {
             // SAFETY: caller contract: `last` is ours until the CAS publishes it.
@@ -185,16 +201,25 @@ impl Stash {
         }
     }
 
-    /// Takes class `class`'s whole stack (null when it is empty): a list linked through the
-    /// blocks' first words, null-terminated, the caller's alone.
-    pub(crate) fn take_all(&self, class: usize) -> *mut u8 {
-        let head = &self.heads[class];
-        // A load first: an empty stack costs no read-modify-write.
-        if head.load(Ordering::Relaxed).is_null() {
-            return null_mut();
+    /// Takes one whole stack of class `class` (null when every shard is empty): shard `shard`'s if
+    /// it holds a chain, else the next one that does. A list linked through the blocks' first
+    /// words, null-terminated, the caller's alone.
+    pub(crate) fn take(&self, class: usize, shard: usize) -> *mut u8 {
+        let heads = &self.heads[class];
+        for k in 0..SHARDS {
+            let head = &heads[(shard + k) % SHARDS];
+            // A load first: an empty stack costs no read-modify-write.
+            if head.load(Ordering::Relaxed).is_null() {
+                continue;
+            }
+            // Acquire: pairs with every push's Release CAS (a release sequence of RMWs on one
+            // word).
+            let p = head.swap(null_mut(), Ordering::Acquire);
+            if !p.is_null() {
+                return p;
+            }
         }
-        // Acquire: pairs with every push's Release CAS (a release sequence of RMWs on one word).
-        head.swap(null_mut(), Ordering::Acquire)
+        null_mut()
     }
 
     /// Takes `bytes` off the count of parked bytes.
@@ -243,9 +268,9 @@ impl StashModel {
         std::ptr::from_ref(&self.blocks[i]).cast_mut().cast()
     }
 
-    /// Pushes blocks `ids` (which the caller holds) as one chain of 8 bytes each; whether the
-    /// stash took it.
-    pub fn push_chain(&self, ids: &[usize]) -> bool {
+    /// Pushes blocks `ids` (which the caller holds) on shard `shard` as one chain of 8 bytes
+    /// each; whether the stash took it.
+    pub fn push_chain(&self, shard: usize, ids: &[usize]) -> bool {
         for w in ids.windows(2) {
             // SAFETY: a model block, the caller's.
             unsafe { set_link(self.ptr(w[0]), self.ptr(w[1])) };
@@ -255,15 +280,20 @@ impl StashModel {
         };
         // SAFETY: the chain is linked, the caller's, and `last`'s link is set by the push.
         unsafe {
-            self.stash
-                .push(0, self.ptr(first), self.ptr(last), 8 * ids.len() as u64)
+            self.stash.push(
+                0,
+                shard,
+                self.ptr(first),
+                self.ptr(last),
+                8 * ids.len() as u64,
+            )
         }
     }
 
-    /// Takes the whole stack: the blocks in list order.
-    pub fn take_all(&self) -> Vec<usize> {
+    /// Takes one whole stack, shard `shard`'s first: the blocks in list order.
+    pub fn take(&self, shard: usize) -> Vec<usize> {
         let mut out = Vec::new();
-        let mut p = self.stash.take_all(0);
+        let mut p = self.stash.take(0, shard);
         while !p.is_null() {
             let i = (0..self.blocks.len())
                 .find(|&i| self.ptr(i) == p)
@@ -318,6 +348,8 @@ struct Lists {
     unparked: Cell<u64>,
     /// Hits not yet added to the shared count.
     hits: Cell<u64>,
+    /// This thread's shard of the stash.
+    shard: Cell<usize>,
     classes: [Local; EXACT_CLASSES],
 }
 
@@ -329,6 +361,7 @@ impl Lists {
         keep: Cell::new(None),
         unparked: Cell::new(0),
         hits: Cell::new(0),
+        shard: Cell::new(0),
         classes: [Local::EMPTY; EXACT_CLASSES],
     };
 }
@@ -375,6 +408,8 @@ impl Front {
         // A reference count, no allocation.
         l.keep.set(Some(Arc::clone(shared)));
         l.owner.set(p);
+        l.shard
+            .set(shared.next_shard.fetch_add(1, Ordering::Relaxed) as usize % SHARDS);
         Some(l)
     }
 }
@@ -410,7 +445,7 @@ impl Lists {
         } else {
             p = c.adopted.get();
             if p.is_null() {
-                p = shared.stash.take_all(class);
+                p = shared.stash.take(class, self.shard.get());
                 if p.is_null() {
                     return None;
                 }
@@ -469,7 +504,7 @@ impl Lists {
         c.head.set(p);
         let n = c.count.get() + 1;
         c.count.set(n);
-        if n >= ((LOCAL_BYTES / (data_len(class) + WORD)) as u32).max(LOCAL_MIN) {
+        if n >= local_cap(class) {
             self.spill(shared, class);
         }
         true
@@ -502,7 +537,11 @@ impl Lists {
         let bytes = u64::from(n) * (data_len(class) + WORD);
         // SAFETY: the chain is this thread's local list, just emptied: linked, ours, `last`'s
         // link null and ours to set.
-        if !unsafe { shared.stash.push(class, first, last, bytes) } {
+        if !unsafe {
+            shared
+                .stash
+                .push(class, self.shard.get(), first, last, bytes)
+        } {
             // SAFETY: the list is ours; its blocks are arena blocks of this class.
             unsafe { release_list(&shared.arena, first, class) };
         }
@@ -576,11 +615,16 @@ pub(super) fn give_back(shared: &Shared) -> bool {
         })
         .unwrap_or(false);
     for class in 0..EXACT_CLASSES {
-        let list = shared.stash.take_all(class);
-        // SAFETY: the stack is ours once taken; its blocks are arena blocks of this class.
-        let n = unsafe { release_list(&shared.arena, list, class) };
-        shared.stash.unpark(n * (data_len(class) + WORD));
-        any |= n > 0;
+        loop {
+            let list = shared.stash.take(class, 0);
+            if list.is_null() {
+                break;
+            }
+            // SAFETY: the stack is ours once taken; its blocks are arena blocks of this class.
+            let n = unsafe { release_list(&shared.arena, list, class) };
+            shared.stash.unpark(n * (data_len(class) + WORD));
+            any = true;
+        }
     }
     any
 }
