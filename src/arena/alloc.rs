@@ -141,14 +141,10 @@ impl Inner {
                 if !top.is_empty() {
                     return self.alloc_from_cache(cell, len, span, class, top);
                 }
-                // Reuse before growth: the class's freed blocks on the shared list come before
-                // fresh memory. A memtable that never frees finds the class's hint clear.
-                if self.lists.may_hold(class) {
-                    if let Some(top) = self.fill_cache(cell, class)? {
-                        return self.alloc_from_cache(cell, len, span, class, top);
-                    }
-                }
             }
+            // The rest of the thread's chunk, then (in `alloc_slow`) the class's freed blocks on
+            // the shared list before a new chunk: reuse before growth at chunk granularity, so
+            // the bump path pays nothing for it (docs/design.md, "Reuse before growth").
             let (cur, end) = cell.cursor();
             debug_assert!(cur <= end, "chunk cell cur {cur} past end {end}");
             if cur != 0 && span <= end - cur {
@@ -171,6 +167,17 @@ impl Inner {
         span: u64,
         align: u64,
     ) -> Result<(u64, u64), Error> {
+        if align == WORD {
+            if let Some(class) = exact_class(span).filter(|_| self.thread_cache) {
+                // Reuse before growth: the class's freed blocks on the shared list come before a
+                // new chunk. A memtable that never frees finds the class's hint clear.
+                if self.lists.may_hold(class) {
+                    if let Some(top) = self.fill_cache(cell, class)? {
+                        return self.alloc_from_cache(cell, len, span, class, top);
+                    }
+                }
+            }
+        }
         let slack = if align > WORD { align + WORD } else { 0 };
         let chunk = self.geom.chunk();
         // A sparse file arena whose disk cannot hold a fresh chunk: the allocation may still be
