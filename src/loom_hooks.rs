@@ -13,8 +13,8 @@ use crate::heap::reads::ReadSlots;
 use crate::heap::{Entries, MapGeom, StartMap};
 use crate::sync::{AtomicU64, Ordering};
 
-/// `GlobalArena`'s stash alone (`src/global/front.rs`).
-pub use crate::global::front::StashModel;
+/// `GlobalArena`'s stash alone (`src/global/stash.rs`).
+pub use crate::global::stash::StashModel;
 
 /// Bytes of every segment a [`Lists`] hands out: one exact size class.
 pub const SEGMENT: u64 = 32;

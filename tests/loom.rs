@@ -792,7 +792,7 @@ fn an_allocation_races_a_growth_step() {
     });
 }
 
-/// `GlobalArena`'s stash (`src/global/front.rs`): chains pushed by two threads on two shards
+/// `GlobalArena`'s stash (`src/global/stash.rs`): chains pushed by two threads on two shards
 /// while a third takes (its own shard first, then the others); every block is taken exactly once,
 /// and a chain's blocks stay in order. The guard: the push's `Release` CAS and the take's
 /// `Acquire` swap order the chain's links (stored `Relaxed` under loom) before the taker walks them

@@ -1,6 +1,6 @@
 //! `GlobalArena`'s front cache (docs/design.md, "`GlobalArena`'s front cache"): a thread's lists of
-//! freed blocks of the exact classes, kept FOREIGN as the arena handed them out; the shared stash
-//! that moves them between threads a chain at a time; their way back to the arena.
+//! freed blocks of the exact classes, kept FOREIGN as the arena handed them out, their way to and
+//! from the shared stash (`stash.rs`), and their way back to the arena.
 //!
 //! A cached block's first data word links it to the next block of its list (a pointer, null at
 //! the end); for spans of 24 bytes or more its second data word holds [`key`]. Nothing else of the
@@ -8,9 +8,10 @@
 //! the program holds.
 
 use super::guard::{free_to_arena, may_enter};
+use super::stash::{link, set_link, Stash, SHARDS};
 use crate::arena::Arena;
 use crate::layout::{EXACT_CLASSES, EXACT_MAX, WORD};
-use crate::sync::{Arc, AtomicPtr, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicU64, Ordering};
 use std::alloc::Layout;
 use std::cell::Cell;
 use std::ptr::{null_mut, NonNull};
@@ -19,16 +20,10 @@ use std::ptr::{null_mut, NonNull};
 const LOCAL_BYTES: u64 = 16 << 10;
 /// Blocks a local list holds at least, whatever their span.
 const LOCAL_MIN: u32 = 8;
-/// Bytes the stash and the threads' adopted lists hold at most (give or take one chain per thread
-/// racing past the check): a chain beyond it goes back to the arena.
-const PARKED_MAX: u64 = 8 << 20;
 /// Adopted bytes a thread hands out before it takes them off the stash's count.
 const UNPARK_STEP: u64 = 64 << 10;
 /// Hits a thread counts before it adds them to the shared count.
 const HITS_STEP: u64 = 4096;
-/// Stacks per class in the stash: each thread pushes to its own shard (assigned in turn when its
-/// lists bind) and takes from it first, then from the others.
-const SHARDS: usize = 16;
 
 /// The exact class of a request the front cache serves: alignment 8 or less and a span of an
 /// exact class (data up to `EXACT_MAX - 8` bytes). Class `c` holds blocks of `8 * (c + 1)` data
@@ -68,44 +63,6 @@ fn key() -> usize {
     (std::ptr::addr_of!(ANCHOR).addr().rotate_left(29) ^ 0x9E37_79B9_7F4A_7C15_u64 as usize) | 1
 }
 
-/// The link word of a cached block.
-///
-/// # Safety
-/// `p` is a block of the front cache (its first data word is the link: 8-aligned, 8 bytes).
-#[cfg(not(parena_loom))]
-#[inline]
-unsafe fn link(p: *mut u8) -> *mut u8 {
-    // SAFETY: caller contract.
-    unsafe { p.cast::<*mut u8>().read() }
-}
-
-/// [`link`] under loom: a model's block is a loom `AtomicPtr` (`StashModel`), read `Relaxed`, so
-/// the model sees a link only as far as the stash's own orderings make it visible.
-#[cfg(parena_loom)]
-unsafe fn link(p: *mut u8) -> *mut u8 {
-    // SAFETY: caller contract: under loom every block is a model's `AtomicPtr`.
-    unsafe { &*p.cast::<AtomicPtr<u8>>() }.load(Ordering::Relaxed)
-}
-
-/// Sets the link word of a cached block.
-///
-/// # Safety
-/// As [`link`], and the calling thread holds the block (its list is the thread's, or a chain not
-/// yet published).
-#[cfg(not(parena_loom))]
-#[inline]
-unsafe fn set_link(p: *mut u8, next: *mut u8) {
-    // SAFETY: caller contract.
-    unsafe { p.cast::<*mut u8>().write(next) };
-}
-
-/// [`set_link`] under loom (see [`link`]).
-#[cfg(parena_loom)]
-unsafe fn set_link(p: *mut u8, next: *mut u8) {
-    // SAFETY: caller contract: under loom every block is a model's `AtomicPtr`.
-    unsafe { &*p.cast::<AtomicPtr<u8>>() }.store(next, Ordering::Relaxed);
-}
-
 /// The key word of a cached block of class 1 or above.
 ///
 /// # Safety
@@ -142,173 +99,6 @@ impl Shared {
     /// of those that exited or called [`give_back`].
     pub(crate) fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
-    }
-}
-
-/// `SHARDS` stacks of chains per class, each pushed a chain at a time and emptied only whole:
-/// with no pop of one node there is no ABA (a push's CAS succeeds only on the head its tail links
-/// to, and the list that head starts is the one the chain joins). A thread pushes to its own shard
-/// and takes its own first, so two threads that free and allocate the same class reuse their own
-/// frees instead of one taking everything; a thread whose shard is empty takes another's (a
-/// consumer's frees reach the producer).
-pub(crate) struct Stash {
-    heads: [[AtomicPtr<u8>; SHARDS]; EXACT_CLASSES],
-    /// Bytes in the stash and in the threads' adopted lists (taken off as adopted blocks are handed
-    /// out, `UNPARK_STEP` at a time, or given back).
-    parked: AtomicU64,
-}
-
-impl Stash {
-    pub(crate) fn new() -> Stash {
-        Stash {
-            heads: std::array::from_fn(|_| std::array::from_fn(|_| AtomicPtr::new(null_mut()))),
-            parked: AtomicU64::new(0),
-        }
-    }
-
-    /// Pushes the chain `first ..= last` of `bytes` bytes on shard `shard` of class `class`;
-    /// `false` (and nothing pushed) when the stash would pass its bound.
-    ///
-    /// # Safety
-    /// The chain is linked through its blocks' first words, the calling thread holds every block
-    /// of it, and `last`'s link is its to set.
-    pub(crate) unsafe fn push(
-        &self,
-        class: usize,
-        shard: usize,
-        first: *mut u8,
-        last: *mut u8,
-        bytes: u64,
-    ) -> bool {
-        if self.parked.load(Ordering::Relaxed).saturating_add(bytes) > PARKED_MAX {
-            return false;
-        }
-        // Counted before the chain is published: the `Release` CAS below orders this add before
-        // the `Acquire` take of the chain, so a taker's subtraction never comes first.
-        self.parked.fetch_add(bytes, Ordering::Relaxed);
-        let head = &self.heads[class][shard % SHARDS];
-        let mut old = head.load(Ordering::Relaxed);
-        loop {
-            // SAFETY: caller contract: `last` is ours until the CAS publishes it.
-            unsafe { set_link(last, old) };
-            // Release: the chain's links (and the blocks' bytes, last written by their owners
-            // before they freed them) are visible to the thread that takes the stack. Failure
-            // Relaxed: only the new head is needed, to link to it again.
-            match head.compare_exchange_weak(old, first, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return true,
-                Err(now) => old = now,
-            }
-        }
-    }
-
-    /// Takes one whole stack of class `class` (null when every shard is empty): shard `shard`'s if
-    /// it holds a chain, else the next one that does. A list linked through the blocks' first
-    /// words, null-terminated, the caller's alone.
-    pub(crate) fn take(&self, class: usize, shard: usize) -> *mut u8 {
-        let heads = &self.heads[class];
-        for k in 0..SHARDS {
-            let head = &heads[(shard + k) % SHARDS];
-            // A load first: an empty stack costs no read-modify-write.
-            if head.load(Ordering::Relaxed).is_null() {
-                continue;
-            }
-            // Acquire: pairs with every push's Release CAS (a release sequence of RMWs on one
-            // word).
-            let p = head.swap(null_mut(), Ordering::Acquire);
-            if !p.is_null() {
-                return p;
-            }
-        }
-        null_mut()
-    }
-
-    /// Takes `bytes` off the count of parked bytes.
-    pub(crate) fn unpark(&self, bytes: u64) {
-        if bytes != 0 {
-            self.parked.fetch_sub(bytes, Ordering::Relaxed);
-        }
-    }
-
-    /// Bytes parked now.
-    #[cfg(parena_loom)]
-    pub(crate) fn parked(&self) -> u64 {
-        self.parked.load(Ordering::Relaxed)
-    }
-}
-
-/// The stash alone for the loom models in `tests/loom.rs`: blocks of one class, each a loom
-/// `AtomicPtr` (its link word), pushed in chains and taken whole.
-#[cfg(parena_loom)]
-pub struct StashModel {
-    stash: Stash,
-    /// Never resized: its elements' addresses are the blocks' pointers.
-    blocks: Vec<AtomicPtr<u8>>,
-}
-
-#[cfg(parena_loom)]
-impl std::fmt::Debug for StashModel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StashModel")
-            .field("blocks", &self.blocks.len())
-            .finish_non_exhaustive()
-    }
-}
-
-#[cfg(parena_loom)]
-impl StashModel {
-    /// A stash and `n` blocks, none of them stashed.
-    pub fn new(n: usize) -> StashModel {
-        StashModel {
-            stash: Stash::new(),
-            blocks: (0..n).map(|_| AtomicPtr::new(null_mut())).collect(),
-        }
-    }
-
-    fn ptr(&self, i: usize) -> *mut u8 {
-        std::ptr::from_ref(&self.blocks[i]).cast_mut().cast()
-    }
-
-    /// Pushes blocks `ids` (which the caller holds) on shard `shard` as one chain of 8 bytes
-    /// each; whether the stash took it.
-    pub fn push_chain(&self, shard: usize, ids: &[usize]) -> bool {
-        for w in ids.windows(2) {
-            // SAFETY: a model block, the caller's.
-            unsafe { set_link(self.ptr(w[0]), self.ptr(w[1])) };
-        }
-        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
-            return true;
-        };
-        // SAFETY: the chain is linked, the caller's, and `last`'s link is set by the push.
-        unsafe {
-            self.stash.push(
-                0,
-                shard,
-                self.ptr(first),
-                self.ptr(last),
-                8 * ids.len() as u64,
-            )
-        }
-    }
-
-    /// Takes one whole stack, shard `shard`'s first: the blocks in list order.
-    pub fn take(&self, shard: usize) -> Vec<usize> {
-        let mut out = Vec::new();
-        let mut p = self.stash.take(0, shard);
-        while !p.is_null() {
-            let i = (0..self.blocks.len())
-                .find(|&i| self.ptr(i) == p)
-                .expect("a link names a model block");
-            out.push(i);
-            // SAFETY: a model block, ours since the take.
-            p = unsafe { link(p) };
-        }
-        self.stash.unpark(8 * out.len() as u64);
-        out
-    }
-
-    /// Bytes the stash counts as parked.
-    pub fn parked(&self) -> u64 {
-        self.stash.parked()
     }
 }
 

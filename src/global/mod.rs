@@ -1,8 +1,10 @@
 //! [`GlobalArena`]: a `GlobalAlloc` over an anonymous-map arena, with a front cache of freed small
-//! blocks in front of it (`front.rs`) and the "inside the arena" mark of its paths (`guard.rs`).
+//! blocks in front of it (`front.rs`, its shared stash in `stash.rs`) and the "inside the arena"
+//! mark of its paths (`guard.rs`).
 
-pub(crate) mod front;
+mod front;
 mod guard;
+pub(crate) mod stash;
 
 use crate::arena::Arena;
 use crate::format::Freelist;
