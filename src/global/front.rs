@@ -404,7 +404,10 @@ pub(super) fn give_back(shared: &Shared) -> bool {
                 .is_some_and(|l| l.give_back(shared))
         })
         .unwrap_or(false);
-    for class in 0..EXACT_CLASSES {
+    // Only the classes something was pushed to since the last give-back: on a full arena this
+    // runs for every request the arena refuses, and most classes' shards are empty.
+    let classes = shared.stash.take_classes();
+    for class in (0..EXACT_CLASSES).filter(|c| classes & (1 << c) != 0) {
         loop {
             let list = shared.stash.take(class, 0);
             if list.is_null() {

@@ -62,6 +62,10 @@ pub(crate) struct Stash {
     /// Bytes in the stash and in the threads' adopted lists (taken off as adopted blocks are handed
     /// out, `UNPARK_STEP` at a time, or given back).
     parked: AtomicU64,
+    /// Bit `c`: class `c` may hold a chain (set by every push after its CAS, cleared by
+    /// [`Stash::take_classes`]; a take by an allocation leaves it set). Lets a give-back skip the
+    /// shards of classes nothing was pushed to.
+    pushed: AtomicU64,
 }
 
 impl Stash {
@@ -69,7 +73,18 @@ impl Stash {
         Stash {
             heads: std::array::from_fn(|_| std::array::from_fn(|_| AtomicPtr::new(null_mut()))),
             parked: AtomicU64::new(0),
+            pushed: AtomicU64::new(0),
         }
+    }
+
+    /// The classes pushed to since the last call (bit `c` for class `c`), cleared. AcqRel: pairs
+    /// with the AcqRel `fetch_or` of each push, which follows its CAS, so every chain pushed
+    /// before a bit this call clears is seen by the caller's takes of that class.
+    pub(crate) fn take_classes(&self) -> u64 {
+        if self.pushed.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        self.pushed.swap(0, Ordering::AcqRel)
     }
 
     /// Pushes the chain `first ..= last` of `bytes` bytes on shard `shard` of class `class`;
@@ -101,7 +116,10 @@ impl Stash {
             // before they freed them) are visible to the thread that takes the stack. Failure
             // Relaxed: only the new head is needed, to link to it again.
             match head.compare_exchange_weak(old, first, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return true,
+                Ok(_) => {
+                    self.pushed.fetch_or(1 << class, Ordering::AcqRel);
+                    return true;
+                }
                 Err(now) => old = now,
             }
         }
