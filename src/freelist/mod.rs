@@ -71,7 +71,9 @@ mod merge;
 pub(crate) mod policy;
 mod walk;
 
-pub(crate) use class::{class_of, class_up, exact_class, head_off, head_tag, pack_head, Bitmap};
+pub(crate) use class::{
+    class_min, class_of, class_up, exact_class, head_off, head_tag, pack_head, Bitmap,
+};
 pub(crate) use give_back::{Prepared, Unlisted};
 pub(crate) use policy::{Optimistic, Pessimistic, Policy};
 pub(crate) use walk::ListWalk;

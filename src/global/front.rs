@@ -10,7 +10,8 @@
 use super::guard::{free_to_arena, may_enter};
 use super::stash::{link, set_link, Stash, SHARDS};
 use crate::arena::Arena;
-use crate::layout::{EXACT_CLASSES, EXACT_MAX, WORD};
+use crate::freelist::{class_min, exact_class};
+use crate::layout::{block_span, EXACT_CLASSES, WORD};
 use crate::sync::{Arc, AtomicU64, Ordering};
 use std::alloc::Layout;
 use std::cell::Cell;
@@ -25,33 +26,35 @@ const UNPARK_STEP: u64 = 64 << 10;
 /// Hits a thread counts before it adds them to the shared count.
 const HITS_STEP: u64 = 4096;
 
-/// The exact class of a request the front cache serves: alignment 8 or less and a span of an
-/// exact class (data up to `EXACT_MAX - 8` bytes). Class `c` holds blocks of `8 * (c + 1)` data
-/// bytes, the arena's exact class of span `8 * (c + 2)`.
+/// The exact class of a request the front cache serves: alignment 8 or less, a non-zero size, and
+/// a block span of an exact class (data up to `EXACT_MAX - 8` bytes), indexed as the arena's own
+/// lists and caches index it (`exact_class`).
 #[inline]
 pub(super) fn class_of(layout: Layout) -> Option<usize> {
-    let size = layout.size();
-    (size != 0 && layout.align() <= WORD as usize && size as u64 <= EXACT_MAX - WORD)
-        .then(|| (size - 1) / WORD as usize)
+    if layout.size() == 0 || layout.align() > WORD as usize {
+        return None;
+    }
+    block_span(layout.size() as u64).and_then(exact_class)
 }
 
-/// The data bytes of a block of class `class`.
+/// The span (header included) of a block of class `class`: what it counts for in the stash.
 #[inline]
-fn data_len(class: usize) -> u64 {
-    (class as u64 + 1) * WORD
+fn span_of(class: usize) -> u64 {
+    class_min(class)
 }
 
 /// The blocks a local list of class `class` holds before it moves to the stash.
 #[inline]
 fn local_cap(class: usize) -> u32 {
-    ((LOCAL_BYTES / (data_len(class) + WORD)) as u32).max(LOCAL_MIN)
+    ((LOCAL_BYTES / span_of(class)) as u32).max(LOCAL_MIN)
 }
 
 /// The layout a block of class `class` is given back to the arena with.
 fn layout_of(class: usize) -> Layout {
     // 8 to 504 bytes, alignment 8: always a valid layout; the arena reads only the size's
     // non-zeroness (the block's own header has its length).
-    Layout::from_size_align(data_len(class) as usize, WORD as usize).unwrap_or(Layout::new::<u64>())
+    Layout::from_size_align((span_of(class) - WORD) as usize, WORD as usize)
+        .unwrap_or(Layout::new::<u64>())
 }
 
 /// The value a cached block of 16 data bytes or more keeps in its second word, so that a second
@@ -242,7 +245,7 @@ impl Lists {
             }
             // SAFETY: `p` heads this thread's adopted list (or the stack it just took).
             c.adopted.set(unsafe { link(p) });
-            let unparked = self.unparked.get() + data_len(class) + WORD;
+            let unparked = self.unparked.get() + span_of(class);
             if unparked >= UNPARK_STEP {
                 shared.stash.unpark(unparked);
                 self.unparked.set(0);
@@ -324,7 +327,7 @@ impl Lists {
         let first = c.head.replace(null_mut());
         let last = c.tail.replace(null_mut());
         let n = c.count.replace(0);
-        let bytes = u64::from(n) * (data_len(class) + WORD);
+        let bytes = u64::from(n) * (span_of(class));
         // SAFETY: the chain is this thread's local list, just emptied: linked, ours, `last`'s
         // link null and ours to set.
         if !unsafe {
@@ -348,7 +351,7 @@ impl Lists {
             n += unsafe { release_list(&shared.arena, c.head.replace(null_mut()), class) };
             // SAFETY: as above.
             let a = unsafe { release_list(&shared.arena, c.adopted.replace(null_mut()), class) };
-            adopted += a * (data_len(class) + WORD);
+            adopted += a * (span_of(class));
             n += a;
         }
         shared.stash.unpark(adopted + self.unparked.replace(0));
@@ -415,7 +418,7 @@ pub(super) fn give_back(shared: &Shared) -> bool {
             }
             // SAFETY: the stack is ours once taken; its blocks are arena blocks of this class.
             let n = unsafe { release_list(&shared.arena, list, class) };
-            shared.stash.unpark(n * (data_len(class) + WORD));
+            shared.stash.unpark(n * (span_of(class)));
             any = true;
         }
     }

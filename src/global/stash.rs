@@ -117,6 +117,8 @@ impl Stash {
             // Relaxed: only the new head is needed, to link to it again.
             match head.compare_exchange_weak(old, first, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => {
+                    // After the CAS, AcqRel: pairs with the swap of `take_classes`, so a
+                    // give-back that clears this bit then sees the chain.
                     self.pushed.fetch_or(1 << class, Ordering::AcqRel);
                     return true;
                 }
