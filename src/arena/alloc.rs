@@ -76,17 +76,24 @@ impl Arena {
         if len == 0 {
             return Err(Error::ZeroSize);
         }
-        // A wide arena's handles count in its offset unit: every block's data is aligned to it
-        // (docs/metadata.md, 12.3). 8 bytes elsewhere, which every caller already asks.
-        let align = align.max(inner.unit());
-        if len >= block::LARGE_MIN {
-            return self.alloc_large_len(len, align);
-        }
-        if inner.write_gate {
-            inner.writable()?;
+        let mut align = align;
+        // One flag for everything an arena other than a writable narrow heap or anonymous map
+        // asks, so that the common arena's fast path tests nothing more.
+        if len >= block::LARGE_MIN || inner.alloc_gate {
+            // A wide arena's handles count in its offset unit: every block's data is aligned to
+            // it (docs/metadata.md, 12.3). 8 bytes elsewhere, which every caller already asks.
+            align = align.max(inner.unit());
+            if len >= block::LARGE_MIN {
+                return self.alloc_large_len(len, align);
+            }
+            if inner.write_gate {
+                inner.writable()?;
+            }
         }
         let span = len.div_ceil(WORD) * WORD + WORD;
-        let (hdr, word) = with_cell(inner.uid, self.lane(), &inner.cells, |cell| {
+        // `move`: the closure holds copies, so nothing is spilled to the stack for its sake
+        // on the fast path.
+        let (hdr, word) = with_cell(inner.uid, self.lane(), &inner.cells, move |cell| {
             inner.alloc_in(cell, len, span, align)
         })?;
         Ok(BlockMut {
@@ -96,6 +103,7 @@ impl Arena {
             word,
         })
     }
+
     /// [`Arena::alloc_aligned`] of a LARGE block (1 MiB or more): its span is rounded up to 4 KiB
     /// and its exact length goes in its tail word, the span's last, before the block is published
     /// (the Release of BlockMut's drop or `publish_foreign` orders it).

@@ -378,6 +378,7 @@ impl Inner {
         // Mark the arena closed so the drop does not repeat the protocol.
         self.read_only = true;
         self.write_gate = true;
+        self.alloc_gate = true;
         Ok(())
     }
 }

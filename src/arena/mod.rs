@@ -123,6 +123,10 @@ pub(crate) struct Inner {
     /// `read_only`, or a file map: every write asks [`Inner::writable`] (one test on the fast
     /// path, as `read_only` alone was).
     write_gate: bool,
+    /// `write_gate`, or a wide arena (its blocks' data aligned to its offset unit): an
+    /// allocation takes its gated path, which asks [`Inner::writable`] and raises the alignment
+    /// to the unit. One test on the allocation fast path for both.
+    alloc_gate: bool,
     /// Freed blocks are zeroed (`Options::zero_on_free`).
     zero_on_free: bool,
     /// The offset unit of the arena's handles as a shift (`Geometry::unit_shift`): 3 (8 bytes)

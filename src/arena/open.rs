@@ -104,6 +104,9 @@ impl Arena {
             inner: Arc::new(Inner {
                 read_only: b.read_only(),
                 write_gate: b.read_only() || b.kind() == BackingKind::File,
+                alloc_gate: b.read_only()
+                    || b.kind() == BackingKind::File
+                    || g.unit_shift() != NARROW_UNIT_SHIFT,
                 mem: b,
                 geom: g,
                 capacity: AtomicU64::new(capacity),
