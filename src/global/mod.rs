@@ -21,7 +21,7 @@ use std::ptr::NonNull;
 /// ```no_run
 /// use parena::{Freelist, GlobalArena};
 /// #[global_allocator]
-/// static GLOBAL: GlobalArena = GlobalArena::new(1 << 30, Freelist::Optimistic);
+/// static GLOBAL: GlobalArena = GlobalArena::new(1 << 30, Freelist::Pessimistic);
 ///
 /// fn main() {
 ///     let v: Vec<u64> = (0..1000).collect();
@@ -137,7 +137,7 @@ impl GlobalArena {
     ///
     /// ```no_run
     /// use parena::{Freelist, GlobalArena};
-    /// static GLOBAL: GlobalArena = GlobalArena::new(1 << 30, Freelist::Optimistic);
+    /// static GLOBAL: GlobalArena = GlobalArena::new(1 << 30, Freelist::Pessimistic);
     /// let s = GLOBAL.arena().map(|a| a.stats());
     /// ```
     pub fn arena(&self) -> Option<&Arena> {
@@ -181,7 +181,7 @@ impl GlobalArena {
     ///
     /// ```no_run
     /// use parena::{Freelist, GlobalArena};
-    /// static GLOBAL: GlobalArena = GlobalArena::new(1 << 30, Freelist::Optimistic);
+    /// static GLOBAL: GlobalArena = GlobalArena::new(1 << 30, Freelist::Pessimistic);
     /// println!("{} requests went to the system allocator", GLOBAL.fallbacks());
     /// ```
     pub fn fallbacks(&self) -> u64 {
