@@ -1,6 +1,7 @@
 //! The classic allocator benchmarks on `GlobalArena` (issues 17 and 26), beside the system
 //! allocator and `mimalloc`, with 1 and 2 threads. Every contender is called the same way, through
-//! `GlobalAlloc` (this binary's global allocator is a 1 GiB `GlobalArena`; `std::alloc::System` and
+//! `GlobalAlloc` (this binary's global allocator is a 1 GiB `GlobalArena` with best fit, the policy
+//! `GlobalArena::new` recommends; `std::alloc::System` and
 //! `mimalloc::MiMalloc` are called directly), so the numbers compare the allocators and nothing
 //! else. The contenders of one case run one after the other in the same process.
 //!
@@ -39,10 +40,10 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 #[global_allocator]
-static GLOBAL: GlobalArena = GlobalArena::new(1 << 30, Freelist::Optimistic);
+static GLOBAL: GlobalArena = GlobalArena::new(1 << 30, Freelist::Pessimistic);
 
 /// The footprint case's arena: its own, so its high-water mark counts only that case.
-static FOOTPRINT: GlobalArena = GlobalArena::new(4 << 30, Freelist::Optimistic);
+static FOOTPRINT: GlobalArena = GlobalArena::new(4 << 30, Freelist::Pessimistic);
 
 static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
