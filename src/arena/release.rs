@@ -125,8 +125,16 @@ impl Inner {
             return;
         }
         if self.zero_on_free {
-            // SAFETY: as above.
-            unsafe { self.mem.zero(hdr + WORD, span - WORD) };
+            if len >= block::LARGE_MIN && !self.preallocate {
+                // A sparse file's LARGE block keeps its data pages a hole until they are written
+                // (docs/metadata.md, 12.2, "Sparse arenas"): only what was written is zeroed, so
+                // a full disk is never written into.
+                // SAFETY: as above.
+                unsafe { self.mem.zero_data(hdr + WORD, span - WORD) };
+            } else {
+                // SAFETY: as above.
+                unsafe { self.mem.zero(hdr + WORD, span - WORD) };
+            }
         }
         if span >= DISCARD_MIN {
             // A large block's pages go back to the kernel before the block is listed (after,

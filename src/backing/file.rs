@@ -412,6 +412,52 @@ impl FileMap {
         }
     }
 
+    /// Calls `f(from, to)` for each run of the file's data inside the arena's bytes
+    /// `off..off + len`, as `SEEK_DATA` and `SEEK_HOLE` report them (a hole reads zero and has no
+    /// disk block under it). `false` when the file system could not say: every byte may be data.
+    /// Moves the descriptor's position, which nothing else uses (the header is written with
+    /// `write_all_at`, everything else through the map).
+    pub(super) fn for_each_data_run(
+        &self,
+        off: u64,
+        len: u64,
+        mut f: impl FnMut(u64, u64),
+    ) -> bool {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use rustix::fs::{seek, SeekFrom};
+            let base = self.opened.offset;
+            let end = off.saturating_add(len);
+            let mut at = off;
+            while at < end {
+                let from = match seek(&self.opened.file, SeekFrom::Data(base + at)) {
+                    Ok(d) => d.saturating_sub(base).max(at),
+                    // No data at or after `at`.
+                    Err(e) if e == rustix::io::Errno::NXIO => return true,
+                    Err(_) => return false,
+                };
+                if from >= end {
+                    return true;
+                }
+                let to = match seek(&self.opened.file, SeekFrom::Hole(base + from)) {
+                    Ok(h) => h.saturating_sub(base).min(end),
+                    Err(_) => return false,
+                };
+                if to <= from {
+                    return false;
+                }
+                f(from, to);
+                at = to;
+            }
+            true
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let _ = (off, len, &mut f);
+            false
+        }
+    }
+
     pub(super) fn flush(&self, off: u64, len: u64) -> Result<(), Error> {
         self.map.flush_range(off as usize, len as usize)?;
         Ok(())

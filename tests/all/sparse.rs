@@ -159,6 +159,9 @@ fn a_sparse_arena_on_a_full_disk_is_no_space() {
             &Options::new().capacity(16 * MIB).preallocate(false),
             true,
         );
+        // Freed blocks zeroed: the free of the never-written LARGE block on the full disk zeroes
+        // only its written pages (its data pages are a hole; before, a `SIGBUS`).
+        full_disk_child(Path::new(&d), &sparse().zero_on_free(true), false);
         println!("child done");
         return;
     }
@@ -216,4 +219,37 @@ fn a_sparse_private_copy_allocates_without_touching_the_file() {
     check(&copy, mine[399], 3000, 8);
     drop(copy);
     assert_eq!(allocated(&p), before);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "maps a file")]
+fn zero_on_free_in_a_sparse_arena_zeroes_what_was_written_and_leaves_the_holes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("zeroed");
+    let arena = open(&sparse().zero_on_free(true), &p).unwrap();
+    // A LARGE block: its data pages stay a hole, but for the one page written in its middle.
+    let mut b = arena.alloc(2 * MIB as usize).unwrap();
+    let mid = MIB as usize;
+    b[mid..mid + 4096].fill(0xab);
+    let h = b.into_handle();
+    let data = h.offset() as usize;
+    arena.flush().unwrap();
+    let before = allocated(&p);
+    arena.free(h).unwrap();
+    arena.flush().unwrap();
+    // The written page reads zero in the file (all but the data's first word, which the free
+    // segment's span word takes); the holes were not written (zeroing them would have taken
+    // about 2 MiB of disk).
+    let file = std::fs::read(&p).unwrap();
+    let n = 2 * MIB as usize - 8;
+    assert!(
+        file[data + 8..data + 8 + n] == vec![0u8; n][..],
+        "a freed block's bytes were not zeroed"
+    );
+    let after = allocated(&p);
+    assert!(
+        after < before + MIB,
+        "the free wrote {} KiB of holes",
+        (after - before) >> 10
+    );
 }
