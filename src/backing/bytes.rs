@@ -5,7 +5,7 @@
 //! live in a side table of loom atomics, which [`Backing::zero`] and [`Backing::write`] keep in
 //! step with the bytes.
 
-use super::Backing;
+use super::{Backing, Store};
 use crate::sync::AtomicU64;
 
 impl Backing {
@@ -155,6 +155,25 @@ impl Backing {
         for w in (off / 8)..((off + len).div_ceil(8)) {
             self.words[w as usize].store(0, crate::sync::Ordering::Relaxed);
         }
+    }
+
+    /// [`Backing::zero`] of a range that may lie over a sparse file's holes (a LARGE block's data
+    /// pages that were never written): only the file's data inside it is zeroed. A hole reads zero
+    /// already, and a write into one needs a disk block, which a full disk does not have (the write
+    /// would be a `SIGBUS`). Other backings, and a file system that cannot tell its holes, zero
+    /// the whole range.
+    ///
+    /// # Safety
+    /// As for [`Backing::zero`].
+    pub(crate) unsafe fn zero_data(&self, off: u64, len: u64) {
+        if let Store::File(f) = &self.store {
+            // SAFETY: each run lies inside `off..off + len`, the caller's alone.
+            if f.for_each_data_run(off, len, |a, b| unsafe { self.zero(a, b - a) }) {
+                return;
+            }
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.zero(off, len) }
     }
 
     /// Copies `src` to `off` (also into the word view under loom).

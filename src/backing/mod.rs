@@ -401,25 +401,6 @@ impl Backing {
         }
     }
 
-    /// [`Backing::zero`] of a range that may lie over a sparse file's holes (a LARGE block's data
-    /// pages that were never written): only the file's data inside it is zeroed. A hole reads zero
-    /// already, and a write into one needs a disk block, which a full disk does not have (the write
-    /// would be a `SIGBUS`). Other backings, and a file system that cannot tell its holes, zero
-    /// the whole range.
-    ///
-    /// # Safety
-    /// As for [`Backing::zero`].
-    pub(crate) unsafe fn zero_data(&self, off: u64, len: u64) {
-        if let Store::File(f) = &self.store {
-            // SAFETY: each run lies inside `off..off + len`, the caller's alone.
-            if f.for_each_data_run(off, len, |a, b| unsafe { self.zero(a, b - a) }) {
-                return;
-            }
-        }
-        // SAFETY: the caller's contract.
-        unsafe { self.zero(off, len) }
-    }
-
     /// Gives the whole pages inside `off..off + len` back to the kernel where that is the same as
     /// zeroing them: an anonymous map (`MADV_DONTNEED`), whose pages then read zero and take no
     /// memory until touched again. Nothing for other backings (a file's pages hold its data, a
