@@ -70,13 +70,12 @@ impl Arena {
     }
 
     #[inline]
-    pub(super) fn alloc_aligned(&self, len: u64, align: u64) -> Result<BlockMut<'_>, Error> {
+    pub(super) fn alloc_aligned(&self, len: u64, mut align: u64) -> Result<BlockMut<'_>, Error> {
         audit_op!();
         let inner = &*self.inner;
         if len == 0 {
             return Err(Error::ZeroSize);
         }
-        let mut align = align;
         // One flag for everything an arena other than a writable narrow heap or anonymous map
         // asks, so that the common arena's fast path tests nothing more.
         if len >= block::LARGE_MIN || inner.alloc_gate {

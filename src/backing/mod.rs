@@ -12,6 +12,7 @@
 mod anon;
 mod bytes;
 mod file;
+mod lock;
 #[cfg(feature = "testkit")]
 mod sim;
 mod vec;

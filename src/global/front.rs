@@ -327,7 +327,7 @@ impl Lists {
         let first = c.head.replace(null_mut());
         let last = c.tail.replace(null_mut());
         let n = c.count.replace(0);
-        let bytes = u64::from(n) * (span_of(class));
+        let bytes = u64::from(n) * span_of(class);
         // SAFETY: the chain is this thread's local list, just emptied: linked, ours, `last`'s
         // link null and ours to set.
         if !unsafe {
@@ -351,7 +351,7 @@ impl Lists {
             n += unsafe { release_list(&shared.arena, c.head.replace(null_mut()), class) };
             // SAFETY: as above.
             let a = unsafe { release_list(&shared.arena, c.adopted.replace(null_mut()), class) };
-            adopted += a * (span_of(class));
+            adopted += a * span_of(class);
             n += a;
         }
         shared.stash.unpark(adopted + self.unparked.replace(0));
@@ -418,7 +418,7 @@ pub(super) fn give_back(shared: &Shared) -> bool {
             }
             // SAFETY: the stack is ours once taken; its blocks are arena blocks of this class.
             let n = unsafe { release_list(&shared.arena, list, class) };
-            shared.stash.unpark(n * (span_of(class)));
+            shared.stash.unpark(n * span_of(class));
             any = true;
         }
     }

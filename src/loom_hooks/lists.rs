@@ -1,9 +1,7 @@
-//! Crate-internal entry points for the loom models in `tests/loom.rs`.
-//!
-//! Built only with `--cfg parena_loom`; not part of the public API. [`Lists`] is one arena's free
-//! lists over a small heap [`Backing`] with nothing else around them, so a model can drive the
-//! exact push/pop shapes it wants (the ABA shape needs a thread to stop between reading a node's
-//! link and its CAS, which the public API cannot arrange on purpose).
+//! [`Lists`]: one arena's free lists over a small heap [`Backing`] with nothing else around them,
+//! so a loom model can drive the exact push/pop shapes it wants (the ABA shape needs a thread to
+//! stop between reading a node's link and its CAS, which the public API cannot arrange on
+//! purpose).
 
 use crate::backing::Backing;
 use crate::block::{self, HeaderWord};
@@ -12,9 +10,6 @@ use crate::freelist::{class_of, FreeLists, ListWalk, Optimistic, Pessimistic, Po
 use crate::heap::reads::ReadSlots;
 use crate::heap::{Entries, MapGeom, StartMap};
 use crate::sync::{AtomicU64, Ordering};
-
-/// `GlobalArena`'s stash alone (`src/global/stash.rs`).
-pub use crate::global::stash::StashModel;
 
 /// Bytes of every segment a [`Lists`] hands out: one exact size class.
 pub const SEGMENT: u64 = 32;
@@ -435,45 +430,4 @@ impl Lists {
             }
         }
     }
-}
-
-/// An allocator-interface block of `len` bytes, as `Allocator::allocate` hands it out (FOREIGN,
-/// zeroed): its data offset.
-///
-/// # Panics
-/// When the arena cannot serve it.
-pub fn allocate(arena: &crate::Arena, len: usize) -> u64 {
-    let layout = std::alloc::Layout::from_size_align(len, 8).expect("a valid layout");
-    let p = arena.allocate_ptr(layout).expect("room for the block");
-    arena.offset_of_ptr(p.cast())
-}
-
-/// `Allocator::grow` or `shrink` in place: the allocator block at data offset `off` resized from
-/// `old` to `new` bytes if it can be done without moving it. Returns whether it was.
-///
-/// # Panics
-/// When `off` is not inside the arena.
-pub fn resize_in_place(arena: &crate::Arena, off: u64, old: usize, new: usize) -> bool {
-    let p = std::ptr::NonNull::new(arena.data_ptr(off)).expect("an offset inside the arena");
-    // SAFETY: the models call this only on a block `allocate` gave them, with its current length,
-    // and use no other reference to it meanwhile.
-    unsafe { arena.resize_in_place(p, old, new) }
-}
-
-/// `Allocator::deallocate` of the allocator block of `len` bytes at data offset `off`.
-///
-/// # Panics
-/// When `off` is not inside the arena or `len` is no layout.
-pub fn deallocate(arena: &crate::Arena, off: u64, len: usize) {
-    let p = std::ptr::NonNull::new(arena.data_ptr(off)).expect("an offset inside the arena");
-    let layout = std::alloc::Layout::from_size_align(len, 8).expect("a valid layout");
-    // SAFETY: as for `resize_in_place`: a block `allocate` gave the model, not used after.
-    unsafe { arena.deallocate_ptr(p, layout) };
-}
-
-/// The owner of an allocator block writing the 8 bytes at arena offset `off` (8-aligned, inside
-/// its block) as `word`: through the word view, which is what a handle check's atomic access
-/// to that place reads under loom (the plain bytes are outside loom's view).
-pub fn write_user_word(arena: &crate::Arena, off: u64, word: u64) {
-    arena.word_at(off).store(word, Ordering::Relaxed);
 }
