@@ -7,10 +7,13 @@
 pub enum Freelist {
     /// No reuse: once the main memory is used up the arena stays full.
     None = 0,
-    /// Largest segment first (a segment from the largest non-empty size class).
+    /// The request's own size class first, then the largest segment (a segment from the largest
+    /// non-empty size class): a freed block serves the next request of its size, and what no
+    /// class of its size holds is cut from the largest segment.
     #[default]
     Optimistic = 1,
-    /// Best fit: a segment from the smallest size class that holds the request.
+    /// Best fit: a segment from the smallest size class that holds the request (a coarse class
+    /// above 512 bytes is tried from the request's own class, whose first segment may hold it).
     Pessimistic = 2,
 }
 

@@ -104,13 +104,7 @@ impl Inner {
             // `checking`'s, `reading`'s and `popping`'s SeqCst loads: the pass's side of the
             // check-slot protocol (`CheckSlot`); a read slot holds its header position as a check
             // slot does, and a pop slot the node a pop may be reading (`crate::freelist`).
-            |off| {
-                self.cells.fold(false, |any, c| {
-                    any || c.reads().checking() == off
-                        || c.reads().reading(off)
-                        || c.reads().popping(off)
-                })
-            },
+            |off| self.slot_holds(off),
         )?;
         self.activity_at_pass.store(activity, Ordering::Relaxed);
         self.freed_at_pass.store(freed, Ordering::Relaxed);
@@ -122,6 +116,16 @@ impl Inner {
         // Even a pass that merged nothing is worth a retry: the caller's last try may have met
         // the lists while an earlier pass had them detached.
         Ok(true)
+    }
+
+    /// Whether a cell's check, read or pop slot holds the header position `off` (`SeqCst` loads):
+    /// the side of the check-slot protocol (`CheckSlot`) of whatever merges an entry start away,
+    /// a pass or a free absorbing a filler. A read slot holds its header position as a check slot
+    /// does, and a pop slot the node a pop may be reading (`crate::freelist`).
+    pub(super) fn slot_holds(&self, off: u64) -> bool {
+        self.cells.fold(false, |any, c| {
+            any || c.reads().checking() == off || c.reads().reading(off) || c.reads().popping(off)
+        })
     }
 
     /// Takes the pass flag for the calling thread: `true` when this thread now runs the one pass,

@@ -142,6 +142,9 @@ pub(crate) struct Inner {
     /// Coalescing passes can run (`Options::coalesce`, and a policy that lists free space): the
     /// only thing that merges an entry start away while the arena is shared (`CheckSlot`).
     coalesce_on: bool,
+    /// A free absorbs the fillers behind its block, and a carve leaves a remainder below
+    /// [`SLACK`] as a filler (memory arenas with passes on: docs/metadata.md, section 14).
+    absorb_fillers: bool,
     /// While a thread runs a coalescing pass (`Inner::coalesce`; one pass at a time): the fork
     /// epoch of its process (`crate::fork`); 0 when none runs.
     coalescing: AtomicU64,
@@ -434,5 +437,11 @@ impl Inner {
 
     pub(super) fn add_discarded(&self, n: u64) {
         crate::heap::add_discarded(&self.mem, n);
+    }
+
+    pub(super) fn sub_discarded(&self, n: u64) {
+        self.mem
+            .word(crate::format::OFF_DISCARDED)
+            .fetch_sub(n, Ordering::Relaxed);
     }
 }

@@ -99,6 +99,10 @@ impl Arena {
         let maps = MapGeom::of(&g, capacity);
         let lists = FreeLists::load(&b, g.data_start, Some(maps));
         crate::fork::watch();
+        let absorb_fillers = o.coalesce
+            && g.freelist != Freelist::None
+            && !b.read_only()
+            && b.kind() != BackingKind::File;
         Arena {
             lane: 0,
             inner: Arc::new(Inner {
@@ -127,6 +131,7 @@ impl Arena {
                 lists,
                 cells: CellRegistry::default(),
                 coalesce_on: o.coalesce && g.freelist != Freelist::None,
+                absorb_fillers,
                 coalescing: AtomicU64::new(0),
                 passes: AtomicU64::new(0),
                 activity_at_pass: AtomicU64::new(0),

@@ -19,6 +19,10 @@ const COALESCE_ROUNDS: u32 = 3;
 /// reserved) before the allocation is `NoSpace` (`Inner::alloc_from_freelist`).
 const REFUSALS: usize = 4;
 
+/// A remainder below this many bytes stays with the carved block as a filler where frees absorb
+/// fillers (`Inner::absorb_fillers`).
+pub(super) const SLACK: u64 = 128;
+
 impl Inner {
     /// The free lists before fresh memory, for a request the thread's chunk cannot hold: a take
     /// when a class that may fit the span is marked non-empty (no pass), and when that finds
@@ -196,7 +200,14 @@ impl Inner {
         // The segment's header (and its span word) still describe the whole segment, so a crash
         // before the commit below leaves it free. Write everything inside it first.
         let mut listed = None;
-        if rest > 0 {
+        if rest > 0 && rest < SLACK.min(span) && self.absorb_fillers {
+            // A small remainder stays with the block as a filler, which its free absorbs
+            // again: listed, it would only be carved into smaller pieces.
+            self.heap()
+                .entries()
+                .add_filler(rem, rest, crate::heap::Start::Shared);
+            self.add_discarded(rest);
+        } else if rest > 0 {
             match self
                 .lists
                 .prepare(&self.mem, &self.geom, rem, rest, Unlisted::Filler)

@@ -10,21 +10,36 @@ pub(crate) trait Policy {
     fn next(nonempty: &Bitmap, span: u64, prev: Option<usize>) -> Option<usize>;
 }
 
-/// Largest first: the highest non-empty class, down to the class that holds the request.
+/// The request's own class, then largest first: a coarse own class (whose head may hold the
+/// request), the class whose every segment holds it, then the highest non-empty class down.
 pub(crate) struct Optimistic;
-/// Best fit: the lowest non-empty class whose every segment holds the request, then upwards;
-/// the class holding the request itself is tried last (its segments may be too small).
+/// Best fit: a coarse own class (whose head may hold the request), then the lowest non-empty
+/// class whose every segment holds the request, and upwards.
 pub(crate) struct Pessimistic;
 
 impl Policy for Optimistic {
     fn next(nonempty: &Bitmap, span: u64, prev: Option<usize>) -> Option<usize> {
-        let low = class_of(span);
+        let own = class_of(span);
+        let up = class_up(span);
+        let coarse = own < up;
+        // The request's own classes first: a coarse own class (whose head may hold the request),
+        // then the class every segment of which holds it.
+        if prev.is_none() && coarse && nonempty.get(own) {
+            return Some(own);
+        }
+        if (prev.is_none() || (coarse && prev == Some(own))) && nonempty.get(up) {
+            return Some(up);
+        }
+        // Then the largest class down, past the two already tried.
         let from = match prev {
             None => CLASSES - 1,
+            Some(p) if p == own || p == up => CLASSES - 1,
             Some(0) => return None,
             Some(p) => p - 1,
         };
-        (low..=from).rev().find(|&c| nonempty.get(c))
+        (own..=from)
+            .rev()
+            .find(|&c| c != up && c != own && nonempty.get(c))
     }
 }
 
@@ -33,13 +48,10 @@ impl Policy for Pessimistic {
         let up = class_up(span);
         let own = class_of(span);
         match prev {
-            None => nonempty
-                .first_from(up)
-                .or_else(|| (own < up && nonempty.get(own)).then_some(own)),
-            Some(p) if p == own && own < up => None,
-            Some(p) => nonempty
-                .first_from(p + 1)
-                .or_else(|| (own < up && nonempty.get(own)).then_some(own)),
+            None if own < up && nonempty.get(own) => Some(own),
+            None => nonempty.first_from(up),
+            Some(p) if p == own && own < up => nonempty.first_from(up),
+            Some(p) => nonempty.first_from(p + 1),
         }
     }
 }

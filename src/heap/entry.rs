@@ -208,7 +208,11 @@ impl super::Heap<'_> {
         if hdr > seg {
             self.start_map().shared_toggle(hdr);
             e.store(hdr, reserved);
-            e.add_filler(seg, hdr - seg, Start::Kept);
+            // Release: a free that absorbs this filler (Acquire) then sees the pop of the
+            // segment here happen before its slot loads (`Inner::absorb_fillers_after`).
+            self.mem
+                .word(seg)
+                .store(block::pad(hdr - seg), Ordering::Release);
             add_discarded(self.mem, hdr - seg);
         } else {
             e.store(hdr, reserved);

@@ -4,6 +4,7 @@
 mod coalesce;
 #[cfg(feature = "allocator-api2")]
 mod collections;
+mod fillers;
 mod front;
 mod lanes;
 mod large;
