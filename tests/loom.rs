@@ -484,6 +484,92 @@ fn probe_races_a_merge(name: &'static str, probe: fn(&Lists, u64) -> Option<(u64
     });
 }
 
+/// A handle check of header position `B` (a stale handle) against a free that absorbs the filler
+/// at `B` and a carve: `A B` are adjacent, `A` a LIVE block, `B` the filler a carve left in front
+/// of an aligned block, over the header of the segment it took (so a stale handle still names
+/// `B`). The free of `A` takes the filler back (docs/metadata.md, section 13.1), and the carve of
+/// the whole segment writes user bytes over it. A check that saw `B` as a start must never read
+/// those user bytes.
+///
+/// Guard: the free's `SeqCst` loads of the check slots after its `SeqCst` toggle of `B`'s start
+/// (`FreeLists::absorb_fillers`, with the slot check `Inner::slot_holds`). Checked by hand: with
+/// the model's `held` answering `false` to the free, loom finds the interleaving where the checker
+/// sees `B`'s bit, the free absorbs `B`, the carve writes, and the checker's second read returns
+/// the user bytes ("user bytes read at a start the probe saw").
+#[test]
+fn handle_check_races_a_filler_absorption() {
+    probe_races_an_absorption("handle_check_races_a_filler_absorption", Lists::check);
+}
+
+/// [`handle_check_races_a_filler_absorption`] with a read (a read slot held over `B`) in the
+/// checker's place. Guard: the free's `SeqCst` loads of the read slots. Checked by hand as above.
+#[test]
+fn read_races_a_filler_absorption() {
+    probe_races_an_absorption("read_races_a_filler_absorption", Lists::read);
+}
+
+/// The model of [`handle_check_races_a_filler_absorption`] and [`read_races_a_filler_absorption`].
+fn probe_races_an_absorption(name: &'static str, probe: fn(&Lists, u64) -> Option<(u64, u64)>) {
+    model_capped(name, 2, move || {
+        let seg = parena::loom_hooks::SEGMENT;
+        let l = loom::sync::Arc::new(Lists::with_start_map(&[seg, seg]));
+        let b = l.segment(1);
+        l.make_filler(1);
+        let prober = {
+            let l = l.clone();
+            thread::spawn(move || probe(&l, b))
+        };
+        let span = l.free_absorbing(0);
+        assert!(
+            l.carve_and_write(span, USER_BYTES),
+            "{name}: the freed segment is carved whole"
+        );
+        if let Some((first, second)) = prober.join().unwrap() {
+            assert!(
+                first != USER_BYTES && second != USER_BYTES,
+                "{name}: user bytes read at a start the probe saw"
+            );
+        }
+    });
+}
+
+/// A pop against a carve that leaves a filler over the node it popped, a free that absorbs that
+/// filler, and a carve of the whole segment: `A B` are adjacent, `A` a LIVE block, `B` the listed
+/// head. The popper announces `B` and confirms the head; the other thread pops `B` first, carves
+/// it with a filler in front (the filler's header over `B`'s), frees `A` (which takes the filler
+/// back) and carves `A B` whole, writing user bytes over `B`. No pop may read those bytes where it
+/// took a node header to be.
+///
+/// Guard: the carve's filler store is `Release` and the free's load of it `Acquire`
+/// (`Entries::front_filler`, `FreeLists::absorb_fillers`), so the pop of `B` happens before the
+/// free's `sc_order`, and the free's `SeqCst` loads of the pop slots keep an announced `B` a
+/// header (docs/metadata.md, section 13.1). Checked by hand: with the model's `held` answering
+/// `false` to the free, loom finds the interleaving where the popper reads the user bytes ("a pop
+/// read user bytes").
+#[test]
+fn pop_races_a_carve_and_a_filler_absorption() {
+    model_capped("pop_races_a_carve_and_a_filler_absorption", 2, || {
+        let seg = parena::loom_hooks::SEGMENT;
+        let l = loom::sync::Arc::new(Lists::with_start_map(&[seg, seg]));
+        l.push_segment(1, 2);
+        let popper = {
+            let l = l.clone();
+            thread::spawn(move || l.pop_class_of(seg))
+        };
+        if l.pop_class_of(seg).is_some() {
+            l.carve_front_filler(1);
+            let span = l.free_absorbing(0);
+            // The popper may take the freed segment first (it goes on to the new head).
+            l.carve_and_write(span, USER_BYTES);
+        }
+        popper.join().unwrap();
+        assert!(
+            !l.node_words_read().contains(&USER_BYTES),
+            "a pop read user bytes where it took a node header to be"
+        );
+    });
+}
+
 /// A pop against a coalescing pass and a carve: `A B` are adjacent free segments of one class, `B`
 /// the head; the popper loads the head (`B`) and then `B`'s header word; the pass merges `B` into
 /// `A`, and the carve writes user bytes over the merged segment. No pop may read those bytes

@@ -438,10 +438,4 @@ impl Inner {
     pub(super) fn add_discarded(&self, n: u64) {
         crate::heap::add_discarded(&self.mem, n);
     }
-
-    pub(super) fn sub_discarded(&self, n: u64) {
-        self.mem
-            .word(crate::format::OFF_DISCARDED)
-            .fetch_sub(n, Ordering::Relaxed);
-    }
 }

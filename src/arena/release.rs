@@ -8,7 +8,7 @@ use crate::format::Freelist;
 use crate::freelist::{exact_class, Unlisted};
 use crate::heap::{ChunkCell, Start};
 use crate::layout::{block_span, WORD};
-use crate::sync::{fence, sc_order, Ordering};
+use crate::sync::{fence, Ordering};
 
 /// The smallest span whose free gives its whole pages back to the kernel (anonymous maps only,
 /// `Backing::discard`): the size from which a system allocator maps blocks of their own (glibc's
@@ -16,50 +16,7 @@ use crate::sync::{fence, sc_order, Ordering};
 /// the memory is worth.
 pub(crate) const DISCARD_MIN: u64 = 128 << 10;
 
-/// The most fillers a free absorbs behind its block.
-const ABSORB_MAX: usize = 4;
-
 impl Inner {
-    /// Absorbs the fillers (PAD entries) right behind the DYING block `hdr..hdr + span`, which
-    /// the caller owns, into it as a FREE segment with generation `free_gen`; returns its span
-    /// with them (docs/metadata.md, section 13.1). A filler has no owner but the entry in front
-    /// of it, so only this free can absorb it. The stores are the pass's, in its order: the
-    /// segment's span word and FREE header (the commit), then the filler's start out of the map
-    /// (`SeqCst`), then the check, read and pop slots loaded; a held start is put back with the
-    /// span before it, and ends the absorption.
-    fn absorb_fillers_after(&self, hdr: u64, span: u64, free_gen: u32) -> u64 {
-        let mut total = span;
-        let limit = self.bump();
-        let e = self.heap().entries();
-        for _ in 0..ABSORB_MAX {
-            let p = hdr + total;
-            if p + WORD > limit {
-                break;
-            }
-            // Acquire: pairs with the Release store of a carve's filler in front of its block,
-            // so the pop that took the segment there happens before the slot loads below.
-            let w = self.mem.word(p).load(Ordering::Acquire);
-            let block::HeaderWord::Pad { span: pad } = block::decode(w) else {
-                break;
-            };
-            if pad == 0 || !self.start_map().is_start(p) {
-                break;
-            }
-            e.add_free(hdr, total + pad, free_gen, 0, Start::Kept);
-            e.absorb_checked(p);
-            // The toggle before the slot loads (the store-buffering shape of `CheckSlot`).
-            sc_order();
-            if self.slot_holds(p) {
-                e.keep_held(p);
-                e.set_span(hdr, total);
-                break;
-            }
-            self.sub_discarded(pad);
-            total += pad;
-        }
-        total
-    }
-
     /// Hands every block in the cell's cache to the shared free lists.
     ///
     /// # Errors
@@ -192,7 +149,10 @@ impl Inner {
         // The fillers behind the block come back with it (a carve leaves a small remainder as
         // one: `take.rs`, `SLACK`), so a freed block is whole again.
         let span = if self.absorb_fillers && span < DISCARD_MIN {
-            self.absorb_fillers_after(hdr, span, free_gen)
+            self.lists
+                .absorb_fillers(&self.mem, (hdr, span, free_gen), self.bump(), |p| {
+                    self.slot_holds(p)
+                })
         } else {
             span
         };

@@ -1,12 +1,18 @@
 //! Giving free space back: the one place that turns a run of bytes the caller owns into free
 //! space, listed or not. Chunk tails, a block's cut-off tail, the remainder of a carved segment
-//! and the runs recovery gathers all come here.
+//! and the runs recovery gathers all come here, and a freed block takes back the fillers behind
+//! it here.
 
 use super::FreeLists;
 use crate::backing::Backing;
-use crate::block;
+use crate::block::{self, HeaderWord};
 use crate::format::{Freelist, Geometry};
-use crate::heap::Start;
+use crate::heap::{sub_discarded, Start};
+use crate::layout::WORD;
+use crate::sync::{sc_order, Ordering};
+
+/// The most fillers a free absorbs behind its block.
+const ABSORB_MAX: usize = 4;
 
 /// How space that is not listed is left for the heap walk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +83,52 @@ impl FreeLists {
             }
             Prepared::Discard(n) => (n, started),
         }
+    }
+
+    /// Absorbs the fillers (PAD entries) right behind `hdr..hdr + span`, a block the caller has
+    /// made DYING (or a segment it owns), into one FREE segment with generation `generation`;
+    /// returns the segment's span (docs/metadata.md, section 13.1). Entries lie below `limit`
+    /// (the bump offset). A filler has no owner but the entry in front of it, so only this caller
+    /// can absorb it. The stores are a coalescing pass's, in its order: the segment's span word
+    /// and FREE header (the commit), then the filler's start out of the map (`SeqCst`), then
+    /// `held(p)` (the check, read and pop slots, `SeqCst` loads); a held start is put back with
+    /// the span before it, and ends the absorption. The caller lists or caches the segment.
+    pub(crate) fn absorb_fillers(
+        &self,
+        mem: &Backing,
+        (hdr, span, generation): (u64, u64, u32),
+        limit: u64,
+        held: impl Fn(u64) -> bool,
+    ) -> u64 {
+        let e = self.entries(mem);
+        let mut total = span;
+        for _ in 0..ABSORB_MAX {
+            let p = hdr + total;
+            if p + WORD > limit {
+                break;
+            }
+            // Acquire: pairs with the Release store of a carve's filler in front of its block,
+            // so the pop that took the segment there happens before the slot loads below.
+            let HeaderWord::Pad { span: pad } = block::decode(mem.word(p).load(Ordering::Acquire))
+            else {
+                break;
+            };
+            if pad == 0 || !e.is_start(p) {
+                break;
+            }
+            e.add_free(hdr, total + pad, generation, 0, Start::Kept);
+            e.absorb_checked(p);
+            // The toggle before the slot loads (the store-buffering shape of `CheckSlot`).
+            sc_order();
+            if held(p) {
+                e.keep_held(p);
+                e.set_span(hdr, total);
+                break;
+            }
+            sub_discarded(mem, pad);
+            total += pad;
+        }
+        total
     }
 
     /// The first half of [`FreeLists::give_back`]: writes what makes `off..off + span` walkable

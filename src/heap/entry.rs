@@ -80,6 +80,18 @@ impl<'a> Entries<'a> {
         self.started(off, start);
     }
 
+    /// The filler a carve leaves in front of the block it aligns, over the header of the segment
+    /// it popped at `off` (its start kept): the commit of that carve. `Release`: a free that
+    /// absorbs this filler (its `Acquire` load, `FreeLists::absorb_fillers`) then sees the pop of
+    /// the segment here happen before its slot loads, the pop-slot argument of docs/metadata.md,
+    /// section 13.1.
+    #[inline]
+    pub(crate) fn front_filler(&self, off: u64, span: u64) {
+        self.mem
+            .word(off)
+            .store(block::pad(span), Ordering::Release);
+    }
+
     /// Points the FREE segment at `off` at list link `next`, keeping its generation: a Treiber
     /// push's link store before its CAS, or a coalescing pass relinking a node it detached. A
     /// header FREE before stays FREE with the same span, so a walk is unaffected.
@@ -104,6 +116,13 @@ impl<'a> Entries<'a> {
         if let Some(m) = self.maps {
             StartMap::new(self.mem, m).shared_toggle_checked(off);
         }
+    }
+
+    /// Whether the map records an entry starting at `off` (a bare heap, with no map: always).
+    #[inline]
+    pub(crate) fn is_start(&self, off: u64) -> bool {
+        self.maps
+            .is_none_or(|m| StartMap::new(self.mem, m).is_start(off))
     }
 
     /// Puts back the start [`Entries::absorb_checked`] took out, because a handle check holds it
@@ -176,6 +195,13 @@ pub(crate) fn add_discarded(mem: &Backing, n: u64) {
     }
 }
 
+/// Takes `n` bytes off the count of discarded space: a filler absorbed by the free in front of it.
+pub(crate) fn sub_discarded(mem: &Backing, n: u64) {
+    if n > 0 {
+        mem.word(OFF_DISCARDED).fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
 impl super::Heap<'_> {
     /// Carves the block `hdr..hdr + span` (`len` bytes, `generation`) out of the free segment
     /// `seg..` the caller popped, whose remainder past the block the caller has already written
@@ -208,11 +234,7 @@ impl super::Heap<'_> {
         if hdr > seg {
             self.start_map().shared_toggle(hdr);
             e.store(hdr, reserved);
-            // Release: a free that absorbs this filler (Acquire) then sees the pop of the
-            // segment here happen before its slot loads (`Inner::absorb_fillers_after`).
-            self.mem
-                .word(seg)
-                .store(block::pad(hdr - seg), Ordering::Release);
+            e.front_filler(seg, hdr - seg);
             add_discarded(self.mem, hdr - seg);
         } else {
             e.store(hdr, reserved);

@@ -47,7 +47,7 @@ pub(crate) use cache::{CacheTop, CACHE_DEPTH};
 pub(crate) use cell::ChunkCell;
 pub(crate) use chunks::Heap;
 pub(crate) use counters::CounterSnapshot;
-pub(crate) use entry::{add_discarded, Entries, Start};
+pub(crate) use entry::{add_discarded, sub_discarded, Entries, Start};
 pub(crate) use mapgeom::MapGeom;
 pub(crate) use reads::ReadSlot;
 pub(crate) use slots::{flush_empty_layout, flush_layout, newest_meta, read_meta};

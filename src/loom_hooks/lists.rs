@@ -8,7 +8,7 @@ use crate::block::{self, HeaderWord};
 use crate::format::{HEADER_SIZE, OFF_BUMP};
 use crate::freelist::{class_of, FreeLists, ListWalk, Optimistic, Pessimistic, Policy};
 use crate::heap::reads::ReadSlots;
-use crate::heap::{Entries, MapGeom, StartMap};
+use crate::heap::{Entries, MapGeom, Start, StartMap};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Bytes of every segment a [`Lists`] hands out: one exact size class.
@@ -185,19 +185,44 @@ impl Lists {
     /// If a list is found corrupt.
     pub fn coalesce_checked(&self) -> u64 {
         self.fl
-            .coalesce(
-                &self.b,
-                self.limit,
-                || 2,
-                |_, _| Ok(()),
-                |o| {
-                    self.slot.load(Ordering::SeqCst) == o
-                        || self.reads.reading(o)
-                        || self.popping(o)
-                },
-            )
+            .coalesce(&self.b, self.limit, || 2, |_, _| Ok(()), |o| self.held(o))
             .expect("lists are consistent")
             .0
+    }
+
+    /// Whether the check slot, a read slot or a pop slot holds header position `o` (`SeqCst`
+    /// loads: the side of the check-slot protocol of a pass or an absorbing free, as `Arena`'s).
+    fn held(&self, o: u64) -> bool {
+        self.slot.load(Ordering::SeqCst) == o || self.reads.reading(o) || self.popping(o)
+    }
+
+    /// Makes segment `i` (which the caller owns) a filler, its start kept: what a carve leaves in
+    /// front of a block it aligns, over the header of the segment it took.
+    pub fn make_filler(&self, i: u64) {
+        let (off, span) = self.segs[i as usize];
+        self.fl.entries(&self.b).add_filler(off, span, Start::Kept);
+        crate::heap::add_discarded(&self.b, span);
+    }
+
+    /// A carve of segment `i`, popped by the caller, that aligns its block: the filler it leaves
+    /// in front over the segment's header, stored as an arena's carve commits it
+    /// (`Entries::front_filler`, `Release`). The block behind the filler is not modelled.
+    pub fn carve_front_filler(&self, i: u64) {
+        let (off, span) = self.segs[i as usize];
+        self.fl.entries(&self.b).front_filler(off, span);
+        crate::heap::add_discarded(&self.b, span);
+    }
+
+    /// Frees segment `i` (a LIVE block the caller owns) as an arena's free does: the fillers
+    /// behind it absorbed, consulting the slots (`FreeLists::absorb_fillers`), then listed.
+    /// Returns the span listed.
+    pub fn free_absorbing(&self, i: u64) -> u64 {
+        let (off, span) = self.segs[i as usize];
+        let total = self
+            .fl
+            .absorb_fillers(&self.b, (off, span, 2), self.limit, |o| self.held(o));
+        self.fl.push(&self.b, off, total, 2);
+        total
     }
 
     /// A carve of a merged segment of `span` bytes by its new owner, who writes `pattern` (user
