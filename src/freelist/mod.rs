@@ -13,10 +13,11 @@
 //! accessed atomically), never user data (the pop slot below covers the one exception, a merge).
 //!
 //! Within an exact class every segment has the same size, so the stack order *is* the size order.
-//! A policy picks which class to pop: `Optimistic` the largest non-empty class, `Pessimistic` the
-//! smallest class whose every segment holds the request. A coarse class's segments differ by up to
-//! an eighth; the class holding the request is tried last and its head is pushed back when too
-//! small. The cost of an operation is independent of how many segments are listed.
+//! A policy picks which class to pop (`policy.rs`): both try the request's own coarse class first
+//! (a coarse class's segments differ by up to an eighth, so its head may hold the request; one too
+//! small is pushed back), then `Optimistic` the class whose every segment holds the request and
+//! then the largest non-empty class, `Pessimistic` the smallest class whose every segment holds the
+//! request. The cost of an operation is independent of how many segments are listed.
 //!
 //! A node's header word stays a header word while it is popped, carved or freed again; only a
 //! coalescing pass turns one into bytes inside a merged segment, which a carve then zeroes and a

@@ -119,8 +119,8 @@ impl GlobalArena {
     ///
     /// `freelist` chooses how freed space is taken again: `Freelist::Pessimistic` (best fit)
     /// keeps the resident memory closest to the live data, and is the choice for a program's
-    /// global allocator (other crates' test suites peak at 1.19–1.44× the system allocator's
-    /// resident memory with it, 1.30–1.71× with `Optimistic`: docs/performance.md).
+    /// global allocator (other crates' test suites peak at 1.15–1.27× the system allocator's
+    /// resident memory with it, 1.22–1.40× with `Optimistic`: docs/performance.md).
     #[allow(clippy::disallowed_types)] // std's atomics: see the struct.
     pub const fn new(capacity: u64, freelist: Freelist) -> GlobalArena {
         GlobalArena {
