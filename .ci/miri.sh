@@ -49,7 +49,9 @@ status=0
 timeout -k 30 "${MIRI_TIMEOUT:-2400}" cargo +nightly miri test -p parena --lib --test all -- \
     "${args[@]}" -Zunstable-options --report-time 2>&1 | tee "$times" || status=$?
 echo "miri: the slowest tests of that run:"
-sed -nE 's/^test ([^ ]+) .* <([0-9.]+)s>$/\2 s  \1/p' "$times" | sort -rn | head -15
+# `sed 15q` would stop reading early, as `head` does, and under `pipefail` the SIGPIPE `sort` then
+# gets (when its output takes more than one write) fails the step: `sed -n` reads to the end.
+sed -nE 's/^test ([^ ]+) .* <([0-9.]+)s>$/\2 s  \1/p' "$times" | sort -rn | sed -n '1,15p'
 rm -f "$times"
 [ "$status" = 0 ] || exit "$status"
 # The handle tests (forged headers, allocator blocks, foreign arenas, a freed handle's reader

@@ -20,7 +20,7 @@ if ! rustup run nightly rustc --version >/dev/null 2>&1; then
     echo "sanitizers: SKIPPED: no nightly toolchain (rustup toolchain install nightly)"
     exit 0
 fi
-if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep '^rust-src' >/dev/null; then
     echo "sanitizers: rust-src is missing (needed by -Zbuild-std); trying to add it"
     if ! rustup component add --toolchain nightly rust-src; then
         echo "sanitizers: SKIPPED: rust-src is not available"

@@ -125,7 +125,7 @@ RS
 }
 
 # 3. Copy each package and add the line.
-reg="$(ls -d "$HOME"/.cargo/registry/src/*/ | head -1)"
+reg="$(ls -d "$HOME"/.cargo/registry/src/*/ | sed -n 1p)"
 for c in "${crates[@]}"; do
     rm -rf "$work/$c"
     cp -r "$reg/$c" "$work/$c"
