@@ -333,6 +333,7 @@ fn wal_kill_child() {
     let Ok(path) = std::env::var(CHILD_ENV) else {
         return; // Not the child: nothing to do.
     };
+    crate::util::end_with_parent();
     let (log, _, _) = open_wal(open_file(Path::new(&path), KILL_CAPACITY), KILL_SEGMENT);
     let pid = u64::from(std::process::id());
     std::thread::scope(|s| {

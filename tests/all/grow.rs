@@ -695,6 +695,7 @@ fn grow_kill_child() {
     let Ok(path) = std::env::var("PARENA_GROW_KILL") else {
         return;
     };
+    crate::util::end_with_parent();
     use std::io::Write;
     let arena = open(&growable(), std::path::Path::new(&path)).unwrap();
     let mut rng = Rng(arena.capacity() ^ 0x77);

@@ -72,6 +72,19 @@ pub fn check(arena: &Arena, h: Handle, len: usize, byte: u8) {
     assert!(buf == vec![byte; len], "block {h:?} lost its pattern");
 }
 
+/// In a child worker, which runs until its parent kills it: ends the process when the parent is
+/// gone (a test run interrupted between spawning the child and killing it), instead of leaving an
+/// orphan that works on forever. A thread polls the parent's pid every 100 ms.
+pub fn end_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if std::os::unix::process::parent_id() != parent {
+            std::process::exit(0);
+        }
+    });
+}
+
 /// Runs this test binary again as a child that executes only the test `name`, with `env` set.
 /// The child's stdout is piped.
 pub fn spawn_child(name: &str, env: &[(&str, &str)]) -> Child {

@@ -155,6 +155,7 @@ fn wide_crash_child() {
     let Ok(path) = std::env::var("PARENA_WIDE_CRASH") else {
         return;
     };
+    crate::util::end_with_parent();
     let arena = open(&wide(), Path::new(&path)).unwrap();
     let (small, large) = fill_wide(&arena);
     arena.flush().unwrap();

@@ -156,6 +156,7 @@ pub fn child_env() -> Option<(PathBuf, Freelist, u64)> {
         .parse()
         .unwrap();
     exit_on_panic();
+    crate::util::end_with_parent();
     Some((PathBuf::from(dir), freelist, seed))
 }
 

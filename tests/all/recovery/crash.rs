@@ -43,6 +43,7 @@ fn child_crash_worker() {
     let Ok(path) = std::env::var("PARENA_CRASH_CHILD") else {
         return;
     };
+    crate::util::end_with_parent();
     let seed: u64 = std::env::var("PARENA_CRASH_SEED").unwrap().parse().unwrap();
     let arena = open(Path::new(&path)).unwrap();
     println!("\nready");

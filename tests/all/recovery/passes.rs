@@ -323,6 +323,7 @@ fn child_pass_worker() {
     let Ok(path) = std::env::var("PARENA_PASS_FILE") else {
         return;
     };
+    crate::util::end_with_parent();
     let cap: u64 = std::env::var("PARENA_PASS_CAP").unwrap().parse().unwrap();
     let pass = std::env::var("PARENA_PASS").unwrap();
     println!("go");
