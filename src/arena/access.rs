@@ -74,7 +74,7 @@ impl Arena {
                 let kept = cell.reads().defer(hdr);
                 debug_assert!(kept, "room on the deferred list was made before the CAS");
             } else {
-                inner.release(cell, hdr, len, h.generation());
+                inner.release(cell, hdr, len, h.generation(), block::filler_behind(cur));
             }
             if readable && waiting > 0 {
                 inner.release_deferred(cell, false);
@@ -288,10 +288,11 @@ impl Inner {
                 len,
                 generation,
                 state: LiveState::Dying,
-                ..
+                readers,
             } = block::decode(w)
             {
-                self.release(cell, hdr, len, generation);
+                let behind = readers & block::FILLER_BEHIND != 0;
+                self.release(cell, hdr, len, generation, behind);
             }
             true
         });

@@ -64,7 +64,7 @@ impl BlockMut<'_> {
         let this = std::mem::ManuallyDrop::new(self);
         // SAFETY: as in `drop`: the header of a block allocated inside the heap.
         let w = unsafe { LiveWord::at_unchecked(&this.inner.mem, this.hdr) };
-        w.publish_foreign(this.len, block::live_generation(this.word));
+        w.publish_foreign(this.word);
         this.hdr + WORD
     }
 }
@@ -75,8 +75,7 @@ impl Drop for BlockMut<'_> {
         // SAFETY: `hdr` is the header of a block allocated inside the heap: 8-aligned, and
         // `hdr + 8 <= hdr + span <= capacity`, the backing's length.
         let w = unsafe { LiveWord::at_unchecked(&self.inner.mem, self.hdr) };
-        // `word` is the PENDING word the allocation stored (no readers: nothing pins a pending
-        // block). Release: the bytes written through this BlockMut happen before any `read`,
+        // `word` is the PENDING word the allocation stored. Release: the bytes written through this BlockMut happen before any `read`,
         // `get` or `free` that observes PUBLISHED (`heap::state`).
         w.publish(self.word);
     }

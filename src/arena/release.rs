@@ -90,8 +90,16 @@ impl Inner {
     }
 
     /// Gives back a block the caller has moved to DYING with no readers: rewinds the cell's bump
-    /// when it is the last block of the cell's chunk, else lists it.
-    pub(super) fn release(&self, cell: &ChunkCell, hdr: u64, len: u64, generation: u32) {
+    /// when it is the last block of the cell's chunk, else lists it. `behind`: its header carried
+    /// the [`block::FILLER_BEHIND`] hint, so the fillers behind it are worth a look.
+    pub(super) fn release(
+        &self,
+        cell: &ChunkCell,
+        hdr: u64,
+        len: u64,
+        generation: u32,
+        behind: bool,
+    ) {
         let Some(span) = block_span(len) else {
             // `check_live` vetted `len` before the block became DYING: not reached. Leaking the
             // block is the answer that cannot panic on an allocator path (invariant A).
@@ -148,7 +156,7 @@ impl Inner {
         let free_gen = block::next_gen(generation);
         // The fillers behind the block come back with it (a carve leaves a small remainder as
         // one: `take.rs`, `SLACK`), so a freed block is whole again.
-        let span = if self.absorb_fillers && span < DISCARD_MIN {
+        let span = if behind && self.absorb_fillers && span < DISCARD_MIN {
             self.lists
                 .absorb_fillers(&self.mem, (hdr, span, free_gen), self.bump(), |p| {
                     self.slot_holds(p)

@@ -119,7 +119,10 @@ impl Arena {
                     old_span - new_span,
                     Unlisted::Filler,
                 );
-                inner.heap().set_len(hdr, new as u64);
+                // A tail too short to list stays behind the block as a filler: the hint that its
+                // free takes it back (docs/metadata.md, 13.1).
+                let behind = matches!(prepared, Prepared::Discard(_)) && inner.absorb_fillers;
+                inner.heap().set_len(hdr, new as u64, behind);
                 match prepared {
                     Prepared::List(generation) => {
                         inner
@@ -130,7 +133,7 @@ impl Arena {
                 }
                 return true;
             }
-            inner.heap().set_len(hdr, new as u64);
+            inner.heap().set_len(hdr, new as u64, false);
             true
         })
     }

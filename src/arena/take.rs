@@ -200,7 +200,8 @@ impl Inner {
         // The segment's header (and its span word) still describe the whole segment, so a crash
         // before the commit below leaves it free. Write everything inside it first.
         let mut listed = None;
-        if rest > 0 && rest < SLACK.min(span) && self.absorb_fillers {
+        let behind = rest > 0 && rest < SLACK.min(span) && self.absorb_fillers;
+        if behind {
             // A small remainder stays with the block as a filler, which its free absorbs
             // again: listed, it would only be carved into smaller pieces.
             self.heap()
@@ -223,7 +224,10 @@ impl Inner {
         let generation = self.fresh_gen();
         // SAFETY: the segment is ours since the pop; `front_of` makes a filler in front at least
         // 16 bytes, and the remainder past the block is written above.
-        let word = unsafe { self.heap().carve(seg.off, hdr, span, len, generation) };
+        let word = unsafe {
+            self.heap()
+                .carve(seg.off, hdr, span, len, generation, behind)
+        };
         if let Some(g) = listed {
             self.lists.push(&self.mem, rem, rest, g);
         }

@@ -27,6 +27,20 @@ pub(super) const STATE_MASK: u64 = 0b11;
 pub(super) const READERS_SHIFT: u32 = 58;
 /// The most readers one block can have pinned at once; more wait for one to leave.
 pub(crate) const MAX_READERS: u64 = 0b111;
+/// The value of a LIVE word's readers field that marks a block a carve left a filler behind
+/// (`FILLER_BEHIND`): this build never counts readers in the word (reads hold read slots), so the
+/// field's lowest bit is free for this hint. The block's free loads the word behind it only when
+/// the hint is set (docs/metadata.md, 13.1), and acts on what it reads there, never on the hint
+/// alone: a hint that is wrong costs one load, and a missing one leaves a filler discarded.
+/// Recovery clears the field.
+pub(crate) const FILLER_BEHIND: u64 = 1;
+
+/// Whether LIVE word `w` carries the [`FILLER_BEHIND`] hint.
+#[inline]
+pub(crate) const fn filler_behind(w: u64) -> bool {
+    (w >> READERS_SHIFT) & FILLER_BEHIND != 0
+}
+
 /// Set in the LIVE word of a block the allocator interfaces (`Allocator`, `GlobalArena`) handed
 /// out: every handle operation refuses it; only their own deallocation frees it. The state-word
 /// helpers (`BlockHeader`) and the reader count leave it as it is.
@@ -319,10 +333,10 @@ mod tests {
                         if exact < LARGE_MIN {
                             assert_eq!(w, live_small(exact, generation, state, readers));
                         }
-                        if state == LiveState::Pending && readers == 0 {
+                        if state == LiveState::Pending {
                             assert_eq!(
                                 BlockHeader(w).published_from_pending().0,
-                                live(exact, generation, LiveState::Published, 0)
+                                live(exact, generation, LiveState::Published, readers)
                             );
                         }
                         assert_eq!(is_large(w), exact >= LARGE_MIN);

@@ -36,6 +36,11 @@
 //!
 //! `F` (bit 61) marks a block of the allocator interfaces (`FOREIGN`): handles never reach it.
 //!
+//! `readers` (bits 58..61) is a count older builds kept of pinned readers; this build never raises
+//! it (reads hold read slots) and recovery clears it. Its lowest bit is the `FILLER_BEHIND` hint
+//! of a memory arena: the carve (or shrink) left a filler right behind the block, which its free
+//! takes back (docs/metadata.md, 13.1).
+//!
 //! LIVE states: `PUBLISHED` (readable and freeable), `PENDING` (a [`crate::BlockMut`] is out),
 //! `RESERVED` (being initialised by the allocator, never handed out: recovery reclaims it), `DYING`
 //! (a free is in progress, or waits for readers to drain).
@@ -57,9 +62,9 @@ pub use header_word::MAX_BLOCK_LEN;
 #[cfg(any(test, feature = "testkit"))]
 pub(crate) use header_word::MAX_READERS;
 pub(crate) use header_word::{
-    decode, free, is_foreign, is_large, large_len, large_tail, live, live_foreign, live_generation,
-    live_small, pad, published_small, tail_word, HeaderWord, LiveState, FREE_GEN_MASK, GEN_MASK,
-    LARGE_MIN,
+    decode, filler_behind, free, is_foreign, is_large, large_len, large_tail, live, live_foreign,
+    live_generation, live_small, pad, published_small, tail_word, HeaderWord, LiveState,
+    FILLER_BEHIND, FREE_GEN_MASK, GEN_MASK, LARGE_MIN,
 };
 pub(crate) use pin::BlockHeader;
 

@@ -1,11 +1,9 @@
 //! The read-modify-write steps on a LIVE block header word (state and length changes).
 
 use super::check::{sealed, sr_code, with_sr, SR_MASK};
-#[cfg(any(test, feature = "testkit"))]
-use super::header_word::STATE_MASK;
 use super::header_word::{
-    is_large, LiveState, CHECK_BITS, LARGE_MIN, LEN_MASK, LIVE_CHECK_SHIFT, MAX_READERS,
-    STATE_SHIFT,
+    is_large, LiveState, CHECK_BITS, FILLER_BEHIND, FOREIGN, LARGE_MIN, LEN_MASK, LIVE_CHECK_SHIFT,
+    MAX_READERS, STATE_MASK, STATE_SHIFT,
 };
 
 /// A LIVE block header word in its stored (encoded) form, for the read-modify-write steps of the
@@ -26,13 +24,21 @@ impl BlockHeader {
         ))
     }
 
-    /// A PENDING word with no readers (what an allocation stores), PUBLISHED: one XOR with a
-    /// constant, the check code included.
+    /// A PENDING word (what an allocation stores), PUBLISHED: one XOR with a constant, the check
+    /// code included. The readers field (a carve's [`FILLER_BEHIND`] hint) is kept.
     #[inline]
     pub(crate) const fn published_from_pending(self) -> BlockHeader {
         const D: u64 = LiveState::Pending as u64 ^ LiveState::Published as u64;
-        debug_assert!((self.0 >> STATE_SHIFT) & SR_MASK == LiveState::Pending as u64);
+        debug_assert!((self.0 >> STATE_SHIFT) & STATE_MASK == LiveState::Pending as u64);
         BlockHeader(self.0 ^ (D << STATE_SHIFT) ^ (sr_code(D) << LIVE_CHECK_SHIFT))
+    }
+
+    /// [`BlockHeader::published_from_pending`] for a block of the allocator interfaces: FOREIGN
+    /// set too (the check code recomputed), the readers field kept.
+    #[inline]
+    pub(crate) const fn foreign_published_from_pending(self) -> BlockHeader {
+        let w = self.published_from_pending().0;
+        BlockHeader(sealed((w & !(CHECK_BITS << LIVE_CHECK_SHIFT)) | FOREIGN))
     }
 
     /// The same word in another state.
@@ -41,6 +47,15 @@ impl BlockHeader {
         BlockHeader(with_sr(
             self.0,
             ((self.0 >> STATE_SHIFT) & (MAX_READERS << 2)) | state as u64,
+        ))
+    }
+
+    /// The same word with the [`super::header_word::FILLER_BEHIND`] hint set.
+    #[inline]
+    pub(crate) const fn with_filler_behind(self) -> BlockHeader {
+        BlockHeader(with_sr(
+            self.0,
+            ((self.0 >> STATE_SHIFT) & SR_MASK) | (FILLER_BEHIND << 2),
         ))
     }
 
@@ -85,6 +100,19 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+        for len in [40, LARGE_MIN + 3] {
+            for r in 0..=MAX_READERS {
+                let pending = live(len, 9, LiveState::Pending, r);
+                assert_eq!(
+                    BlockHeader(pending).foreign_published_from_pending().0,
+                    live_foreign(len, 9, LiveState::Published, r)
+                );
+                let hinted =
+                    BlockHeader(live(len, 9, LiveState::Published, 0)).with_filler_behind();
+                assert_eq!(hinted.0, live(len, 9, LiveState::Published, FILLER_BEHIND));
+                assert!(filler_behind(hinted.0) && check_ok(hinted.0));
             }
         }
         let f = live_foreign(40, 9, LiveState::Published, 0);

@@ -352,14 +352,16 @@ impl<'a> Heap<'a> {
             // SAFETY: the tail is part of the block, which the caller holds exclusively.
             unsafe { self.mem.zero(hdr + new_span, old_span - new_span) };
         }
-        self.set_len(hdr, len);
+        self.set_len(hdr, len, false);
         last.resize(new_span);
     }
 
     /// Stores a new length in a PUBLISHED block's header, keeping its generation, state and
-    /// readers: one CAS, so a crash leaves the old length or the new one. A shrink's cut-off tail
-    /// is walkable free space (or zero) before this commit, and is handed to anyone only after it.
-    pub(crate) fn set_len(&self, hdr: u64, len: u64) {
+    /// readers field, and setting the [`block::FILLER_BEHIND`] hint when `behind` (a shrink left
+    /// its tail as a filler): one CAS, so a crash leaves the old length or the new one. A shrink's
+    /// cut-off tail is walkable free space (or zero) before this commit, and is handed to anyone
+    /// only after it.
+    pub(crate) fn set_len(&self, hdr: u64, len: u64, behind: bool) {
         let w = self.mem.word(hdr);
         let mut cur = w.load(Ordering::Relaxed);
         loop {
@@ -372,12 +374,11 @@ impl<'a> Heap<'a> {
             ));
             // Release: the bytes written under the old length happen before any reader that sees
             // the new one (pairs with the Acquire loads in `read`/`free`).
-            match w.compare_exchange_weak(
-                cur,
-                BlockHeader(cur).with_len(len).0,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
+            let mut new = BlockHeader(cur).with_len(len);
+            if behind {
+                new = new.with_filler_behind();
+            }
+            match w.compare_exchange_weak(cur, new.0, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(now) => cur = now,
             }

@@ -216,7 +216,8 @@ impl super::Heap<'_> {
     /// 3. the block's bytes zeroed, then its header PENDING: a crash before that leaves a RESERVED
     ///    block recovery reclaims.
     ///
-    /// Returns the PENDING header word.
+    /// Returns the PENDING header word, which carries the [`block::FILLER_BEHIND`] hint when
+    /// `behind` (the caller left a filler right behind the block).
     ///
     /// # Safety
     /// `seg..hdr + span` is the caller's alone (popped from a list), with `hdr - seg` zero or at
@@ -228,8 +229,10 @@ impl super::Heap<'_> {
         span: u64,
         len: u64,
         generation: u32,
+        behind: bool,
     ) -> u64 {
-        let reserved = block::live(len, generation, LiveState::Reserved, 0);
+        let hint = if behind { block::FILLER_BEHIND } else { 0 };
+        let reserved = block::live(len, generation, LiveState::Reserved, hint);
         let e = self.entries();
         if hdr > seg {
             self.start_map().shared_toggle(hdr);
@@ -242,7 +245,7 @@ impl super::Heap<'_> {
         // SAFETY: the segment is the caller's since its pop (contract), and the data range lies
         // inside it.
         unsafe { self.mem.zero(hdr + WORD, span - WORD) };
-        let pending = block::live(len, generation, LiveState::Pending, 0);
+        let pending = BlockHeader(reserved).with_state(LiveState::Pending).0;
         e.store(hdr, pending);
         pending
     }

@@ -16,7 +16,7 @@
 //! | DYING | CAS | SeqCst | Acquire pairs with the publish, so every access through the `BlockMut` happens before the bytes' reuse; SeqCst puts it in one total order with readers' slot swaps and header loads and the freer's slot loads that follow it (the read-slot protocol, `heap::reads`) |
 
 use crate::backing::Backing;
-use crate::block::{self, BlockHeader, LiveState};
+use crate::block::{BlockHeader, LiveState};
 use crate::sync::{sc_order, AtomicU64, Ordering};
 
 /// The header word of a LIVE block, for the block-state steps.
@@ -41,8 +41,7 @@ impl<'a> LiveWord<'a> {
         LiveWord(unsafe { mem.word_unchecked(hdr) })
     }
 
-    /// Publish: `pending`, the PENDING word with no readers the allocation stored, becomes
-    /// PUBLISHED (one XOR with a constant, the check code included). Release (module docs).
+    /// Publish: `pending`, the PENDING word the allocation stored, becomes PUBLISHED (one XOR with a constant, the check code included). Release (module docs).
     #[inline]
     pub(crate) fn publish(&self, pending: u64) {
         self.0.store(
@@ -51,13 +50,13 @@ impl<'a> LiveWord<'a> {
         );
     }
 
-    /// Publish a block of the allocator interfaces (`len` bytes, generation `generation`): its
-    /// PUBLISHED word with the FOREIGN bit, which every handle operation refuses. Release, as
-    /// [`LiveWord::publish`].
+    /// Publish a block of the allocator interfaces: `pending`, the PENDING word the allocation
+    /// stored, becomes PUBLISHED with the FOREIGN bit, which every handle operation refuses.
+    /// Release, as [`LiveWord::publish`].
     #[inline]
-    pub(crate) fn publish_foreign(&self, len: u64, generation: u32) {
+    pub(crate) fn publish_foreign(&self, pending: u64) {
         self.0.store(
-            block::live_foreign(len, generation, LiveState::Published, 0),
+            BlockHeader(pending).foreign_published_from_pending().0,
             Ordering::Release,
         );
     }

@@ -108,3 +108,41 @@ fn the_churn_at_80_percent_full_refuses_under_one_percent() {
         arena.verify().unwrap();
     }
 }
+
+/// An allocator block shrunk in place, with a block behind it, leaves its cut-off tail as a
+/// filler (16 bytes: too short to list); the block's free takes the tail back with it, and the
+/// whole span serves the next allocation of the old size.
+#[cfg(feature = "allocator-api2")]
+#[test]
+fn a_free_takes_back_the_tail_its_shrink_left() {
+    use allocator_api2::alloc::Allocator;
+    use std::alloc::Layout;
+    let mut arena = Options::new()
+        .capacity(1 << 20)
+        .freelist(Freelist::Pessimistic)
+        .heap()
+        .unwrap();
+    let (long, short) = (
+        Layout::from_size_align(200, 8).unwrap(),
+        Layout::from_size_align(184, 8).unwrap(),
+    );
+    let p = arena.allocate(long).unwrap().cast::<u8>();
+    // A block behind `p`, so `p` is not the last block of its chunk (whose shrink would move the
+    // chunk's cursor back instead).
+    let _behind = arena.allocate(long).unwrap();
+    let before = arena.stats().discarded;
+    // SAFETY: `p` came from `allocate` with `long`, and `short` is no larger.
+    let q = unsafe { arena.shrink(p, long, short) }.unwrap();
+    assert_eq!(q.cast::<u8>(), p, "shrunk in place");
+    assert_eq!(arena.stats().discarded, before + 16, "the tail is a filler");
+    // SAFETY: `p` is live with layout `short`.
+    unsafe { arena.deallocate(p, short) };
+    assert_eq!(
+        arena.stats().discarded,
+        before,
+        "the free took the tail back"
+    );
+    let again = arena.allocate(long).unwrap().cast::<u8>();
+    assert_eq!(again, p, "the whole span serves the old size");
+    arena.verify().unwrap();
+}
