@@ -822,7 +822,7 @@ const HEAP_WRITE_EXCEPTIONS: &[(&str, &str, &str)] = &[
         "a root slot's check word in the file header, settled by its offset: no heap word",
     ),
     (
-        "src/loom_hooks/lists.rs",
+        "src/loom_hooks/lists/slots.rs",
         "self.b.word(w).store(pattern, Ordering::Relaxed);",
         "a model's owner writing user bytes inside the block it was given: no heap word",
     ),

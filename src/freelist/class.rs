@@ -116,3 +116,65 @@ impl Bitmap {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_are_monotonic_and_cover() {
+        let mut last = 0;
+        let mut span = 16;
+        while span < (1u64 << 36) {
+            let c = class_of(span);
+            assert!(c >= last, "class of {span} went down");
+            assert!(
+                class_min(c) <= span,
+                "span {span} below its class min {}",
+                class_min(c)
+            );
+            let up = class_up(span);
+            if up < CLASSES - 1 {
+                assert!(
+                    class_min(up) >= span,
+                    "class_up({span}) = {up} holds smaller spans"
+                );
+            }
+            if c + 1 < CLASSES {
+                assert!(
+                    class_min(c + 1) > span,
+                    "span {span} belongs above class {c}"
+                );
+            }
+            last = c;
+            span += if span < 4096 { 8 } else { span / 64 / 8 * 8 };
+        }
+        assert_eq!(class_of(16), 0);
+        assert_eq!(class_of(512), 62);
+        assert_eq!(class_of(520), 63);
+        assert_eq!(class_of(1 << 40), CLASSES - 1);
+    }
+
+    #[test]
+    fn head_packing() {
+        let h = pack_head(4096 * 1000, 77);
+        assert_eq!(head_off(h), 4096 * 1000);
+        assert_eq!(head_tag(h), 77);
+        let wrapped = pack_head(8, HEAD_TAG_MASK + 1);
+        assert_eq!(head_tag(wrapped), 0);
+        assert_eq!(head_off(pack_head(0, 5)), 0);
+    }
+
+    #[test]
+    fn bitmap_search() {
+        let b = Bitmap::new();
+        assert_eq!(b.first_from(0), None);
+        b.set(70);
+        b.set(200);
+        assert_eq!(b.first_from(0), Some(70));
+        assert_eq!(b.first_from(71), Some(200));
+        assert_eq!(b.first_from(201), None);
+        b.clear(70);
+        assert_eq!(b.first_from(0), Some(200));
+    }
+}
