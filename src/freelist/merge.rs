@@ -10,6 +10,8 @@ use crate::format::{OFF_BUMP, OFF_HEADS};
 use crate::heap::Entries;
 use crate::sync::{sc_order, Ordering};
 
+use super::sort::sort_chain;
+
 impl FreeLists {
     /// Detaches the whole stack of class `c` with one CAS of its head to empty and splices its
     /// nodes in front of the chain `chain` (linked through the nodes' FREE headers, 0 = empty).
@@ -177,7 +179,7 @@ impl FreeLists {
             }
             c = k + 1;
         }
-        let chain = sort_chain(b, chain);
+        let chain = sort_chain(b, chain, limit);
         let span_of = |off: u64| b.word(off + 8).load(Ordering::Relaxed);
         if failed.is_none() {
             // Listed segments never overlap; if these do, a list is damaged: merge nothing.
@@ -289,7 +291,7 @@ impl FreeLists {
 }
 
 /// `(generation, next)` of a detached node's FREE header (a chain of the coalescing pass).
-fn next_of(b: &Backing, off: u64) -> (u32, u64) {
+pub(super) fn next_of(b: &Backing, off: u64) -> (u32, u64) {
     match block::decode(b.word(off).load(Ordering::Relaxed)) {
         HeaderWord::Free {
             generation: gen,
@@ -303,105 +305,6 @@ fn next_of(b: &Backing, off: u64) -> (u32, u64) {
 
 /// Points a detached node's FREE header at `next`, keeping its generation (no list is involved:
 /// the entry verbs carry no start map here).
-fn set_next(b: &Backing, off: u64, gen: u32, next: u64) {
+pub(super) fn set_next(b: &Backing, off: u64, gen: u32, next: u64) {
     Entries::new(b, None).relink(off, gen, next);
-}
-
-/// Merges two chains sorted by offset into one.
-fn merge_chains(b: &Backing, mut x: u64, mut y: u64) -> u64 {
-    let mut head = 0u64;
-    let mut tail: Option<(u64, u32)> = None;
-    while x != 0 || y != 0 {
-        let take_x = y == 0 || (x != 0 && x < y);
-        let off = if take_x { x } else { y };
-        let (gen, next) = next_of(b, off);
-        if take_x {
-            x = next;
-        } else {
-            y = next;
-        }
-        match tail {
-            Some((t, tg)) => set_next(b, t, tg, off),
-            None => head = off,
-        }
-        tail = Some((off, gen));
-    }
-    if let Some((t, tg)) = tail {
-        set_next(b, t, tg, 0);
-    }
-    head
-}
-
-/// How many address ranges `sort_chain` deals a chain into (4 KiB of stack).
-const BUCKETS: usize = 512;
-
-/// Sorts a chain of detached nodes by offset in place, allocating nothing: one walk finds the
-/// lowest and highest offset, a second deals the nodes into [`BUCKETS`] equal address ranges
-/// (each a chain, in a fixed array), each range is merge-sorted (`merge_sort`) and the ranges are
-/// joined in order. The chain comes in list order, scattered over the heap, so each walk of it
-/// misses the cache once a node; a merge sort of the whole chain walks it about `log2 n` times,
-/// a range's sort only inside its range.
-fn sort_chain(b: &Backing, chain: u64) -> u64 {
-    if chain == 0 {
-        return 0;
-    }
-    let (mut lo, mut hi) = (u64::MAX, 0u64);
-    let mut off = chain;
-    while off != 0 {
-        lo = lo.min(off);
-        hi = hi.max(off);
-        off = next_of(b, off).1;
-    }
-    // `(off - lo) / width <= (hi - lo) / width < BUCKETS`.
-    let width = (hi - lo) / BUCKETS as u64 + 1;
-    let mut heads = [0u64; BUCKETS];
-    let mut off = chain;
-    while off != 0 {
-        let (gen, next) = next_of(b, off);
-        let k = (((off - lo) / width) as usize).min(BUCKETS - 1);
-        set_next(b, off, gen, heads[k]);
-        heads[k] = off;
-        off = next;
-    }
-    let mut sorted = 0u64;
-    for &head in heads.iter().rev().filter(|&&h| h != 0) {
-        let first = merge_sort(b, head);
-        let mut last = first;
-        loop {
-            let (gen, next) = next_of(b, last);
-            if next == 0 {
-                set_next(b, last, gen, sorted);
-                break;
-            }
-            last = next;
-        }
-        sorted = first;
-    }
-    sorted
-}
-
-/// Sorts a chain of detached nodes by offset in place: a bottom-up merge sort whose pending runs
-/// (of 2^i nodes in slot i) live in a fixed array, so it allocates nothing.
-fn merge_sort(b: &Backing, mut chain: u64) -> u64 {
-    let mut runs = [0u64; 64];
-    while chain != 0 {
-        let (gen, next) = next_of(b, chain);
-        set_next(b, chain, gen, 0);
-        let mut carry = chain;
-        chain = next;
-        for slot in runs.iter_mut() {
-            if *slot == 0 {
-                *slot = carry;
-                carry = 0;
-                break;
-            }
-            carry = merge_chains(b, *slot, carry);
-            *slot = 0;
-        }
-        if carry != 0 {
-            // More than 2^64 nodes: impossible; keep them rather than lose them.
-            runs[63] = merge_chains(b, runs[63], carry);
-        }
-    }
-    runs.iter().fold(0, |acc, &r| merge_chains(b, r, acc))
 }

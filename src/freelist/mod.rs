@@ -70,6 +70,7 @@ mod class;
 mod give_back;
 mod merge;
 pub(crate) mod policy;
+mod sort;
 mod walk;
 
 pub(crate) use class::{
