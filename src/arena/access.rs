@@ -288,11 +288,10 @@ impl Inner {
                 len,
                 generation,
                 state: LiveState::Dying,
-                readers,
+                ..
             } = block::decode(w)
             {
-                let behind = readers & block::FILLER_BEHIND != 0;
-                self.release(cell, hdr, len, generation, behind);
+                self.release(cell, hdr, len, generation, block::filler_behind(w));
             }
             true
         });

@@ -75,8 +75,9 @@ impl Drop for BlockMut<'_> {
         // SAFETY: `hdr` is the header of a block allocated inside the heap: 8-aligned, and
         // `hdr + 8 <= hdr + span <= capacity`, the backing's length.
         let w = unsafe { LiveWord::at_unchecked(&self.inner.mem, self.hdr) };
-        // `word` is the PENDING word the allocation stored. Release: the bytes written through this BlockMut happen before any `read`,
-        // `get` or `free` that observes PUBLISHED (`heap::state`).
+        // `word` is the PENDING word the allocation stored. Release: the bytes written through
+        // this BlockMut happen before any `read`, `get` or `free` that observes PUBLISHED
+        // (`heap::state`).
         w.publish(self.word);
     }
 }

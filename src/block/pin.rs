@@ -50,7 +50,7 @@ impl BlockHeader {
         ))
     }
 
-    /// The same word with the [`super::header_word::FILLER_BEHIND`] hint set.
+    /// The same word with the [`FILLER_BEHIND`] hint set.
     #[inline]
     pub(crate) const fn with_filler_behind(self) -> BlockHeader {
         BlockHeader(with_sr(

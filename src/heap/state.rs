@@ -41,7 +41,8 @@ impl<'a> LiveWord<'a> {
         LiveWord(unsafe { mem.word_unchecked(hdr) })
     }
 
-    /// Publish: `pending`, the PENDING word the allocation stored, becomes PUBLISHED (one XOR with a constant, the check code included). Release (module docs).
+    /// Publish: `pending`, the PENDING word the allocation stored, becomes PUBLISHED (one XOR
+    /// with a constant, the check code included). Release (module docs).
     #[inline]
     pub(crate) fn publish(&self, pending: u64) {
         self.0.store(
